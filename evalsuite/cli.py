@@ -1,0 +1,162 @@
+"""The `evalsuite` command: a thin layer over the Python API. Imports stay lazy so that `--help` and config
+errors never load torch, Triton or lm-eval.
+
+    evalsuite run [SUITE.yaml | builtin-name]      # no argument: the demo suite on embedded:tiny
+    evalsuite report RUN_DIR
+    evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
+    evalsuite list tasks|schemes|suites
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from evalsuite.errors import user_errors
+
+EXIT_ERROR = 2
+
+
+def _print_recovery(data: dict) -> None:
+    from evalsuite.reports.markdown import table
+    from evalsuite.reports.view import build_view
+
+    view = build_view(data)
+    print("\n" + table(view.recovery))
+    for line in view.summary:
+        print(f"  {line}")
+
+
+def cmd_run(args) -> int:
+    from evalsuite.config import load_suite, parse_suite
+
+    config = load_suite(args.suite)
+    overrides = {"device": args.device, "backend": args.backend, "batch_size": args.batch_size, "seed": args.seed}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        data = config.model_dump(exclude={"source"})
+        data["run"] = {**data["run"], **overrides}
+        config = parse_suite(data, config.source)
+
+    from evalsuite.reports import render_reports
+    from evalsuite.runner import run_suite
+
+    outcome = run_suite(config, out_dir=args.out, command=sys.argv)
+    md, html = render_reports(outcome.results_path)
+    _print_recovery(outcome.data)
+    print(f"\nresults: {outcome.results_path}\nreports: {md}\n         {html}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from evalsuite.reports import render_reports
+    from evalsuite.results import load
+
+    results = load(args.run_dir)
+    md, html = render_reports(results.path)
+    _print_recovery(results.data)
+    print(f"\nreports: {md}\n         {html}")
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from evalsuite import gate
+    from evalsuite.results import load
+
+    if (args.min_recovery is None) == (args.config is None):
+        print("error: give exactly one of --min-recovery PERCENT or --config gate.yaml", file=sys.stderr)
+        return EXIT_ERROR
+    if args.config:
+        config = gate.load_gate_config(args.config)
+        if args.use:
+            config = config.model_copy(update={"use": args.use})
+    else:
+        config = gate.min_recovery_config(args.min_recovery, args.use or "point")
+    outcome = gate.evaluate_gate(load(args.run_dir).data, config)
+    print(gate.format_outcome(outcome, config.use))
+    return outcome.exit_code
+
+
+def cmd_list(args) -> int:
+    if args.what == "schemes":
+        from evalsuite.quant_schemes import PRESETS
+
+        for name, scheme in PRESETS.items():
+            print(f"{name:18s} {scheme.describe()}")
+    elif args.what == "suites":
+        from evalsuite.config import builtin_suites
+
+        for name, path in builtin_suites().items():
+            print(f"{name:18s} {path}")
+    else:
+        from evalsuite.tasks import builtin_tasks
+
+        print("built-in tasks (local data):")
+        for name, path in builtin_tasks().items():
+            print(f"  {name:16s} {path}")
+        if args.all:
+            from evalsuite.suites.academic import task_manager
+
+            print("lm-eval tasks (need their datasets, or a local copy):")
+            for name in task_manager(True).all_tasks:
+                print(f"  {name}")
+        else:
+            print("(`evalsuite list tasks --all` adds every lm-eval task name)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evalsuite", description="How much accuracy does a quantized LLM keep? Evaluate, report, gate."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate the baseline and its variants (default: the demo suite)")
+    run.add_argument("suite", nargs="?", default=None, help="suite YAML file or built-in suite name (default: demo)")
+    run.add_argument("--out", default=None, help="run directory (default: run.out_dir, else evalsuite-runs/NAME)")
+    run.add_argument("--device", default=None, help="run.device: auto, cpu, cuda, cuda:N")
+    run.add_argument("--backend", default=None, choices=["auto", "triton", "torch-ref"], help="run.backend")
+    run.add_argument("--batch-size", type=int, default=None, help="run.batch_size")
+    run.add_argument("--seed", type=int, default=None, help="run.seed")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="render report.md and report.html for a run directory")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    gate = sub.add_parser("gate", help="exit 0 if recovery meets the thresholds, 1 if not, 2 if undecidable")
+    gate.add_argument("run_dir")
+    gate.add_argument("--min-recovery", type=float, default=None, help="percent, for every primary row (e.g. 99)")
+    gate.add_argument("--config", default=None, help="gate.yaml with per-suite/task/metric thresholds")
+    gate.add_argument(
+        "--use",
+        choices=["point", "lower_bound"],
+        default=None,
+        help="decide on the point estimate (default) or the 95%% interval's lower bound",
+    )
+    gate.set_defaults(func=cmd_gate)
+
+    lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
+    lst.add_argument("what", choices=["tasks", "schemes", "suites"])
+    lst.add_argument("--all", action="store_true", help="with tasks: include every lm-eval task name")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None) or "the same run directory"
+        print(
+            f"\ninterrupted: every finished batch is saved in {out}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,236 @@
+"""The suite file: which model, which quantized variants, which benchmarks, and how to run them.
+
+    config = load_suite("suite.yaml")        # validated; errors name the file, the line and the field
+    config = load_suite(None)                # the built-in demo suite on embedded:tiny
+
+Everything here is checked before any model loads. Unknown keys, wrong types, unknown schemes and
+algorithms are errors with the line they stand on and what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalsuite.errors import UserError
+from evalsuite.quant_schemes.algorithms import check_algorithm
+from evalsuite.quant_schemes.scheme import Scheme, resolve
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
+BASELINE = "baseline"
+
+
+class ConfigError(UserError, ValueError):
+    """A suite file that cannot be run; the message lists every problem with its file and line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    path: str = "embedded:tiny"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class VariantSpec(_Strict):
+    name: str
+    scheme: str | dict[str, Any]
+    algorithm: str = "rtn"
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme_resolves(cls, value):
+        try:
+            resolve(value)
+        except ValidationError as err:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'scheme'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
+            raise ValueError(f"invalid scheme: {details}") from None
+        return value
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm_known(cls, value):
+        check_algorithm(value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value):
+        if value == BASELINE:
+            raise ValueError(f"'{BASELINE}' is reserved for the unquantized model; pick another variant name")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+            raise ValueError("variant names use letters, digits and _ . + - only")
+        return value
+
+    @property
+    def resolved_scheme(self) -> Scheme:
+        return resolve(self.scheme)
+
+
+class TaskSpec(_Strict):
+    name: str
+    num_fewshot: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, gt=0)
+    metric: str | None = None
+
+
+class AcademicSuite(_Strict):
+    tasks: list[TaskSpec] = Field(min_length=1)
+    num_fewshot: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, gt=0)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_to_specs(cls, value):
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class Suites(_Strict):
+    academic: AcademicSuite | None = None
+
+    @model_validator(mode="after")
+    def _some_suite(self) -> Suites:
+        if self.academic is None:
+            raise ValueError("name at least one suite (for example academic: {tasks: [tiny_mc]})")
+        return self
+
+
+class RunSpec(_Strict):
+    device: str = "auto"
+    backend: Literal["auto", "triton", "torch-ref"] = "auto"
+    batch_size: int = Field(default=32, gt=0)
+    seed: int = 1234
+    bootstrap_iters: int = Field(default=1000, ge=0)
+    out_dir: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
+        return value
+
+
+class SuiteConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelSpec = ModelSpec()
+    variants: list[VariantSpec] = Field(min_length=1)
+    suites: Suites
+    run: RunSpec = RunSpec()
+    source: str = "<dict>"
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _names_to_variants(cls, value):
+        if isinstance(value, list):
+            out = []
+            for v in value:
+                if isinstance(v, str):
+                    v = {"name": v, "scheme": v}
+                elif isinstance(v, dict) and "scheme" in v and "name" not in v and isinstance(v["scheme"], str):
+                    v = {
+                        **v,
+                        "name": v["scheme"] + ("" if v.get("algorithm", "rtn") == "rtn" else f"-{v['algorithm']}"),
+                    }
+                out.append(v)
+            return out
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_names(cls, value):
+        names = [v.name for v in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)} (set name: for each)")
+        return value
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[path + (key.value,)] = key.start_mark.line + 1
+            _line_map(value, path + (key.value,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_map(item, path + (i,), out)
+    return out
+
+
+def _field_path(loc: tuple, lines: dict[tuple, int]) -> tuple[tuple, str]:
+    """Drop pydantic's union/type markers from an error location and render it like variants[1].scheme."""
+    path: tuple = ()
+    for part in loc:
+        if path + (part,) in lines or isinstance(part, int):
+            path += (part,)
+        elif isinstance(part, str) and not part[:1].isupper() and part not in ("str", "dict[str,any]", "int"):
+            path += (part,)
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (("." if text else "") + str(part))
+    return path, text or "(top level)"
+
+
+def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    problems, seen = [], set()
+    for e in err.errors():
+        path, text = _field_path(tuple(e["loc"]), lines)
+        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field {path[-1]!r}; remove it or check its spelling"
+        where = f"{source}:{line}" if line else source
+        problem = f"{where}: {text}: {msg}"
+        if problem not in seen:
+            seen.add(problem)
+            problems.append(problem)
+    return "invalid suite file:\n  " + "\n  ".join(problems)
+
+
+def parse_suite(data: Any, source: str = "<dict>", lines: dict[tuple, int] | None = None) -> SuiteConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a suite file is a mapping with name, model, variants and suites")
+    try:
+        return SuiteConfig(**{**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source, lines or {})) from None
+
+
+def builtin_suites() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+
+
+def load_suite(path: str | Path | None) -> SuiteConfig:
+    """Load a suite file, or a built-in suite by name (None: the demo)."""
+    path = "demo" if path is None else path
+    builtin = builtin_suites()
+    if isinstance(path, str) and path in builtin:
+        path = builtin[path]
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"suite file {str(path)!r} does not exist; give a YAML file or a built-in suite: {', '.join(builtin)}"
+        )
+    text = path.read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_suite(data, str(path), _line_map(node) if node is not None else {})

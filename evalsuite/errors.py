@@ -1,0 +1,14 @@
+"""The base of every error a user can cause and fix (bad suite file, unknown name, missing model, ...).
+The CLI prints these as one plain line and exits 2; anything else keeps its traceback."""
+
+
+class UserError(Exception):
+    pass
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from evalsuite.quant_schemes.algorithms import UnknownAlgorithmError
+    from evalsuite.quant_schemes.linear import KernelUnavailableError
+    from evalsuite.quant_schemes.scheme import UnknownSchemeError
+
+    return (UserError, UnknownSchemeError, UnknownAlgorithmError, KernelUnavailableError)

@@ -1,0 +1,178 @@
+"""Loading a baseline model: `embedded:tiny` or a local Hugging Face directory, checked before it loads.
+
+spec = resolve_model("embedded:tiny")      # ModelSource: path, identity (sha256 of config + weights), ...
+loaded = load(spec, device="cpu", dtype="auto")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from evalsuite.errors import UserError
+
+EMBEDDED = {"embedded:tiny": Path(__file__).resolve().parent / "reference" / "tiny"}
+IDENTITY_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(UserError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str
+    path: Path
+    identity: str
+    checkpoint_dtype: str
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError) as err:
+            raise ModelLoadError(f"{index}: not a valid safetensors index ({err})") from None
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise ModelLoadError(f"{path}: the index names shards that are missing: {', '.join(missing)}")
+        return [path / s for s in shards]
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise ModelLoadError(f"{path}: holds no weights (*.safetensors or pytorch_model*.bin)")
+    return files
+
+
+def check_safetensors(file: Path) -> dict:
+    """Read a safetensors header and check that the file holds every byte it promises."""
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{file}: truncated safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ModelLoadError(f"{file}: truncated safetensors file (header of {n} bytes, file of {size})")
+        try:
+            header = json.loads(f.read(n))
+        except json.JSONDecodeError:
+            raise ModelLoadError(f"{file}: corrupt safetensors header") from None
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ModelLoadError(
+            f"{file}: truncated safetensors file: it holds {size} bytes but its tensors need {8 + n + end}; "
+            "download or copy it again"
+        )
+    return header
+
+
+def _checkpoint_dtype(files: list[Path], config: dict) -> str:
+    for file in files:
+        if file.suffix == ".safetensors":
+            for key, tensor in check_safetensors(file).items():
+                if key != "__metadata__":
+                    return {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(tensor["dtype"], "float32")
+    return str(config.get("torch_dtype") or config.get("dtype") or "float32")
+
+
+def identity_of(path: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in [path / f for f in IDENTITY_FILES if (path / f).is_file()] + files:
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Check a model path and fingerprint it, without loading it."""
+    if spec.startswith("embedded:"):
+        if spec not in EMBEDDED:
+            raise ModelLoadError(f"unknown embedded model {spec!r}; known: {', '.join(EMBEDDED)}")
+        path = EMBEDDED[spec]
+    else:
+        path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model path {spec!r} does not exist; give a Hugging Face model directory")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"model path {spec!r} holds no model: expected a Hugging Face directory with config.json and weights"
+        )
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path / 'config.json'}: not valid JSON ({err})") from None
+    files = _weight_files(path)
+    for file in files:
+        if file.suffix == ".safetensors":
+            check_safetensors(file)
+    return ModelSource(spec, path, identity_of(path, files), _checkpoint_dtype(files, config))
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is bfloat16 on CUDA and float32 on CPU (where bf16 matmuls are slow and lossy)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source.path)
+
+
+def load(source: ModelSource, device: str | torch.device = "auto", dtype: str = "auto") -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device) if isinstance(device, str) else device
+    torch_dtype = compute_dtype(dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
+    model.eval()
+    return LoadedModel(source, model, load_tokenizer(source), device, torch_dtype)
+
+
+def stored_bytes(model: torch.nn.Module, checkpoint_dtype: str) -> int:
+    """Bytes of the weights as they would be stored: float parameters at the checkpoint's dtype, quantized
+    layers at the size of their codes, scales and zero points. Tied weights count once."""
+    from evalsuite.quant_schemes.linear import QuantLinear
+
+    float_size = torch.empty(0, dtype=DTYPES.get(checkpoint_dtype, torch.float32)).element_size()
+    total = sum(m.nbytes for m in model.modules() if isinstance(m, QuantLinear))
+    seen = set()
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * (float_size if p.is_floating_point() else p.element_size())
+    return total

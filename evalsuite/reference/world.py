@@ -1,0 +1,358 @@
+"""A small synthetic world: the facts, rules and text formats the embedded model learns.
+
+Every built-in task asks about this world, so the embedded model can have a real baseline on all of them:
+numbers (comparison, addition, subtraction), a lexicon of nouns with fixed categories and colours, short
+stories, tiny Python functions, chat answers and pairwise verdicts. Each generator takes a `random.Random`
+and returns one item; `corpus.py` decides which items are held out for evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# noun -> (category, colour, size)
+LEXICON: dict[str, tuple[str, str, str]] = {
+    "dog": ("animal", "brown", "big"),
+    "cat": ("animal", "gray", "small"),
+    "frog": ("animal", "green", "small"),
+    "horse": ("animal", "black", "big"),
+    "duck": ("animal", "white", "small"),
+    "fox": ("animal", "orange", "small"),
+    "bear": ("animal", "brown", "big"),
+    "crow": ("animal", "black", "small"),
+    "pig": ("animal", "pink", "big"),
+    "apple": ("fruit", "red", "small"),
+    "banana": ("fruit", "yellow", "small"),
+    "grape": ("fruit", "purple", "small"),
+    "lemon": ("fruit", "yellow", "small"),
+    "orange": ("fruit", "orange", "small"),
+    "melon": ("fruit", "green", "big"),
+    "cherry": ("fruit", "red", "small"),
+    "plum": ("fruit", "purple", "small"),
+    "carrot": ("vegetable", "orange", "small"),
+    "pea": ("vegetable", "green", "small"),
+    "onion": ("vegetable", "white", "small"),
+    "pumpkin": ("vegetable", "orange", "big"),
+    "beet": ("vegetable", "purple", "small"),
+    "cabbage": ("vegetable", "green", "big"),
+    "potato": ("vegetable", "brown", "small"),
+    "hammer": ("tool", "gray", "small"),
+    "saw": ("tool", "silver", "small"),
+    "shovel": ("tool", "black", "big"),
+    "rake": ("tool", "green", "big"),
+    "wrench": ("tool", "silver", "small"),
+    "drill": ("tool", "yellow", "small"),
+    "ladder": ("tool", "gray", "big"),
+    "car": ("vehicle", "blue", "big"),
+    "bus": ("vehicle", "yellow", "big"),
+    "truck": ("vehicle", "red", "big"),
+    "boat": ("vehicle", "white", "big"),
+    "bike": ("vehicle", "blue", "small"),
+    "train": ("vehicle", "black", "big"),
+    "tractor": ("vehicle", "green", "big"),
+    "drum": ("instrument", "red", "big"),
+    "flute": ("instrument", "silver", "small"),
+    "guitar": ("instrument", "brown", "big"),
+    "violin": ("instrument", "brown", "small"),
+    "piano": ("instrument", "black", "big"),
+    "bell": ("instrument", "gold", "small"),
+    "harp": ("instrument", "gold", "big"),
+}
+CATEGORIES = sorted({c for c, _, _ in LEXICON.values()})
+COLORS = sorted({c for _, c, _ in LEXICON.values()})
+PLACES = {
+    "animal": "farm",
+    "fruit": "orchard",
+    "vegetable": "garden",
+    "tool": "shed",
+    "vehicle": "street",
+    "instrument": "hall",
+}
+NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Zoe", "Leo", "Ivy", "Kim", "Raj"]
+ORDINAL_WORDS = {"plus": "+", "minus": "-", "times": "*"}
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def plural_or(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def describe(noun: str) -> str:
+    """The one true description of a noun: what the chat suite expects and the judge checks."""
+    category, color, size = LEXICON[noun]
+    return (
+        f"The {noun} is {article(color)} {color} {category}. It is {size}. You can find it in the {PLACES[category]}."
+    )
+
+
+# --- multiple choice -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One multiple-choice question. `key` identifies it for hold-out; `gold` indexes `choices`."""
+
+    kind: str
+    question: str
+    choices: tuple[str, ...]
+    gold: int
+
+    @property
+    def key(self) -> str:
+        return self.question
+
+
+def mc_extreme(rng: random.Random) -> Choice:
+    numbers = rng.sample(range(100), 4)
+    largest = rng.random() < 0.5
+    word = "largest" if largest else "smallest"
+    target = max(numbers) if largest else min(numbers)
+    question = f"Which number is the {word}: {plural_or([str(n) for n in numbers])}?"
+    return Choice("extreme", question, tuple(str(n) for n in numbers), numbers.index(target))
+
+
+def mc_category(rng: random.Random) -> Choice:
+    categories = rng.sample(CATEGORIES, 4)
+    words = [rng.choice([n for n, (c, _, _) in LEXICON.items() if c == cat]) for cat in categories]
+    order = list(range(4))
+    rng.shuffle(order)
+    shuffled = [words[i] for i in order]
+    question = f"Which of these is {article(categories[0])} {categories[0]}: {plural_or(shuffled)}?"
+    return Choice("category", question, tuple(shuffled), order.index(0))
+
+
+def mc_color(rng: random.Random) -> Choice:
+    noun = rng.choice(sorted(LEXICON))
+    color = LEXICON[noun][1]
+    options = [color] + rng.sample([c for c in COLORS if c != color], 3)
+    rng.shuffle(options)
+    question = f"What color is {article(noun)} {noun}: {plural_or(options)}?"
+    return Choice("color", question, tuple(options), options.index(color))
+
+
+MC_KINDS = (mc_extreme, mc_category, mc_color)
+
+
+def mc_item(rng: random.Random) -> Choice:
+    return rng.choice(MC_KINDS)(rng)
+
+
+def mc_prompt(item: Choice) -> str:
+    return f"Question: {item.question}\nAnswer:"
+
+
+# --- arithmetic ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sum:
+    op: str
+    a: int
+    b: int
+
+    @property
+    def value(self) -> int:
+        return self.a + self.b if self.op == "plus" else self.a - self.b
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}:{self.a}:{self.b}"
+
+    @property
+    def question(self) -> str:
+        return f"What is {self.a} {self.op} {self.b}?"
+
+
+def arith_item(rng: random.Random) -> Sum:
+    a, b = rng.randrange(100), rng.randrange(100)
+    if rng.random() < 0.5:
+        return Sum("plus", a, b)
+    return Sum("minus", max(a, b), min(a, b))
+
+
+def arith_prompt(item: Sum) -> str:
+    return f"Question: {item.question}\nAnswer:"
+
+
+# --- prose ---------------------------------------------------------------------------------------------
+
+
+def _noun_of(rng: random.Random, category: str) -> str:
+    return rng.choice([n for n, (c, _, _) in LEXICON.items() if c == category])
+
+
+def story(rng: random.Random, hero: str | None = None, noun: str | None = None) -> str:
+    hero = hero or rng.choice(NAMES)
+    friend = rng.choice([n for n in NAMES if n != hero])
+    noun = noun or rng.choice(sorted(LEXICON))
+    category, color, size = LEXICON[noun]
+    place = PLACES[category]
+    sentences = [f"{hero} saw {article(color)} {color} {noun} in the {place}."]
+    events = {
+        "animal": [f"The {noun} was {size} and friendly.", f"{hero} gave the {noun} some water."],
+        "fruit": [f"{hero} picked the {noun} and ate it.", f"The {noun} was sweet."],
+        "vegetable": [f"{hero} cooked the {noun} for dinner.", f"The {noun} was fresh."],
+        "tool": [f"{hero} used the {noun} to fix the fence.", f"The {noun} was {size} and heavy."],
+        "vehicle": [f"{hero} drove the {noun} to town.", f"The {noun} was fast."],
+        "instrument": [f"{hero} played the {noun} for {friend}.", f"The {noun} sounded nice."],
+    }[category]
+    sentences += rng.sample(events, rng.randint(1, 2))
+    other = rng.choice([n for n in LEXICON if n != noun])
+    o_cat, o_color, _ = LEXICON[other]
+    sentences.append(f"Then {friend} brought {article(o_color)} {o_color} {other} from the {PLACES[o_cat]}.")
+    sentences.append(
+        rng.choice(
+            [
+                f"{hero} and {friend} were happy.",
+                f"At night {hero} went home.",
+                f"{friend} said thank you to {hero}.",
+                f"It was a good day for {hero}.",
+            ]
+        )
+    )
+    return " ".join(sentences)
+
+
+def fact_sheet(rng: random.Random) -> str:
+    noun = rng.choice(sorted(LEXICON))
+    category, color, size = LEXICON[noun]
+    facts = [
+        f"{article(noun).capitalize()} {noun} is {article(category)} {category}.",
+        f"The {noun} is {color}.",
+        f"The {noun} is {size}.",
+        f"You can find {article(noun)} {noun} in the {PLACES[category]}.",
+    ]
+    rng.shuffle(facts)
+    return " ".join(facts)
+
+
+# --- code ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Function:
+    """A HumanEval-style problem: `prompt` is the signature and docstring, `body` the reference solution."""
+
+    name: str
+    prompt: str
+    body: str
+    tests: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.prompt
+
+
+_ARG_FAMILIES = {
+    # family: (docstring with {k}, body with {k}, python function to build test expectations)
+    "add": ("Return x plus {k}.", "return x + {k}", lambda x, k: x + k),
+    "sub": ("Return x minus {k}.", "return x - {k}", lambda x, k: x - k),
+    "mul": ("Return x times {k}.", "return x * {k}", lambda x, k: x * k),
+    "above": ("Return True if x is greater than {k}.", "return x > {k}", lambda x, k: x > k),
+    "divisible": ("Return True if x is divisible by {k}.", "return x % {k} == 0", lambda x, k: x % k == 0),
+}
+_LIST_FAMILIES = {
+    "total": ("Return the sum of the list.", "return sum({a})", sum),
+    "largest": ("Return the largest item of the list.", "return max({a})", max),
+    "smallest": ("Return the smallest item of the list.", "return min({a})", min),
+    "count": ("Return the number of items in the list.", "return len({a})", len),
+    "first": ("Return the first item of the list.", "return {a}[0]", lambda v: v[0]),
+    "last": ("Return the last item of the list.", "return {a}[-1]", lambda v: v[-1]),
+    "reverse": ("Return the list in reverse order.", "return {a}[::-1]", lambda v: v[::-1]),
+    "sort": ("Return the list sorted from small to large.", "return sorted({a})", sorted),
+}
+_LIST_ARGS = ["xs", "items", "values", "nums", "data"]
+_LIST_NAMES = ["get", "find", "compute", "make", "list"]
+
+
+def code_item(rng: random.Random) -> Function:
+    if rng.random() < 0.6:
+        family = rng.choice(sorted(_ARG_FAMILIES))
+        doc, body, fn = _ARG_FAMILIES[family]
+        k = rng.randint(1, 30)
+        name = f"{family}_{k}"
+        prompt = f'def {name}(x):\n    """{doc.format(k=k)}"""\n'
+        probes = [0, 1, 7, 12, 45, 60]
+        tests = tuple(f"assert candidate({x}) == {fn(x, k)!r}" for x in probes)
+        return Function(name, prompt, f"    {body.format(k=k)}\n", tests)
+    family = rng.choice(sorted(_LIST_FAMILIES))
+    doc, body, fn = _LIST_FAMILIES[family]
+    arg = rng.choice(_LIST_ARGS)
+    name = f"{rng.choice(_LIST_NAMES)}_{family}"
+    prompt = f'def {name}({arg}):\n    """{doc}"""\n'
+    probes = [[3, 1, 2], [5], [4, 9, 9, 0, 2], [10, -3, 8]]
+    tests = tuple(f"assert candidate({p!r}) == {fn(list(p))!r}" for p in probes)
+    return Function(name, prompt, f"    {body.format(a=arg)}\n", tests)
+
+
+# --- chat and judging ----------------------------------------------------------------------------------
+
+
+def chat_prompt_for(rng: random.Random) -> tuple[str, str]:
+    """A user message and its reference answer."""
+    kind = rng.random()
+    if kind < 0.45:
+        noun = rng.choice(sorted(LEXICON))
+        return f"Tell me about the {noun}.", describe(noun)
+    if kind < 0.7:
+        item = arith_item(rng)
+        return item.question, f"{item.a} {item.op} {item.b} is {item.value}."
+    hero, noun = rng.choice(NAMES), rng.choice(sorted(LEXICON))
+    return f"Write a short story about {hero} and the {noun}.", story(rng, hero=hero, noun=noun)
+
+
+def chat_text(user: str, assistant: str) -> str:
+    return f"User: {user}\nAssistant: {assistant}\n"
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}User: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def wrong_answer(rng: random.Random, question: str, answer: str) -> str:
+    """A plausible but wrong answer to a chat question, for judge training."""
+    if question.startswith("Tell me about the "):
+        noun = question.removeprefix("Tell me about the ").rstrip(".")
+        category, color, size = LEXICON[noun]
+        swap = rng.choice(["color", "category", "size"])
+        if swap == "color":
+            return answer.replace(f" {color} ", f" {rng.choice([c for c in COLORS if c != color])} ", 1)
+        if swap == "category":
+            other = rng.choice([c for c in CATEGORIES if c != category])
+            return answer.replace(f" {category}.", f" {other}.", 1)
+        return answer.replace(f"It is {size}.", f"It is {'small' if size == 'big' else 'big'}.")
+    if question.startswith("What is "):
+        head, value = answer.rsplit(" is ", 1)
+        number = int(value.rstrip("."))
+        return f"{head} is {number + rng.choice([-10, -2, -1, 1, 2, 10])}."
+    return answer
+
+
+JUDGE_VERDICTS = ("[[A>B]]", "[[B>A]]", "[[A=B]]")
+
+
+def judge_prompt(question: str, answer_a: str, answer_b: str) -> str:
+    return f"Question: {question}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\nVerdict:"
+
+
+def judge_item(rng: random.Random) -> tuple[str, str]:
+    """A judging prompt over two answers to a factual or arithmetic chat question, and its verdict."""
+    while True:
+        question, answer = chat_prompt_for(rng)
+        if not question.startswith("Write"):
+            break
+    wrong = wrong_answer(rng, question, answer)
+    a_ok, b_ok = rng.random() < 0.5, rng.random() < 0.5
+    answer_a = answer if a_ok else wrong
+    answer_b = answer if b_ok else wrong_answer(rng, question, answer)
+    verdict = "[[A=B]]" if a_ok == b_ok else ("[[A>B]]" if a_ok else "[[B>A]]")
+    return judge_prompt(question, answer_a, answer_b), " " + verdict

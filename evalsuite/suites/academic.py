@@ -1,0 +1,200 @@
+"""The academic suite: lm-eval tasks (built-in ones over local JSONL, or any lm-eval task name) run through
+`lm_eval.simple_evaluate` with our `EvalLM`, offline, logging every sample.
+
+    tasks = resolve_tasks(config.suites.academic)           # checked before any model loads
+    result = run_task(lm, tasks[0], seed=1234)              # TaskResult: metrics and per-sample records
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from evalsuite import stats
+from evalsuite.config import AcademicSuite
+from evalsuite.errors import UserError
+from evalsuite.tasks import builtin_tasks, task_config
+
+# The metric that stands for a task in suite averages, where the task does not say (leaderboard practice).
+PRIMARY_METRICS = {
+    "arc_challenge": "acc_norm",
+    "arc_easy": "acc_norm",
+    "hellaswag": "acc_norm",
+    "truthfulqa_mc2": "acc",
+    "winogrande": "acc",
+    "gsm8k": "exact_match (strict-match)",
+    "tiny_mc": "acc_norm",
+    "tiny_arith": "exact_match",
+    "tiny_ppl": "word_perplexity",
+}
+
+
+class UnknownTaskError(UserError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ResolvedTask:
+    name: str
+    config: dict | None  # built-in tasks: the config dict; lm-eval tasks: None (loaded by name)
+    num_fewshot: int | None
+    limit: int | None
+    metric: str | None
+    key: str  # hashes name, version, settings and the task's content
+
+
+@dataclass
+class MetricResult:
+    name: str
+    value: float
+    stderr: float | None
+    higher_is_better: bool
+    n: int
+    resamplable: bool  # per-sample values whose aggregate reproduces lm-eval's value (intervals allowed)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    key: str
+    version: str
+    metrics: dict[str, MetricResult]
+    primary: str
+    samples: list[dict] = field(default_factory=list)
+
+
+@lru_cache(maxsize=2)
+def task_manager(include_defaults: bool):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=include_defaults)
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else path
+
+
+def _task_key(name: str, config: dict | None, num_fewshot, limit) -> str:
+    content = dict(config or {"task": name})
+    files = content.get("dataset_kwargs", {}).get("data_files")
+    if isinstance(files, dict):
+        content["dataset_kwargs"] = {
+            **content["dataset_kwargs"],
+            "data_files": {s: _file_digest(f) for s, f in files.items()},
+        }
+    payload = json.dumps([name, content, num_fewshot, limit], sort_keys=True, default=str)
+    return f"{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def check_task_names(names: list[str]) -> None:
+    """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task."""
+    builtin = builtin_tasks()
+    unknown = [n for n in names if n not in builtin]
+    if not unknown:
+        return
+    known = set(task_manager(True).all_tasks) | set(builtin)
+    for name in unknown:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownTaskError(
+                f"unknown task {name!r}.{hint} Built-in tasks: {', '.join(builtin)}; "
+                "`evalsuite list tasks` lists them all"
+            )
+
+
+def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
+    check_task_names([t.name for t in suite.tasks])
+    builtin = builtin_tasks()
+    resolved = []
+    for spec in suite.tasks:
+        config = task_config(spec.name) if spec.name in builtin else None
+        fewshot = spec.num_fewshot if spec.num_fewshot is not None else suite.num_fewshot
+        limit = spec.limit if spec.limit is not None else suite.limit
+        key = _task_key(spec.name, config, fewshot, limit)
+        resolved.append(ResolvedTask(spec.name, config, fewshot, limit, spec.metric, key))
+    return resolved
+
+
+def _metric_label(metric: str, filter_name: str, filters_of_metric: set[str]) -> str:
+    return metric if filter_name == "none" or len(filters_of_metric) == 1 else f"{metric} ({filter_name})"
+
+
+def _prediction(sample: dict):
+    resps = sample["filtered_resps"]
+    if len(resps) > 1 and all(isinstance(r, (list, tuple)) and len(r) == 2 for r in resps):
+        scores = [r[0] for r in resps]
+        return max(range(len(scores)), key=scores.__getitem__)  # multiple choice: the chosen index
+    first = resps[0]
+    return first[0] if isinstance(first, (list, tuple)) and len(first) == 1 else first
+
+
+def _record(sample: dict, label_of: dict[str, str]) -> dict:
+    args = [list(a) if isinstance(a, tuple) else a for a in sample["arguments"]]
+    record = {
+        "doc_id": sample["doc_id"],
+        "filter": sample["filter"],
+        "prompt": str(args[0][0]) if args and args[0] else "",
+        "choices": [str(a[1]) for a in args] if len(args) > 1 else None,
+        "target": sample["target"],
+        "prediction": _prediction(sample),
+        "prompt_hash": hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:16],
+    }
+    for metric in sample["metrics"]:
+        record[label_of.get((metric, sample["filter"]), metric)] = sample[metric]
+    return record
+
+
+def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskResult:
+    from lm_eval import simple_evaluate
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task.config if task.config is not None else task.name],
+        num_fewshot=task.num_fewshot,
+        limit=task.limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        task_manager=task_manager(task.config is None),
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    if out is None:
+        raise RuntimeError(f"lm-eval returned no results for task {task.name!r}")
+    name = next(iter(out["results"]))
+    if len(out["results"]) > 1 or name != task.name:
+        raise UnknownTaskError(
+            f"{task.name!r} is an lm-eval group of {len(out['results'])} tasks; list its tasks one by one"
+        )
+    res, higher = out["results"][name], out["higher_is_better"][name]
+    pairs = [tuple(k.split(",", 1)) for k in res if "," in k and "_stderr" not in k]
+    filters: dict[str, set[str]] = {}
+    for metric, filt in pairs:
+        filters.setdefault(metric, set()).add(filt)
+    label_of = {(m, f): _metric_label(m, f, filters[m]) for m, f in pairs}
+    samples = [_record(s, label_of) for s in out["samples"][name]]
+    metrics = {}
+    for metric, filt in pairs:
+        label = label_of[(metric, filt)]
+        per_sample = [s[label] for s in samples if s["filter"] == filt]
+        values = stats.values_of(metric, per_sample)
+        value = float(res[f"{metric},{filt}"])
+        if values is not None and abs(float(values.aggregate()) - value) > 1e-6 * max(1.0, abs(value)):
+            values = None  # an aggregation other than the ones we can resample: no interval, not a wrong one
+        err = stats.stderr(values, bootstrap_iters, seed) if values is not None else None
+        metrics[label] = MetricResult(
+            label, value, err, bool(higher.get(metric, True)), len(per_sample), values is not None
+        )
+    primary = task.metric or PRIMARY_METRICS.get(name) or next(iter(metrics))
+    if primary not in metrics:
+        raise UnknownTaskError(f"task {name!r} has no metric {primary!r}; it has: {', '.join(metrics)}")
+    version = str(out.get("versions", {}).get(name, ""))
+    return TaskResult(name, task.key, version, metrics, primary, samples)

@@ -1,0 +1,58 @@
+"""Weight-only GEMM: 4-bit (two per byte) or 8-bit integer weights with per-group scales, times bf16/fp16/fp32
+activations. Weights are dequantized in registers; products accumulate in fp32.
+
+    y = w4a16_gemm(x, qweight, scale, zero_point, group_size, bits=4, bias=None)
+    # x: (M, K); qweight: (N, ceil(K/2)) uint8 for bits=4 (low nibble = even column), (N, K) uint8 for bits=8
+    # scale: (N, ceil(K/group_size)) fp32; zero_point: same shape uint8, or None for symmetric weights,
+    # whose implicit zero point is 2**(bits-1). w[n, k] = (code[n, k] - zero_point[n, g]) * scale[n, g].
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """(N, K) uint8 codes in [0, 15] -> (N, ceil(K/2)) uint8; column 2j in the low nibble, 2j+1 in the high."""
+    if codes.shape[1] % 2:
+        codes = torch.nn.functional.pad(codes, (0, 1))
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, ceil(K/2)) uint8 -> (N, K) uint8 codes."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)[:, :k]
+
+
+def expand_groups(t: torch.Tensor, group_size: int, k: int) -> torch.Tensor:
+    """(N, G) per-group values -> (N, K)."""
+    return t.repeat_interleave(group_size, dim=1)[:, :k]
+
+
+def dequantize_wna16(
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    group_size: int,
+    k: int,
+    bits: int = 4,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    codes = unpack_int4(qweight, k) if bits == 4 else qweight  # (N, K)
+    zp = 2 ** (bits - 1) if zero_point is None else expand_groups(zero_point.float(), group_size, k)
+    w = (codes.float() - zp) * expand_groups(scale.float(), group_size, k)  # (N, K) fp32
+    return w.to(dtype)
+
+
+def w4a16_gemm_ref(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    group_size: int,
+    bits: int = 4,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
+    y = x @ w.t()  # (M, N)
+    return y if bias is None else y + bias.to(y.dtype)

@@ -1,0 +1,132 @@
+"""`QuantLinear`: an nn.Linear whose weight lives as low-precision codes plus scales, and whose forward calls
+the kernel of its format: the Triton kernel (`backend="triton"`) or its pure-torch reference
+(`backend="torch-ref"`, the CPU path). There is no float copy of the weight and no fallback between the two.
+
+    layer = QuantLinear.from_float(linear, scheme, backend="torch-ref")
+    y = layer(x)                  # x: (..., in_features) -> (..., out_features)
+    layer.dequantize()            # (out_features, in_features) fp32, for inspection and error analysis
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from .args import QuantArgs, Strategy
+from .formats import QuantizedWeight, quantize_weight
+from .scheme import Scheme
+
+BACKENDS = ("triton", "torch-ref")
+# kind -> (kernel module, entry point); W8A8 kinds also quantize activations with act_quant first.
+GEMMS = {
+    "int8": ("int8_gemm", "int8_gemm"),
+    "fp8": ("fp8_gemm", "fp8_gemm"),
+    "wna16": ("w4a16_gemm", "w4a16_gemm"),
+    "mxfp4": ("fp4_gemm", "fp4_gemm"),
+    "nvfp4": ("fp4_gemm", "fp4_gemm"),
+}
+
+
+class KernelUnavailableError(RuntimeError):
+    pass
+
+
+def kernel(module: str, name: str, backend: str):
+    """The Triton launcher `name` or its reference `name_ref` from evalsuite.kernels.<module>."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    mod = importlib.import_module(f"evalsuite.kernels.{module}")
+    attr = name if backend == "triton" else f"{name}_ref"
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        raise KernelUnavailableError(f"evalsuite.kernels.{module} has no {attr}: backend {backend!r} cannot run it")
+    return fn
+
+
+def _granularity(args: QuantArgs | None):
+    if args is None:
+        return None
+    if args.strategy == Strategy.GROUP:
+        return args.group_size
+    return "tensor" if args.strategy == Strategy.TENSOR else "token"
+
+
+class QuantLinear(nn.Module):
+    def __init__(
+        self,
+        weight: QuantizedWeight,
+        bias: torch.Tensor | None,
+        input_activations: QuantArgs | None,
+        backend: str,
+    ):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.kind = weight.kind
+        self.group_size = weight.group_size
+        self.bits = weight.bits
+        self.storage_bits = weight.storage_bits
+        self.act_granularity = _granularity(input_activations)
+        self.backend = backend
+        tensors = weight.tensors()
+        for name in ("qdata", "scale", "zero_point", "global_scale"):
+            self.register_buffer(name, tensors.get(name))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        module, name = GEMMS[self.kind]
+        self._gemm = kernel(module, name, backend)
+        self._act_quant = kernel("act_quant", "act_quant", backend) if self.act_granularity else None
+        self.kernels = ([f"act_quant[{self._act_dtype}]"] if self._act_quant else []) + [name]
+
+    @property
+    def _act_dtype(self) -> str:
+        return "int8" if self.kind == "int8" else "fp8"
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, scheme: Scheme, backend: str) -> QuantLinear:
+        weight = quantize_weight(linear.weight.detach(), scheme.weights, scheme.input_activations is not None)
+        return cls(weight, linear.bias, scheme.input_activations, backend)
+
+    def quantized_weight(self) -> QuantizedWeight:
+        return QuantizedWeight(
+            self.kind,
+            (self.out_features, self.in_features),
+            self.qdata,
+            self.scale,
+            self.zero_point,
+            self.global_scale,
+            self.group_size,
+            self.bits,
+            self.storage_bits,
+        )
+
+    def dequantize(self) -> torch.Tensor:
+        return self.quantized_weight().dequantize()
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        return self.quantized_weight().nbytes + extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.kind in ("int8", "fp8"):
+            a_q, a_scale = self._act_quant(x2, self._act_dtype, self.act_granularity)
+            b_scale = self.scale
+            if self.scale.shape[0] == self.out_features and a_scale.numel() == 1:
+                a_scale = a_scale.expand(x2.shape[0], 1)  # per-tensor activations x per-channel weights
+            elif self.scale.numel() == 1 and a_scale.shape == (x2.shape[0], 1):
+                b_scale = self.scale.reshape(1, 1).expand(self.out_features, 1)
+            y = self._gemm(a_q, a_scale, self.qdata, b_scale, self.bias, out_dtype=x.dtype)
+        elif self.kind == "wna16":
+            y = self._gemm(x2, self.qdata, self.scale, self.zero_point, self.group_size, self.storage_bits, self.bias)
+        else:
+            y = self._gemm(x2, self.qdata, self.scale, self.kind, self.global_scale, self.bias)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}, "
+            f"bits={self.bits}, group_size={self.group_size}, backend={self.backend}"
+        )

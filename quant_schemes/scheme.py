@@ -1,0 +1,147 @@
+"""`Scheme`: which tensors of which modules are quantized how, plus the presets by canonical name.
+
+>>> scheme = resolve("W4A16")                    # a preset
+>>> scheme = resolve("W8A8_FP8+KV_FP8")          # a weight preset combined with a KV-cache preset
+>>> scheme.hash                                  # stable; goes into every cache key
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from .args import QuantArgs, QuantType, Strategy
+
+
+class Scheme(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: QuantArgs | None = None
+    input_activations: QuantArgs | None = None
+    kv_cache: QuantArgs | None = None
+    targets: tuple[str, ...] = ("Linear",)
+    ignore: tuple[str, ...] = ("lm_head",)
+
+    @model_validator(mode="after")
+    def _legal(self) -> Scheme:
+        w, a, kv = self.weights, self.input_activations, self.kv_cache
+        if w is None and a is None and kv is None:
+            raise ValueError("a scheme quantizes something: set weights, input_activations or kv_cache")
+        if w is not None and w.strategy == Strategy.TOKEN:
+            raise ValueError("weights cannot use strategy 'token'; use tensor, channel, group or block")
+        if a is not None:
+            if w is None or w.num_bits != 8 or a.num_bits != 8 or a.type != w.type:
+                raise ValueError(
+                    "input_activations are only quantized together with weights of the same 8-bit type "
+                    "(int8 x int8 or fp8 x fp8); for weight-only quantization leave input_activations out"
+                )
+            if not a.symmetric or not w.symmetric:
+                raise ValueError("W8A8 weights and input_activations must be symmetric: the GEMMs apply no zero point")
+            if w.strategy == Strategy.BLOCK:
+                if w.type != QuantType.FLOAT or a.strategy != Strategy.GROUP or a.group_size != 128 or not a.dynamic:
+                    raise ValueError(
+                        "block-scaled weights are fp8 128x128 and go with dynamic fp8 input_activations of "
+                        "strategy 'group', group_size 128 (see preset W8A8_FP8_BLOCK)"
+                    )
+            elif w.strategy not in (Strategy.CHANNEL, Strategy.TENSOR):
+                raise ValueError(
+                    f"W8A8 weights use strategy 'channel', 'tensor' or (fp8) 'block', not '{w.strategy.value}'"
+                )
+            elif a.strategy not in (Strategy.TOKEN, Strategy.TENSOR):
+                raise ValueError(f"input_activations use strategy 'token' or 'tensor', not '{a.strategy.value}'")
+        elif w is not None and w.type == QuantType.FLOAT:
+            raise ValueError(
+                "fp8 weights run through the fp8 x fp8 GEMM: add fp8 input_activations (preset W8A8_FP8), "
+                "or use int, mxfp or nvfp weights for weight-only quantization"
+            )
+        if w is not None and w.strategy == Strategy.BLOCK and w.type != QuantType.FLOAT:
+            raise ValueError("strategy 'block' is for fp8 weights; int weights use 'group' (for example 128)")
+        if kv is not None:
+            if kv.num_bits != 8 or kv.type not in (QuantType.INT, QuantType.FLOAT):
+                raise ValueError("kv_cache is int8 or fp8: write num_bits: 8 and type: int or float")
+            if kv.strategy not in (Strategy.TENSOR, Strategy.CHANNEL, Strategy.TOKEN):
+                raise ValueError(
+                    f"kv_cache uses strategy 'tensor', 'channel' (per head) or 'token', not '{kv.strategy.value}'"
+                )
+        return self
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        parts = []
+        if self.weights:
+            parts.append("W " + self.weights.describe())
+        if self.input_activations:
+            parts.append("A " + self.input_activations.describe())
+        if self.kv_cache:
+            parts.append("KV " + self.kv_cache.describe())
+        return ", ".join(parts)
+
+
+def _int(bits: int, strategy: str, **kw) -> QuantArgs:
+    return QuantArgs(num_bits=bits, type="int", strategy=strategy, **kw)
+
+
+def _fp8(strategy: str, **kw) -> QuantArgs:
+    return QuantArgs(num_bits=8, type="float", strategy=strategy, **kw)
+
+
+PRESETS: dict[str, Scheme] = {
+    "W8A8_INT8": Scheme(weights=_int(8, "channel"), input_activations=_int(8, "token", dynamic=True)),
+    "W8A8_FP8": Scheme(weights=_fp8("channel"), input_activations=_fp8("token", dynamic=True)),
+    "W8A8_FP8_TENSOR": Scheme(weights=_fp8("tensor"), input_activations=_fp8("tensor", dynamic=True)),
+    "W8A8_FP8_BLOCK": Scheme(
+        weights=_fp8("block", block_structure=(128, 128)),
+        input_activations=_fp8("group", group_size=128, dynamic=True),
+    ),
+    "W8A16": Scheme(weights=_int(8, "channel")),
+    "W4A16": Scheme(weights=_int(4, "group", group_size=128)),
+    "W4A16_ASYM": Scheme(weights=_int(4, "group", group_size=128, symmetric=False)),
+    "MXFP4": Scheme(weights=QuantArgs(num_bits=4, type="mxfp", strategy="group", group_size=32)),
+    "NVFP4": Scheme(weights=QuantArgs(num_bits=4, type="nvfp", strategy="group", group_size=16)),
+    "KV_INT8": Scheme(kv_cache=_int(8, "channel")),
+    "KV_FP8": Scheme(kv_cache=_fp8("tensor")),
+}
+
+
+class UnknownSchemeError(ValueError):
+    pass
+
+
+def suggest(name: str, known: list[str]) -> str:
+    """' Did you mean X?' for the closest known name, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if not close:
+        close = difflib.get_close_matches(name.upper(), [k.upper() for k in known], n=1, cutoff=0.5)
+        close = [k for k in known if k.upper() in close]
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def preset(name: str) -> Scheme:
+    if name not in PRESETS:
+        raise UnknownSchemeError(
+            f"unknown scheme {name!r}.{suggest(name, list(PRESETS))} Known presets: {', '.join(PRESETS)}"
+        )
+    return PRESETS[name]
+
+
+def resolve(spec: str | dict | Scheme) -> Scheme:
+    """A Scheme from a preset name, 'A+B' (a weight preset plus a KV-cache preset), a dict or a Scheme."""
+    if isinstance(spec, Scheme):
+        return spec
+    if isinstance(spec, dict):
+        return Scheme(**spec)
+    parts = [preset(p.strip()) for p in spec.split("+")]
+    merged: dict = {}
+    for part, name in zip(parts, spec.split("+"), strict=True):
+        for field in ("weights", "input_activations", "kv_cache"):
+            value = getattr(part, field)
+            if value is not None:
+                if field in merged:
+                    raise UnknownSchemeError(f"scheme {spec!r}: {name.strip()!r} sets {field} a second time")
+                merged[field] = value
+    return Scheme(**merged)

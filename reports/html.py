@@ -1,0 +1,17 @@
+"""report.html: one self-contained file (inline CSS and SVG, no scripts from elsewhere) that opens from disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from .plots import recovery_chart
+from .view import ReportView
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def render_html(view: ReportView, variants: list[str]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    return env.get_template("report.html.j2").render(view=view, chart=recovery_chart(view.chart_rows, variants))

@@ -1,0 +1,26 @@
+"""report.md: the same tables as the HTML report, as GitHub-flavoured Markdown."""
+
+from __future__ import annotations
+
+from .view import ReportView, Table
+
+
+def table(t: Table) -> str:
+    if not t.rows:
+        return "_none_\n"
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, t.header)) + " |", "|" + "---|" * len(t.header)]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in t.rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(view: ReportView) -> str:
+    parts = [f"# {view.title}\n"]
+    parts += [f"- {line}" for line in view.summary] + [""]
+    parts += ["## Recovery\n", table(view.recovery)]
+    parts += ["## Scores\n", table(view.scores)]
+    parts += ["## Variants\n", table(view.variants)]
+    parts += ["## Answer flips (primary metric, per sample)\n", table(view.flips)]
+    parts += ["## Provenance\n", table(view.provenance)]
+    parts += ["## Notes\n"] + [f"- {n}" for n in view.notes]
+    return "\n".join(parts) + "\n"

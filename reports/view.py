@@ -1,0 +1,137 @@
+"""The tables and chart data a report shows, built once from results.json for every output format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import format as fmt
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class ReportView:
+    title: str
+    summary: list[str]
+    recovery: Table
+    scores: Table
+    variants: Table
+    flips: Table
+    provenance: Table
+    chart_rows: list[dict] = field(default_factory=list)  # primary-metric recovery rows with intervals
+    notes: list[str] = field(default_factory=list)
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "n/a"
+    text = fmt.pct(row["recovery"])
+    ci = fmt.interval(row.get("ci_low"), row.get("ci_high"))
+    return f"{text} {ci}".strip()
+
+
+def build_view(data: dict) -> ReportView:
+    variants = [v for v in data["variants"] if v != "baseline"]
+    rec = data["recovery"]
+    suite_rows = {(r["suite"], r["variant"]): r for r in rec if r["scope"] == "suite"}
+    task_rows = [r for r in rec if r["scope"] == "task" and r["primary"]]
+    tasks = list(dict.fromkeys((r["suite"], r["task"], r["metric"]) for r in task_rows))
+    suites = list(dict.fromkeys(s for s, _, _ in tasks))
+
+    header = ["variant"] + [f"{s} (average)" for s in suites] + [f"{t} · {m}" for _, t, m in tasks]
+    rows = []
+    for v in variants:
+        row = [v] + [_cell(suite_rows.get((s, v))) for s in suites]
+        lookup = {(r["suite"], r["task"]): r for r in task_rows if r["variant"] == v}
+        row += [_cell(lookup.get((s, t))) for s, t, _ in tasks]
+        rows.append(row)
+    recovery = Table(header, rows)
+
+    metrics = data["metrics"]
+    score_keys = list(dict.fromkeys((m["suite"], m["task"], m["metric"]) for m in metrics))
+    by_key = {(m["suite"], m["task"], m["metric"], m["variant"]): m for m in metrics}
+    score_rows = []
+    for s, t, m in score_keys:
+        first = by_key.get((s, t, m, "baseline")) or next(
+            x for x in metrics if (x["suite"], x["task"], x["metric"]) == (s, t, m)
+        )
+        arrow = "↑" if first["higher_is_better"] else "↓"
+        cells = [t, f"{m} {arrow}", str(first["n"])]
+        for v in ["baseline"] + variants:
+            x = by_key.get((s, t, m, v))
+            cells.append(fmt.value(x["value"], x["stderr"]) if x else "n/a")
+        score_rows.append(cells)
+    scores = Table(["task", "metric", "n", "baseline"] + variants, score_rows)
+
+    var_rows = []
+    for name, info in data["variants"].items():
+        var_rows.append(
+            [
+                name,
+                info.get("description", ""),
+                info.get("algorithm") or "",
+                info.get("backend", ""),
+                ", ".join(info.get("kernels", [])) or "none",
+                fmt.nbytes(info.get("weight_bytes")),
+                f"{info['compression_ratio']:.2f}×" if info.get("compression_ratio") else "n/a",
+            ]
+        )
+    variants_table = Table(["variant", "scheme", "algorithm", "backend", "kernels", "weights", "compression"], var_rows)
+
+    flip_rows = []
+    for v, fid in data.get("fidelity", {}).items():
+        for f in fid.get("flips", []):
+            flip_rows.append(
+                [
+                    v,
+                    f["task"],
+                    str(f["correct_to_wrong"]),
+                    str(f["wrong_to_correct"]),
+                    fmt.pct(f["flip_rate"]),
+                    fmt.pvalue(f["p_value"]),
+                ]
+            )
+    flips = Table(["variant", "task", "correct → wrong", "wrong → correct", "flip rate", "McNemar p"], flip_rows)
+
+    prov = data["provenance"]
+    versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items() if v)
+    prov_rows = [
+        ["model", f"{data['model']['path']} (identity {data['model']['identity'][:12]})"],
+        ["device", f"{prov.get('device')}, {prov.get('dtype')}"],
+        ["kernel backend", str(prov.get("backend"))],
+        ["batch size / seed", f"{prov.get('batch_size')} / {prov.get('seed')}"],
+        ["bootstrap resamples", str(prov.get("bootstrap_iters"))],
+        ["chat template", str(prov.get("chat_template_hash"))],
+        ["git", str(prov.get("git_sha"))],
+        ["versions", versions],
+        ["command", " ".join(prov.get("command", []))],
+        ["created", str(prov.get("created"))],
+    ]
+
+    summary = []
+    for v in variants:
+        parts = [f"{s}: {_cell(suite_rows.get((s, v)))}" for s in suites]
+        mine = [r for r in task_rows if r["variant"] == v and r["recovery"] is not None]
+        worst = min(mine, key=lambda r: r["recovery"], default=None)
+        if worst:
+            parts.append(f"lowest task: {worst['task']} {fmt.pct(worst['recovery'])}")
+        summary.append(f"{v} — " + "; ".join(parts))
+
+    notes = [
+        "Recovery = variant ÷ baseline for higher-is-better metrics, baseline ÷ variant for lower-is-better ones "
+        "(perplexity). A suite's average is the recovery of the mean primary score over its higher-is-better "
+        "tasks. Brackets: 95% paired-bootstrap interval.",
+    ]
+    if any(info.get("backend") == "torch-ref" for info in data["variants"].values()):
+        notes.append(
+            "Backend torch-ref: quantized layers ran the pure-torch reference of each kernel's arithmetic "
+            "(no GPU), not the Triton kernels."
+        )
+    title = f"evalsuite report: {prov.get('suite', '')}"
+    return ReportView(
+        title, summary, recovery, scores, variants_table, flips, Table(["", ""], prov_rows), task_rows, notes
+    )
