@@ -1,0 +1,531 @@
+"""Run model-generated Python (HumanEval/MBPP style) in a throwaway, resource-capped process and judge it by the
+exit status of the test program we wrote, never by what the candidate prints.
+
+    verdict = run_check(prompt + completion, test, "add", Limits(timeout_s=3))
+    verdict.status      # "passed" | "failed" | "timeout"
+    verdict.reason      # e.g. "check passed", "uncaught exception: AssertionError", "output limit exceeded ..."
+    verdict.isolation   # what was enforced for this run, e.g. {"network": "namespace", "pid": "namespace", ...}
+    verdicts = execute_many([(program, test, entry_point), ...], Limits(timeout_s=3), workers=2)
+
+Threat model: code written by a model that may be wrong, loop forever, fork, allocate or print without bound,
+call `sys.exit(0)`/`os._exit(0)`, print fake test-runner output, or leave processes behind. It is *not* a
+determined attacker: without a VM or seccomp policy, code that sets out to escape (read the success code from
+the harness's memory, exec a setuid binary, exploit the kernel) is out of scope.
+
+How a run works. The parent writes `program.py` (completion, test, `check(entry_point)`) into a fresh temp dir
+and starts this very file as a script (`python -I sandbox.py --harness ...`) in a new session and process group,
+cwd = the temp dir, stdin = /dev/null, an allow-listed environment. That supervisor ("S") reads a random
+success code from an inherited pipe (it is in no file and no environment variable), sets rlimits (CPU, address
+space, file size, no core), unshares a network and a pid namespace where the kernel allows it, and forks the
+worker ("C", pid 1 of the new pid namespace). C drops root to `Limits.sandbox_uid`, caps its process count,
+runs program.py and exits with the success code only if the program ran to the end; S reports C's exit status
+on a second pipe. The parent reads stdout/stderr incrementally (output cap), enforces the wall clock, and at
+the end, also on success, SIGKILLs the process group and C; when C (a pid-namespace init) dies the kernel kills
+every process left in that namespace, so orphans die even if they called setsid(). Without a pid namespace,
+leftovers are found by a per-run environment marker and killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import resource
+import runpy
+import secrets
+import select
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+
+# The harness's own exit codes for the worker, unlikely from a program itself; the success code is drawn from
+# _SUCCESS_CODES, disjoint from them.
+EXIT_EXCEPTION = 120
+EXIT_SYSTEM_EXIT = 121
+EXIT_MEMORY = 122
+EXIT_SETUP = 123
+_SUCCESS_CODES = range(16, 120)
+
+_TAIL_BYTES = 4096
+_MARKER_VAR = "EVALSUITE_SANDBOX_RUN"
+_ENV_KEYS = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not be set up (not the candidate's fault); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run caps. `max_processes` counts processes *and threads* of the run (RLIMIT_NPROC, only set where it
+    cannot count processes outside the run; see `Verdict.isolation["processes"]`). `sandbox_uid`: when the
+    evaluator runs as root, the candidate runs as this uid/gid (None keeps root: unsafe, and reported)."""
+
+    timeout_s: float = 10.0
+    cpu_s: int = 10
+    memory_mb: int = 1024
+    output_bytes: int = 1_000_000
+    max_processes: int = 64
+    file_size_mb: int = 64
+    sandbox_uid: int | None = 65534
+
+    def __post_init__(self) -> None:
+        minimums = {"timeout_s": 0.1, "cpu_s": 1, "memory_mb": 64, "output_bytes": 1, "max_processes": 4}
+        minimums["file_size_mb"] = 1
+        for name, least in minimums.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"Limits.{name}={getattr(self, name)!r} is too small: use at least {least}")
+        if self.sandbox_uid is not None and self.sandbox_uid <= 0:
+            raise ValueError(f"Limits.sandbox_uid={self.sandbox_uid!r}: use a non-root uid such as 65534, or None")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`status` comes from the exit status of the harness only. Killed for CPU, memory, output or file size
+    counts as "failed" (the reason says which); only the wall clock gives "timeout"."""
+
+    status: str  # "passed" | "failed" | "timeout"
+    reason: str
+    returncode: int | None  # the worker's exit code (negative: signal); None when it never reported
+    duration_s: float
+    stdout_tail: str
+    stderr_tail: str
+    isolation: dict[str, str] = field(hash=False)
+
+
+def run_check(completion_program: str, test: str, entry_point: str, limits: Limits = DEFAULT_LIMITS) -> Verdict:
+    """Run `completion_program` + `test` + `check(entry_point)` in a fresh sandbox; see the module docstring."""
+    if not _IDENTIFIER.fullmatch(entry_point):
+        raise ValueError(f"entry_point={entry_point!r} is not a Python identifier: pass the function's name")
+    run_as = limits.sandbox_uid if os.geteuid() == 0 else None
+    workdir = tempfile.mkdtemp(prefix="evalsuite-sandbox-")
+    try:
+        program = os.path.join(workdir, "program.py")
+        with open(program, "w", encoding="utf-8") as f:
+            f.write(f"{completion_program}\n\n{test}\n\ncheck({entry_point})\n")
+        if run_as is not None:
+            os.chown(workdir, run_as, run_as)
+        return _Run(workdir, program, limits).execute()
+    finally:
+        shutil.rmtree(workdir, onerror=_make_removable)
+
+
+def execute_many(
+    items: Iterable[tuple[str, str, str]], limits: Limits = DEFAULT_LIMITS, workers: int | None = None
+) -> list[Verdict]:
+    """`run_check` over `(completion_program, test, entry_point)` items, each in its own process and sandbox,
+    `workers` at a time (default: CPU count); verdicts come back in the order of the items."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers={workers!r}: use at least 1")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        return list(pool.map(lambda item: run_check(*item, limits=limits), items))
+
+
+def _make_removable(function, path, exc_info) -> None:
+    """rmtree error hook: a candidate may have chmod-ed a directory to 000; restore and retry once."""
+    parent = os.path.dirname(path)
+    os.chmod(parent, 0o700)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+class _Run:
+    """One sandboxed execution, seen from the parent."""
+
+    def __init__(self, workdir: str, program: str, limits: Limits):
+        self.workdir, self.program, self.limits = workdir, program, limits
+        self.marker = secrets.token_hex(16)
+        self.tails = {"stdout": bytearray(), "stderr": bytearray()}
+        self.output_total = 0
+        self.report: dict[str, object] = {}
+        self.report_buffer = b""
+        self.child_pidfd: int | None = None
+
+    def execute(self) -> Verdict:
+        limits = self.limits
+        token = secrets.choice(_SUCCESS_CODES)
+        token_r, token_w = os.pipe()
+        os.write(token_w, str(token).encode())
+        os.close(token_w)
+        report_r, report_w = os.pipe()
+        config = {
+            "cpu_s": limits.cpu_s,
+            "memory_mb": limits.memory_mb,
+            "file_size_mb": limits.file_size_mb,
+            "max_processes": limits.max_processes,
+            "sandbox_uid": limits.sandbox_uid,
+        }
+        argv = [sys.executable, "-I", os.path.abspath(__file__), "--harness", str(token_r), str(report_w)]
+        argv += [str(os.getpid()), self.program, json.dumps(config)]
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(token_r, report_w),
+            )
+        finally:
+            os.close(token_r)
+            os.close(report_w)
+        try:
+            outcome = self._supervise(proc, report_r, start + limits.timeout_s)
+            cleanup = self._kill_everything(proc, report_r)
+        finally:
+            for stream in (proc.stdout, proc.stderr):
+                stream.close()
+            os.close(report_r)
+            if self.child_pidfd is not None:
+                os.close(self.child_pidfd)
+        duration = time.monotonic() - start
+        if "setup_error" in self.report:
+            raise SandboxError(f"sandbox setup failed: {self.report['setup_error']}")
+        status, reason = self._judge(outcome, token, proc.returncode)
+        returncode = self.report.get("exit")
+        return Verdict(
+            status=status,
+            reason=reason,
+            returncode=returncode if isinstance(returncode, int) else None,
+            duration_s=duration,
+            stdout_tail=self.tails["stdout"].decode("utf-8", errors="replace"),
+            stderr_tail=self.tails["stderr"].decode("utf-8", errors="replace"),
+            isolation=self._isolation(cleanup),
+        )
+
+    def _environment(self) -> dict[str, str]:
+        python_dir = os.path.dirname(sys.executable)
+        env = {
+            "PATH": f"{python_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": self.workdir,
+            "TMPDIR": self.workdir,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            _MARKER_VAR: self.marker,
+        }
+        assert set(env) == {*_ENV_KEYS, _MARKER_VAR}
+        return env
+
+    def _supervise(self, proc: subprocess.Popen, report_r: int, deadline: float) -> str:
+        """Read output and reports until the supervisor exits ("exited"), the clock runs out ("timeout") or
+        the output cap is passed ("output")."""
+        exit_fd = os.pidfd_open(proc.pid)
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
+            sel.register(report_r, selectors.EVENT_READ, "report")
+            sel.register(exit_fd, selectors.EVENT_READ, "exit")
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout"
+                exited = False
+                for key, _ in sel.select(remaining):
+                    if key.data == "exit":
+                        exited = True
+                    elif not self._read(key.fd, key.data):
+                        sel.unregister(key.fd)
+                if self.output_total > self.limits.output_bytes:
+                    return "output"
+                if exited:
+                    return "exited"
+        finally:
+            sel.close()
+            os.close(exit_fd)
+
+    def _read(self, fd: int, name: str) -> bool:
+        chunk = os.read(fd, 65536)
+        if name == "report":
+            self._take_report(chunk)
+        elif chunk:
+            self.output_total += len(chunk)
+            tail = self.tails[name]
+            tail += chunk
+            del tail[:-_TAIL_BYTES]
+        return bool(chunk)
+
+    def _take_report(self, chunk: bytes) -> None:
+        self.report_buffer += chunk
+        *lines, self.report_buffer = self.report_buffer.split(b"\n")
+        for line in lines:
+            items = json.loads(line)
+            self.report.update(items)
+            if "child_pid" in items and self.child_pidfd is None:
+                try:
+                    self.child_pidfd = os.pidfd_open(int(self.report["child_pid"]))
+                except ProcessLookupError:
+                    pass  # already exited and reaped: nothing left to kill
+
+    def _kill_everything(self, proc: subprocess.Popen, report_r: int) -> str:
+        """SIGKILL the group, the worker and (without a pid namespace) every process carrying our marker; wait
+        until they are gone; collect the remaining output. Returns how cleanup went, for `isolation`."""
+        while select.select([report_r], [], [], 0)[0] and self._read(report_r, "report"):
+            pass
+        _ignore_missing(os.killpg, proc.pid, signal.SIGKILL)
+        if self.child_pidfd is not None:
+            _ignore_missing(signal.pidfd_send_signal, self.child_pidfd, signal.SIGKILL)
+        if self.report.get("pid") != "namespace":
+            _kill_marked(self.marker)
+        proc.wait()
+        lingering = []
+        if self.child_pidfd is not None and not select.select([self.child_pidfd], [], [], 5.0)[0]:
+            lingering.append(f"worker pid {self.report['child_pid']} still alive 5 s after SIGKILL")
+        if self.report.get("pid") != "namespace" and _kill_marked(self.marker):
+            lingering.append("processes carrying the run marker reappeared and were killed again")
+        fds = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr", report_r: "report"}
+        drain_deadline = time.monotonic() + 1.0
+        while fds and (remaining := drain_deadline - time.monotonic()) > 0:
+            for fd in select.select(list(fds), [], [], remaining)[0]:
+                if not self._read(fd, fds[fd]):
+                    del fds[fd]
+        if fds:
+            lingering.append(f"{'/'.join(sorted(fds.values()))} still held open by an escaped process")
+        how = "SIGKILL to the process group and the worker"
+        how += " (pid namespace: all its processes die with it)" if self.report.get("pid") == "namespace" else ""
+        how += "" if self.report.get("pid") == "namespace" else " + processes found by the run's environment marker"
+        return how + ("; WARNING: " + "; ".join(lingering) if lingering else "")
+
+    def _judge(self, outcome: str, token: int, supervisor_status: int) -> tuple[str, str]:
+        limits = self.limits
+        if outcome == "timeout":
+            return "timeout", f"wall-clock timeout after {limits.timeout_s:g} s"
+        if outcome == "output":
+            return "failed", f"output limit exceeded: more than {limits.output_bytes} bytes on stdout+stderr"
+        code = self.report.get("exit")
+        if not isinstance(code, int):
+            return "failed", f"sandbox supervisor died without a report (exit status {supervisor_status})"
+        if code == token:
+            return "passed", "check passed"
+        if code < 0:
+            name = signal.Signals(-code).name
+            if float(self.report.get("cpu_s", 0.0)) >= limits.cpu_s * 0.95:
+                return "failed", f"CPU time limit exceeded ({limits.cpu_s} s, killed by {name})"
+            return "failed", f"killed by {name}"
+        last_line = self.tails["stderr"].decode("utf-8", errors="replace").strip().rsplit("\n", 1)[-1][:200]
+        reasons = {
+            EXIT_EXCEPTION: "uncaught exception" + (f": {last_line}" if last_line else ""),
+            EXIT_SYSTEM_EXIT: "the program called sys.exit()/exit() before check() finished",
+            EXIT_MEMORY: f"memory limit exceeded ({limits.memory_mb} MB address space): MemoryError",
+            0: "the program exited with status 0 before check() finished (os._exit?)",
+        }
+        return "failed", reasons.get(code, f"the program exited with status {code} before check() finished")
+
+    def _isolation(self, cleanup: str) -> dict[str, str]:
+        limits, missing = self.limits, "unknown: the sandbox stopped before reporting it"
+        isolation = {key: str(self.report.get(key, missing)) for key in ("network", "pid", "user", "processes")}
+        isolation["rlimits"] = str(self.report.get("rlimits", missing))
+        isolation.update(
+            wall_clock=f"{limits.timeout_s:g} s",
+            output=f"{limits.output_bytes} bytes on stdout+stderr, read incrementally; the run is killed past it",
+            session="new session and process group",
+            stdin="/dev/null",
+            env="allow-list: " + ", ".join((*_ENV_KEYS, _MARKER_VAR)),
+            filesystem="not isolated: cwd and HOME are a fresh temp dir, removed afterwards",
+            cleanup=cleanup,
+        )
+        return isolation
+
+
+def _ignore_missing(kill, target: int, sig: int) -> None:
+    try:
+        kill(target, sig)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def _kill_marked(marker: str) -> int:
+    """SIGKILL every readable process whose environment carries `_MARKER_VAR=marker`, until none is left.
+    Returns how many were killed."""
+    needle, killed = f"{_MARKER_VAR}={marker}".encode(), 0
+    for _ in range(50):
+        found = 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        os.kill(int(name), signal.SIGKILL)
+                        found += 1
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # exited meanwhile, or not ours to read (so not ours)
+        killed += found
+        if not found:
+            break
+        time.sleep(0.01)
+    return killed
+
+
+# ---- inside the sandbox: this file run as `python -I sandbox.py --harness ...` (stdlib only from here) ----
+
+
+def _report(fd: int, **items: object) -> None:
+    os.write(fd, (json.dumps(items) + "\n").encode())
+
+
+def _unshare(libc: ctypes.CDLL, flags: int, label: str) -> str | None:
+    """None on success, else the reason it failed."""
+    if libc.unshare(flags) == 0:
+        return None
+    code = ctypes.get_errno()
+    return f"unavailable: unshare({label}) failed: {errno.errorcode.get(code, code)} ({os.strerror(code)})"
+
+
+def _set_limit(which: int, value: int, grace: int = 0) -> int:
+    """Set soft = value and hard = value + grace, each capped by the current hard limit (an outer cap stays in
+    force). Returns the soft limit in force."""
+    current = resource.getrlimit(which)[1]
+    soft, hard = value, value + grace
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(which, (soft, hard))
+    return soft
+
+
+def _harness_main(argv: Sequence[str]) -> None:
+    token_fd, report_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    program, config = argv[3], json.loads(argv[4])
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_SETUP)  # the evaluator is already gone
+    token = int(os.read(token_fd, 16))
+    os.close(token_fd)
+    try:
+        cpu = _set_limit(resource.RLIMIT_CPU, config["cpu_s"], grace=1)
+        memory = _set_limit(resource.RLIMIT_AS, config["memory_mb"] << 20) >> 20
+        fsize = _set_limit(resource.RLIMIT_FSIZE, config["file_size_mb"] << 20) >> 20
+        _set_limit(resource.RLIMIT_CORE, 0)
+    except (OSError, ValueError) as exc:
+        _report(report_fd, setup_error=f"setrlimit failed: {exc}")
+        os._exit(EXIT_SETUP)
+    rlimits = f"cpu {cpu} s (then SIGXCPU, SIGKILL 1 s later), address space {memory} MB, file size {fsize} MB, no core"
+    if os.geteuid() == 0:
+        network = _unshare(libc, CLONE_NEWNET, "CLONE_NEWNET") or "namespace"
+        pid = _unshare(libc, CLONE_NEWPID, "CLONE_NEWPID") or "namespace"
+        in_userns = False
+    else:
+        failure = _unshare(libc, CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID, "CLONE_NEWUSER|NEWNET|NEWPID")
+        network = pid = failure or "namespace"
+        in_userns = failure is None
+    child = os.fork()
+    if child == 0:
+        _worker(libc, report_fd, token, program, config, in_userns)
+    _report(report_fd, child_pid=child, network=network, pid=pid, rlimits=rlimits)
+    _, status, usage = os.wait4(child, 0)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    _report(report_fd, exit=os.waitstatus_to_exitcode(status), cpu_s=cpu_s, maxrss_kb=usage.ru_maxrss)
+    os._exit(0)
+
+
+def _worker(libc: ctypes.CDLL, report_fd: int, token: int, program: str, config: dict, in_userns: bool) -> None:
+    """The forked worker: drop privileges, cap processes, run program.py, exit with `token` only at its end."""
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        user, processes = _drop_privileges(libc, config, in_userns)
+        _check_access(program)
+    except (OSError, ValueError, ImportError) as exc:
+        _report(report_fd, setup_error=str(exc))
+        os._exit(EXIT_SETUP)
+    _report(report_fd, user=user, processes=processes)
+    os.close(report_fd)
+    _run_program(program, token)
+
+
+def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[str, str]:
+    uid, nproc = config["sandbox_uid"], config["max_processes"]
+    if os.geteuid() != 0:
+        user = f"uid {os.getuid()} (unchanged: the evaluator is not root)"
+    elif uid is None:
+        user = "root (Limits.sandbox_uid=None): UNSAFE, the candidate can write anywhere"
+        return user, "unbounded: root is exempt from RLIMIT_NPROC"
+    else:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        user = f"uid/gid {uid} (dropped from root)"
+        in_userns = _unshare(libc, CLONE_NEWUSER, "CLONE_NEWUSER") is None
+        if not in_userns:
+            _set_limit(resource.RLIMIT_NPROC, nproc)
+            return user, f"RLIMIT_NPROC {nproc}, shared by all processes of uid {uid} (no user namespace)"
+    if not in_userns:
+        return user, "unbounded: no user namespace, and RLIMIT_NPROC would count all of the user's processes"
+    _set_limit(resource.RLIMIT_NPROC, nproc)
+    return user, f"RLIMIT_NPROC {nproc} (processes and threads), counted in this run's user namespace"
+
+
+def _check_access(program: str) -> None:
+    """After dropping root: can the candidate still import the standard library and use its directory?"""
+    for path in sys.path:
+        try:
+            os.listdir(path or ".")
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not on disk (e.g. the stdlib zip): nothing to read
+        except PermissionError:
+            raise ValueError(
+                f"uid {os.getuid()} cannot access {path}, which this Python imports from: make it (and its parent "
+                "directories) world-readable, or set Limits(sandbox_uid=None) to run candidates as root (unsafe)"
+            ) from None
+    if not os.access(os.path.dirname(program), os.R_OK | os.W_OK | os.X_OK):
+        raise ValueError(f"uid {os.getuid()} cannot write the sandbox directory {os.path.dirname(program)}")
+
+
+def _run_program(program: str, token: int) -> None:
+    sys.argv = [program]
+    try:
+        runpy.run_path(program, run_name="__main__")
+    except SystemExit as exc:
+        print(f"sandbox: SystemExit({exc.code!r}) before check() finished", file=sys.stderr, flush=True)
+        os._exit(EXIT_SYSTEM_EXIT)
+    except MemoryError:
+        os._exit(EXIT_MEMORY)
+    except BaseException:  # the harness boundary: any other escape from the program is a failure
+        traceback.print_exc()
+        _flush()
+        os._exit(EXIT_EXCEPTION)
+    _flush()
+    os._exit(token)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue  # the program closed the stream; its output is not part of the verdict
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--harness"]:
+    _harness_main(sys.argv[2:])

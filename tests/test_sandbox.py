@@ -1,0 +1,391 @@
+"""The sandbox against hostile and broken candidates: each gets the right verdict, the host and the other samples
+are unaffected, nothing is left running. Timeouts are short (2-3 s) so the file runs in well under a minute."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import pytest
+
+from evalsuite.suites.sandbox import EXIT_EXCEPTION, Limits, SandboxError, Verdict, execute_many, run_check
+
+ADD = "def add(a, b):\n    return a + b\n"
+CHECK_ADD = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+TRIVIAL_CHECK = "def check(candidate):\n    assert candidate()\n"
+
+
+def _probe_limits() -> Limits:
+    limits = Limits(timeout_s=3, cpu_s=5, memory_mb=512, output_bytes=200_000)
+    try:
+        run_check(ADD, CHECK_ADD, "add", limits)
+    except SandboxError as exc:
+        # As root with an interpreter uid 65534 cannot read (e.g. pyenv under /root), the default refuses to run;
+        # test_root_with_unreadable_python_raises checks that, and the rest runs as root (reported in isolation).
+        if os.geteuid() != 0 or "cannot access" not in str(exc):
+            raise
+        return replace(limits, sandbox_uid=None)
+    return limits
+
+
+@pytest.fixture(scope="module")
+def limits() -> Limits:
+    return _probe_limits()
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory both the test and the sandboxed candidate (maybe uid 65534) can write."""
+    path = tempfile.mkdtemp(prefix="sandbox-test-")
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _fn(name: str, body: str) -> str:
+    """A candidate program: `body` is the function body, indented here."""
+    return f"def {name}():\n" + "".join(f"    {line}\n" for line in body.strip("\n").splitlines())
+
+
+def _expect(verdict: Verdict, status: str, reason_part: str = "") -> None:
+    assert verdict.status == status and reason_part in verdict.reason, (
+        f"expected {status} ({reason_part!r}), got {verdict.status}: {verdict.reason}\n"
+        f"stdout: {verdict.stdout_tail[-500:]}\nstderr: {verdict.stderr_tail[-1500:]}"
+    )
+
+
+# ---- correct and wrong solutions, and what the verdict reports ----
+
+
+def test_correct_solution_passes(limits):
+    verdict = run_check(ADD, CHECK_ADD, "add", limits)
+    _expect(verdict, "passed", "check passed")
+    assert verdict.returncode is not None and verdict.returncode not in (0, 1)
+    assert verdict.duration_s < limits.timeout_s
+    expected_keys = {"network", "pid", "user", "processes", "rlimits", "wall_clock", "output", "session"}
+    assert expected_keys | {"stdin", "env", "filesystem", "cleanup"} == set(verdict.isolation)
+    for key in ("network", "pid"):
+        value = verdict.isolation[key]
+        assert value == "namespace" or value.startswith("unavailable: unshare("), value
+    assert "address space 512 MB" in verdict.isolation["rlimits"]
+
+
+def test_wrong_solution_fails(limits):
+    verdict = run_check(WRONG_ADD, CHECK_ADD, "add", limits)
+    _expect(verdict, "failed", "AssertionError")
+    assert verdict.returncode == EXIT_EXCEPTION
+
+
+def test_syntax_error_fails(limits):
+    _expect(run_check("def add(a, b)\n    return a + b\n", CHECK_ADD, "add", limits), "failed", "SyntaxError")
+
+
+# ---- the verdict comes from the exit status of our harness, not from the candidate ----
+
+
+@pytest.mark.parametrize(
+    "exit_call",
+    ["import os; os._exit(0)", "import sys; sys.exit(0)", "exit(0)", "raise SystemExit", "import os; os._exit(1)"],
+    ids=["os._exit(0)", "sys.exit(0)", "exit(0)", "SystemExit", "os._exit(1)"],
+)
+def test_exit_before_asserts_fails(limits, exit_call):
+    verdict = run_check(ADD + exit_call + "\n", CHECK_ADD, "add", limits)
+    _expect(verdict, "failed", "before check() finished")
+
+
+def test_exit_inside_check_fails(limits):
+    """The candidate is called by check() and exits from there, before the remaining asserts."""
+    program = "import os\ndef add(a, b):\n    os._exit(0)\n"
+    _expect(run_check(program, CHECK_ADD, "add", limits), "failed", "status 0")
+
+
+def test_fake_test_runner_output_fails(limits):
+    fake = (
+        "print('PASSED')\nprint('All tests passed!')\nprint('test_add ... ok')\nprint('OK')\n"
+        "print('===== 3 passed in 0.01s =====')\nimport sys\nprint('exit code 0', file=sys.stderr)\n"
+    )
+    verdict = run_check(WRONG_ADD + fake, CHECK_ADD, "add", limits)
+    _expect(verdict, "failed", "AssertionError")
+    assert "All tests passed!" in verdict.stdout_tail  # it was printed, and ignored
+
+
+def test_success_code_is_not_in_the_written_program(limits):
+    """The random success code travels through a pipe, so the program file cannot contain it."""
+    program = _fn("show", "print(open(__file__).read())\nreturn True")
+    verdict = run_check(program, TRIVIAL_CHECK, "show", limits)
+    _expect(verdict, "passed")
+    assert "def check(candidate)" in verdict.stdout_tail
+    assert str(verdict.returncode) not in verdict.stdout_tail
+
+
+# ---- resource limits: each hostile program gets its verdict ----
+
+
+def test_infinite_loop_times_out(limits):
+    verdict = run_check("while True:\n    pass\n", CHECK_ADD, "add", replace(limits, timeout_s=2))
+    _expect(verdict, "timeout", "wall-clock timeout after 2 s")
+    assert 2 <= verdict.duration_s < 4
+
+
+def test_cpu_limit_fails(limits):
+    verdict = run_check("while True:\n    pass\n", CHECK_ADD, "add", replace(limits, cpu_s=1, timeout_s=6))
+    _expect(verdict, "failed", "CPU time limit exceeded")
+    assert verdict.duration_s < 5
+
+
+def test_memory_bomb_fails(limits):
+    bomb = "blocks = []\nwhile True:\n    blocks.append(bytearray(10**7))\n"
+    verdict = run_check(bomb, CHECK_ADD, "add", replace(limits, memory_mb=256))
+    _expect(verdict, "failed", "memory limit exceeded (256 MB")
+
+
+def test_unbounded_output_fails(limits):
+    verdict = run_check("while True:\n    print('x' * 1000)\n", CHECK_ADD, "add", limits)
+    _expect(verdict, "failed", "output limit exceeded")
+    assert verdict.duration_s < 2 and len(verdict.stdout_tail) <= 4096
+
+
+def test_unbounded_stderr_fails(limits):
+    program = "import sys\nwhile True:\n    sys.stderr.write('e' * 1000)\n"
+    _expect(run_check(program, CHECK_ADD, "add", limits), "failed", "output limit exceeded")
+
+
+def test_input_fails_fast(limits):
+    program = _fn("ask", "return input('your answer: ')")
+    verdict = run_check(program, TRIVIAL_CHECK, "ask", limits)
+    _expect(verdict, "failed", "EOFError")
+    assert verdict.duration_s < 2
+
+
+def test_closed_stdout_then_spin_times_out(limits):
+    program = "import os, sys\nsys.stdout.close()\nos.close(1)\nos.close(2)\nwhile True:\n    pass\n"
+    verdict = run_check(program, CHECK_ADD, "add", replace(limits, timeout_s=2))
+    _expect(verdict, "timeout")
+    assert verdict.duration_s < 4
+
+
+def test_file_size_limit_fails(limits):
+    program = _fn("fill", "with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)")
+    verdict = run_check(program, TRIVIAL_CHECK, "fill", replace(limits, file_size_mb=2))
+    _expect(verdict, "failed", "File too large")
+
+
+# ---- processes left behind ----
+
+GRANDCHILD = """
+import os, sys, time
+directory = sys.argv[1]
+with open(os.path.join(directory, "pid.tmp"), "w") as f:
+    f.write(os.readlink("/proc/self"))  # the pid as the host sees it, also from inside a pid namespace
+os.rename(os.path.join(directory, "pid.tmp"), os.path.join(directory, "pid"))
+time.sleep(1.0)
+open(os.path.join(directory, "alive-after-delay"), "w").close()
+time.sleep(30)
+"""
+
+
+def _spawner(directory: str, new_session: bool) -> str:
+    """A candidate that starts GRANDCHILD (in the same process group, or detached in a new session), waits until
+    it runs, and returns True: the check passes and the grandchild is left behind as an orphan."""
+    return _fn(
+        "spawn",
+        f"""
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {GRANDCHILD!r}, {directory!r}], start_new_session={new_session})
+while not os.path.exists(os.path.join({directory!r}, "pid")):
+    time.sleep(0.01)
+return True
+""",
+    )
+
+
+@pytest.mark.parametrize("new_session", [False, True], ids=["same-group", "new-session"])
+def test_orphaned_grandchild_is_killed(limits, shared_dir, new_session):
+    verdict = run_check(_spawner(shared_dir, new_session), TRIVIAL_CHECK, "spawn", limits)
+    _expect(verdict, "passed")
+    with open(os.path.join(shared_dir, "pid")) as f:
+        pid = int(f.read())
+    assert not _alive(pid), f"grandchild {pid} survived run_check; isolation: {verdict.isolation}"
+    time.sleep(1.3)
+    assert not os.path.exists(os.path.join(shared_dir, "alive-after-delay"))
+    assert "WARNING" not in verdict.isolation["cleanup"], verdict.isolation["cleanup"]
+
+
+def test_orphan_check_detects_a_survivor(shared_dir):
+    """Control for the test above: the same grandchild started outside the sandbox does survive and write."""
+    proc = subprocess.Popen([sys.executable, "-c", GRANDCHILD, shared_dir], start_new_session=True)
+    try:
+        time.sleep(1.6)
+        assert os.path.exists(os.path.join(shared_dir, "alive-after-delay"))
+        with open(os.path.join(shared_dir, "pid")) as f:
+            assert _alive(int(f.read()))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_fork_bomb_is_contained(limits, shared_dir):
+    probe = run_check(ADD, CHECK_ADD, "add", limits)
+    if not probe.isolation["processes"].startswith("RLIMIT_NPROC"):
+        pytest.skip(f"process count not bounded here, a fork bomb could exhaust the host: {probe.isolation}")
+    pids_file = os.path.join(shared_dir, "pids")
+    bomb = _fn(
+        "bomb",
+        f"""
+import os
+while True:
+    try:
+        if os.fork() == 0:
+            with open({pids_file!r}, "a") as f:
+                f.write(os.readlink("/proc/self") + "\\n")
+    except OSError:
+        pass
+""",
+    )
+    verdict = run_check(bomb, TRIVIAL_CHECK, "bomb", replace(limits, timeout_s=2, max_processes=16))
+    assert verdict.status in ("failed", "timeout"), verdict
+    with open(pids_file) as f:
+        pids = [int(line) for line in f.read().split()]
+    assert 0 < len(pids) <= 16 * 4  # bounded (processes die and are replaced while it runs)
+    assert not [pid for pid in pids if _alive(pid)]
+    _expect(run_check(ADD, CHECK_ADD, "add", limits), "passed")
+
+
+# ---- network, environment, files ----
+
+
+def test_network_is_cut_when_reported(limits):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        program = _fn(
+            "connect",
+            f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+    print("NETWORK: connected")
+except OSError as exc:
+    print("NETWORK: blocked", exc)
+return True
+""",
+        )
+        verdict = run_check(program, TRIVIAL_CHECK, "connect", limits)
+    _expect(verdict, "passed")
+    if verdict.isolation["network"] == "namespace":
+        assert "NETWORK: blocked" in verdict.stdout_tail
+    else:
+        assert verdict.isolation["network"].startswith("unavailable: ")
+        assert "NETWORK: connected" in verdict.stdout_tail  # the report does not claim what it cannot do
+
+
+def test_environment_is_stripped(limits, monkeypatch):
+    for name in ("OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "GITHUB_TOKEN", "MY_SERVICE_KEY"):
+        monkeypatch.setenv(name, "secret-value")
+    test = """
+import os, sys
+def check(candidate):
+    assert candidate()
+    leaked = [k for k in os.environ if k.endswith(("_KEY", "_TOKEN")) or k.startswith(("AWS_", "OPENAI_"))]
+    assert not leaked, leaked
+    assert "secret-value" not in repr(dict(os.environ))
+    assert set(os.environ) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "OMP_NUM_THREADS",
+                               "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "EVALSUITE_SANDBOX_RUN", "LC_CTYPE"}
+    assert os.environ["HOME"] == os.getcwd()
+    assert os.path.realpath("/proc/self/fd/0") == "/dev/null"
+"""
+    _expect(run_check(_fn("ok", "return True"), test, "ok", limits), "passed")
+
+
+def test_workdir_is_fresh_and_removed(limits):
+    program = _fn(
+        "mess",
+        """
+import os
+print("CWD", os.getcwd())
+assert os.listdir(".") == ["program.py"]
+os.makedirs("locked/inner")
+open("locked/inner/file", "w").close()
+os.chmod("locked", 0)
+return True
+""",
+    )
+    verdict = run_check(program, TRIVIAL_CHECK, "mess", limits)
+    _expect(verdict, "passed")
+    workdir = verdict.stdout_tail.split("CWD ", 1)[1].split()[0]
+    assert not os.path.exists(workdir)
+
+
+def test_privileges(limits):
+    verdict = run_check(
+        _fn("whoami", "import os\nprint('UID', os.getuid())\nreturn True"), TRIVIAL_CHECK, "whoami", limits
+    )
+    _expect(verdict, "passed")
+    if os.geteuid() != 0:
+        assert verdict.isolation["user"].startswith(f"uid {os.getuid()} (unchanged")
+    elif limits.sandbox_uid is None:
+        assert "UNSAFE" in verdict.isolation["user"]
+    else:
+        assert "UID 65534" in verdict.stdout_tail and "dropped from root" in verdict.isolation["user"]
+
+
+def test_root_with_unreadable_python_raises():
+    if os.geteuid() != 0 or _probe_limits().sandbox_uid is not None:
+        pytest.skip("needs root and an interpreter that uid 65534 cannot read")
+    with pytest.raises(SandboxError, match=r"cannot access .*world-readable.*Limits\(sandbox_uid=None\)"):
+        run_check(ADD, CHECK_ADD, "add", Limits(timeout_s=3))
+
+
+# ---- many samples ----
+
+
+def test_execute_many_keeps_order_and_independence(limits):
+    items = [
+        (ADD, CHECK_ADD, "add"),
+        ("while True:\n    pass\n", CHECK_ADD, "add"),
+        (WRONG_ADD, CHECK_ADD, "add"),
+        ("while True:\n    print('y' * 4096)\n", CHECK_ADD, "add"),
+        (ADD + "import os\nos._exit(0)\n", CHECK_ADD, "add"),
+        ("import os\nos.kill(os.getppid(), 9)\n" + ADD, CHECK_ADD, "add"),
+        (ADD, CHECK_ADD, "add"),
+    ]
+    verdicts = execute_many(items, replace(limits, timeout_s=2), workers=2)
+    statuses = [verdict.status for verdict in verdicts]
+    assert statuses == ["passed", "timeout", "failed", "failed", "failed", "failed", "passed"], verdicts
+    assert "output limit" in verdicts[3].reason
+
+
+# ---- bad input ----
+
+
+def test_bad_entry_point_is_rejected():
+    with pytest.raises(ValueError, match=r"entry_point='add\(1\)' is not a Python identifier"):
+        run_check(ADD, CHECK_ADD, "add(1)")
+
+
+@pytest.mark.parametrize("field, value", [("timeout_s", 0), ("memory_mb", 8), ("max_processes", 1)])
+def test_bad_limits_are_rejected(field, value):
+    with pytest.raises(ValueError, match=rf"Limits\.{field}={value} is too small: use at least"):
+        Limits(**{field: value})
+
+
+def test_bad_workers_are_rejected():
+    with pytest.raises(ValueError, match="workers=0: use at least 1"):
+        execute_many([(ADD, CHECK_ADD, "add")], workers=0)
