@@ -5,6 +5,7 @@ errors never load torch, Triton or lm-eval.
     evalsuite report RUN_DIR
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
+    evalsuite bench kernels [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    if args.what == "kernels":
+        from evalsuite.kernels.bench import main as bench_main
+
+        return bench_main(args.rest)
+    raise AssertionError(args.what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evalsuite", description="How much accuracy does a quantized LLM keep? Evaluate, report, gate."
@@ -137,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="decide on the point estimate (default) or the 95%% interval's lower bound",
     )
     gate.set_defaults(func=cmd_gate)
+
+    bench = sub.add_parser("bench", help="benchmarks: `bench kernels` times our kernels against torch's own ops")
+    bench.add_argument("what", choices=["kernels"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see `bench kernels -h`)")
+    bench.set_defaults(func=cmd_bench)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])

@@ -23,6 +23,8 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
+from evalsuite.guards import check_logits
+
 DEFAULT_MAX_GEN_TOKS = 256
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
@@ -54,6 +56,7 @@ class EvalLM(TemplateLM):
         self.label = label
         self.progress = progress
         self.model_calls = 0
+        self.task_name = ""
         self._max_length = max_length
         self._device = next(model.parameters()).device
 
@@ -118,9 +121,12 @@ class EvalLM(TemplateLM):
     # --- scoring ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, describe) -> torch.Tensor:
         self.model_calls += 1
-        return self.model(input_ids=input_ids).logits  # (B, T, V)
+        logits = self.model(input_ids=input_ids).logits  # (B, T, V)
+        where = f"{self.label or 'model'} / {self.task_name or 'task'}"
+        check_logits(logits, self.model, lambda r: input_ids[r : r + 1], where, describe)
+        return logits
 
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]]) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
@@ -132,7 +138,8 @@ class EvalLM(TemplateLM):
             width = max(len(r) for r in rows)
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
             input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-            logprobs = F.log_softmax(self._forward(input_ids).float(), dim=-1)  # (B, T, V)
+            describe = lambda r: repr(self.tok_decode(rows[r])[-200:])  # noqa: E731
+            logprobs = F.log_softmax(self._forward(input_ids, describe).float(), dim=-1)  # (B, T, V)
             batch = []
             for row, (index, _, cont), lp in zip(rows, chunk, logprobs, strict=True):
                 n = len(cont)
@@ -188,14 +195,18 @@ class EvalLM(TemplateLM):
         mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device)
         generated = [[] for _ in contexts]
         done = [False] * len(contexts)
-        cache, step_ids = DynamicCache(), input_ids
+        cache, step_ids, steps = DynamicCache(), input_ids, []
         for _ in range(max_new):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
             self.model_calls += 1
             out = self.model(
                 input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
             )
+            describe = lambda r: repr(self.tok_decode(contexts[r])[-200:])  # noqa: E731
+            seen = lambda r: torch.cat([input_ids, *steps], dim=1)[r : r + 1]  # noqa: E731  (1, T + steps)
+            check_logits(out.logits, self.model, seen, f"{self.label or 'model'} / {self.task_name}", describe)
             next_ids = out.logits[:, -1].argmax(dim=-1)  # (B,)
+            steps.append(next_ids[:, None])
             for b, t in enumerate(next_ids.tolist()):
                 if done[b]:
                     continue

@@ -89,9 +89,16 @@ def _checkpoint_dtype(files: list[Path], config: dict) -> str:
 
 
 def identity_of(path: Path, files: list[Path]) -> str:
+    """sha256 over the config, tokenizer and weight files. The chat template is left out: it changes prompts,
+    and the prompts are hashed into every request key, so only the samples that use it are recomputed."""
     digest = hashlib.sha256()
     for file in [path / f for f in IDENTITY_FILES if (path / f).is_file()] + files:
         digest.update(file.name.encode() + b"\0")
+        if file.name == "tokenizer_config.json":
+            config = json.loads(file.read_text())
+            config.pop("chat_template", None)
+            digest.update(json.dumps(config, sort_keys=True).encode())
+            continue
         with file.open("rb") as f:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)

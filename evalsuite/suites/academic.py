@@ -154,6 +154,7 @@ def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskRes
     from lm_eval import simple_evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    lm.task_name = task.name
     out = simple_evaluate(
         model=lm,
         tasks=[task.config if task.config is not None else task.name],
