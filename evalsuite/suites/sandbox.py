@@ -62,7 +62,6 @@ _SUCCESS_CODES = range(16, 120)
 
 _TAIL_BYTES = 4096
 _MARKER_VAR = "EVALSUITE_SANDBOX_RUN"
-_ENV_KEYS = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -173,13 +172,8 @@ class _Run:
         os.write(token_w, str(token).encode())
         os.close(token_w)
         report_r, report_w = os.pipe()
-        config = {
-            "cpu_s": limits.cpu_s,
-            "memory_mb": limits.memory_mb,
-            "file_size_mb": limits.file_size_mb,
-            "max_processes": limits.max_processes,
-            "sandbox_uid": limits.sandbox_uid,
-        }
+        config = {key: getattr(limits, key) for key in ("cpu_s", "memory_mb", "file_size_mb", "max_processes")}
+        config["sandbox_uid"] = limits.sandbox_uid
         argv = [sys.executable, "-I", os.path.abspath(__file__), "--harness", str(token_r), str(report_w)]
         argv += [str(os.getpid()), self.program, json.dumps(config)]
         start = time.monotonic()
@@ -222,19 +216,10 @@ class _Run:
         )
 
     def _environment(self) -> dict[str, str]:
-        python_dir = os.path.dirname(sys.executable)
-        env = {
-            "PATH": f"{python_dir}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": self.workdir,
-            "TMPDIR": self.workdir,
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            _MARKER_VAR: self.marker,
-        }
-        assert set(env) == {*_ENV_KEYS, _MARKER_VAR}
+        """The whole environment of the run (an allow-list: nothing is inherited from the evaluator)."""
+        env = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
+        env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", LC_ALL="C.UTF-8")
+        env.update(PATH=f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin", **{_MARKER_VAR: self.marker})
         return env
 
     def _supervise(self, proc: subprocess.Popen, report_r: int, deadline: float) -> str:
@@ -312,10 +297,12 @@ class _Run:
                     del fds[fd]
         if fds:
             lingering.append(f"{'/'.join(sorted(fds.values()))} still held open by an escaped process")
-        how = "SIGKILL to the process group and the worker"
-        how += " (pid namespace: all its processes die with it)" if self.report.get("pid") == "namespace" else ""
-        how += "" if self.report.get("pid") == "namespace" else " + processes found by the run's environment marker"
-        return how + ("; WARNING: " + "; ".join(lingering) if lingering else "")
+        how = "SIGKILL to the process group and the worker, " + (
+            "a pid-namespace init: every process of the run dies with it"
+            if self.report.get("pid") == "namespace"
+            else "and to every process carrying the run's environment marker"
+        )
+        return how + "".join(f"; WARNING: {problem}" for problem in lingering)
 
     def _judge(self, outcome: str, token: int, supervisor_status: int) -> tuple[str, str]:
         limits = self.limits
@@ -351,7 +338,7 @@ class _Run:
             output=f"{limits.output_bytes} bytes on stdout+stderr, read incrementally; the run is killed past it",
             session="new session and process group",
             stdin="/dev/null",
-            env="allow-list: " + ", ".join((*_ENV_KEYS, _MARKER_VAR)),
+            env="allow-list: " + ", ".join(sorted(self._environment())),
             filesystem="not isolated: cwd and HOME are a fresh temp dir, removed afterwards",
             cleanup=cleanup,
         )
@@ -465,6 +452,7 @@ def _worker(libc: ctypes.CDLL, report_fd: int, token: int, program: str, config:
 
 
 def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[str, str]:
+    """Returns what was done about the user and about the process count, for `isolation`."""
     uid, nproc = config["sandbox_uid"], config["max_processes"]
     if os.geteuid() != 0:
         user = f"uid {os.getuid()} (unchanged: the evaluator is not root)"
@@ -477,13 +465,32 @@ def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[
         os.setuid(uid)
         user = f"uid/gid {uid} (dropped from root)"
         in_userns = _unshare(libc, CLONE_NEWUSER, "CLONE_NEWUSER") is None
-        if not in_userns:
-            _set_limit(resource.RLIMIT_NPROC, nproc)
-            return user, f"RLIMIT_NPROC {nproc}, shared by all processes of uid {uid} (no user namespace)"
-    if not in_userns:
-        return user, "unbounded: no user namespace, and RLIMIT_NPROC would count all of the user's processes"
-    _set_limit(resource.RLIMIT_NPROC, nproc)
-    return user, f"RLIMIT_NPROC {nproc} (processes and threads), counted in this run's user namespace"
+    if in_userns:
+        _set_limit(resource.RLIMIT_NPROC, nproc)
+        return user, f"RLIMIT_NPROC {nproc} (processes and threads), counted in this run's user namespace"
+    # RLIMIT_NPROC counts every task of the real uid: allow the ones that exist now plus `nproc` more.
+    others = _count_tasks(os.getuid())
+    limit = _set_limit(resource.RLIMIT_NPROC, others + nproc)
+    return user, (
+        f"RLIMIT_NPROC {limit}: the {others} processes/threads uid {os.getuid()} had + {nproc}, "
+        "shared with its other processes (no user namespace)"
+    )
+
+
+def _count_tasks(uid: int) -> int:
+    """Tasks (threads included) whose real uid is `uid`, as RLIMIT_NPROC counts them."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
+        if int(fields["Uid"].split()[0]) == uid:
+            count += int(fields["Threads"])
+    return count
 
 
 def _check_access(program: str) -> None:
