@@ -316,7 +316,7 @@ class _Run:
         if code == token:
             return "passed", "check passed"
         if code < 0:
-            name = signal.Signals(-code).name
+            name = signal.Signals(-code).name if -code in set(signal.Signals) else f"signal {-code}"
             if float(self.report.get("cpu_s", 0.0)) >= limits.cpu_s * 0.95:
                 return "failed", f"CPU time limit exceeded ({limits.cpu_s} s, killed by {name})"
             return "failed", f"killed by {name}"
