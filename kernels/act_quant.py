@@ -11,6 +11,11 @@ finite scale AMAX_FLOOR / QMAX and all-zero codes.
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
+
+from ._bits import e4m3_bits, round_half_even
+from ._launch import check_device
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
 AMAX_FLOOR = 1e-12
@@ -38,3 +43,200 @@ def act_quant_ref(
     if dtype == "int8":
         return torch.round(scaled).to(torch.int8), scale
     return scaled.to(torch.float8_e4m3fn), scale
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Triton kernels
+
+
+@triton.jit
+def _quantize(x, scale, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
+    """x / scale (IEEE-exact division), clamped to +-QMAX, then int8 (RNE) or E4M3 bits (RNE) as int32."""
+    y = tl.math.div_rn(x, scale)
+    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
+    if IS_FP8:
+        return e4m3_bits(y)
+    r = round_half_even(tl.abs(y))
+    return tl.where(y < 0, -r, r)
+
+
+@triton.jit
+def _scale_of(amax, QMAX: tl.constexpr):
+    return tl.math.div_rn(tl.maximum(amax, 1e-12), QMAX)
+
+
+@triton.jit
+def _absmax_kernel(
+    # pointers
+    x_ptr,
+    amax_ptr,
+    # sizes
+    K,
+    # strides
+    stride_xm,
+    # meta-parameters
+    BLOCK_K: tl.constexpr,
+):
+    """Per-tensor absmax: each program reduces one row and folds it in with an atomic max (order-free, exact)."""
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros((BLOCK_K,), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + row * stride_xm + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(x))
+    tl.atomic_max(amax_ptr, tl.max(amax, axis=0))
+
+
+@triton.jit
+def _act_quant_row_kernel(
+    # pointers
+    x_ptr,
+    q_ptr,
+    scale_ptr,
+    amax_ptr,
+    # sizes
+    K,
+    # strides
+    stride_xm,
+    stride_qm,
+    # meta-parameters
+    QMAX: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    PER_TENSOR: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+):
+    """One program per row: absmax (or the precomputed tensor absmax), scale, quantize. A row that fits in
+    BLOCK_K is read once; a longer one is read twice (the second read mostly hits L2)."""
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * stride_xm
+    q_row = q_ptr + row * stride_qm
+    if SINGLE_PASS:
+        offs_k = tl.arange(0, BLOCK_K)
+        x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+        if PER_TENSOR:
+            amax = tl.load(amax_ptr)
+        else:
+            amax = tl.max(tl.abs(x), axis=0)
+        scale = _scale_of(amax, QMAX)
+        q = _quantize(x, scale, QMAX, IS_FP8)
+        tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
+    else:
+        if PER_TENSOR:
+            amax = tl.load(amax_ptr)
+        else:
+            acc = tl.zeros((BLOCK_K,), tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                acc = tl.maximum(acc, tl.abs(x))
+            amax = tl.max(acc, axis=0)
+        scale = _scale_of(amax, QMAX)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+            q = _quantize(x, scale, QMAX, IS_FP8)
+            tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
+    if PER_TENSOR:
+        if row == 0:
+            tl.store(scale_ptr, scale)
+    else:
+        tl.store(scale_ptr + row, scale)
+
+
+@triton.jit
+def _act_quant_group_kernel(
+    # pointers
+    x_ptr,
+    q_ptr,
+    scale_ptr,
+    # sizes
+    K,
+    num_groups,
+    # strides
+    stride_xm,
+    stride_qm,
+    stride_sm,
+    # meta-parameters
+    QMAX: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    GROUP: tl.constexpr,
+    GROUP_P2: tl.constexpr,
+    GROUPS_PER_PROG: tl.constexpr,
+):
+    """Program (row, block of groups): a (GROUPS_PER_PROG, GROUP) tile, one absmax and scale per group."""
+    row = tl.program_id(0).to(tl.int64)
+    offs_g = tl.program_id(1) * GROUPS_PER_PROG + tl.arange(0, GROUPS_PER_PROG)  # (G,)
+    offs_j = tl.arange(0, GROUP_P2)
+    offs_k = offs_g[:, None] * GROUP + offs_j[None, :]  # (G, GROUP_P2)
+    mask = (offs_j[None, :] < GROUP) & (offs_k < K)
+    x = tl.load(x_ptr + row * stride_xm + offs_k, mask=mask, other=0.0).to(tl.float32)
+    scale = _scale_of(tl.max(tl.abs(x), axis=1), QMAX)  # (G,)
+    q = _quantize(x, scale[:, None], QMAX, IS_FP8)
+    tl.store(q_ptr + row * stride_qm + offs_k, q.to(q_ptr.dtype.element_ty), mask=mask)
+    tl.store(scale_ptr + row * stride_sm + offs_g, scale, mask=offs_g < num_groups)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launcher
+
+_X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+MAX_SINGLE_PASS = 16384
+
+
+def _check(x: torch.Tensor, dtype: str, granularity: Granularity) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype not in _X_DTYPES:
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"act_quant: x must be a bfloat16, float16 or float32 tensor, got {got}")
+    if x.dim() < 1 or x.numel() == 0:
+        raise ValueError(f"act_quant: x must be non-empty with shape (..., K), got {tuple(x.shape)}")
+    if dtype not in QMAX:
+        raise ValueError(f"act_quant: dtype must be one of {sorted(QMAX)}, got {dtype!r}")
+    if granularity not in ("token", "tensor") and not (
+        isinstance(granularity, int) and not isinstance(granularity, bool) and granularity > 0
+    ):
+        raise ValueError(
+            f"act_quant: granularity must be 'token', 'tensor' or a positive group size, got {granularity!r}"
+        )
+    check_device(x.device, "act_quant")
+
+
+def act_quant(
+    x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check(x, dtype, granularity)
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)  # (M, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    is_fp8 = dtype == "fp8"
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn if is_fp8 else torch.int8, device=x.device)
+    q_raw = q.view(torch.uint8) if is_fp8 else q
+    meta = dict(QMAX=QMAX[dtype], IS_FP8=is_fp8)
+    if isinstance(granularity, int):
+        groups = -(-k // granularity)
+        scale = torch.empty((m, groups), dtype=torch.float32, device=x.device)
+        group_p2 = triton.next_power_of_2(granularity)
+        per_prog = max(1, min(triton.next_power_of_2(groups), 2048 // group_p2))
+        grid = (m, triton.cdiv(groups, per_prog))
+        _act_quant_group_kernel[grid](
+            x2, q_raw, scale, k, groups, x2.stride(0), q.stride(0), scale.stride(0),
+            GROUP=granularity, GROUP_P2=group_p2, GROUPS_PER_PROG=per_prog, num_warps=4, **meta,
+        )  # fmt: skip
+        return q, scale
+    block_k = min(triton.next_power_of_2(k), MAX_SINGLE_PASS)
+    num_warps = 8 if block_k >= 4096 else 4
+    per_tensor = granularity == "tensor"
+    if per_tensor:
+        scale = torch.empty((1, 1), dtype=torch.float32, device=x.device)
+        amax = torch.zeros((1,), dtype=torch.float32, device=x.device)
+        _absmax_kernel[(m,)](x2, amax, k, x2.stride(0), BLOCK_K=block_k, num_warps=num_warps)
+    else:
+        scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
+        amax = scale  # unused
+    _act_quant_row_kernel[(m,)](
+        x2, q_raw, scale, amax, k, x2.stride(0), q.stride(0),
+        PER_TENSOR=per_tensor, BLOCK_K=block_k, SINGLE_PASS=block_k >= k, num_warps=num_warps, **meta,
+    )  # fmt: skip
+    return q, scale

@@ -18,8 +18,13 @@ dequantizes in registers and multiplies in the activation dtype with fp32 accumu
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
-from .w4a16_gemm import expand_groups, pack_int4, unpack_int4
+from . import _weight_only
+from ._bits import e2m1_code, e4m3_bits, e4m3_value, exp2_int, floor_log2
+from ._launch import check_device, check_tensor
+from .w4a16_gemm import check_weight_only_x, expand_groups, pack_int4, unpack_int4
 
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Midpoints between neighbouring E2M1 magnitudes, and whether a tie there rounds up (to the even code).
@@ -106,3 +111,126 @@ def fp4_gemm_ref(
     w = dequantize_fp4(packed, scale, fmt, x.shape[-1], global_scale, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     return y if bias is None else y + bias.to(y.dtype)
+
+
+def fp4_gemm(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    fmt: str,
+    global_scale: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    who = "fp4_gemm"
+    if fmt not in GROUP:
+        raise ValueError(f"{who}: fmt must be 'mxfp4' or 'nvfp4', got {fmt!r}")
+    x2 = check_weight_only_x(x, who)
+    k = x2.shape[1]
+    check_tensor(packed, "packed", who, (torch.uint8,), (None, -(-k // 2)), x.device)
+    n, groups = packed.shape[0], -(-k // GROUP[fmt])
+    scale_dtype = torch.uint8 if fmt == "mxfp4" else torch.float8_e4m3fn
+    check_tensor(scale, "scale", who, (scale_dtype,), (n, groups), x.device)
+    if fmt == "nvfp4":
+        if global_scale is None:
+            raise ValueError(f"{who}: nvfp4 needs global_scale, the () fp32 tensor nvfp4_quantize returned")
+        check_tensor(global_scale, "global_scale", who, (torch.float32,), None, x.device)
+        if global_scale.numel() != 1:
+            raise ValueError(f"{who}: global_scale must hold one value, got shape {tuple(global_scale.shape)}")
+    elif global_scale is not None:
+        raise ValueError(f"{who}: mxfp4 takes no global_scale (its E8M0 scales are absolute); pass None")
+    if bias is not None:
+        check_tensor(bias, "bias", who, (torch.float32, torch.bfloat16, torch.float16), (n,), x.device)
+    code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
+    scale_bytes = scale.contiguous().view(torch.uint8)
+    y = _weight_only.launch(x2, packed.contiguous(), scale_bytes, None, global_scale, bias, GROUP[fmt], code)
+    return y.reshape(*x.shape[:-1], n)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantize kernels (bit-exact to mxfp4_quantize_ref / nvfp4_quantize_ref)
+
+
+@triton.jit
+def _fp4_quantize_kernel(
+    # pointers
+    w_ptr,
+    packed_ptr,
+    scale_ptr,
+    gs_ptr,
+    # sizes
+    K,
+    num_groups,
+    # strides
+    stride_wn,
+    stride_pn,
+    stride_sn,
+    # meta-parameters
+    IS_NVFP4: tl.constexpr,
+    GROUP: tl.constexpr,
+    GROUPS_PER_PROG: tl.constexpr,
+):
+    """Program (row, block of groups): even and odd columns of each group as two (G, GROUP/2) tiles, so the
+    codes pack into bytes without a shuffle. Columns past K read 0 and encode to code 0, like pack_int4's pad."""
+    row = tl.program_id(0).to(tl.int64)
+    offs_g = tl.program_id(1) * GROUPS_PER_PROG + tl.arange(0, GROUPS_PER_PROG)  # (G,)
+    offs_j = tl.arange(0, GROUP // 2)
+    k_even = offs_g[:, None] * GROUP + 2 * offs_j[None, :]  # (G, GROUP/2)
+    w_row = w_ptr + row * stride_wn
+    w_lo = tl.load(w_row + k_even, mask=k_even < K, other=0.0).to(tl.float32)
+    w_hi = tl.load(w_row + k_even + 1, mask=k_even + 1 < K, other=0.0).to(tl.float32)
+    amax = tl.maximum(tl.max(tl.abs(w_lo), axis=1), tl.max(tl.abs(w_hi), axis=1))  # (G,)
+    if IS_NVFP4:
+        gs = tl.load(gs_ptr)
+        block = e4m3_bits(tl.minimum(tl.math.div_rn(amax, 6.0) * gs, 448.0))  # (G,) E4M3 bits
+        effective = tl.math.div_rn(e4m3_value(block), gs)
+        safe = tl.where(effective > 0, effective, 1.0)[:, None]
+        code_lo = tl.where(effective[:, None] > 0, e2m1_code(tl.math.div_rn(w_lo, safe)), 0)
+        code_hi = tl.where(effective[:, None] > 0, e2m1_code(tl.math.div_rn(w_hi, safe)), 0)
+        scale_byte = block
+    else:
+        shared = tl.where(amax > 0, floor_log2(tl.where(amax > 0, amax, 1.0)) - 2, -127)
+        shared = tl.minimum(tl.maximum(shared, -127), 127)
+        scale = exp2_int(shared)[:, None]  # exact powers of two
+        code_lo = e2m1_code(tl.math.div_rn(w_lo, scale))
+        code_hi = e2m1_code(tl.math.div_rn(w_hi, scale))
+        scale_byte = shared + 127
+    byte = offs_g[:, None] * (GROUP // 2) + offs_j[None, :]
+    tl.store(packed_ptr + row * stride_pn + byte, (code_lo | (code_hi << 4)).to(tl.uint8), mask=k_even < K)
+    tl.store(scale_ptr + row * stride_sn + offs_g, scale_byte.to(tl.uint8), mask=offs_g < num_groups)
+
+
+def _fp4_quantize(w: torch.Tensor, fmt: str, global_scale: torch.Tensor | None):
+    who = f"{fmt}_quantize"
+    check_tensor(w, "w", who, (torch.float32, torch.bfloat16, torch.float16), (None, None))
+    check_device(w.device, who)
+    n, k = w.shape
+    if n == 0 or k == 0:
+        raise ValueError(f"{who}: w must be a non-empty (N, K) matrix, got {tuple(w.shape)}")
+    w = w if w.stride(1) == 1 else w.contiguous()
+    group = GROUP[fmt]
+    groups = -(-k // group)
+    packed = torch.empty((n, -(-k // 2)), dtype=torch.uint8, device=w.device)
+    scale = torch.empty((n, groups), dtype=torch.uint8, device=w.device)
+    per_prog = max(1, min(triton.next_power_of_2(groups), 1024 // group))
+    _fp4_quantize_kernel[(n, triton.cdiv(groups, per_prog))](
+        w, packed, scale, global_scale if global_scale is not None else scale, k, groups,
+        w.stride(0), packed.stride(0), scale.stride(0),
+        IS_NVFP4=fmt == "nvfp4", GROUP=group, GROUPS_PER_PROG=per_prog, num_warps=4,
+    )  # fmt: skip
+    return packed, scale
+
+
+def mxfp4_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fp4_quantize(w, "mxfp4", None)
+
+
+def nvfp4_quantize(
+    w: torch.Tensor, global_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if global_scale is not None:
+        check_tensor(global_scale, "global_scale", "nvfp4_quantize", (torch.float32, torch.bfloat16, torch.float16))
+        if global_scale.numel() != 1:
+            raise ValueError(f"nvfp4_quantize: global_scale must hold one value, got shape {tuple(global_scale.shape)}")
+    gs = nvfp4_global_scale(w) if global_scale is None else global_scale.float().reshape(())
+    packed, scale = _fp4_quantize(w, "nvfp4", gs.to(w.device))
+    return packed, scale.view(torch.float8_e4m3fn), gs

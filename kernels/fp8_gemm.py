@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from . import _scaled_gemm
+from .int8_gemm import check_scaled_gemm_args
+
 BLOCK = 128
 
 
@@ -57,3 +60,18 @@ def fp8_gemm_ref(
     if bias is not None:
         out = out + bias.float()
     return out.to(out_dtype)
+
+
+def fp8_gemm(
+    a_q: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_q: torch.Tensor,
+    b_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    check_scaled_gemm_args("fp8_gemm", a_q, a_scale, b_q, b_scale, bias, out_dtype, torch.float8_e4m3fn)
+    kind = scale_kind(a_q, a_scale, b_q, b_scale)
+    if kind == "block":
+        a_scale, b_scale = a_scale.contiguous(), b_scale.contiguous()
+    return _scaled_gemm.launch(a_q, a_scale, b_q, b_scale, bias, out_dtype, kind)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from . import _weight_only
+from ._launch import check_device, check_tensor
+
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """(N, K) uint8 codes in [0, 15] -> (N, ceil(K/2)) uint8; column 2j in the low nibble, 2j+1 in the high."""
@@ -56,3 +59,47 @@ def w4a16_gemm_ref(
     w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     return y if bias is None else y + bias.to(y.dtype)
+
+
+_X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_SCALE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_weight_only_x(x, who) -> torch.Tensor:
+    """(..., K) activations -> (M, K) with K contiguous."""
+    check_tensor(x, "x", who, _X_DTYPES)
+    check_device(x.device, who)
+    if x.dim() < 1 or x.numel() == 0:
+        raise ValueError(f"{who}: x must be non-empty with shape (..., K), got {tuple(x.shape)}")
+    x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def w4a16_gemm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    group_size: int,
+    bits: int = 4,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    who = "w4a16_gemm"
+    x2 = check_weight_only_x(x, who)
+    k = x2.shape[1]
+    if bits not in (4, 8):
+        raise ValueError(f"{who}: bits must be 4 (two codes per byte) or 8 (one per byte), got {bits!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"{who}: group_size must be a positive int, got {group_size!r}")
+    width = -(-k // 2) if bits == 4 else k
+    check_tensor(qweight, "qweight", who, (torch.uint8,), (None, width), x.device)
+    n, groups = qweight.shape[0], -(-k // group_size)
+    check_tensor(scale, "scale", who, _SCALE_DTYPES, (n, groups), x.device)
+    if zero_point is not None:
+        check_tensor(zero_point, "zero_point", who, (torch.uint8, torch.int8, torch.int32), (n, groups), x.device)
+        zero_point = zero_point.contiguous()
+    if bias is not None:
+        check_tensor(bias, "bias", who, _SCALE_DTYPES, (n,), x.device)
+    fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+    y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt)
+    return y.reshape(*x.shape[:-1], n)

@@ -1,0 +1,52 @@
+"""Argument checks shared by the launchers: each error names the launcher, the argument and what it expects."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def check_device(device: torch.device, who: str) -> None:
+    if device.type == "cuda":
+        return
+    if device.type == "cpu" and interpreting():
+        return
+    raise ValueError(
+        f"{who}: tensors are on {device}; the Triton kernel needs a CUDA device (or TRITON_INTERPRET=1 on CPU). "
+        f"The pure-torch reference {who}_ref runs anywhere."
+    )
+
+
+def check_tensor(
+    t: object,
+    name: str,
+    who: str,
+    dtypes: tuple[torch.dtype, ...],
+    shape: tuple[int | None, ...] | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Check `t` is a tensor of one of `dtypes`, of `shape` (None matches any size) and on `device`."""
+    names = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{who}: {name} must be a {names} tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{who}: {name} must be {names}, got {str(t.dtype).replace('torch.', '')}")
+    if shape is not None:
+        ok = t.dim() == len(shape) and all(e is None or e == s for e, s in zip(shape, t.shape, strict=True))
+        if not ok:
+            want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
+            raise ValueError(f"{who}: {name} must have shape {want}, got {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{who}: {name} is on {t.device}, the other operands are on {device}")
+    return t
+
+
+def out_dtype_check(out_dtype: torch.dtype, who: str) -> None:
+    if out_dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"{who}: out_dtype must be torch.bfloat16, torch.float16 or torch.float32, got {out_dtype}")

@@ -1,0 +1,164 @@
+"""The scaled low-precision GEMM kernel behind `int8_gemm` and `fp8_gemm`: C = (A @ B.T) with tensorwise,
+rowwise (per token x per channel) or 128x128 block scales, optional bias.
+
+    a: (M, K) int8 or float8_e4m3fn, b: (N, K) same dtype (the nn.Linear weight layout, K contiguous)
+
+int8 accumulates exactly in int32 and fp8 in fp32; scales and bias are applied in fp32 (per K block for block
+scales, in the epilogue otherwise). Programs are visited in grouped order (GROUP_M rows of tiles at a time) so
+that consecutive programs share A and B tiles in L2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ._bits import bf16_rne
+from ._launch import interpreting
+
+SCALE_KINDS = {"tensor": 0, "row": 1, "block": 2}
+BLOCK = 128  # side of a block scale
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+@triton.jit
+def _scaled_gemm_kernel(
+    # pointers
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    a_scale_ptr,
+    b_scale_ptr,
+    bias_ptr,
+    # sizes
+    M,
+    N,
+    K,
+    # strides
+    stride_am,
+    stride_bn,
+    stride_cm,
+    stride_asm,
+    stride_bsn,
+    # meta-parameters
+    SCALE_KIND: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC_INT: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_am = tl.where(offs_m < M, offs_m, 0)  # edge rows read row 0 (valid memory) and are never stored
+    offs_bn = tl.where(offs_n < N, offs_n, 0)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + offs_am[:, None].to(tl.int64) * stride_am + offs_k[None, :]  # (BM, BK)
+    b_ptrs = b_ptr + offs_bn[None, :].to(tl.int64) * stride_bn + offs_k[:, None]  # (BK, BN): B.T
+
+    if ACC_INT:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - kb * BLOCK_K
+            a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        if SCALE_KIND == 2:
+            a_s = tl.load(a_scale_ptr + offs_am * stride_asm + kb)  # (BM,)
+            b_s = tl.load(b_scale_ptr + (offs_bn // 128) * stride_bsn + kb)  # (BN,)
+            acc += tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+        elif ACC_INT:
+            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+
+    out = acc.to(tl.float32)
+    if SCALE_KIND == 0:
+        out = out * tl.load(a_scale_ptr) * tl.load(b_scale_ptr)
+    elif SCALE_KIND == 1:
+        a_s = tl.load(a_scale_ptr + offs_am * stride_asm)
+        b_s = tl.load(b_scale_ptr + offs_bn * stride_bsn)
+        out = out * a_s[:, None] * b_s[None, :]
+    if HAS_BIAS:
+        out = out + tl.load(bias_ptr + offs_bn).to(tl.float32)[None, :]
+    if BF16_RNE:
+        out = bf16_rne(out)
+    c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
+    tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool) -> GemmConfig:
+    """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md). Block scales need BLOCK_K = 128."""
+    if interpreting():  # small tiles keep the interpreter fast; the arithmetic is the same
+        return GemmConfig(16 if m <= 16 else 32, 32, 128 if kind == "block" else 32, 4, 4, 1)
+    block_k = 128
+    if m <= 16:
+        return GemmConfig(16, 64, 256 if kind != "block" else 128, 8, 4, 4)
+    if m <= 64:
+        return GemmConfig(64, 64, block_k, 8, 4, 4)
+    if m <= 256:
+        return GemmConfig(128, 128, block_k, 8, 8, 4)
+    return GemmConfig(128, 256, block_k, 8, 8, 3)
+
+
+def launch(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    kind: str,
+    config: GemmConfig | None = None,
+) -> torch.Tensor:
+    """Allocate C and launch; arguments are already checked. `config` overrides the heuristic (benchmarks)."""
+    (m, k), n = a.shape, b.shape[0]
+    is_int8 = a.dtype == torch.int8
+    cfg = config or pick_config(m, n, k, kind, is_int8)
+    if kind == "block" and cfg.block_k != BLOCK:
+        raise ValueError(f"block-scaled GEMM needs block_k == {BLOCK}, got {cfg.block_k}")
+    c = torch.empty((m, n), dtype=out_dtype, device=a.device)
+    a_scale = a_scale.float()
+    b_scale = b_scale.float()
+    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
+    _scaled_gemm_kernel[grid](
+        a, b, c, a_scale, b_scale, bias if bias is not None else c,
+        m, n, k,
+        a.stride(0), b.stride(0), c.stride(0), a_scale.stride(0), b_scale.stride(0),
+        SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, EVEN_K=k % cfg.block_k == 0,
+        BF16_RNE=interpreting() and out_dtype == torch.bfloat16,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return c

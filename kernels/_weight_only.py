@@ -1,0 +1,375 @@
+"""The weight-only GEMM kernel behind `w4a16_gemm` (int4/int8 codes, group scales, optional zero points) and
+`fp4_gemm` (MXFP4 / NVFP4): y = x @ dequant(W).T with x in bf16/fp16/fp32.
+
+Layout (canonical, see w4a16_gemm.py and fp4_gemm.py): W is (N, ceil(K/2)) uint8 with column 2j in the low
+nibble of byte j (4-bit formats) or (N, K) uint8 (8-bit codes); scales (N, G) per group of `group_size` columns.
+
+The kernel computes the transposed product, acc (BLOCK_N, BLOCK_M) = W_tile (BLOCK_N, BLOCK_K) @ x_tile.T, so
+the dequantized weights are the dot's first operand and stay in registers (Hopper's wgmma reads A from
+registers), and the token dimension M is the narrow one: M=1 decode pads to a 16-wide tile, not a 64-high one.
+Weights dequantize exactly as the references do it -- (code - zero) * scale in fp32, then one rounding to the
+activation dtype -- so kernel and reference differ only in the order of the fp32 accumulation.
+
+Decode (small M) splits K over SPLIT_K programs that write fp32 partial sums; a second small kernel adds them
+up (deterministically, in split order), adds the bias and casts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ._bits import bf16_rne, e4m3_value, exp2_int
+from ._launch import interpreting
+
+FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
+TWO_POW_23 = tl.constexpr(8388608.0)
+TWO_POW_126 = tl.constexpr(8.507059173023462e37)
+
+
+@dataclass(frozen=True)
+class WeightOnlyConfig:
+    block_n: int
+    block_m: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+    swap_ab: bool = True
+    epilogue_scale: bool = True  # when the codes allow it (integer formats, tiles inside one group)
+
+
+@triton.jit
+def _group_values(
+    ptr, offs_wn, stride, k0, offs_c, K, group_size, num_groups,
+    GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, COLS: tl.constexpr, OTHER: tl.constexpr,
+):  # fmt: skip
+    """Per-group values for a tile of COLS columns whose first column is k0 (`offs_c`: the columns, used when
+    the groups don't line up with the tile): (BLOCK_N, 1) when the tile lies in one group, else (BLOCK_N, COLS)."""
+    if GROUPS_PER_TILE == 1:
+        v = tl.load(ptr + offs_wn * stride + k0 // group_size)[:, None]
+    elif GROUPS_PER_TILE > 1:
+        offs_g = k0 // group_size + tl.arange(0, GROUPS_PER_TILE)
+        v = tl.load(ptr + offs_wn[:, None] * stride + offs_g[None, :], mask=offs_g[None, :] < num_groups, other=OTHER)
+        v = tl.broadcast_to(v[:, :, None], (BLOCK_N, GROUPS_PER_TILE, COLS // GROUPS_PER_TILE))
+        v = tl.reshape(v, (BLOCK_N, COLS))
+    else:
+        g = offs_c // group_size
+        v = tl.load(ptr + offs_wn[:, None] * stride + g[None, :], mask=offs_c[None, :] < K, other=OTHER)
+    return v
+
+
+@triton.jit
+def _dequant(
+    codes, offs_wn, k0, offs_c, K, group_size, num_groups, s_ptr, z_ptr, stride_sn, stride_zn, gs,
+    FMT: tl.constexpr, HAS_ZP: tl.constexpr, GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr,
+    COLS: tl.constexpr,
+):  # fmt: skip
+    """int32 codes (BLOCK_N, COLS) -> fp32 weights, exactly the references' dequantization."""
+    if FMT == 0 or FMT == 1:
+        s = _group_values(s_ptr, offs_wn, stride_sn, k0, offs_c, K, group_size, num_groups,
+                          GROUPS_PER_TILE, BLOCK_N, COLS, 0.0)  # fmt: skip
+        if HAS_ZP:
+            z = _group_values(z_ptr, offs_wn, stride_zn, k0, offs_c, K, group_size, num_groups,
+                              GROUPS_PER_TILE, BLOCK_N, COLS, 0).to(tl.float32) + TWO_POW_23  # fmt: skip
+        elif FMT == 0:
+            z = TWO_POW_23 + 8.0
+        else:
+            z = TWO_POW_23 + 128.0
+        # (2**23 + code) read straight from the bits, minus (2**23 + zero): exact (code - zero) in fp32
+        v = (codes | 0x4B000000).to(tl.float32, bitcast=True) - z
+        return v * s
+    else:
+        # E2M1 bits placed as an fp32 with exponent field 0..3: that is the value times 2**-126 (code 1, 0.5,
+        # is the subnormal 2**-127); multiplying by 2**126 is exact and restores it.
+        v = (((codes & 7) << 22) | ((codes & 8) << 28)).to(tl.float32, bitcast=True) * TWO_POW_126
+        if FMT == 2:
+            e = _group_values(s_ptr, offs_wn, stride_sn, k0, offs_c, K, group_size, num_groups,
+                              GROUPS_PER_TILE, BLOCK_N, COLS, 127).to(tl.int32)  # fmt: skip
+            s = exp2_int(e - 127)
+        else:
+            e = _group_values(s_ptr, offs_wn, stride_sn, k0, offs_c, K, group_size, num_groups,
+                              GROUPS_PER_TILE, BLOCK_N, COLS, 0).to(tl.int32)  # fmt: skip
+            s = tl.math.div_rn(e4m3_value(e), gs)  # the reference's scale / global_scale
+        return v * s
+
+
+@triton.jit
+def _load_codes(w_rows, k0, offs_k, K, FMT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(BLOCK_N, BLOCK_K) int32 codes of columns k0 .. k0 + BLOCK_K - 1 (masked columns read code 0)."""
+    if FMT == 1:
+        if EVEN_K:
+            packed = tl.load(w_rows + offs_k[None, :])
+        else:
+            packed = tl.load(w_rows + offs_k[None, :], mask=offs_k[None, :] < K, other=0)
+        return packed.to(tl.int32)
+    offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)  # byte j holds columns 2j (low nibble) and 2j + 1
+    if EVEN_K:
+        packed = tl.load(w_rows + offs_b[None, :]).to(tl.int32)  # (BLOCK_N, BLOCK_K / 2)
+    else:
+        packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
+    return tl.interleave(packed & 15, packed >> 4)
+
+
+@triton.jit
+def _weight_only_kernel(
+    # pointers
+    x_ptr,
+    w_ptr,
+    s_ptr,
+    z_ptr,
+    gs_ptr,
+    bias_ptr,
+    out_ptr,
+    # sizes
+    M,
+    N,
+    K,
+    group_size,
+    num_groups,
+    k_per_split,
+    # strides
+    stride_xm,
+    stride_wn,
+    stride_sn,
+    stride_zn,
+    stride_om,
+    stride_os,
+    # meta-parameters
+    FMT: tl.constexpr,
+    HAS_ZP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    GROUPS_PER_TILE: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    SWAP_AB: tl.constexpr,
+    EPI_MAGIC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """SWAP_AB: acc (BLOCK_N, BLOCK_M) = W_tile @ x_tile.T with W from registers (decode); else acc
+    (BLOCK_M, BLOCK_N) = x_tile @ W_tile.T (prefill). EPI_MAGIC > 0 (integer codes, tiles inside one group):
+    the dot runs on the exact values EPI_MAGIC + code, read straight from the bits, and the epilogue of each
+    tile applies (part - (EPI_MAGIC + zero) * sum(x)) * scale, so no per-weight arithmetic is left."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)  # edge rows read row 0 and are never stored
+    offs_xm = tl.where(offs_m < M, offs_m, 0).to(tl.int64)  # edge tokens read token 0, never stored
+    w_rows = w_ptr + offs_wn[:, None] * stride_wn
+    if FMT == 3:
+        gs = tl.load(gs_ptr).to(tl.float32)
+    else:
+        gs = 1.0
+
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        if SWAP_AB:
+            x_ptrs = x_ptr + offs_xm[None, :] * stride_xm + offs_k[:, None]  # (BLOCK_K, BLOCK_M)
+            x_mask = offs_k[:, None] < K
+        else:
+            x_ptrs = x_ptr + offs_xm[:, None] * stride_xm + offs_k[None, :]  # (BLOCK_M, BLOCK_K)
+            x_mask = offs_k[None, :] < K
+        if EVEN_K:
+            xv = tl.load(x_ptrs)
+        else:
+            xv = tl.load(x_ptrs, mask=x_mask, other=0.0)
+        if DOT_IN_FP32:  # the interpreter multiplies bf16 operands as raw integers; fp32 products are exact
+            xd = xv.to(tl.float32)
+        else:
+            xd = xv
+
+        if EPI_MAGIC > 0:
+            codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
+            if EPI_MAGIC == 128:
+                wv = (codes.to(tl.int16) | 0x4300).to(tl.bfloat16, bitcast=True)  # 128 + code
+            else:
+                wv = (codes.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + code
+            if DOT_IN_FP32:
+                wv = wv.to(tl.float32)
+            s = tl.load(s_ptr + offs_wn * stride_sn + k0 // group_size).to(tl.float32)  # (BLOCK_N,)
+            if HAS_ZP:
+                z = tl.load(z_ptr + offs_wn * stride_zn + k0 // group_size).to(tl.float32) + EPI_MAGIC
+            elif FMT == 0:
+                z = tl.full((BLOCK_N,), EPI_MAGIC + 8.0, tl.float32)
+            else:
+                z = tl.full((BLOCK_N,), EPI_MAGIC + 128.0, tl.float32)
+            if SWAP_AB:
+                part = tl.dot(wv, xd, input_precision="ieee" if DOT_IN_FP32 else DOT_PRECISION)
+                sx = tl.sum(xv.to(tl.float32), axis=0)  # (BLOCK_M,)
+                acc += (part - z[:, None] * sx[None, :]) * s[:, None]
+            else:
+                part = tl.dot(xd, tl.trans(wv), input_precision="ieee" if DOT_IN_FP32 else DOT_PRECISION)
+                sx = tl.sum(xv.to(tl.float32), axis=1)  # (BLOCK_M,)
+                acc += (part - sx[:, None] * z[None, :]) * s[None, :]
+        else:
+            if FMT != 1 and GROUPS_PER_TILE == 0:  # the two nibbles of a byte may belong to different groups
+                offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+                if EVEN_K:
+                    packed = tl.load(w_rows + offs_b[None, :]).to(tl.int32)
+                else:
+                    packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
+                lo = _dequant(packed & 15, offs_wn, k0, offs_b * 2, K, group_size, num_groups, s_ptr, z_ptr,
+                              stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+                hi = _dequant(packed >> 4, offs_wn, k0, offs_b * 2 + 1, K, group_size, num_groups, s_ptr, z_ptr,
+                              stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+                w = tl.interleave(lo, hi)
+            else:
+                codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
+                w = _dequant(codes, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
+                             stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, BLOCK_N, BLOCK_K)  # fmt: skip
+            if BF16_RNE:
+                w = bf16_rne(w)
+            w = w.to(xv.dtype)  # (BLOCK_N, BLOCK_K): the reference's rounding of the dequantized weight
+            if DOT_IN_FP32:
+                w = w.to(tl.float32)
+            if SWAP_AB:
+                acc = tl.dot(w, xd, acc, input_precision="ieee" if DOT_IN_FP32 else DOT_PRECISION)
+            else:
+                acc = tl.dot(xd, tl.trans(w), acc, input_precision="ieee" if DOT_IN_FP32 else DOT_PRECISION)
+
+    if SWAP_AB:
+        out = tl.trans(acc)  # (BLOCK_M, BLOCK_N)
+    else:
+        out = acc
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_wn).to(tl.float32)[None, :]
+        if BF16_RNE:
+            out = bf16_rne(out)
+        out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        out_ptrs = out_ptr + pid_k * stride_os + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+        tl.store(out_ptrs, out, mask=mask)
+
+
+@triton.jit
+def _split_k_reduce_kernel(
+    # pointers
+    ws_ptr,
+    bias_ptr,
+    out_ptr,
+    # sizes
+    M,
+    N,
+    # strides
+    stride_os,
+    # meta-parameters
+    SPLIT_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """out = sum of the SPLIT_K fp32 partials, in split order, + bias, cast."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M * N
+    acc = tl.load(ws_ptr + offs, mask=mask, other=0.0)
+    for s in range(1, SPLIT_K):
+        acc += tl.load(ws_ptr + s * stride_os + offs, mask=mask, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
+    if BF16_RNE:
+        acc = bf16_rne(acc)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _groups_per_tile(group_size: int, block_k: int) -> int:
+    """1: every tile lies in one group; >1: a tile holds this many whole groups; 0: neither (gathered)."""
+    if group_size % block_k == 0:
+        return 1
+    if block_k % group_size == 0 and group_size & (group_size - 1) == 0 and group_size >= 2:
+        return block_k // group_size
+    return 0
+
+
+def pick_config(m: int, n: int, k: int, group_size: int, fmt: int) -> WeightOnlyConfig:
+    """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md)."""
+    if interpreting():
+        return WeightOnlyConfig(32, 16, 32, 2 if k > 64 else 1, 4, 1, swap_ab=m <= 16)
+    if m <= 16:
+        block_n = 64
+        block_k = 128 if fmt != FMT_INT4 or group_size % 128 == 0 or group_size < 16 else min(128, group_size)
+        tiles_n = triton.cdiv(n, block_n)
+        split_k = max(1, min(triton.cdiv(k, block_k), 4 * 132 // tiles_n))
+        return WeightOnlyConfig(block_n, 16, block_k, split_k, 4, 4, swap_ab=True)
+    if m <= 64:
+        return WeightOnlyConfig(128, 64, 64, 1, 4, 4, swap_ab=False, epilogue_scale=False)
+    return WeightOnlyConfig(128, 128, 64, 1, 8, 3, swap_ab=False, epilogue_scale=False)
+
+
+def _epilogue_magic(fmt: int, x_dtype: torch.dtype, groups_per_tile: int, epilogue_scale: bool) -> int:
+    """The offset whose bits turn codes into exact floats (128 + code in bf16, 1024 + code in fp16), or 0
+    where the epilogue-scale path does not apply."""
+    if not epilogue_scale or groups_per_tile != 1 or fmt not in (FMT_INT4, FMT_INT8):
+        return 0
+    if x_dtype == torch.float16:
+        return 1024
+    if x_dtype == torch.bfloat16 and fmt == FMT_INT4:  # bf16 holds 128 + code exactly only below 256
+        return 128
+    return 0
+
+
+def launch(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    global_scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    group_size: int,
+    fmt: int,
+    config: WeightOnlyConfig | None = None,
+) -> torch.Tensor:
+    """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous."""
+    (m, k), n = x.shape, w.shape[0]
+    cfg = config or pick_config(m, n, k, group_size, fmt)
+    k_tiles = triton.cdiv(k, cfg.block_k)
+    split_k = max(1, min(cfg.split_k, k_tiles))
+    k_per_split = triton.cdiv(k_tiles, split_k) * cfg.block_k
+    split_k = triton.cdiv(k, k_per_split)
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    target = out if split_k == 1 else torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
+    dummy = scale  # stands in for absent optional tensors (never read)
+    zp = zero_point if zero_point is not None else dummy
+    gs = global_scale if global_scale is not None else dummy
+    rne = interpreting() and x.dtype == torch.bfloat16
+    gpt = _groups_per_tile(group_size, cfg.block_k)
+    grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), split_k)
+    _weight_only_kernel[grid](
+        x, w, scale, zp, gs, bias if bias is not None else dummy, target,
+        m, n, k, group_size, scale.shape[1], k_per_split,
+        x.stride(0), w.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
+        n if split_k > 1 else out.stride(0), m * n,
+        FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
+        GROUPS_PER_TILE=gpt, EVEN_K=k % cfg.block_k == 0, SWAP_AB=cfg.swap_ab,
+        EPI_MAGIC=_epilogue_magic(fmt, x.dtype, gpt, cfg.epilogue_scale),
+        DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        DOT_IN_FP32=interpreting() and x.dtype == torch.bfloat16,
+        BF16_RNE=rne,
+        BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    if split_k > 1:
+        block = 1024
+        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+            target, bias if bias is not None else dummy, out, m, n, m * n,
+            SPLIT_K=split_k, HAS_BIAS=bias is not None, BF16_RNE=rne, BLOCK=block, num_warps=4,
+        )  # fmt: skip
+    return out
