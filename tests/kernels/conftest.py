@@ -1,6 +1,6 @@
 """Kernel tests run on CPU through Triton's interpreter when no CUDA device is present. TRITON_INTERPRET must be
-set before any kernel module is decorated, so a kernel module imported earlier (say by a quant_schemes test)
-is re-imported here."""
+set before a kernel is decorated with @triton.jit, so kernel modules imported earlier (tests/conftest.py
+imports the package) are re-imported here, helpers first so that the launchers bind the re-made kernels."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for name in [n for n in sys.modules if n.startswith("evalsuite.kernels.")]:
+    loaded = [name for name in sys.modules if name.startswith("evalsuite.kernels.")]
+    for name in sorted(loaded, key=lambda n: (not n.rsplit(".", 1)[-1].startswith("_"), n)):
         importlib.reload(sys.modules[name])
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ON_GPU = DEVICE == "cuda"
-
-gpu = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device: larger shapes are too slow for the interpreter")
 
 
 @pytest.fixture(autouse=True)

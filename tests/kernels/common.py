@@ -1,0 +1,23 @@
+"""Shared parametrization for the kernel tests: the device, the GPU-only mark, GEMM tolerances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+GPU = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (these shapes are too slow for the CPU interpreter)"),
+]
+
+# GEMM kernel vs reference on the same quantized inputs, outputs of order 1: (atol, rtol) per output dtype.
+# The interpreter matches the references almost bit for bit; on the GPU the fp32 accumulation order differs.
+GEMM_TOL = {torch.bfloat16: (2e-2, 1.6e-2), torch.float16: (2e-3, 2e-3), torch.float32: (2e-4, 1e-4)}
+
+
+def shapes(cpu: list[tuple[int, ...]], gpu: list[tuple[int, ...]]) -> list:
+    """pytest params with readable ids: the CPU grid (also run on the GPU), then GPU-only larger shapes."""
+    params = [pytest.param(s, id="x".join(map(str, s))) for s in cpu]
+    return params + [pytest.param(s, id="gpu-" + "x".join(map(str, s)), marks=GPU) for s in gpu]

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from evalsuite.kernels import _weight_only
+from evalsuite.kernels.fp4_gemm import fp4_gemm, fp4_gemm_ref, mxfp4_quantize_ref, nvfp4_quantize_ref
+from evalsuite.kernels.w4a16_gemm import pack_int4, w4a16_gemm, w4a16_gemm_ref
+from tests.kernels.common import DEVICE, GEMM_TOL, shapes
+from tests.utils import assert_close
+
+CPU_SHAPES = [(1, 1, 1), (3, 40, 72), (16, 96, 200), (17, 130, 257)]
+GPU_SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (1, 1, 1023), (133, 512, 528), (2048, 1024, 4096)]
+# (bits, asymmetric, group_size, activation dtype): tiles inside a group, groups inside a tile, neither
+VARIANTS = [
+    (4, False, 128, torch.bfloat16),
+    (4, True, 32, torch.bfloat16),
+    (4, True, 40, torch.float16),
+    (8, False, 64, torch.bfloat16),
+    (8, True, 128, torch.float16),
+    (4, False, 16, torch.float32),
+]
+VARIANT_IDS = [f"int{b}-{'asym' if z else 'sym'}-g{g}-{str(d)[6:]}" for b, z, g, d in VARIANTS]
+
+
+def _int_weights(n, k, bits, asymmetric, group_size):
+    groups = -(-k // group_size)
+    codes = torch.randint(0, 2**bits, (n, k), dtype=torch.uint8)
+    qweight = pack_int4(codes) if bits == 4 else codes
+    scale = torch.rand(n, groups) * 2 / (2**bits * k**0.5)
+    zero_point = torch.randint(0, 2**bits, (n, groups), dtype=torch.uint8) if asymmetric else None
+    return [t if t is None else t.to(DEVICE) for t in (qweight, scale, zero_point)]
+
+
+def _check(y, y_ref, what):
+    atol, rtol = GEMM_TOL[y_ref.dtype]
+    assert_close(y.cpu(), y_ref.cpu(), atol=atol, rtol=rtol, what=what)
+
+
+@pytest.mark.parametrize("shape", shapes(CPU_SHAPES, GPU_SHAPES))
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_w4a16_gemm(shape, variant):
+    m, n, k = shape
+    bits, asymmetric, group_size, dtype = variant
+    x = torch.randn(m, k, device=DEVICE).to(dtype)
+    qweight, scale, zero_point = _int_weights(n, k, bits, asymmetric, group_size)
+    bias = torch.randn(n, device=DEVICE).to(dtype) if m % 2 else None
+    y = w4a16_gemm(x, qweight, scale, zero_point, group_size, bits, bias)
+    _check(y, w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, bits, bias), "w4a16_gemm")
+
+
+CONFIGS = {  # both orientations, with and without the per-tile scale epilogue, split-K
+    "swap-epilogue-split3": _weight_only.WeightOnlyConfig(32, 16, 32, 3, 4, 1, swap_ab=True),
+    "swap-dequant": _weight_only.WeightOnlyConfig(32, 16, 32, 1, 4, 1, swap_ab=True, epilogue_scale=False),
+    "noswap-epilogue": _weight_only.WeightOnlyConfig(32, 32, 32, 1, 4, 1, swap_ab=False),
+    "noswap-dequant-split2": _weight_only.WeightOnlyConfig(32, 32, 64, 2, 4, 1, swap_ab=False, epilogue_scale=False),
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("variant", [VARIANTS[0], VARIANTS[2], VARIANTS[4]], ids=[VARIANT_IDS[i] for i in (0, 2, 4)])
+def test_weight_only_paths(config, variant):
+    m, n, k = 5, 72, 200
+    bits, asymmetric, group_size, dtype = variant
+    x = torch.randn(m, k, device=DEVICE).to(dtype)
+    qweight, scale, zero_point = _int_weights(n, k, bits, asymmetric, group_size)
+    fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+    y = _weight_only.launch(x, qweight, scale, zero_point, None, None, group_size, fmt, config)
+    _check(y, w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, bits), "weight-only path")
+
+
+@pytest.mark.parametrize("shape", shapes(CPU_SHAPES, GPU_SHAPES))
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_fp4_gemm(shape, fmt, dtype):
+    m, n, k = shape
+    x = torch.randn(m, k, device=DEVICE).to(dtype)
+    w = torch.randn(n, k, device=DEVICE) / k**0.5
+    if fmt == "mxfp4":
+        (packed, scale), global_scale = mxfp4_quantize_ref(w), None
+    else:
+        packed, scale, global_scale = nvfp4_quantize_ref(w)
+    bias = torch.randn(n, device=DEVICE) if m % 2 else None
+    y = fp4_gemm(x, packed, scale, fmt, global_scale, bias)
+    _check(y, fp4_gemm_ref(x, packed, scale, fmt, global_scale, bias), fmt)
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_fp4_paths(config):
+    x = torch.randn(3, 96, device=DEVICE).to(torch.bfloat16)
+    packed, scale, global_scale = nvfp4_quantize_ref(torch.randn(40, 96, device=DEVICE) / 10)
+    y = _weight_only.launch(x, packed, scale.view(torch.uint8), None, global_scale, None, 16, 3, config)
+    _check(y, fp4_gemm_ref(x, packed, scale, "nvfp4", global_scale), "fp4 path")
+
+
+def test_leading_dims():
+    x = torch.randn(2, 3, 64, device=DEVICE).to(torch.bfloat16)
+    qweight, scale, zero_point = _int_weights(24, 64, 4, True, 32)
+    y = w4a16_gemm(x, qweight, scale, zero_point, 32)
+    assert y.shape == (2, 3, 24)
+    _check(y, w4a16_gemm_ref(x, qweight, scale, zero_point, 32), "w4a16_gemm (..., K)")
