@@ -31,6 +31,7 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    persistent: bool = False  # one program per SM looping over tiles, operands through TMA descriptors
 
 
 @triton.jit
@@ -118,6 +119,98 @@ def _scaled_gemm_kernel(
     tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
+@triton.jit
+def _tile_of(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (tile_id // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((tile_id % num_pid_in_group) % group_size_m)
+    pid_n = (tile_id % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _scaled_gemm_tma_kernel(
+    # descriptors and pointers
+    a_desc,
+    b_desc,
+    c_ptr,
+    a_scale_ptr,
+    b_scale_ptr,
+    bias_ptr,
+    # sizes
+    M,
+    N,
+    K,
+    # strides
+    stride_cm,
+    stride_asm,
+    stride_bsn,
+    # meta-parameters
+    SCALE_KIND: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC_INT: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr,
+):
+    """Persistent variant for tensorwise/rowwise scales: NUM_SMS programs walk the tiles in grouped order;
+    A and B tiles arrive through TMA (out-of-bounds rows and columns read as zero)."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_tiles = num_pid_m * num_pid_n
+    tile_id_c = tl.program_id(0) - NUM_SMS  # the epilogue recomputes its tile (keeps the pipeliner simple)
+    for tile_id in tl.range(tl.program_id(0), num_tiles, NUM_SMS, flatten=True):
+        pid_m, pid_n = _tile_of(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        if ACC_INT:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, kb * BLOCK_K])  # (BM, BK)
+            b = b_desc.load([pid_n * BLOCK_N, kb * BLOCK_K])  # (BN, BK)
+            if ACC_INT:
+                acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(a, b.T, acc)
+        tile_id_c += NUM_SMS
+        pid_m, pid_n = _tile_of(tile_id_c, num_pid_m, num_pid_n, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_sm = tl.where(offs_m < M, offs_m, 0)
+        offs_sn = tl.where(offs_n < N, offs_n, 0)
+        out = acc.to(tl.float32)
+        if SCALE_KIND == 0:
+            out = out * tl.load(a_scale_ptr) * tl.load(b_scale_ptr)
+        else:
+            a_s = tl.load(a_scale_ptr + offs_sm * stride_asm)
+            b_s = tl.load(b_scale_ptr + offs_sn * stride_bsn)
+            out = out * a_s[:, None] * b_s[None, :]
+        if HAS_BIAS:
+            out = out + tl.load(bias_ptr + offs_sn).to(tl.float32)[None, :]
+        if BF16_RNE:
+            out = bf16_rne(out)
+        c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """TMA needs 16-byte aligned bases and row strides (K a multiple of 16 for 1-byte operands)."""
+    return all(
+        t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0 for t in (a, b)
+    )
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool) -> GemmConfig:
     """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md). Block scales need BLOCK_K = 128."""
     if interpreting():  # small tiles keep the interpreter fast; the arithmetic is the same
@@ -151,13 +244,29 @@ def launch(
     c = torch.empty((m, n), dtype=out_dtype, device=a.device)
     a_scale = a_scale.float()
     b_scale = b_scale.float()
+    rne = interpreting() and out_dtype == torch.bfloat16
+    if cfg.persistent and kind != "block" and _tma_ok(a, b):
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        num_sms = _num_sms(a.device)
+        tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+        _scaled_gemm_tma_kernel[(min(num_sms, tiles),)](
+            TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k]),
+            TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k]),
+            c, a_scale, b_scale, bias if bias is not None else c,
+            m, n, k, c.stride(0), a_scale.stride(0), b_scale.stride(0),
+            SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, BF16_RNE=rne,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, NUM_SMS=num_sms,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+        return c
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
     _scaled_gemm_kernel[grid](
         a, b, c, a_scale, b_scale, bias if bias is not None else c,
         m, n, k,
         a.stride(0), b.stride(0), c.stride(0), a_scale.stride(0), b_scale.stride(0),
         SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, EVEN_K=k % cfg.block_k == 0,
-        BF16_RNE=interpreting() and out_dtype == torch.bfloat16,
+        BF16_RNE=rne,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

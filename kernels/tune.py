@@ -20,6 +20,11 @@ SCALED = [
     GemmConfig(128, 256, 64, 8, 8, 5),
     GemmConfig(256, 128, 64, 8, 8, 5),
     GemmConfig(128, 128, 256, 8, 8, 3),
+    GemmConfig(128, 256, 128, 8, 8, 3, persistent=True),
+    GemmConfig(128, 256, 128, 8, 8, 4, persistent=True),
+    GemmConfig(128, 128, 128, 8, 8, 4, persistent=True),
+    GemmConfig(256, 128, 128, 8, 8, 3, persistent=True),
+    GemmConfig(128, 256, 64, 8, 8, 5, persistent=True),
 ]
 W = WeightOnlyConfig
 DECODE = [  # split_k 0: the heuristic's
