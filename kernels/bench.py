@@ -186,15 +186,19 @@ def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
             torch.cuda.empty_cache()
             inputs = Inputs(n, k, ops)
         ours, theirs, base, work, unit = _fns(op, m, inputs, k)
-        t_ours = _time(ours, rep)
+        try:
+            t_ours = _time(ours, rep)
+        except Exception as e:  # noqa: BLE001 - record the failure and keep measuring the other rows
+            log(f"{op} {shape} M={m}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
         t_torch, note = None, ""
         if theirs is None:
             note = "baseline n/a (_int_mm needs M > 16)"
         else:
             try:
                 t_torch = _time(theirs, rep)
-            except RuntimeError as e:  # torch's op refuses this shape or scaling
-                note = f"baseline failed: {str(e).splitlines()[0][:80]}"
+            except Exception as e:  # noqa: BLE001 - torch's op refuses this shape or scaling
+                note = f"baseline failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
         if op == "act_quant":
             rate = work / t_ours * 1e-3  # GB/s
             ratio = None if t_torch is None else rate / (2 * m * k * 2 / t_torch * 1e-3)
@@ -264,7 +268,10 @@ def _precompile_worker(cases) -> None:
             torch.cuda.empty_cache()
             inputs = Inputs(n, k, ops)
         ours, *_ = _fns(op, m, inputs, k)
-        ours()
+        try:
+            ours()
+        except Exception as e:  # noqa: BLE001 - the timing pass reports it
+            print(f"precompile {op} M={m} N={n} K={k}: {type(e).__name__}: {str(e)[:300]}", flush=True)
     torch.cuda.synchronize()
 
 
