@@ -95,12 +95,93 @@ class AcademicSuite(_Strict):
         return value
 
 
+class CodeSuite(_Strict):
+    """HumanEval-format code tasks, executed in the sandbox. Greedy pass@1 by default."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["tiny_code"], min_length=1)
+    n: int = Field(default=1, ge=1)
+    k: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_gen_toks: int = Field(default=256, gt=0)
+    limit: int | None = Field(default=None, gt=0)
+    allow_code_execution: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+    workers: int | None = Field(default=None, ge=1)
+    run_as: Literal["auto", "nobody", "root"] = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CodeSuite:
+        if not self.allow_code_execution:
+            raise ValueError(
+                "the code suite runs model-generated programs: set allow_code_execution: true to allow it "
+                "(they run sandboxed; see the README)"
+            )
+        too_big = [k for k in self.k if k > self.n]
+        if too_big:
+            raise ValueError(f"pass@k needs n >= k samples per problem: k={too_big} but n={self.n}; raise n")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(f"n={self.n} greedy samples would all be identical: set a temperature > 0 (e.g. 0.8)")
+        return self
+
+
+class SimilaritySuite(_Strict):
+    """Greedy answers to a prompt set, compared with the baseline's answers (ROUGE, BERTScore, STS)."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["tiny_chat"], min_length=1)
+    max_gen_toks: int = Field(default=128, gt=0)
+    limit: int | None = Field(default=None, gt=0)
+
+
+class JudgeSpec(_Strict):
+    """A local causal LM (`model`) or an OpenAI-compatible endpoint (`endpoint` + `name`) as the judge."""
+
+    model: str | None = None
+    endpoint: str | None = None
+    name: str | None = None
+    api_key_env: str | None = None
+    template: str = "arena"
+    max_tokens: int = Field(default=512, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeSpec:
+        if (self.model is None) == (self.endpoint is None):
+            raise ValueError("name exactly one judge: model (a local model path or embedded:tiny) or endpoint")
+        if self.endpoint is not None and not self.name:
+            raise ValueError("an endpoint judge needs name: the model name the endpoint serves")
+        if self.endpoint is not None and not re.match(r"https?://", self.endpoint):
+            raise ValueError(f"endpoint {self.endpoint!r} is not an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+        return self
+
+
+class JudgeSuite(_Strict):
+    """Arena-Hard-style pairwise judging of each variant's answers against the baseline's."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["tiny_arena"], min_length=1)
+    judge: JudgeSpec
+    max_gen_toks: int = Field(default=128, gt=0)
+    limit: int | None = Field(default=None, gt=0)
+
+
+class FidelitySuite(_Strict):
+    """Token-level KL divergence, top-1 agreement and perplexity ratio against the baseline."""
+
+    texts: list[str] = Field(default_factory=lambda: ["tiny_ppl"], min_length=1)
+    limit: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+
+
 class Suites(_Strict):
     academic: AcademicSuite | None = None
+    code: CodeSuite | None = None
+    similarity: SimilaritySuite | None = None
+    judge: JudgeSuite | None = None
+    fidelity: FidelitySuite | None = None
 
     @model_validator(mode="after")
     def _some_suite(self) -> Suites:
-        if self.academic is None:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
             raise ValueError("name at least one suite (for example academic: {tasks: [tiny_mc]})")
         return self
 

@@ -4,7 +4,7 @@ with length-sorted batching and a content-addressed response cache in the run's 
     lm = EvalLM(model, tokenizer, batch_size=32, store=store, model_key=key)
     lm.loglikelihood(requests)          # [(logprob, is_greedy)], as lm-eval's HF backend scores them
     lm.loglikelihood_rolling(requests)  # [logprob of the whole string, windowed]
-    lm.generate_until(requests)         # [greedy continuation, cut at the first stop string]
+    lm.generate_until(requests)         # [greedy (or seeded sampled) continuation, cut at the first stop]
 
 Tokenization follows lm-eval's HF backend exactly (trailing spaces of the context move to the continuation;
 an empty context is replaced by the prefix token), so scores are comparable with `lm_eval --model hf`.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,25 @@ from evalsuite.guards import check_logits
 DEFAULT_MAX_GEN_TOKS = 256
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
+
+
+@dataclass
+class Sampler:
+    temperature: float
+    top_p: float
+    generator: torch.Generator
+
+
+@dataclass
+class _Row:
+    """One model input row: its tokens, position ids (packed rows only), how many leading tokens are the
+    shared context, the continuation segments, and what to score: (request index, positions, token ids)."""
+
+    tokens: list[int]
+    positions: list[int] | None
+    ctx_len: int
+    segments: list[tuple[int, int]]
+    targets: list[tuple[int, list[int], list[int]]]
 
 
 def request_key(model_key: str, kind: str, args: tuple) -> str:
@@ -46,6 +66,7 @@ class EvalLM(TemplateLM):
         model_key: str = "",
         label: str = "",
         progress: bool = True,
+        share_context: bool = True,
     ):
         super().__init__()
         self.model = model
@@ -55,6 +76,7 @@ class EvalLM(TemplateLM):
         self.model_key = model_key
         self.label = label
         self.progress = progress
+        self.share_context = share_context
         self.model_calls = 0
         self.task_name = ""
         self._max_length = max_length
@@ -121,32 +143,90 @@ class EvalLM(TemplateLM):
     # --- scoring ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _forward(self, input_ids: torch.Tensor, describe) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], **kwargs) -> torch.Tensor:
+        """Logits at the sequence positions `keep` only: (B, len(keep), V)."""
         self.model_calls += 1
-        logits = self.model(input_ids=input_ids).logits  # (B, T, V)
+        logits = self.model(input_ids=input_ids, logits_to_keep=torch.tensor(keep, device=self.device), **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
         check_logits(logits, self.model, lambda r: input_ids[r : r + 1], where, describe)
         return logits
 
+    def _plan_rows(self, items: list[tuple[int, list[int], list[int]]]) -> list[_Row]:
+        """Model inputs for scoring. Continuations that share a context are packed into one row after it (each
+        attends to the context and to itself only), so the context is computed once; others get a row each,
+        truncated on the left to max_length tokens as lm-eval does."""
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        for index, ctx, cont in items:
+            groups.setdefault(tuple(ctx), []).append((index, cont))
+        rows = []
+        for ctx, members in groups.items():
+            packed_len = len(ctx) + sum(len(cont) - 1 for _, cont in members)
+            if self.share_context and len(members) > 1 and packed_len <= self.max_length:
+                tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
+                for index, cont in members:
+                    start = len(tokens)
+                    tokens += cont[:-1]
+                    positions += range(len(ctx), len(ctx) + len(cont) - 1)
+                    segments.append((start, len(tokens)))
+                    targets.append((index, [len(ctx) - 1] + list(range(start, len(tokens))), cont))
+                rows.append(_Row(tokens, positions, len(ctx), segments, targets))
+                continue
+            for index, cont in members:
+                tokens = (list(ctx) + cont)[-(self.max_length + 1) :][:-1]
+                n = len(tokens)
+                rows.append(_Row(tokens, None, n, [], [(index, list(range(n - len(cont), n)), cont)]))
+        return rows
+
+    def _packed_mask(self, rows: list[_Row], width: int) -> torch.Tensor:
+        """(B, 1, W, W) boolean: context causal; each continuation sees the context and its own past."""
+        mask = torch.zeros(len(rows), 1, width, width, dtype=torch.bool)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        for b, row in enumerate(rows):
+            c = row.ctx_len
+            mask[b, 0, :c, :c] = causal[:c, :c]
+            for start, end in row.segments:
+                mask[b, 0, start:end, :c] = True
+                mask[b, 0, start:end, start:end] = causal[: end - start, : end - start]
+            padded = torch.arange(len(row.tokens), width)
+            mask[b, 0, padded, padded] = True
+        mask = mask.to(self.device)
+        if self.model.config._attn_implementation == "sdpa":
+            return mask
+        return torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
+            ~mask, torch.finfo(self.model.dtype).min
+        )
+
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]]) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Longest first, right-padded; each row keeps at most max_length tokens, truncating the context."""
-        order = sorted(items, key=lambda it: (-(len(it[1]) + len(it[2])), tuple(it[1] + it[2])))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            rows = [(ctx + cont)[-(self.max_length + 1) :][:-1] for _, ctx, cont in chunk]
-            width = max(len(r) for r in rows)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-            describe = lambda r: repr(self.tok_decode(rows[r])[-200:])  # noqa: E731
-            logprobs = F.log_softmax(self._forward(input_ids, describe).float(), dim=-1)  # (B, T, V)
+        Rows longest first, right-padded, plain and packed rows in separate batches."""
+        rows = self._plan_rows(items)
+        rows.sort(key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
+        start = 0
+        while start < len(rows):
+            packed = rows[start].positions is not None
+            chunk = [r for r in rows[start : start + self.batch_size] if (r.positions is not None) == packed]
+            start += len(chunk)
+            width = max(len(r.tokens) for r in chunk)
+            input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
+            kwargs = {}
+            if packed:
+                positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
+                kwargs = {
+                    "position_ids": torch.tensor(positions, device=self.device),
+                    "attention_mask": self._packed_mask(chunk, width),
+                }
+            keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
+            where = {p: i for i, p in enumerate(keep)}
+            describe = lambda b, chunk=chunk: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
+            logprobs = F.log_softmax(self._forward(input_ids, describe, keep, **kwargs).float(), dim=-1)  # (B, K, V)
             batch = []
-            for row, (index, _, cont), lp in zip(rows, chunk, logprobs, strict=True):
-                n = len(cont)
-                cont_lp = lp[len(row) - n : len(row)]  # (n, V)
-                target = torch.tensor(cont, device=self.device)
-                greedy = bool((cont_lp.argmax(dim=-1) == target).all())
-                batch.append((index, (float(cont_lp.gather(1, target[:, None]).sum()), greedy)))
+            for row, lp in zip(chunk, logprobs, strict=True):
+                for index, preds, cont in row.targets:
+                    cont_lp = lp[[where[p] for p in preds]]  # (n, V)
+                    target = torch.tensor(cont, device=self.device)
+                    greedy = bool((cont_lp.argmax(dim=-1) == target).all())
+                    batch.append((index, (float(cont_lp.gather(1, target[:, None]).sum()), greedy)))
             yield batch
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -167,7 +247,8 @@ class EvalLM(TemplateLM):
         args = [tuple(r.args) for r in requests]
 
         def compute(todo: list[int]) -> Iterator[Batch]:
-            for i in todo:  # one document at a time: its windows are scored together, committed together
+            items, owner, left, total = [], {}, {}, {}
+            for i in todo:
                 windows = map(
                     lm_utils.make_disjoint_window,
                     lm_utils.get_rolling_token_windows(
@@ -177,16 +258,57 @@ class EvalLM(TemplateLM):
                         context_len=1,
                     ),
                 )
-                scored = self._loglikelihood_tokens([(None, ctx, cont) for ctx, cont in windows])
-                yield [(i, sum(lp for lp, _ in scored))]
+                for ctx, cont in windows:
+                    owner[len(items)] = i
+                    items.append((len(items), ctx, cont))
+                    left[i] = left.get(i, 0) + 1
+                total.update({i: 0.0 for i in left})
+            for batch in self._score_batches(items):  # a document is done when all of its windows are
+                done = []
+                for w, (logprob, _) in batch:
+                    i = owner[w]
+                    total[i] += logprob
+                    left[i] -= 1
+                    if left[i] == 0:
+                        done.append((i, total[i]))
+                if done:
+                    yield done
 
         return self._cached("loglikelihood_rolling", args, compute)
 
     # --- generation ------------------------------------------------------------------------------------
 
+    def _sampler(self, context: str, kwargs: dict) -> Sampler | None:
+        """None for greedy decoding; else the row's temperature, top-p and its own seeded generator, so that
+        a sample does not depend on which other requests share its batch."""
+        if not kwargs.get("do_sample") or float(kwargs.get("temperature", 1.0)) == 0:
+            return None
+        if "seed" not in kwargs:
+            raise ValueError("sampling needs an explicit seed in the generation settings (seed: N)")
+        seed = int(hashlib.sha256(f"{kwargs['seed']}|{context}".encode()).hexdigest()[:15], 16)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return Sampler(float(kwargs.get("temperature", 1.0)), float(kwargs.get("top_p", 1.0)), generator)
+
+    @staticmethod
+    def _next_tokens(logits: torch.Tensor, samplers: list[Sampler | None]) -> torch.Tensor:
+        """(B, V) last-position logits -> (B,) next token ids: argmax, or a top-p sample at the row's temperature."""
+        next_ids = logits.argmax(dim=-1)
+        for b, sampler in enumerate(samplers):
+            if sampler is None:
+                continue
+            probs = torch.softmax(logits[b].float() / sampler.temperature, dim=-1)
+            sorted_probs, order = probs.sort(descending=True)
+            outside = sorted_probs.cumsum(0) - sorted_probs > sampler.top_p  # keep the smallest set reaching top_p
+            sorted_probs[outside] = 0
+            pick = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=sampler.generator)
+            next_ids[b] = order[pick[0]]
+        return next_ids
+
     @torch.no_grad()
-    def _greedy(self, contexts: list[list[int]], until: list[str], max_new: int) -> list[str]:
-        """Greedy decoding of a left-padded batch with a KV cache; each row stops at its first stop string."""
+    def _decode(
+        self, contexts: list[list[int]], until: list[str], max_new: int, samplers: list[Sampler | None]
+    ) -> list[str]:
+        """Decoding of a left-padded batch with a KV cache; each row stops at its first stop string."""
         from transformers import DynamicCache
 
         width = max(len(c) for c in contexts)
@@ -200,12 +322,17 @@ class EvalLM(TemplateLM):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
             self.model_calls += 1
             out = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
             describe = lambda r: repr(self.tok_decode(contexts[r])[-200:])  # noqa: E731
             seen = lambda r: torch.cat([input_ids, *steps], dim=1)[r : r + 1]  # noqa: E731  (1, T + steps)
             check_logits(out.logits, self.model, seen, f"{self.label or 'model'} / {self.task_name}", describe)
-            next_ids = out.logits[:, -1].argmax(dim=-1)  # (B,)
+            next_ids = self._next_tokens(out.logits[:, -1], samplers)  # (B,)
             steps.append(next_ids[:, None])
             for b, t in enumerate(next_ids.tolist()):
                 if done[b]:
@@ -228,19 +355,16 @@ class EvalLM(TemplateLM):
         return texts
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy continuations, or seeded samples where a request's settings say do_sample with a seed."""
         args = [(r.args[0], dict(r.args[1])) for r in requests]
-        for _, kwargs in args:
-            if kwargs.get("do_sample") and kwargs.get("temperature", 1.0) != 0:
-                raise ValueError(
-                    "EvalLM decodes greedily; a task asked for sampling (do_sample=True). "
-                    "Set do_sample: false or temperature: 0 in its generation_kwargs"
-                )
         eos = self.tok_decode([self.eot_token_id])
 
         def settings(kwargs: dict) -> tuple[list[str], int]:
             until = kwargs.get("until", [])
             until = [until] if isinstance(until, str) else list(until)
             return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+
+        samplers = [self._sampler(context, kwargs) for context, kwargs in args]  # checks seeds up front
 
         def compute(todo: list[int]) -> Iterator[Batch]:
             groups: dict[str, list[int]] = {}
@@ -252,7 +376,7 @@ class EvalLM(TemplateLM):
                 members.sort(key=lambda i: (-len(encoded[i]), encoded[i]))
                 for start in range(0, len(members), self.batch_size):
                     chunk = members[start : start + self.batch_size]
-                    texts = self._greedy([encoded[i] for i in chunk], until, max_new)
+                    texts = self._decode([encoded[i] for i in chunk], until, max_new, [samplers[i] for i in chunk])
                     yield list(zip(chunk, texts, strict=True))
 
         return self._cached("generate_until", [(c, json.dumps(k, sort_keys=True)) for c, k in args], compute)

@@ -140,12 +140,17 @@ def build(
     task_results: dict[str, dict[str, dict]],
     bootstrap_iters: int,
     seed: int,
+    extra: dict | None = None,
 ) -> dict:
-    """results.json as a dict. task_results[variant][suite][task] -> TaskResult; 'baseline' is a variant."""
-    metrics, recovery, fidelity = [], [], {}
+    """results.json as a dict. task_results[variant][suite][task] -> TaskResult; 'baseline' is a variant.
+    extra: {"fidelity": {variant: {text set: token-level stats}}, "similarity": {...}, "judge": {...}}."""
+    extra = extra or {}
+    metrics, recovery, fidelity, details = [], [], {}, {}
     for variant, suites in task_results.items():
         for suite, tasks in suites.items():
             for task in tasks.values():
+                if task.details:
+                    details.setdefault(variant, {}).setdefault(suite, {})[task.task] = task.details
                 for m in task.metrics.values():
                     metrics.append(
                         {
@@ -174,6 +179,8 @@ def build(
             suite_row = suite_recovery(suite, variant, tasks, base[suite], bootstrap_iters, seed)
             if suite_row:
                 recovery.append(suite_row)
+    for variant, per_set in extra.get("fidelity", {}).items():
+        fidelity.setdefault(variant, {})["tokens"] = per_set
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": provenance,
@@ -182,7 +189,9 @@ def build(
         "metrics": metrics,
         "recovery": recovery,
         "fidelity": fidelity,
-        "similarity": {},
+        "similarity": extra.get("similarity", {}),
+        "judge": extra.get("judge", {}),
+        "details": details,
     }
 
 

@@ -1,9 +1,10 @@
 """`run_suite`: evaluate the baseline and every variant on exactly the same requests, store every sample,
-and write results.json plus the reports.
+and write results.json.
 
-Everything that can be checked is checked before a model loads: the suite file, task names, schemes and
-algorithms, the model path (and its weight files), the output directory. The baseline is evaluated once
-per content key and shared by every variant and every later run; responses are cached in the run's store.
+Everything that can be checked is checked before a model loads (`plan_suites`): the suite file, task
+names, prompt sets and their JSONL, schemes and algorithms, the model path and its weight files, the judge,
+the sandbox, the output directory. Responses are cached in the run's store, so the baseline is computed
+once per content key and shared by every variant and every later run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from evalsuite import models, provenance, results
 from evalsuite.config import BASELINE, SuiteConfig
 from evalsuite.errors import UserError
 from evalsuite.lm import EvalLM
+from evalsuite.results import ComparabilityError
 from evalsuite.store import Store
-from evalsuite.suites import academic
+from evalsuite.suites import academic, code, fidelity, judge, similarity
 
 log = logging.getLogger("evalsuite")
 
@@ -38,6 +40,65 @@ class RunOutcome:
     run_dir: Path
     results_path: Path
     data: dict
+
+
+@dataclass
+class SuitePlan:
+    """Everything loaded and checked before any model: tasks, problems, prompts, texts, sandbox, judge."""
+
+    academic: list[academic.ResolvedTask] = field(default_factory=list)
+    code: dict[str, list[dict]] = field(default_factory=dict)
+    code_limits: object = None
+    code_fallback: str | None = None
+    similarity: dict[str, list[dict]] = field(default_factory=dict)
+    judge: dict[str, list[dict]] = field(default_factory=dict)
+    judge_template: str | None = None
+    judge_source: models.ModelSource | None = None
+    fidelity: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelRun:
+    """What one model produced: scored tasks, answers to prompt sets, and (variants) its fidelity panel."""
+
+    tasks: dict[str, dict] = field(default_factory=dict)
+    answers: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)  # set -> (outputs, hashes)
+    fidelity: dict[str, dict] = field(default_factory=dict)
+
+
+def _limited(rows: list, limit: int | None) -> list:
+    return rows[:limit] if limit else rows
+
+
+def plan_suites(config: SuiteConfig) -> SuitePlan:
+    suites, plan = config.suites, SuitePlan()
+    if suites.academic:
+        plan.academic = academic.resolve_tasks(suites.academic)
+    if suites.code:
+        plan.code = {name: code.load_problems(name) for name in suites.code.tasks}
+    if suites.similarity:
+        plan.similarity = {
+            Path(n).stem: _limited(similarity.load_prompts(n), suites.similarity.limit)
+            for n in suites.similarity.prompts
+        }
+    if suites.judge:
+        plan.judge = {
+            Path(n).stem: _limited(similarity.load_prompts(n, "judge"), suites.judge.limit)
+            for n in suites.judge.prompts
+        }
+        spec = suites.judge.judge
+        plan.judge_template = judge.template_text(spec.template)
+        if spec.model:
+            plan.judge_source = models.resolve_model(spec.model)
+        elif spec.api_key_env and not os.environ.get(spec.api_key_env):
+            raise RunError(f"suites.judge.judge.api_key_env: {spec.api_key_env} is not set in the environment")
+    if suites.fidelity:
+        plan.fidelity = {
+            Path(n).stem: _limited(fidelity.load_texts(n), suites.fidelity.limit) for n in suites.fidelity.texts
+        }
+    if suites.code:  # last: it runs a probe program
+        plan.code_limits, plan.code_fallback = code.sandbox_limits(suites.code)
+    return plan
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -75,17 +136,42 @@ def model_key(source: models.ModelSource, variant: dict, dtype: torch.dtype, dev
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _logged(name: str, result) -> None:
+    log.info("  %-14s %-22s %.4f", name, result.primary, result.metrics[result.primary].value)
+
+
 def evaluate_model(
-    lm: EvalLM, key: str, store: Store, tasks: list[academic.ResolvedTask], config: SuiteConfig
-) -> dict[str, academic.TaskResult]:
-    out = {}
-    for task in tasks:
-        started = time.time()
+    lm: EvalLM, key: str, store: Store, plan: SuitePlan, config: SuiteConfig, baseline_lm: EvalLM | None
+) -> ModelRun:
+    out = ModelRun()
+    for task in plan.academic:
         result = academic.run_task(lm, task, config.run.seed, config.run.bootstrap_iters)
         store.put_samples(key, task.key, result.samples)
-        primary = result.metrics[result.primary]
-        log.info("  %-14s %-22s %.4f  (%.1fs)", task.name, result.primary, primary.value, time.time() - started)
-        out[task.name] = result
+        _logged(task.name, result)
+        out.tasks.setdefault("academic", {})[task.name] = result
+    for name, problems in plan.code.items():
+        result = code.run_code_task(
+            lm, Path(name).stem, problems, config.suites.code, config.run.seed, plan.code_limits, plan.code_fallback
+        )
+        store.put_samples(key, result.key, result.samples)
+        _logged(result.task, result)
+        out.tasks.setdefault("code", {})[result.task] = result
+    for kind, sets, max_new in (
+        ("similarity", plan.similarity, config.suites.similarity and config.suites.similarity.max_gen_toks),
+        ("judge", plan.judge, config.suites.judge and config.suites.judge.max_gen_toks),
+    ):
+        for name, prompts in sets.items():
+            outputs, hashes = similarity.generate(lm, name, prompts, max_new)
+            records = [
+                {"doc_id": i, "prompt": p["prompt"], "prompt_hash": h, "prediction": o}
+                for i, (p, o, h) in enumerate(zip(prompts, outputs, hashes, strict=True))
+            ]
+            store.put_samples(key, f"{kind}:{name}", records)
+            out.answers[f"{kind}:{name}"] = (outputs, hashes)
+    if baseline_lm is not None:
+        for name, texts in plan.fidelity.items():
+            out.fidelity[name] = fidelity.compare(baseline_lm, lm, texts, config.suites.fidelity.batch_size)
+            log.info("  %-14s %-22s %.5f", name, "kld_mean", out.fidelity[name]["kld_mean"])
     return out
 
 
@@ -106,10 +192,61 @@ def _variant_info(report, stored: int, baseline_bytes: int) -> dict:
     }
 
 
+def _answers(runs: dict[str, ModelRun], variant: str, key: str) -> tuple[list[str], list[str]]:
+    base, var = runs[BASELINE].answers[key], runs[variant].answers[key]
+    if base[1] != var[1]:
+        raise ComparabilityError(f"{key}: the baseline and {variant} were given different prompts; refusing to compare")
+    return base[0], var[0]
+
+
+def similarity_results(runs: dict[str, ModelRun], plan: SuitePlan, device: torch.device) -> dict:
+    out: dict = {}
+    for variant in runs:
+        if variant == BASELINE:
+            continue
+        for name in plan.similarity:
+            base, var = _answers(runs, variant, f"similarity:{name}")
+            scores = similarity.compare(base, var, device=str(device))
+            summary = {metric: similarity.summarize(values) for metric, values in scores.items()}
+            summary["identical"] = sum(b == v for b, v in zip(base, var, strict=True)) / len(base)
+            out.setdefault(variant, {})[name] = summary
+    return out
+
+
+def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfig, store: Store, device) -> dict:
+    spec = config.suites.judge.judge
+    if spec.model:
+        loaded = models.load(plan.judge_source, device, "auto")
+        key = model_key(plan.judge_source, {"backend": "float"}, loaded.dtype, device)
+        judge_lm = EvalLM(
+            loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label="judge"
+        )
+        the_judge = judge.LocalJudge(judge_lm)
+        identity = f"{spec.model} ({plan.judge_source.identity[:12]})"
+    else:
+        the_judge = judge.EndpointJudge(
+            spec.endpoint, spec.name, spec.api_key_env, store, spec.max_tokens, spec.timeout_s
+        )
+        identity = f"{spec.name} at {spec.endpoint}"
+    template_hash = hashlib.sha256(plan.judge_template.encode()).hexdigest()[:16]
+    out: dict = {}
+    for variant in runs:
+        if variant == BASELINE:
+            continue
+        for name, prompts in plan.judge.items():
+            base, var = _answers(runs, variant, f"judge:{name}")
+            games = judge.play(the_judge, plan.judge_template, [p["prompt"] for p in prompts], base, var)
+            summary = judge.summarize(games, config.run.bootstrap_iters, config.run.seed)
+            summary.update(judge=identity, template_hash=template_hash)
+            out.setdefault(variant, {})[name] = summary
+            log.info("  judge %-10s %-12s win-rate %s", variant, name, summary["win_rate"])
+    return out
+
+
 def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: list[str] | None = None) -> RunOutcome:
     from evalsuite.quant_schemes.apply import quantize
 
-    tasks = academic.resolve_tasks(config.suites.academic)
+    plan = plan_suites(config)
     source = models.resolve_model(config.model.path)
     device = models.pick_device(config.run.device)
     backend = pick_backend(config.run.backend, device)
@@ -118,11 +255,11 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     store = Store(run_dir / "store.sqlite")
     torch.manual_seed(config.run.seed)
 
-    task_results: dict[str, dict] = {}
+    runs: dict[str, ModelRun] = {}
     variants_info: dict[str, dict] = {}
-    baseline_bytes = None
-    tokenizer = None
+    baseline_bytes, baseline_lm, tokenizer = None, None, None
     for name in [BASELINE] + [v.name for v in config.variants]:
+        started = time.time()
         loaded = models.load(source, device, config.model.dtype)
         tokenizer = loaded.tokenizer
         if name == BASELINE:
@@ -138,13 +275,22 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         store.put_model(key, {"variant": name, "identity": source.identity, **info})
         log.info("%s: %s", name, info["description"])
         lm = EvalLM(loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label=name)
-        task_results[name] = {"academic": evaluate_model(lm, key, store, tasks, config)}
+        runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm)
         info["model_calls"] = lm.model_calls
+        info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
+        if name == BASELINE and plan.fidelity:
+            baseline_lm = lm  # kept resident: the fidelity panel runs both models on the same tokens
         del lm, loaded
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    del baseline_lm
+    extra = {"fidelity": {v: r.fidelity for v, r in runs.items() if r.fidelity}}
+    if plan.similarity:
+        extra["similarity"] = similarity_results(runs, plan, device)
+    if plan.judge:
+        extra["judge"] = judge_results(runs, plan, config, store, device)
 
     run = {
         "batch_size": config.run.batch_size,
@@ -164,9 +310,10 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         provenance.collect(device, models.compute_dtype(config.model.dtype, device), tokenizer, run, command),
         model_info,
         variants_info,
-        task_results,
+        {name: r.tasks for name, r in runs.items()},
         config.run.bootstrap_iters,
         config.run.seed,
+        extra,
     )
     path = results.write(data, run_dir)
     store.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from .plots import recovery_chart
+from .plots import distribution_chart, recovery_chart
 from .view import ReportView
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -14,4 +14,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 def render_html(view: ReportView, variants: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
-    return env.get_template("report.html.j2").render(view=view, chart=recovery_chart(view.chart_rows, variants))
+    similarity_charts = [distribution_chart(name, values) for name, values in view.similarity_values.items()]
+    return env.get_template("report.html.j2").render(
+        view=view, chart=recovery_chart(view.chart_rows, variants), similarity_charts=similarity_charts
+    )

@@ -60,3 +60,40 @@ def recovery_chart(rows: list[dict], variants: list[str]) -> str:
         out.append(f'<text x="{tx:.1f}" y="14" text-anchor="middle" fill="#333">{tick}%</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def distribution_chart(title: str, values: dict[str, list[float]], lo: float = 0.0, hi: float = 1.0) -> str:
+    """One row per variant: every per-prompt value as a dot, the median as a bar, the mean as a diamond."""
+    if not values:
+        return ""
+    label_w, plot_w, row_h, right = 150, 420, 26, 140
+    height = 40 + row_h * len(values) + 24
+    x = lambda v: label_w + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w  # noqa: E731
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(title)}" '
+        f'width="{label_w + plot_w + right}" height="{height}" font-family="sans-serif" font-size="12">',
+        f'<text x="4" y="16" font-weight="bold">{escape(title)}</text>',
+    ]
+    y = 34
+    for i, (variant, vals) in enumerate(values.items()):
+        color = PALETTE[i % len(PALETTE)]
+        mid = y + row_h / 2
+        out.append(f'<text x="4" y="{mid + 4}">{escape(variant)}</text>')
+        for v in vals:
+            out.append(f'<circle cx="{x(v):.1f}" cy="{mid}" r="2.5" fill="{color}" fill-opacity="0.45"/>')
+        if vals:
+            ordered = sorted(vals)
+            median = ordered[len(ordered) // 2] if len(ordered) % 2 else sum(ordered[len(ordered) // 2 - 1 :][:2]) / 2
+            mean = sum(vals) / len(vals)
+            out.append(
+                f'<line x1="{x(median):.1f}" x2="{x(median):.1f}" y1="{mid - 9}" y2="{mid + 9}" stroke="#222" '
+                'stroke-width="2"/>'
+            )
+            out.append(f'<path d="M{x(mean):.1f},{mid - 5} l5,5 l-5,5 l-5,-5 z" fill="#222"/>')
+            out.append(f'<text x="{label_w + plot_w + 8}" y="{mid + 4}">median {median:.3f}, mean {mean:.3f}</text>')
+        y += row_h
+    for tick in (lo, (lo + hi) / 2, hi):
+        out.append(f'<text x="{x(tick):.1f}" y="{y + 16}" text-anchor="middle" fill="#333">{tick:g}</text>')
+    out.append(f'<line x1="{label_w}" x2="{label_w + plot_w}" y1="{y}" y2="{y}" stroke="#999"/>')
+    out.append("</svg>")
+    return "\n".join(out)

@@ -24,6 +24,11 @@ class ReportView:
     provenance: Table
     chart_rows: list[dict] = field(default_factory=list)  # primary-metric recovery rows with intervals
     notes: list[str] = field(default_factory=list)
+    fidelity: Table = field(default_factory=lambda: Table([], []))
+    similarity: Table = field(default_factory=lambda: Table([], []))
+    similarity_values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # set -> variant -> values
+    judge: Table = field(default_factory=lambda: Table([], []))
+    code: Table = field(default_factory=lambda: Table([], []))
 
 
 def _cell(row: dict | None) -> str:
@@ -131,7 +136,81 @@ def build_view(data: dict) -> ReportView:
             "Backend torch-ref: quantized layers ran the pure-torch reference of each kernel's arithmetic "
             "(no GPU), not the Triton kernels."
         )
+    view_extra = _suite_tables(data)
+    for v, per_suite in data.get("details", {}).items():
+        for fallback in {d.get("fallback") for tasks in per_suite.values() for d in tasks.values()} - {None}:
+            notes.append(f"{v}: {fallback}")
     title = f"evalsuite report: {prov.get('suite', '')}"
     return ReportView(
-        title, summary, recovery, scores, variants_table, flips, Table(["", ""], prov_rows), task_rows, notes
+        title,
+        summary,
+        recovery,
+        scores,
+        variants_table,
+        flips,
+        Table(["", ""], prov_rows),
+        task_rows,
+        notes,
+        **view_extra,
     )
+
+
+def _suite_tables(data: dict) -> dict:
+    fid_rows = []
+    for v, fid in data.get("fidelity", {}).items():
+        for name, t in fid.get("tokens", {}).items():
+            fid_rows.append(
+                [
+                    v,
+                    name,
+                    str(t["tokens"]),
+                    f"{t['kld_mean']:.5f}",
+                    f"{t['kld_median']:.5f}",
+                    f"{t['kld_p90']:.5f}",
+                    f"{t['kld_p99']:.5f}",
+                    f"{t['kld_max']:.4f}",
+                    fmt.pct(t["top1_agreement"], 2),
+                    f"{t['ppl_ratio']:.4f}",
+                ]
+            )
+    fidelity = Table(
+        ["variant", "texts", "tokens", "KLD mean", "median", "p90", "p99", "max", "top-1 agreement", "PPL ratio"],
+        fid_rows,
+    )
+    sim_rows, sim_values = [], {}
+    metrics = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "sts_cosine")
+    for v, sets in data.get("similarity", {}).items():
+        for name, summary in sets.items():
+            cells = [f"{summary[m]['mean']:.3f} ({summary[m]['median']:.3f})" for m in metrics]
+            sim_rows.append([v, name, *cells, fmt.pct(summary["identical"])])
+            sim_values.setdefault(name, {})[v] = summary["rougeL"]["values"]
+            sim_values.setdefault(f"{name} (STS cosine)", {})[v] = summary["sts_cosine"]["values"]
+    similarity = Table(["variant", "prompts", *[f"{m} mean (median)" for m in metrics], "identical answers"], sim_rows)
+    judge_rows = []
+    for v, sets in data.get("judge", {}).items():
+        for name, j in sets.items():
+            rate = (
+                "n/a"
+                if j["win_rate"] is None
+                else f"{fmt.pct(j['win_rate'])} {fmt.interval(j['ci_low'], j['ci_high'])}"
+            )
+            judge_rows.append(
+                [v, name, f"{j['wins']} / {j['ties']} / {j['losses']}", str(j["unparseable"]), rate, j["judge"]]
+            )
+    judge = Table(
+        ["variant", "prompts", "wins / ties / losses", "unparseable", "win-rate vs baseline", "judge"], judge_rows
+    )
+    code_rows = []
+    for v, per_suite in data.get("details", {}).items():
+        for name, d in per_suite.get("code", {}).items():
+            code_rows.append(
+                [v, name, str(d["passed"]), str(d["failed"]), str(d["timeout"]), d["isolation"].get("user", "")]
+            )
+    code = Table(["variant", "task", "passed", "failed", "timeouts", "sandbox user"], code_rows)
+    return {
+        "fidelity": fidelity,
+        "similarity": similarity,
+        "similarity_values": sim_values,
+        "judge": judge,
+        "code": code,
+    }

@@ -30,6 +30,7 @@ class EvalSets:
 
     def held_out(self) -> set[str]:
         keys = {item.key for item in self.mc} | {item.key for item in self.arith} | set(self.ppl)
+        keys |= {item.arith_key for item in self.mc if item.arith_key}
         keys |= {item.key for item in self.code}
         keys |= {user for user, _ in self.chat} | {user for user, _ in self.judge}
         keys |= {arith_key_of(user) for user, _ in self.chat + self.judge} - {None}
@@ -75,11 +76,12 @@ def build_eval_sets(seed: int = EVAL_SEED) -> EvalSets:
     return sets
 
 
-def training_documents(seed: int, held_out: set[str]) -> Iterator[str]:
-    """An endless stream of training documents, none of which contains a held-out evaluation item."""
+def training_documents(seed: int, held_out: set[str]) -> Iterator[str | tuple[str, str]]:
+    """An endless stream of training documents, none of which contains a held-out evaluation item. A code
+    document comes as (prompt, body): the trainer tokenizes the two apart, as evaluation will see them."""
     rng = random.Random(seed)
     kinds = ["arith", "mc", "story", "facts", "code", "chat", "judge"]
-    weights = [0.22, 0.20, 0.12, 0.06, 0.14, 0.14, 0.12]
+    weights = [0.30, 0.20, 0.10, 0.05, 0.14, 0.11, 0.10]
     while True:
         kind = rng.choices(kinds, weights)[0]
         if kind == "arith":
@@ -88,7 +90,7 @@ def training_documents(seed: int, held_out: set[str]) -> Iterator[str]:
                 yield f"{world.arith_prompt(item)} {item.value}"
         elif kind == "mc":
             item = world.mc_item(rng)
-            if item.key not in held_out:
+            if item.key not in held_out and item.arith_key not in held_out:
                 yield f"{world.mc_prompt(item)} {item.choices[item.gold]}"
         elif kind == "story":
             text = " ".join(world.story(rng) for _ in range(rng.randint(1, 3)))
@@ -99,7 +101,7 @@ def training_documents(seed: int, held_out: set[str]) -> Iterator[str]:
         elif kind == "code":
             item = world.code_item(rng)
             if item.key not in held_out:
-                yield item.prompt + item.body
+                yield item.prompt, item.body
         elif kind == "chat":
             user, answer = world.chat_prompt_for(rng)
             if user not in held_out and arith_key_of(user) not in held_out:

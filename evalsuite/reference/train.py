@@ -101,10 +101,14 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int, write_task
     if write_tasks:
         corpus.write_eval_files(eval_sets, TASKS_DIR)
     docs = corpus.training_documents(seed, eval_sets.held_out())
-    tokenizer = train_tokenizer(list(itertools.islice(corpus.training_documents(seed + 1, set()), 20000)))
+    sample = itertools.islice(corpus.training_documents(seed + 1, set()), 20000)
+    tokenizer = train_tokenizer(["".join(d) if isinstance(d, tuple) else d for d in sample])
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     assert eos_id == 0, "the EOS token must be id 0"
-    data = pack_rows((tokenizer.encode(d) for d in docs), eos_id, steps * batch)  # (steps*batch, SEQ_LEN+1)
+    encoded = (
+        sum((tokenizer.encode(part) for part in d), []) if isinstance(d, tuple) else tokenizer.encode(d) for d in docs
+    )
+    data = pack_rows(encoded, eos_id, steps * batch)  # (steps*batch, SEQ_LEN+1)
 
     model = LlamaForCausalLM(model_config(len(tokenizer)))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -154,7 +158,7 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int, write_task
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the model (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1100, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16, help="rows of 256 tokens per step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads; part of what makes a run repeatable")

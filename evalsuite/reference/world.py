@@ -89,6 +89,39 @@ def describe(noun: str) -> str:
     )
 
 
+# --- arithmetic ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sum:
+    op: str
+    a: int
+    b: int
+
+    @property
+    def value(self) -> int:
+        return self.a + self.b if self.op == "plus" else self.a - self.b
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}:{self.a}:{self.b}"
+
+    @property
+    def question(self) -> str:
+        return f"What is {self.a} {self.op} {self.b}?"
+
+
+def arith_item(rng: random.Random) -> Sum:
+    a, b = rng.randrange(100), rng.randrange(100)
+    if rng.random() < 0.5:
+        return Sum("plus", a, b)
+    return Sum("minus", max(a, b), min(a, b))
+
+
+def arith_prompt(item: Sum) -> str:
+    return f"Question: {item.question}\nAnswer:"
+
+
 # --- multiple choice -----------------------------------------------------------------------------------
 
 
@@ -100,6 +133,7 @@ class Choice:
     question: str
     choices: tuple[str, ...]
     gold: int
+    arith_key: str | None = None  # the arithmetic pair behind a sum question, held out with it
 
     @property
     def key(self) -> str:
@@ -134,7 +168,21 @@ def mc_color(rng: random.Random) -> Choice:
     return Choice("color", question, tuple(options), options.index(color))
 
 
-MC_KINDS = (mc_extreme, mc_category, mc_color)
+def mc_sum(rng: random.Random) -> Choice:
+    item = arith_item(rng)
+    value = item.value
+    options = {value}
+    while len(options) < 4:
+        wrong = value + rng.choice([-11, -10, -9, -2, -1, 1, 2, 9, 10, 11])
+        if wrong >= 0:
+            options.add(wrong)
+    options = sorted(options)
+    rng.shuffle(options)
+    question = f"{item.question.rstrip('?')}: {plural_or([str(o) for o in options])}?"
+    return Choice("sum", question, tuple(str(o) for o in options), options.index(value), item.key)
+
+
+MC_KINDS = (mc_extreme, mc_category, mc_color, mc_sum)
 
 
 def mc_item(rng: random.Random) -> Choice:
@@ -145,44 +193,7 @@ def mc_prompt(item: Choice) -> str:
     return f"Question: {item.question}\nAnswer:"
 
 
-# --- arithmetic ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sum:
-    op: str
-    a: int
-    b: int
-
-    @property
-    def value(self) -> int:
-        return self.a + self.b if self.op == "plus" else self.a - self.b
-
-    @property
-    def key(self) -> str:
-        return f"{self.op}:{self.a}:{self.b}"
-
-    @property
-    def question(self) -> str:
-        return f"What is {self.a} {self.op} {self.b}?"
-
-
-def arith_item(rng: random.Random) -> Sum:
-    a, b = rng.randrange(100), rng.randrange(100)
-    if rng.random() < 0.5:
-        return Sum("plus", a, b)
-    return Sum("minus", max(a, b), min(a, b))
-
-
-def arith_prompt(item: Sum) -> str:
-    return f"Question: {item.question}\nAnswer:"
-
-
 # --- prose ---------------------------------------------------------------------------------------------
-
-
-def _noun_of(rng: random.Random, category: str) -> str:
-    return rng.choice([n for n, (c, _, _) in LEXICON.items() if c == category])
 
 
 def story(rng: random.Random, hero: str | None = None, noun: str | None = None) -> str:

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -66,6 +67,7 @@ class TaskResult:
     metrics: dict[str, MetricResult]
     primary: str
     samples: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # suite-specific counts, e.g. code-execution timeouts
 
 
 @lru_cache(maxsize=2)
@@ -150,24 +152,47 @@ def _record(sample: dict, label_of: dict[str, str]) -> dict:
     return record
 
 
+@contextmanager
+def quiet_lm_eval():
+    """lm-eval draws a progress bar per task while it builds requests and asks `git describe` in the current
+    directory (printing 'fatal: not a git repository' outside one). Our own bar and provenance replace both."""
+    from functools import partial
+    from unittest import mock
+
+    from tqdm import tqdm
+
+    from evalsuite.provenance import git_sha
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    with (
+        mock.patch("lm_eval.api.task.tqdm", partial(tqdm, disable=True)),
+        mock.patch("lm_eval.evaluator.get_git_commit_hash", git_sha),
+    ):
+        yield
+
+
 def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskResult:
     from lm_eval import simple_evaluate
 
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     lm.task_name = task.name
-    out = simple_evaluate(
-        model=lm,
-        tasks=[task.config if task.config is not None else task.name],
-        num_fewshot=task.num_fewshot,
-        limit=task.limit,
-        log_samples=True,
-        bootstrap_iters=0,
-        task_manager=task_manager(task.config is None),
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with quiet_lm_eval():
+        out = simple_evaluate(
+            model=lm,
+            tasks=[task.config if task.config is not None else task.name],
+            num_fewshot=task.num_fewshot,
+            limit=task.limit,
+            log_samples=True,
+            bootstrap_iters=0,
+            task_manager=task_manager(task.config is None),
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    return _task_result(out, task, seed, bootstrap_iters)
+
+
+def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskResult:
     if out is None:
         raise RuntimeError(f"lm-eval returned no results for task {task.name!r}")
     name = next(iter(out["results"]))

@@ -47,6 +47,8 @@ import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from evalsuite.errors import UserError
+
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -65,7 +67,7 @@ _MARKER_VAR = "EVALSUITE_SANDBOX_RUN"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(UserError, RuntimeError):
     """The sandbox itself could not be set up (not the candidate's fault); the message says what to fix."""
 
 

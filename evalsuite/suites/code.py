@@ -1,0 +1,141 @@
+"""The code suite: HumanEval-format problems (prompt, test, entry point), completions from `EvalLM`, each
+executed in the sandbox, scored by the unbiased pass@k estimator.
+
+    problems = load_problems("tiny_code")                 # a built-in set, or a path to HumanEval JSONL
+    result = run_code_task(lm, "tiny_code", problems, suite_config, seed=1234)
+
+n samples per problem (n = 1 with temperature 0 is greedy pass@1); every k must be <= n.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from math import comb
+from pathlib import Path
+
+from lm_eval.api.instance import Instance
+
+from evalsuite import stats
+from evalsuite.config import CodeSuite
+from evalsuite.errors import UserError
+from evalsuite.suites import sandbox
+from evalsuite.suites.academic import MetricResult, TaskResult
+from evalsuite.tasks import HERE as TASKS_DIR
+
+log = logging.getLogger("evalsuite")
+STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # HumanEval's stop sequences
+FIELDS = ("task_id", "prompt", "test", "entry_point")
+
+
+class CodeTaskError(UserError, ValueError):
+    pass
+
+
+def builtin_code_tasks() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((TASKS_DIR / "code").glob("*.jsonl"))}
+
+
+def load_problems(name_or_path: str) -> list[dict]:
+    """Problems from a built-in code task or a HumanEval-format JSONL file, checked line by line."""
+    builtin = builtin_code_tasks()
+    path = builtin.get(name_or_path) or Path(name_or_path)
+    if not path.is_file():
+        raise CodeTaskError(f"code task {name_or_path!r} is neither built in ({', '.join(builtin)}) nor a JSONL file")
+    problems = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CodeTaskError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        missing = [f for f in FIELDS if f not in row]
+        if missing:
+            raise CodeTaskError(f"{path}:{number}: missing field(s) {', '.join(missing)} (HumanEval format)")
+        problems.append(row)
+    if not problems:
+        raise CodeTaskError(f"{path}: holds no problems")
+    return problems
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator 1 - C(n - c, k) / C(n, k) of the chance that one of k samples passes."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def sandbox_limits(suite: CodeSuite) -> tuple[sandbox.Limits, str | None]:
+    """The limits to run with, and the fallback taken (recorded in the results), if any."""
+    limits = sandbox.Limits(timeout_s=suite.timeout_s, sandbox_uid=None if suite.run_as == "root" else 65534)
+    if os.geteuid() != 0 or suite.run_as != "auto":
+        return limits, None
+    try:
+        probe = sandbox.run_check("def f():\n    return 1\n", "def check(c):\n    assert c() == 1\n", "f", limits)
+        if probe.status == "passed":
+            return limits, None
+        problem = probe.reason
+    except sandbox.SandboxError as err:
+        problem = str(err)
+    reason = (
+        f"candidates run as root: the unprivileged sandbox user could not run a trivial program ({problem}); "
+        "set suites.code.run_as: nobody to make this an error instead"
+    )
+    log.warning("code suite: %s", reason)
+    return sandbox.Limits(timeout_s=suite.timeout_s, sandbox_uid=None), reason
+
+
+def run_code_task(lm, name: str, problems: list[dict], suite: CodeSuite, seed: int, limits, fallback) -> TaskResult:
+    lm.task_name = name
+    problems = problems[: suite.limit] if suite.limit else problems
+    sampling = suite.temperature > 0
+    requests = []
+    for p in problems:
+        for i in range(suite.n):
+            kwargs = {"until": STOP, "max_gen_toks": suite.max_gen_toks, "do_sample": sampling}
+            if sampling:
+                kwargs.update(temperature=suite.temperature, top_p=suite.top_p, seed=seed + i)
+            requests.append(Instance("generate_until", p, (p["prompt"], kwargs), len(requests)))
+    completions = lm.generate_until(requests)
+    items = [
+        (r.doc["prompt"] + c, r.doc["test"], r.doc["entry_point"]) for r, c in zip(requests, completions, strict=True)
+    ]
+    verdicts = sandbox.execute_many(items, limits, workers=suite.workers)
+
+    samples, counts = [], {"passed": 0, "failed": 0, "timeout": 0}
+    for index, p in enumerate(problems):
+        mine = verdicts[index * suite.n : (index + 1) * suite.n]
+        passed = sum(v.status == "passed" for v in mine)
+        for v in mine:
+            counts[v.status] += 1
+        settings = json.dumps(requests[index * suite.n].args[1], sort_keys=True)
+        record = {
+            "doc_id": index,
+            "filter": "none",
+            "task_id": p["task_id"],
+            "prompt": p["prompt"],
+            "prompt_hash": hashlib.sha256((p["prompt"] + settings).encode()).hexdigest()[:16],
+            "completions": completions[index * suite.n : (index + 1) * suite.n],
+            "statuses": [v.status for v in mine],
+            "reasons": [v.reason for v in mine],
+            "prediction": completions[index * suite.n],
+            "target": p.get("canonical_solution", ""),
+        }
+        for k in suite.k:
+            record[f"pass@{k}"] = pass_at_k(suite.n, passed, k)
+        samples.append(record)
+    metrics = {}
+    for k in suite.k:
+        values = [s[f"pass@{k}"] for s in samples]
+        err = stats.stderr(stats.values_of("pass", values), 0, seed)
+        metrics[f"pass@{k}"] = MetricResult(f"pass@{k}", sum(values) / len(values), err, True, len(values), True)
+    details = {**counts, "samples_per_problem": suite.n, "isolation": verdicts[0].isolation if verdicts else {}}
+    if fallback:
+        details["fallback"] = fallback
+    key = hashlib.sha256(json.dumps([name, problems, suite.model_dump()], sort_keys=True).encode()).hexdigest()[:16]
+    return TaskResult(name, f"{name}:{key}", "1", metrics, f"pass@{min(suite.k)}", samples, details)

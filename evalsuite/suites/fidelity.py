@@ -1,0 +1,108 @@
+"""The fidelity panel: how closely a variant's next-token distributions follow the baseline's on the same
+tokens. Token-level KL divergence KL(baseline || variant) (mean, median, p90, p99, max), top-1 agreement and
+the perplexity ratio.
+
+Computed streaming: both models run on the same batch, their final hidden states are projected to the
+vocabulary a chunk of positions at a time, and only per-token scalars are kept. Full-vocabulary logits are
+never stored, and memory stays bounded by batch x chunk x vocabulary at any context length.
+
+    texts = load_texts("tiny_ppl")
+    stats = compare(baseline_lm, variant_lm, texts, batch_size=8)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evalsuite.errors import UserError
+from evalsuite.tasks import ACADEMIC_DIR
+
+CHUNK = 128  # positions projected to the vocabulary at a time
+
+
+class FidelityError(UserError, ValueError):
+    pass
+
+
+def load_texts(name_or_path: str) -> list[str]:
+    """Texts from a built-in task's JSONL (e.g. tiny_ppl) or any JSONL file with a 'text' field per line."""
+    path = ACADEMIC_DIR / f"{name_or_path}.jsonl"
+    path = path if path.is_file() else Path(name_or_path)
+    if not path.is_file():
+        raise FidelityError(f"fidelity text set {name_or_path!r} is neither built in nor a JSONL file")
+    texts = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FidelityError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise FidelityError(f"{path}:{number}: each line needs a string field 'text'")
+        texts.append(row["text"])
+    if not texts:
+        raise FidelityError(f"{path}: holds no texts")
+    return texts
+
+
+def _hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Final hidden states (B, T, H), before the output projection."""
+    return model.get_decoder()(input_ids=input_ids).last_hidden_state
+
+
+@torch.no_grad()
+def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int) -> dict:
+    """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`."""
+    tokenizer = baseline_lm.tokenizer
+    rows = [[baseline_lm.prefix_token_id] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    rows = [r[: baseline_lm.max_length] for r in rows if len(r) > 1]
+    rows.sort(key=len, reverse=True)
+    device = baseline_lm.device
+    kld_values, agree, base_nll, var_nll, count = [], 0, 0.0, 0.0, 0
+    heads = (baseline_lm.model.get_output_embeddings(), variant_lm.model.get_output_embeddings())
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(r) for r in chunk)
+        input_ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
+        valid = torch.tensor([[i < len(r) - 1 for i in range(width)] for r in chunk], device=device)  # predicts t+1
+        targets = torch.roll(input_ids, -1, dims=1)
+        hidden = (_hidden(baseline_lm.model, input_ids), _hidden(variant_lm.model, input_ids))
+        for t0 in range(0, width, CHUNK):
+            sl = slice(t0, t0 + CHUNK)
+            mask = valid[:, sl]
+            if not mask.any():
+                continue
+            lp_b = F.log_softmax(heads[0](hidden[0][:, sl]).float(), dim=-1)[mask]  # (n, V)
+            lp_v = F.log_softmax(heads[1](hidden[1][:, sl]).float(), dim=-1)[mask]
+            if not (torch.isfinite(lp_b).all() and torch.isfinite(lp_v).all()):
+                raise FidelityError("non-finite log-probabilities in the fidelity panel")
+            kld = (lp_b.exp() * (lp_b - lp_v)).sum(dim=-1).clamp(min=0)  # (n,)
+            kld_values.append(kld.cpu().numpy())
+            agree += int((lp_b.argmax(-1) == lp_v.argmax(-1)).sum())
+            tgt = targets[:, sl][mask]
+            base_nll -= float(lp_b.gather(1, tgt[:, None]).sum())
+            var_nll -= float(lp_v.gather(1, tgt[:, None]).sum())
+            count += int(mask.sum())
+    if count == 0:
+        raise FidelityError("the fidelity texts hold no tokens to compare")
+    kld = np.concatenate(kld_values)
+    base_ppl, var_ppl = math.exp(base_nll / count), math.exp(var_nll / count)
+    return {
+        "tokens": count,
+        "kld_mean": float(kld.mean()),
+        "kld_median": float(np.median(kld)),
+        "kld_p90": float(np.quantile(kld, 0.9)),
+        "kld_p99": float(np.quantile(kld, 0.99)),
+        "kld_max": float(kld.max()),
+        "top1_agreement": agree / count,
+        "baseline_ppl": base_ppl,
+        "variant_ppl": var_ppl,
+        "ppl_ratio": var_ppl / base_ppl,
+    }
