@@ -33,7 +33,13 @@ def cmd_run(args) -> int:
     from evalsuite.config import load_suite, parse_suite
 
     config = load_suite(args.suite)
-    overrides = {"device": args.device, "backend": args.backend, "batch_size": args.batch_size, "seed": args.seed}
+    overrides = {
+        "device": args.device,
+        "backend": args.backend,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "noise_floor": True if args.noise_floor else None,
+    }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         data = config.model_dump(exclude={"source"})
@@ -129,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default=None, choices=["auto", "triton", "torch-ref"], help="run.backend")
     run.add_argument("--batch-size", type=int, default=None, help="run.batch_size")
     run.add_argument("--seed", type=int, default=None, help="run.seed")
+    run.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="run.noise_floor: also score the baseline against itself at another batch size (and each variant "
+        "against the other kernel backend) to show how much of a delta is noise",
+    )
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="render report.md and report.html for a run directory")

@@ -84,6 +84,7 @@ class TaskSpec(_Strict):
 
 class AcademicSuite(_Strict):
     tasks: list[TaskSpec] = Field(min_length=1)
+    include: list[str] = Field(default_factory=list)  # folders or files with more lm-eval task YAML
     num_fewshot: int | None = Field(default=None, ge=0)
     limit: int | None = Field(default=None, gt=0)
 
@@ -193,6 +194,8 @@ class RunSpec(_Strict):
     seed: int = 1234
     bootstrap_iters: int = Field(default=1000, ge=0)
     out_dir: str | None = None
+    noise_floor: bool = False  # also evaluate the baseline against itself (other batch size, other backend)
+    noise_floor_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size // 4
 
     @field_validator("device")
     @classmethod

@@ -191,6 +191,7 @@ def build(
         "fidelity": fidelity,
         "similarity": extra.get("similarity", {}),
         "judge": extra.get("judge", {}),
+        "noise_floor": extra.get("noise_floor", {}),
         "details": details,
     }
 

@@ -175,6 +175,45 @@ def evaluate_model(
     return out
 
 
+def baseline_noise_floor(lm: EvalLM, store: Store, plan: SuitePlan, config: SuiteConfig, base: ModelRun) -> dict:
+    """The baseline against itself at another batch size: self-flips per task and self-KLD."""
+    other_bs = config.run.noise_floor_batch_size or max(1, config.run.batch_size // 4)
+    key = f"{lm.model_key}|batch={other_bs}"
+    twin = EvalLM(lm.model, lm.tokenizer, other_bs, store=store, model_key=key, label=f"baseline@{other_bs}")
+    academic_only = SuitePlan(academic=plan.academic)
+    again = evaluate_model(twin, key, store, academic_only, config, None)
+    flips = []
+    for suite, tasks in again.tasks.items():
+        for name, result in tasks.items():
+            _, flip = results.task_recovery(suite, result, base.tasks[suite][name], "baseline", 0, config.run.seed)
+            if flip:
+                flips.append(flip)
+    tokens = {
+        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs) for name, texts in plan.fidelity.items()
+    }
+    return {"batch_size": config.run.batch_size, "other_batch_size": other_bs, "flips": flips, "tokens": tokens}
+
+
+def backend_noise_floor(model, tokenizer, backend: str, plan: SuitePlan, config: SuiteConfig) -> dict | None:
+    """A variant against itself on the other kernel backend (Triton vs torch reference), where one exists."""
+    import copy
+
+    from evalsuite.quant_schemes.linear import QuantLinear
+
+    if backend != "triton" or not plan.fidelity:
+        return None
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if isinstance(module, QuantLinear):
+            module.use_backend("torch-ref")
+    a, b = EvalLM(model, tokenizer, config.run.batch_size), EvalLM(twin, tokenizer, config.run.batch_size)
+    tokens = {
+        name: fidelity.compare(a, b, texts, config.suites.fidelity.batch_size) for name, texts in plan.fidelity.items()
+    }
+    del twin
+    return {"backends": ["triton", "torch-ref"], "tokens": tokens}
+
+
 def _variant_info(report, stored: int, baseline_bytes: int) -> dict:
     scheme = report.scheme
     return {
@@ -258,6 +297,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     runs: dict[str, ModelRun] = {}
     variants_info: dict[str, dict] = {}
     baseline_bytes, baseline_lm, tokenizer = None, None, None
+    floor: dict = {}
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
         loaded = models.load(source, device, config.model.dtype)
@@ -276,6 +316,11 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         log.info("%s: %s", name, info["description"])
         lm = EvalLM(loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label=name)
         runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm)
+        if config.run.noise_floor:
+            if name == BASELINE:
+                floor["baseline"] = baseline_noise_floor(lm, store, plan, config, runs[name])
+            elif (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)) is not None:
+                floor.setdefault("variants", {})[name] = twin
         info["model_calls"] = lm.model_calls
         info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
@@ -286,7 +331,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         if device.type == "cuda":
             torch.cuda.empty_cache()
     del baseline_lm
-    extra = {"fidelity": {v: r.fidelity for v, r in runs.items() if r.fidelity}}
+    extra = {"fidelity": {v: r.fidelity for v, r in runs.items() if r.fidelity}, "noise_floor": floor}
     if plan.similarity:
         extra["similarity"] = similarity_results(runs, plan, device)
     if plan.judge:
@@ -296,6 +341,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         "batch_size": config.run.batch_size,
         "seed": config.run.seed,
         "bootstrap_iters": config.run.bootstrap_iters,
+        "noise_floor": config.run.noise_floor,
         "backend": backend,
         "suite": config.name,
         "suite_file": config.source,

@@ -68,15 +68,20 @@ class QuantLinear(nn.Module):
         self.bits = weight.bits
         self.storage_bits = weight.storage_bits
         self.act_granularity = _granularity(input_activations)
-        self.backend = backend
         tensors = weight.tensors()
         for name in ("qdata", "scale", "zero_point", "global_scale"):
             self.register_buffer(name, tensors.get(name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.use_backend(backend)
+        gemm = GEMMS[self.kind][1]
+        self.kernels = ([f"act_quant[{self._act_dtype}]"] if self._act_quant else []) + [gemm]
+
+    def use_backend(self, backend: str) -> None:
+        """Switch between the Triton kernels and their torch references (e.g. to measure the noise floor)."""
         module, name = GEMMS[self.kind]
         self._gemm = kernel(module, name, backend)
         self._act_quant = kernel("act_quant", "act_quant", backend) if self.act_granularity else None
-        self.kernels = ([f"act_quant[{self._act_dtype}]"] if self._act_quant else []) + [name]
+        self.backend = backend
 
     @property
     def _act_dtype(self) -> str:

@@ -87,20 +87,19 @@ def build_view(data: dict) -> ReportView:
         )
     variants_table = Table(["variant", "scheme", "algorithm", "backend", "kernels", "weights", "compression"], var_rows)
 
+    floor = data.get("noise_floor", {}).get("baseline") or {}
+    floor_rate = {(f["suite"], f["task"]): f["flip_rate"] for f in floor.get("flips", [])}
     flip_rows = []
     for v, fid in data.get("fidelity", {}).items():
         for f in fid.get("flips", []):
-            flip_rows.append(
-                [
-                    v,
-                    f["task"],
-                    str(f["correct_to_wrong"]),
-                    str(f["wrong_to_correct"]),
-                    fmt.pct(f["flip_rate"]),
-                    fmt.pvalue(f["p_value"]),
-                ]
-            )
-    flips = Table(["variant", "task", "correct → wrong", "wrong → correct", "flip rate", "McNemar p"], flip_rows)
+            row = [v, f["task"], str(f["correct_to_wrong"]), str(f["wrong_to_correct"]), fmt.pct(f["flip_rate"])]
+            if floor:
+                row.append(fmt.pct(floor_rate.get((f["suite"], f["task"]))))
+            flip_rows.append(row + [fmt.pvalue(f["p_value"])])
+    flip_header = ["variant", "task", "correct → wrong", "wrong → correct", "flip rate"]
+    if floor:
+        flip_header.append(f"noise floor (baseline at batch {floor['other_batch_size']})")
+    flips = Table(flip_header + ["McNemar p"], flip_rows)
 
     prov = data["provenance"]
     versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items() if v)
@@ -157,22 +156,29 @@ def build_view(data: dict) -> ReportView:
 
 def _suite_tables(data: dict) -> dict:
     fid_rows = []
-    for v, fid in data.get("fidelity", {}).items():
-        for name, t in fid.get("tokens", {}).items():
-            fid_rows.append(
-                [
-                    v,
-                    name,
-                    str(t["tokens"]),
-                    f"{t['kld_mean']:.5f}",
-                    f"{t['kld_median']:.5f}",
-                    f"{t['kld_p90']:.5f}",
-                    f"{t['kld_p99']:.5f}",
-                    f"{t['kld_max']:.4f}",
-                    fmt.pct(t["top1_agreement"], 2),
-                    f"{t['ppl_ratio']:.4f}",
-                ]
-            )
+    entries = [(v, name, t) for v, fid in data.get("fidelity", {}).items() for name, t in fid.get("tokens", {}).items()]
+    floor = data.get("noise_floor", {})
+    if floor.get("baseline"):
+        b = floor["baseline"]
+        label = f"noise floor: baseline at batch {b['batch_size']} vs {b['other_batch_size']}"
+        entries += [(label, name, t) for name, t in b["tokens"].items()]
+    for v, twin in floor.get("variants", {}).items():
+        entries += [(f"noise floor: {v} triton vs torch-ref", name, t) for name, t in twin["tokens"].items()]
+    for v, name, t in entries:
+        fid_rows.append(
+            [
+                v,
+                name,
+                str(t["tokens"]),
+                f"{t['kld_mean']:.2e}",
+                f"{t['kld_median']:.2e}",
+                f"{t['kld_p90']:.2e}",
+                f"{t['kld_p99']:.2e}",
+                f"{t['kld_max']:.2e}",
+                fmt.pct(t["top1_agreement"], 2),
+                f"{t['ppl_ratio']:.4f}",
+            ]
+        )
     fidelity = Table(
         ["variant", "texts", "tokens", "KLD mean", "median", "p90", "p99", "max", "top-1 agreement", "PPL ratio"],
         fid_rows,

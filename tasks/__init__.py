@@ -14,13 +14,28 @@ HERE = Path(__file__).resolve().parent
 ACADEMIC_DIR = HERE / "academic"
 
 
-def builtin_tasks() -> dict[str, Path]:
+def builtin_tasks(include: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Task name -> YAML file, for the built-in tasks and those in the `include` folders or files."""
+    files = sorted(ACADEMIC_DIR.glob("*.yaml"))
+    for item in include:
+        path = Path(item)
+        files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     tasks = {}
-    for path in sorted(ACADEMIC_DIR.glob("*.yaml")):
-        name = (yaml.safe_load(path.read_text()) or {}).get("task")
-        if name:
+    for path in files:
+        try:
+            name = (yaml.load(path.read_text(), Loader=_TagTolerantLoader) or {}).get("task")
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if isinstance(name, str):
             tasks[name] = path
     return tasks
+
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    """Reads task names from lm-eval YAML, whose `!function` tags plain safe_load rejects."""
+
+
+_TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def _absolute_data_files(config: dict, base: Path) -> dict:
@@ -31,9 +46,9 @@ def _absolute_data_files(config: dict, base: Path) -> dict:
     return config
 
 
-def task_config(name: str) -> dict:
-    """A built-in task's config, as lm-eval's loader reads it (includes resolved), with absolute data paths."""
+def task_config(name: str, include: tuple[str, ...] = ()) -> dict:
+    """A local task's config, as lm-eval's loader reads it (includes resolved), with absolute data paths."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    path = builtin_tasks()[name]
+    path = builtin_tasks(include)[name]
     return _absolute_data_files(load_yaml(path), path.parent)

@@ -39,6 +39,10 @@ class UnknownTaskError(UserError, ValueError):
     pass
 
 
+class TaskDataError(UserError, ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class ResolvedTask:
     name: str
@@ -93,9 +97,15 @@ def _task_key(name: str, config: dict | None, num_fewshot, limit) -> str:
     return f"{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
-def check_task_names(names: list[str]) -> None:
+def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
     """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task."""
-    builtin = builtin_tasks()
+    missing = [p for p in include if not Path(p).exists()]
+    if missing:
+        raise UnknownTaskError(f"academic.include: {', '.join(missing)} does not exist")
+    try:
+        builtin = builtin_tasks(include)
+    except ValueError as err:
+        raise UnknownTaskError(str(err)) from None
     unknown = [n for n in names if n not in builtin]
     if not unknown:
         return
@@ -110,12 +120,35 @@ def check_task_names(names: list[str]) -> None:
             )
 
 
+def check_jsonl(path: str) -> None:
+    """Every line of a task's local JSONL parses, and there is at least one document."""
+    file = Path(path)
+    if not file.is_file():
+        raise TaskDataError(f"data file {file} does not exist")
+    rows = 0
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TaskDataError(f"{file}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        rows += 1
+    if rows == 0:
+        raise TaskDataError(f"{file}: the dataset is empty")
+
+
 def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
-    check_task_names([t.name for t in suite.tasks])
-    builtin = builtin_tasks()
+    include = tuple(suite.include)
+    check_task_names([t.name for t in suite.tasks], include)
+    builtin = builtin_tasks(include)
     resolved = []
     for spec in suite.tasks:
-        config = task_config(spec.name) if spec.name in builtin else None
+        config = task_config(spec.name, include) if spec.name in builtin else None
+        files = (config or {}).get("dataset_kwargs", {}).get("data_files") or {}
+        for path in files.values() if isinstance(files, dict) else []:
+            if str(path).endswith(".jsonl"):
+                check_jsonl(path)
         fewshot = spec.num_fewshot if spec.num_fewshot is not None else suite.num_fewshot
         limit = spec.limit if spec.limit is not None else suite.limit
         key = _task_key(spec.name, config, fewshot, limit)

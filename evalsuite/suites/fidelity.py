@@ -52,14 +52,24 @@ def load_texts(name_or_path: str) -> list[str]:
     return texts
 
 
-def _hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Final hidden states (B, T, H), before the output projection."""
-    return model.get_decoder()(input_ids=input_ids).last_hidden_state
+def _hidden(model, input_ids: torch.Tensor, rows: list[list[int]], sub_batch: int | None) -> torch.Tensor:
+    """Final hidden states (B, T, H), before the output projection; computed `sub_batch` rows at a time when
+    given (the same rows in other batch shapes: the batch-size noise floor)."""
+    decoder = model.get_decoder()
+    if sub_batch is None or sub_batch >= len(rows):
+        return decoder(input_ids=input_ids).last_hidden_state
+    parts = []
+    for start in range(0, len(rows), sub_batch):
+        width = max(len(r) for r in rows[start : start + sub_batch])
+        part = decoder(input_ids=input_ids[start : start + sub_batch, :width]).last_hidden_state
+        parts.append(F.pad(part, (0, 0, 0, input_ids.shape[1] - width)))
+    return torch.cat(parts)
 
 
 @torch.no_grad()
-def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int) -> dict:
-    """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`."""
+def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_batch: int | None = None) -> dict:
+    """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`. With
+    `variant_batch`, the second model sees the same rows in batches of that size."""
     tokenizer = baseline_lm.tokenizer
     rows = [[baseline_lm.prefix_token_id] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
     rows = [r[: baseline_lm.max_length] for r in rows if len(r) > 1]
@@ -73,7 +83,10 @@ def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int) -> dict:
         input_ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
         valid = torch.tensor([[i < len(r) - 1 for i in range(width)] for r in chunk], device=device)  # predicts t+1
         targets = torch.roll(input_ids, -1, dims=1)
-        hidden = (_hidden(baseline_lm.model, input_ids), _hidden(variant_lm.model, input_ids))
+        hidden = (
+            _hidden(baseline_lm.model, input_ids, chunk, None),
+            _hidden(variant_lm.model, input_ids, chunk, variant_batch),
+        )
         for t0 in range(0, width, CHUNK):
             sl = slice(t0, t0 + CHUNK)
             mask = valid[:, sl]
