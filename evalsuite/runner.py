@@ -59,11 +59,13 @@ class SuitePlan:
 
 @dataclass
 class ModelRun:
-    """What one model produced: scored tasks, answers to prompt sets, and (variants) its fidelity panel."""
+    """What one model produced: scored tasks, answers to prompt sets, (variants) its fidelity panel, and
+    how many forward passes each part needed (0 when everything came from the store)."""
 
     tasks: dict[str, dict] = field(default_factory=dict)
     answers: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)  # set -> (outputs, hashes)
     fidelity: dict[str, dict] = field(default_factory=dict)
+    model_calls: dict[str, int] = field(default_factory=dict)  # "suite/task" -> forward passes
 
 
 def _limited(rows: list, limit: int | None) -> list:
@@ -145,23 +147,29 @@ def evaluate_model(
 ) -> ModelRun:
     out = ModelRun()
     for task in plan.academic:
+        calls = lm.model_calls
         result = academic.run_task(lm, task, config.run.seed, config.run.bootstrap_iters)
+        out.model_calls[f"academic/{task.name}"] = lm.model_calls - calls
         store.put_samples(key, task.key, result.samples)
         _logged(task.name, result)
         out.tasks.setdefault("academic", {})[task.name] = result
     for name, problems in plan.code.items():
+        calls = lm.model_calls
         result = code.run_code_task(
             lm, Path(name).stem, problems, config.suites.code, config.run.seed, plan.code_limits, plan.code_fallback
         )
         store.put_samples(key, result.key, result.samples)
         _logged(result.task, result)
         out.tasks.setdefault("code", {})[result.task] = result
+        out.model_calls[f"code/{result.task}"] = lm.model_calls - calls
     for kind, sets, max_new in (
         ("similarity", plan.similarity, config.suites.similarity and config.suites.similarity.max_gen_toks),
         ("judge", plan.judge, config.suites.judge and config.suites.judge.max_gen_toks),
     ):
         for name, prompts in sets.items():
+            calls = lm.model_calls
             outputs, hashes = similarity.generate(lm, name, prompts, max_new)
+            out.model_calls[f"{kind}/{name}"] = lm.model_calls - calls
             records = [
                 {"doc_id": i, "prompt": p["prompt"], "prompt_hash": h, "prediction": o}
                 for i, (p, o, h) in enumerate(zip(prompts, outputs, hashes, strict=True))
@@ -228,6 +236,9 @@ def _variant_info(report, stored: int, baseline_bytes: int) -> dict:
         "compression_ratio": baseline_bytes / stored if stored else None,
         "quantized_layer_bytes": report.quantized_bytes,
         "float_layer_bytes": report.float_bytes,
+        "saturated_weights": sum(s["saturated"] for s in report.layer_stats.values()),
+        "zero_scales": sum(s["zero_scales"] for s in report.layer_stats.values()),
+        "layers": [{"name": n, **s} for n, s in report.layer_stats.items()],
     }
 
 
@@ -322,6 +333,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
             elif (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)) is not None:
                 floor.setdefault("variants", {})[name] = twin
         info["model_calls"] = lm.model_calls
+        info["model_calls_by_task"] = runs[name].model_calls
         info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
         if name == BASELINE and plan.fidelity:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .algorithms import get_algorithm
+from .formats import weight_stats
 from .linear import QuantLinear
 from .scheme import Scheme, resolve
 
@@ -29,6 +30,7 @@ class QuantizationReport:
     kernels: list[str] = field(default_factory=list)
     float_bytes: int = 0  # the quantized layers' weights (and biases) before, at the model's dtype
     quantized_bytes: int = 0  # the same layers after: codes, scales, zero points, biases
+    layer_stats: dict[str, dict] = field(default_factory=dict)  # per layer: saturated elements, zero scales
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -68,6 +70,7 @@ def quantize(
         raise ValueError(f"scheme targets {list(scheme.targets)} (ignoring {list(scheme.ignore)}) match no layer")
     weights = get_algorithm(algorithm)(model, layers, scheme, calib, **options)
     for name, layer in layers.items():
+        report.layer_stats[name] = weight_stats(layer.weight.detach(), weights[name])
         quantized = QuantLinear(weights[name], layer.bias, scheme.input_activations, backend)
         quantized.to(layer.weight.device)
         parent_name, _, child = name.rpartition(".")

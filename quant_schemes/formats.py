@@ -185,6 +185,41 @@ def quantize_fp4(w: torch.Tensor, args: QuantArgs) -> QuantizedWeight:
     return QuantizedWeight("nvfp4", (n, k), packed, scale, global_scale=gs, group_size=16, bits=4, storage_bits=4)
 
 
+def element_scales(qw: QuantizedWeight) -> torch.Tensor:
+    """(N, K) fp32: the scale each element was divided by."""
+    n, k = qw.shape
+    if qw.kind == "wna16":
+        return w4a16_gemm.expand_groups(qw.scale.float(), qw.group_size, k)
+    if qw.kind in ("mxfp4", "nvfp4"):
+        unit = fp4_gemm.dequantize_fp4(  # every code 2 (value 1.0) dequantizes to the group's scale
+            torch.full((n, (k + 1) // 2), 0x22, dtype=torch.uint8, device=qw.qdata.device),
+            qw.scale,
+            qw.kind,
+            k,
+            qw.global_scale,
+        )
+        return unit
+    if qw.kind == "fp8" and qw.scale.shape != (n, 1) and qw.scale.numel() != 1:
+        full = qw.scale.float().repeat_interleave(fp8_gemm.BLOCK, 0).repeat_interleave(fp8_gemm.BLOCK, 1)
+        return full[:n, :k]
+    return qw.scale.float().expand(n, k)
+
+
+def weight_stats(w: torch.Tensor, qw: QuantizedWeight) -> dict:
+    """Elements clipped at the format's largest code, and scales that are zero: per layer, for the report."""
+    scaled = w.float() / element_scales(qw).clamp(min=torch.finfo(torch.float32).tiny)
+    if qw.kind in ("int8", "wna16"):
+        if qw.zero_point is None:
+            half = 2 ** (qw.bits - 1)
+            clipped = (scaled > half - 0.5) | (scaled < -half - 0.5)
+        else:
+            zp = w4a16_gemm.expand_groups(qw.zero_point.float(), qw.group_size, qw.shape[1])
+            clipped = (scaled + zp > 2**qw.bits - 0.5) | (scaled + zp < -0.5)
+    else:
+        clipped = scaled.abs() > (FP8_MAX if qw.kind == "fp8" else fp4_gemm.E2M1_MAX) * (1 + 1e-5)
+    return {"saturated": int(clipped.sum()), "zero_scales": int((qw.scale.float() == 0).sum()), "elements": w.numel()}
+
+
 def quantize_weight(w: torch.Tensor, args: QuantArgs, with_activations: bool = False) -> QuantizedWeight:
     """Round-to-nearest quantization of a (N, K) weight with the scales the args' observer picks."""
     kind = kind_of(args, with_activations)
