@@ -9,7 +9,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu --format=csv
 for step in "$@"; do
   case $step in
-    tests) timeout 180 python3 -m pytest -q -n 12 -p no:cacheprovider tests/kernels 2>&1 | tail -60 | tee "$OUT/tests.txt" ;;
+    tests) timeout 180 python3 -m pytest -q -n 12 -p no:cacheprovider tests/kernels > "$OUT/tests.txt" 2>&1; grep -E "passed|failed|^FAILED|^E  .*differ" "$OUT/tests.txt" | tail -30 ;;
     tune) timeout 170 python3 -m evalsuite.kernels.bench --tune --rep 40 --jobs 12 --out "$OUT" 2>&1 | tee "$OUT/tune.txt" ;;
     bench) timeout 200 python3 -m evalsuite.kernels.bench --rep 60 --jobs 8 --out "$OUT" 2>&1 | tee "$OUT/bench.txt" ;;
     quick) timeout 150 python3 -m evalsuite.kernels.bench --quick --rep 60 --jobs 12 --out "$OUT" 2>&1 | tee "$OUT/bench.txt" ;;

@@ -13,11 +13,9 @@ import triton.language as tl
 
 @triton.jit
 def round_half_even(a):
-    """Non-negative fp32 values below 2**22 -> int32, rounded to nearest with ties to even (torch.round)."""
-    t = a.to(tl.int32)  # truncation: exact for these magnitudes
-    frac = a - t.to(tl.float32)  # exact
-    up = (frac > 0.5) | ((frac == 0.5) & ((t & 1) == 1))
-    return t + up.to(tl.int32)
+    """fp32 values with |a| < 2**22 -> int32, rounded to nearest with ties to even (torch.round). Adding
+    1.5 * 2**23 leaves a float whose unit is 1, so the FPU's own RNE rounding does the work."""
+    return (a + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
 
 
 @triton.jit

@@ -10,6 +10,7 @@ that consecutive programs share A and B tiles in L2.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -205,24 +206,30 @@ def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
+@functools.cache
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 4
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool) -> GemmConfig:
-    """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md). Block scales need BLOCK_K = 128."""
+def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool, num_sms: int = 132) -> GemmConfig:
+    """Shape heuristic, from the H100 sweep in benchmarks/NOTES-kernels.md: 128x256x128 tiles for large M,
+    persistent (TMA) while the tile count is under ~8 waves, where wave quantization costs most."""
     if interpreting():  # small tiles keep the interpreter fast; the arithmetic is the same
         return GemmConfig(16 if m <= 16 else 32, 32, 128 if kind == "block" else 32, 4, 4, 1)
-    block_k = 128
+    if kind == "block":  # the per-K-block rescale keeps a second accumulator live: 128x128 tiles
+        return GemmConfig(16 if m <= 16 else (64 if m <= 64 else 128), 64 if m <= 64 else 128, 128, 8, 4, 3)
     if m <= 16:
-        return GemmConfig(16, 64, 256 if kind != "block" else 128, 8, 4, 4)
+        return GemmConfig(16, 64, 256, 8, 4, 4)
     if m <= 64:
-        return GemmConfig(64, 64, block_k, 8, 4, 4)
+        return GemmConfig(64, 64, 128, 8, 4, 4)
     if m <= 256:
-        return GemmConfig(128, 128, block_k, 8, 8, 4)
-    return GemmConfig(128, 256, block_k, 8, 8, 3)
+        return GemmConfig(128, 128, 128, 8, 8, 4)
+    tiles = triton.cdiv(m, 128) * triton.cdiv(n, 256)
+    if tiles < 8 * num_sms:
+        return GemmConfig(128, 256, 128, 8, 8, 4, persistent=True)
+    return GemmConfig(128, 256, 128, 8, 8, 3)
 
 
 def launch(
@@ -238,7 +245,7 @@ def launch(
     """Allocate C and launch; arguments are already checked. `config` overrides the heuristic (benchmarks)."""
     (m, k), n = a.shape, b.shape[0]
     is_int8 = a.dtype == torch.int8
-    cfg = config or pick_config(m, n, k, kind, is_int8)
+    cfg = config or pick_config(m, n, k, kind, is_int8, _num_sms(a.device))
     if kind == "block" and cfg.block_k != BLOCK:
         raise ValueError(f"block-scaled GEMM needs block_k == {BLOCK}, got {cfg.block_k}")
     c = torch.empty((m, n), dtype=out_dtype, device=a.device)

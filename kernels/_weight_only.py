@@ -26,6 +26,7 @@ from ._bits import bf16_rne, e4m3_value, exp2_int
 from ._launch import interpreting
 
 FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
+DEQUANT_GEMM_MIN_M = 1024  # from here on, dequantize-then-cuBLAS beats the fused kernel (NOTES-kernels.md)
 TWO_POW_23 = tl.constexpr(8388608.0)
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
 
@@ -40,6 +41,7 @@ class WeightOnlyConfig:
     num_stages: int = 3
     swap_ab: bool = True
     epilogue_scale: bool = True  # when the codes allow it (integer formats, tiles inside one group)
+    dequant_gemm: bool = False  # large M: dequantize W once into a workspace, then one cuBLAS matmul
 
 
 @triton.jit
@@ -261,6 +263,61 @@ def _weight_only_kernel(
 
 
 @triton.jit
+def _dequant_kernel(
+    # pointers
+    w_ptr,
+    s_ptr,
+    z_ptr,
+    gs_ptr,
+    out_ptr,
+    # sizes
+    N,
+    K,
+    group_size,
+    num_groups,
+    # strides
+    stride_wn,
+    stride_sn,
+    stride_zn,
+    stride_on,
+    # meta-parameters
+    FMT: tl.constexpr,
+    HAS_ZP: tl.constexpr,
+    GROUPS_PER_TILE: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """W (N, K) in the activation dtype, exactly the references' dequantize (one rounding of the fp32 value)."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k0 = tl.program_id(1) * BLOCK_K
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
+    w_rows = w_ptr + offs_wn[:, None] * stride_wn
+    if FMT == 3:
+        gs = tl.load(gs_ptr).to(tl.float32)
+    else:
+        gs = 1.0
+    if FMT != 1 and GROUPS_PER_TILE == 0:
+        offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
+        lo = _dequant(packed & 15, offs_wn, k0, offs_b * 2, K, group_size, num_groups, s_ptr, z_ptr,
+                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+        hi = _dequant(packed >> 4, offs_wn, k0, offs_b * 2 + 1, K, group_size, num_groups, s_ptr, z_ptr,
+                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+        w = tl.interleave(lo, hi)
+    else:
+        codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
+        w = _dequant(codes, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
+                     stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, BLOCK_N, BLOCK_K)  # fmt: skip
+    if BF16_RNE:
+        w = bf16_rne(w)
+    out_ptrs = out_ptr + offs_n[:, None].to(tl.int64) * stride_on + offs_k[None, :]
+    tl.store(out_ptrs, w.to(out_ptr.dtype.element_ty), mask=(offs_n[:, None] < N) & (offs_k[None, :] < K))
+
+
+@triton.jit
 def _split_k_reduce_kernel(
     # pointers
     ws_ptr,
@@ -299,19 +356,29 @@ def _groups_per_tile(group_size: int, block_k: int) -> int:
     return 0
 
 
+def _decode_block_k(group_size: int) -> int:
+    """A power of two: 128, or the group when it is a smaller power of two (tiles then lie inside groups)."""
+    if group_size % 128 == 0 or group_size < 16 or group_size & (group_size - 1):
+        return 128
+    return group_size
+
+
 def pick_config(m: int, n: int, k: int, group_size: int, fmt: int) -> WeightOnlyConfig:
     """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md)."""
     if interpreting():
         return WeightOnlyConfig(32, 16, 32, 2 if k > 64 else 1, 4, 1, swap_ab=m <= 16)
+    sms = 132
     if m <= 16:
-        block_n = 64
-        block_k = 128 if fmt != FMT_INT4 or group_size % 128 == 0 or group_size < 16 else min(128, group_size)
-        tiles_n = triton.cdiv(n, block_n)
-        split_k = max(1, min(triton.cdiv(k, block_k), 4 * 132 // tiles_n))
+        block_n, block_k = 64, _decode_block_k(group_size) if fmt == FMT_INT4 else 128
+        split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
         return WeightOnlyConfig(block_n, 16, block_k, split_k, 4, 4, swap_ab=True)
-    if m <= 64:
-        return WeightOnlyConfig(128, 64, 64, 1, 4, 4, swap_ab=False, epilogue_scale=False)
-    return WeightOnlyConfig(128, 128, 64, 1, 8, 3, swap_ab=False, epilogue_scale=False)
+    if m < DEQUANT_GEMM_MIN_M:
+        block_m = min(128, triton.next_power_of_2(m))
+        tiles = triton.cdiv(n, 128) * triton.cdiv(m, block_m)
+        split_k = max(1, min(triton.cdiv(k, 128), 2 * sms // tiles))
+        return WeightOnlyConfig(128, block_m, 64, split_k, 8 if block_m >= 64 else 4, 3, swap_ab=True,
+                                epilogue_scale=False)  # fmt: skip
+    return WeightOnlyConfig(64, 64, 64, dequant_gemm=True)
 
 
 def _epilogue_magic(fmt: int, x_dtype: torch.dtype, groups_per_tile: int, epilogue_scale: bool) -> int:
@@ -340,6 +407,10 @@ def launch(
     """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous."""
     (m, k), n = x.shape, w.shape[0]
     cfg = config or pick_config(m, n, k, group_size, fmt)
+    if cfg.dequant_gemm:
+        w_full = dequantize(w, scale, zero_point, global_scale, group_size, fmt, k, x.dtype, cfg)  # (N, K)
+        y = x @ w_full.t()  # (M, N): the reference's own matmul
+        return y if bias is None else y + bias.to(y.dtype)
     k_tiles = triton.cdiv(k, cfg.block_k)
     split_k = max(1, min(cfg.split_k, k_tiles))
     k_per_split = triton.cdiv(k_tiles, split_k) * cfg.block_k
@@ -372,4 +443,30 @@ def launch(
             target, bias if bias is not None else dummy, out, m, n, m * n,
             SPLIT_K=split_k, HAS_BIAS=bias is not None, BF16_RNE=rne, BLOCK=block, num_warps=4,
         )  # fmt: skip
+    return out
+
+
+def dequantize(
+    w: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    global_scale: torch.Tensor | None,
+    group_size: int,
+    fmt: int,
+    k: int,
+    dtype: torch.dtype,
+    config: WeightOnlyConfig | None = None,
+) -> torch.Tensor:
+    """(N, K) weights in `dtype`, bit-identical to dequantize_wna16 / dequantize_fp4 followed by .to(dtype)."""
+    n = w.shape[0]
+    block_n, block_k = (config.block_n, config.block_k) if config else (64, 64)
+    out = torch.empty((n, k), dtype=dtype, device=w.device)
+    gpt = _groups_per_tile(group_size, block_k)
+    _dequant_kernel[(triton.cdiv(n, block_n), triton.cdiv(k, block_k))](
+        w, scale, zero_point if zero_point is not None else scale, global_scale if global_scale is not None else scale,
+        out, n, k, group_size, scale.shape[1],
+        w.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0, out.stride(0),
+        FMT=fmt, HAS_ZP=zero_point is not None, GROUPS_PER_TILE=gpt, EVEN_K=k % block_k == 0,
+        BF16_RNE=interpreting() and dtype == torch.bfloat16, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+    )  # fmt: skip
     return out

@@ -50,14 +50,17 @@ def act_quant_ref(
 
 
 @triton.jit
-def _quantize(x, scale, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
-    """x / scale (IEEE-exact division), clamped to +-QMAX, then int8 (RNE) or E4M3 bits (RNE) as int32."""
-    y = tl.math.div_rn(x, scale)
-    y = tl.minimum(tl.maximum(y, -QMAX), QMAX)
+def _quantize(x, scale, rcp, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
+    """x / scale, clamped to +-QMAX, then int8 (RNE) or E4M3 bits (RNE) as int32. `rcp` is the correctly
+    rounded 1 / scale; one FMA correction of x * rcp (Markstein) gives the correctly rounded quotient, as the
+    reference's division, without a division per element. It differs only for quotients below 1e-4 (from
+    subnormal x), which round to the same zero code; x = -0.0 keeps its sign."""
+    y = x * rcp
+    y = tl.fma(tl.fma(-y, scale, x), rcp, y)
+    y = tl.where(x == 0, x, y)
     if IS_FP8:
-        return e4m3_bits(y)
-    r = round_half_even(tl.abs(y))
-    return tl.where(y < 0, -r, r)
+        return e4m3_bits(y)  # saturates at +-448 itself
+    return round_half_even(tl.minimum(tl.maximum(y, -QMAX), QMAX))
 
 
 @triton.jit
@@ -119,7 +122,7 @@ def _act_quant_row_kernel(
         else:
             amax = tl.max(tl.abs(x), axis=0)
         scale = _scale_of(amax, QMAX)
-        q = _quantize(x, scale, QMAX, IS_FP8)
+        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMAX, IS_FP8)
         tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     else:
         if PER_TENSOR:
@@ -132,10 +135,11 @@ def _act_quant_row_kernel(
                 acc = tl.maximum(acc, tl.abs(x))
             amax = tl.max(acc, axis=0)
         scale = _scale_of(amax, QMAX)
+        rcp = tl.math.div_rn(1.0, scale)
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-            q = _quantize(x, scale, QMAX, IS_FP8)
+            q = _quantize(x, scale, rcp, QMAX, IS_FP8)
             tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     if PER_TENSOR:
         if row == 0:
@@ -172,7 +176,7 @@ def _act_quant_group_kernel(
     mask = (offs_j[None, :] < GROUP) & (offs_k < K)
     x = tl.load(x_ptr + row * stride_xm + offs_k, mask=mask, other=0.0).to(tl.float32)
     scale = _scale_of(tl.max(tl.abs(x), axis=1), QMAX)  # (G,)
-    q = _quantize(x, scale[:, None], QMAX, IS_FP8)
+    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], QMAX, IS_FP8)
     tl.store(q_ptr + row * stride_qm + offs_k, q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(scale_ptr + row * stride_sm + offs_g, scale, mask=offs_g < num_groups)
 
@@ -181,7 +185,7 @@ def _act_quant_group_kernel(
 # Launcher
 
 _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-MAX_SINGLE_PASS = 16384
+MAX_SINGLE_PASS = 32768
 
 
 def _check(x: torch.Tensor, dtype: str, granularity: Granularity) -> None:
@@ -226,7 +230,7 @@ def act_quant(
         )  # fmt: skip
         return q, scale
     block_k = min(triton.next_power_of_2(k), MAX_SINGLE_PASS)
-    num_warps = 8 if block_k >= 4096 else 4
+    num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
     per_tensor = granularity == "tensor"
     if per_tensor:
         scale = torch.empty((1, 1), dtype=torch.float32, device=x.device)

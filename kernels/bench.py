@@ -139,6 +139,7 @@ def _fns(op: str, m: int, inp: Inputs | None, k: int) -> tuple[Callable, Callabl
         ours = lambda: int8_gemm.int8_gemm(a_q, a_s, inp.w_i8, inp.ws_i8)  # noqa: E731
         b_t, b_s = inp.w_i8.t(), inp.ws_i8.reshape(1, -1)
         theirs = lambda: (torch._int_mm(a_q, b_t).float() * a_s * b_s).to(torch.bfloat16)  # noqa: E731
+        theirs.core = lambda: torch._int_mm(a_q, b_t)  # the int32 product alone
         return ours, (theirs if m > 16 else None), "_int_mm+epilogue", flops, "TOP/s"
     if op in ("fp8", "fp8_tensor", "fp8_block"):
         gran = {"fp8": "token", "fp8_tensor": "tensor", "fp8_block": 128}[op]
@@ -154,6 +155,7 @@ def _fns(op: str, m: int, inp: Inputs | None, k: int) -> tuple[Callable, Callabl
         else:
             sa, sb = a_s.reshape(()), b_s.reshape(())
         theirs = lambda: torch._scaled_mm(a_q, b.t(), sa, sb, out_dtype=torch.bfloat16)  # noqa: E731
+        theirs.core = lambda: torch._scaled_mm(a_q, b.t(), sa, sb, out_dtype=torch.bfloat16, use_fast_accum=True)
         return ours, theirs, "_scaled_mm", flops, "TFLOP/s"
     theirs = lambda: torch.matmul(x, inp.w.t())  # noqa: E731
     if op == "w4a16":
@@ -165,10 +167,21 @@ def _fns(op: str, m: int, inp: Inputs | None, k: int) -> tuple[Callable, Callabl
     return ours, theirs, "bf16 matmul", flops, "TFLOP/s"
 
 
-def _time(fn: Callable, rep: int) -> float:
+def time_gpu(fn: Callable, rep: int) -> float:
+    """Median GPU time of fn in us. fn is captured once in a CUDA graph and do_bench times the replays, so
+    Python launch overhead is out of the numbers while do_bench still flushes L2 before every replay."""
     import triton.testing
 
-    return triton.testing.do_bench(fn, warmup=max(5, rep // 4), rep=rep, return_mode="median") * 1e3  # us
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm up (compile, cuBLAS handles) off the capture
+        fn()
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return triton.testing.do_bench(graph.replay, warmup=max(5, rep // 4), rep=rep, return_mode="median") * 1e3
 
 
 def _weight_bytes(op: str, n: int, k: int) -> int:
@@ -187,7 +200,7 @@ def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
             inputs = Inputs(n, k, ops)
         ours, theirs, base, work, unit = _fns(op, m, inputs, k)
         try:
-            t_ours = _time(ours, rep)
+            t_ours = time_gpu(ours, rep)
         except Exception as e:  # noqa: BLE001 - record the failure and keep measuring the other rows
             log(f"{op} {shape} M={m}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
@@ -196,16 +209,25 @@ def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
             note = "baseline n/a (_int_mm needs M > 16)"
         else:
             try:
-                t_torch = _time(theirs, rep)
+                t_torch = time_gpu(theirs, rep)
             except Exception as e:  # noqa: BLE001 - torch's op refuses this shape or scaling
                 note = f"baseline failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        extra = {}
+        core = getattr(theirs, "core", None)
+        if core is not None and t_torch is not None and m >= 128:
+            try:
+                t_core = time_gpu(core, rep)
+            except Exception as e:  # noqa: BLE001
+                extra["core"] = f"failed: {type(e).__name__}"
+            else:
+                name = "vs_int_mm_alone" if op == "int8" else "vs_scaled_mm_fast_accum"
+                extra[name] = round(t_core / t_ours, 3)
         if op == "act_quant":
             rate = work / t_ours * 1e-3  # GB/s
             ratio = None if t_torch is None else rate / (2 * m * k * 2 / t_torch * 1e-3)
         else:
             rate = work / t_ours * 1e-6  # TFLOP/s
             ratio = None if t_torch is None else t_torch / t_ours
-        extra = {}
         if op in ("w4a16", "mxfp4", "nvfp4") and m <= 16:
             extra["weight_GBps"] = round(_weight_bytes(op, n, k) / t_ours * 1e-3, 1)
         row = Row(op, shape, m, n, k, round(t_ours, 2), None if t_torch is None else round(t_torch, 2),
@@ -247,6 +269,28 @@ def _markdown(rows: list[Row], targets: list[dict], device: str) -> str:
                      f"{'-' if r.torch_us is None else r.torch_us} | {'-' if r.ratio is None else r.ratio} | "
                      f"{r.rate} {r.unit} {' '.join(f'{k}={v}' for k, v in r.extra.items())} {r.note} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def fp8_accuracy(log: Callable[[str], None]) -> dict:
+    """Max |error| / max |ref| at 4096^3 against fp32 accumulation (fp8_gemm_ref): ours accumulates with the
+    tensor core's fp8 accumulator (Triton's Hopper default), like _scaled_mm(use_fast_accum=True)."""
+    from . import act_quant, fp8_gemm
+
+    x = torch.randn(4096, 4096, device="cuda")
+    w = torch.randn(4096, 4096, device="cuda")
+    a, sa = act_quant.act_quant(x, "fp8", "token")
+    b, sb = act_quant.act_quant(w, "fp8", "token")
+    ref = fp8_gemm.fp8_gemm_ref(a, sa, b, sb, None, torch.float32)
+    outs = {
+        "fp8_gemm": fp8_gemm.fp8_gemm(a, sa, b, sb, None, torch.float32),
+        "_scaled_mm": torch._scaled_mm(a, b.t(), sa, sb.reshape(1, -1), out_dtype=torch.float32),
+        "_scaled_mm_fast_accum": torch._scaled_mm(
+            a, b.t(), sa, sb.reshape(1, -1), out_dtype=torch.float32, use_fast_accum=True
+        ),
+    }
+    errs = {k: float((v - ref).abs().max() / ref.abs().max()) for k, v in outs.items()}
+    log("fp8 max relative error vs fp32 accumulation at 4096^3: " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
+    return errs
 
 
 def _device_slug() -> str:
@@ -307,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         from .tune import tune
 
         rows = tune(args.rep, args.jobs, lambda s: print(s, flush=True))
-        kind = "tune"
+        kind, accuracy = "tune", {}
     else:
         cases = _cases(args.quick, ops)
         t0 = time.time()
@@ -315,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"precompiled {len(cases)} cases in {time.time() - t0:.0f}s", flush=True)
         rows = [asdict(r) for r in run(cases, args.rep, lambda s: print(s, flush=True))]
         kind = "kernels"
+        accuracy = fp8_accuracy(lambda s: print(s, flush=True)) if any(c[0] == "fp8" for c in cases) else {}
     if args.tune:
         targets = []
     else:
@@ -327,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.out, exist_ok=True)
         stem = os.path.join(args.out, f"{kind}-{_device_slug()}")
         meta = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
-                "argv": argv if argv is not None else sys.argv[1:], "rep_ms": args.rep}  # fmt: skip
+                "argv": argv if argv is not None else sys.argv[1:], "rep_ms": args.rep, "fp8_accuracy": accuracy,
+                "timing": "CUDA-graph replay of one call, median of triton.testing.do_bench (L2 flushed)"}  # fmt: skip
         with open(stem + ".json", "w") as f:
             json.dump({"meta": meta, "targets": targets, "rows": rows}, f, indent=1)
         if not args.tune:

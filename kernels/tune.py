@@ -8,73 +8,60 @@ from collections.abc import Callable
 
 import torch
 
-from ._scaled_gemm import GemmConfig
 from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
 
-SCALED = [
-    GemmConfig(128, 256, 128, 8, 8, 3),
-    GemmConfig(128, 256, 128, 8, 8, 4),
-    GemmConfig(256, 128, 128, 8, 8, 3),
-    GemmConfig(128, 128, 128, 8, 8, 4),
-    GemmConfig(128, 128, 128, 8, 4, 5),
-    GemmConfig(128, 256, 64, 8, 8, 5),
-    GemmConfig(256, 128, 64, 8, 8, 5),
-    GemmConfig(128, 128, 256, 8, 8, 3),
-    GemmConfig(128, 256, 128, 8, 8, 3, persistent=True),
-    GemmConfig(128, 256, 128, 8, 8, 4, persistent=True),
-    GemmConfig(128, 128, 128, 8, 8, 4, persistent=True),
-    GemmConfig(256, 128, 128, 8, 8, 3, persistent=True),
-    GemmConfig(128, 256, 64, 8, 8, 5, persistent=True),
-]
 W = WeightOnlyConfig
 DECODE = [  # split_k 0: the heuristic's
     W(64, 16, 128, 0, 4, 4),
-    W(64, 16, 128, 0, 4, 6),
-    W(32, 16, 128, 0, 4, 4),
     W(128, 16, 128, 0, 4, 4),
-    W(128, 16, 128, 0, 8, 4),
-    W(64, 16, 64, 0, 4, 6),
     W(64, 16, 128, 0, 4, 4, epilogue_scale=False),
     W(128, 16, 128, 0, 4, 4, epilogue_scale=False),
-    W(64, 16, 256, 0, 4, 3, epilogue_scale=False),
+    W(64, 16, 128, 0, 4, 4, swap_ab=False),
+    W(128, 16, 128, 0, 4, 4, swap_ab=False),
+    W(64, 16, 128, 0, 4, 3, swap_ab=False, epilogue_scale=False),
+    W(128, 16, 128, 0, 4, 4, swap_ab=False, epilogue_scale=False),
+    W(128, 16, 128, 0, 8, 4, swap_ab=False, epilogue_scale=False),
+    W(64, 16, 256, 0, 4, 3, swap_ab=False, epilogue_scale=False),
+]
+MID = [
+    W(128, 128, 64, 0, 8, 3, swap_ab=True, epilogue_scale=False),
+    W(128, 128, 64, 0, 8, 3, swap_ab=False, epilogue_scale=False),
+    W(64, 128, 64, 0, 4, 3, swap_ab=False, epilogue_scale=False),
+    W(128, 64, 64, 0, 4, 4, swap_ab=False, epilogue_scale=False),
+    W(64, 64, 64, dequant_gemm=True),
 ]
 PREFILL = [
-    W(128, 128, 64, 1, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(128, 128, 128, 1, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(128, 256, 64, 1, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(256, 128, 64, 1, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(128, 128, 64, 1, 4, 4, swap_ab=False, epilogue_scale=False),
-    W(128, 128, 64, 1, 8, 4, swap_ab=False, epilogue_scale=False),
     W(128, 128, 64, 1, 8, 3, swap_ab=True, epilogue_scale=False),
-    W(128, 128, 128, 1, 8, 3, swap_ab=False, epilogue_scale=True),
+    W(128, 128, 64, 1, 8, 4, swap_ab=False, epilogue_scale=False),
+    W(64, 64, 64, dequant_gemm=True),
+    W(128, 64, 64, dequant_gemm=True),
 ]
 
 
 def _cases() -> list[tuple]:
     cases = []
-    for kind in ("int8", "fp8"):
-        for s in (4096, 8192):
-            cases += [(kind, s, s, s, c) for c in SCALED]
     for fmt in (FMT_INT4, FMT_MXFP4, FMT_NVFP4):
-        for n, k in ((8192, 8192), (4096, 4096), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),):
+        for n, k in ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),):
             for m in (1, 16) if fmt == FMT_INT4 else (1,):
-                cases += [(f"wo{fmt}", m, n, k, c) for c in DECODE]
-    for m in (2048, 8192):
+                cases += [(f"wo{fmt}", m, n, k, c) for c in DECODE if fmt == FMT_INT4 or not c.epilogue_scale]
+    for m in (128, 512):
+        cases += [(f"wo{FMT_INT4}", m, 8192, 8192, c) for c in MID]
+    for m in (1024, 2048, 8192):
         cases += [(f"wo{FMT_INT4}", m, 8192, 8192, c) for c in PREFILL]
-        cases += [(f"wo{FMT_MXFP4}", m, 8192, 8192, c) for c in PREFILL if not c.epilogue_scale]
+        cases += [(f"wo{FMT_MXFP4}", m, 8192, 8192, c) for c in PREFILL]
     return cases
 
 
-def _split(cfg: WeightOnlyConfig, n: int, k: int) -> WeightOnlyConfig:
+def _split(cfg: WeightOnlyConfig, m: int, n: int, k: int) -> WeightOnlyConfig:
     if cfg.split_k:
         return cfg
-    tiles = -(-n // cfg.block_n)
-    split = max(1, min(-(-k // cfg.block_k), 4 * 132 // tiles))
+    tiles = -(-n // cfg.block_n) * -(-m // cfg.block_m)
+    split = max(1, min(-(-k // cfg.block_k), (4 if m <= 16 else 2) * 132 // tiles))
     return WeightOnlyConfig(**{**cfg.__dict__, "split_k": split})
 
 
 def _fn(case, cache: dict) -> Callable:
-    from . import _scaled_gemm, _weight_only, act_quant, fp4_gemm, w4a16_gemm
+    from . import _weight_only, fp4_gemm, w4a16_gemm
 
     kind, m, n, k, cfg = case
     key = (kind, n, k)
@@ -82,9 +69,7 @@ def _fn(case, cache: dict) -> Callable:
         cache.clear()
         torch.cuda.empty_cache()
         w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
-        if kind in ("int8", "fp8"):
-            cache[key] = act_quant.act_quant(w, kind, "token")
-        elif kind == f"wo{FMT_INT4}":
+        if kind == f"wo{FMT_INT4}":
             codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
             cache[key] = (w4a16_gemm.pack_int4(codes), torch.rand(n, k // 128, device="cuda") / 100, None)
         elif kind == f"wo{FMT_MXFP4}":
@@ -93,14 +78,10 @@ def _fn(case, cache: dict) -> Callable:
             p, s, g = fp4_gemm.nvfp4_quantize(w)
             cache[key] = (p, s.view(torch.uint8), g)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    if kind in ("int8", "fp8"):
-        b, b_s = cache[key]
-        a, a_s = act_quant.act_quant(x, kind, "token")
-        return lambda: _scaled_gemm.launch(a, a_s, b, b_s, None, torch.bfloat16, "row", cfg)
     q, s, extra = cache[key]
     fmt = int(kind[2:])
     group = {FMT_INT4: 128, FMT_MXFP4: 32, FMT_NVFP4: 16}[fmt]
-    return lambda: _weight_only.launch(x, q, s, None, extra, None, group, fmt, _split(cfg, n, k))
+    return lambda: _weight_only.launch(x, q, s, None, extra, None, group, fmt, _split(cfg, m, n, k))
 
 
 def _worker(cases) -> None:
@@ -114,7 +95,7 @@ def _worker(cases) -> None:
 
 
 def tune(rep: int, jobs: int, log: Callable[[str], None]) -> list[dict]:
-    import triton.testing
+    from .bench import time_gpu
 
     cases = _cases()
     if jobs > 1:
@@ -124,7 +105,7 @@ def tune(rep: int, jobs: int, log: Callable[[str], None]) -> list[dict]:
     for case in cases:
         kind, m, n, k, cfg = case
         try:
-            us = triton.testing.do_bench(_fn(case, cache), warmup=10, rep=rep, return_mode="median") * 1e3
+            us = time_gpu(_fn(case, cache), rep)
         except Exception as e:  # noqa: BLE001 - keep sweeping; the row records why
             us, err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
         else:

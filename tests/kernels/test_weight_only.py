@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from evalsuite.kernels import _weight_only
-from evalsuite.kernels.fp4_gemm import fp4_gemm, fp4_gemm_ref, mxfp4_quantize_ref, nvfp4_quantize_ref
-from evalsuite.kernels.w4a16_gemm import pack_int4, w4a16_gemm, w4a16_gemm_ref
+from evalsuite.kernels.fp4_gemm import dequantize_fp4, fp4_gemm, fp4_gemm_ref, mxfp4_quantize_ref, nvfp4_quantize_ref
+from evalsuite.kernels.w4a16_gemm import dequantize_wna16, pack_int4, w4a16_gemm, w4a16_gemm_ref
 from tests.kernels.common import DEVICE, GEMM_TOL, shapes
 from tests.utils import assert_close
 
@@ -52,6 +52,7 @@ CONFIGS = {  # both orientations, with and without the per-tile scale epilogue, 
     "swap-dequant": _weight_only.WeightOnlyConfig(32, 16, 32, 1, 4, 1, swap_ab=True, epilogue_scale=False),
     "noswap-epilogue": _weight_only.WeightOnlyConfig(32, 32, 32, 1, 4, 1, swap_ab=False),
     "noswap-dequant-split2": _weight_only.WeightOnlyConfig(32, 32, 64, 2, 4, 1, swap_ab=False, epilogue_scale=False),
+    "dequantize-then-matmul": _weight_only.WeightOnlyConfig(32, 32, 32, dequant_gemm=True),
 }
 
 
@@ -97,3 +98,32 @@ def test_leading_dims():
     y = w4a16_gemm(x, qweight, scale, zero_point, 32)
     assert y.shape == (2, 3, 24)
     _check(y, w4a16_gemm_ref(x, qweight, scale, zero_point, 32), "w4a16_gemm (..., K)")
+
+
+@pytest.mark.parametrize("shape", shapes([(3, 72), (40, 200), (17, 257)], [(4096, 4096), (1000, 1030)]))
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_dequantize_is_bit_exact(shape, variant):
+    """The large-M path's dequantize kernel reproduces dequantize_wna16(...).to(dtype) bit for bit."""
+    n, k = shape
+    bits, asymmetric, group_size, dtype = variant
+    qweight, scale, zero_point = _int_weights(n, k, bits, asymmetric, group_size)
+    fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+    w = _weight_only.dequantize(qweight, scale, zero_point, None, group_size, fmt, k, dtype)
+    ref = dequantize_wna16(
+        qweight.cpu(), scale.cpu(), None if zero_point is None else zero_point.cpu(), group_size, k, bits
+    )
+    assert_close(w.cpu(), ref.to(dtype), what="dequantized weights")
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+def test_dequantize_fp4_is_bit_exact(fmt):
+    w = torch.randn(37, 130, device=DEVICE) * torch.logspace(-3, 1, 130, device=DEVICE)
+    if fmt == "mxfp4":
+        (packed, scale), gs = mxfp4_quantize_ref(w), None
+    else:
+        packed, scale, gs = nvfp4_quantize_ref(w)
+    code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
+    group = 32 if fmt == "mxfp4" else 16
+    out = _weight_only.dequantize(packed, scale.view(torch.uint8), None, gs, group, code, 130, torch.bfloat16)
+    ref = dequantize_fp4(packed.cpu(), scale.cpu(), fmt, 130, None if gs is None else gs.cpu())
+    assert_close(out.cpu(), ref.to(torch.bfloat16), what=f"{fmt} dequantized weights")
