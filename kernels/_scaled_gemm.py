@@ -213,7 +213,7 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool, num_sms: int = 132) -> GemmConfig:
+def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool, num_sms: int = 132, out_bytes: int = 2) -> GemmConfig:
     """Shape heuristic, from the H100 sweep in benchmarks/NOTES-kernels.md: 128x256x128 tiles for large M,
     persistent (TMA) while the tile count is under ~8 waves, where wave quantization costs most."""
     if interpreting():  # small tiles keep the interpreter fast; the arithmetic is the same
@@ -227,7 +227,7 @@ def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool, num_sms: int =
     if m <= 256:
         return GemmConfig(128, 128, 128, 8, 8, 4)
     tiles = triton.cdiv(m, 128) * triton.cdiv(n, 256)
-    if tiles < 8 * num_sms:
+    if tiles < 8 * num_sms and out_bytes == 2:  # an fp32 epilogue tile would not fit next to 4 stages
         return GemmConfig(128, 256, 128, 8, 8, 4, persistent=True)
     return GemmConfig(128, 256, 128, 8, 8, 3)
 
@@ -245,7 +245,8 @@ def launch(
     """Allocate C and launch; arguments are already checked. `config` overrides the heuristic (benchmarks)."""
     (m, k), n = a.shape, b.shape[0]
     is_int8 = a.dtype == torch.int8
-    cfg = config or pick_config(m, n, k, kind, is_int8, _num_sms(a.device))
+    out_bytes = torch.empty((), dtype=out_dtype).element_size()
+    cfg = config or pick_config(m, n, k, kind, is_int8, _num_sms(a.device), out_bytes)
     if kind == "block" and cfg.block_k != BLOCK:
         raise ValueError(f"block-scaled GEMM needs block_k == {BLOCK}, got {cfg.block_k}")
     c = torch.empty((m, n), dtype=out_dtype, device=a.device)

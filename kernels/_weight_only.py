@@ -26,7 +26,7 @@ from ._bits import bf16_rne, e4m3_value, exp2_int
 from ._launch import interpreting
 
 FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
-DEQUANT_GEMM_MIN_M = 1024  # from here on, dequantize-then-cuBLAS beats the fused kernel (NOTES-kernels.md)
+DEQUANT_GEMM_MIN_M = 256  # from here on, dequantize-then-cuBLAS beats the fused kernel (NOTES-kernels.md)
 TWO_POW_23 = tl.constexpr(8388608.0)
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
 

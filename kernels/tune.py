@@ -11,44 +11,29 @@ import torch
 from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
 
 W = WeightOnlyConfig
-DECODE = [  # split_k 0: the heuristic's
+DECODE = [  # split_k 0: the heuristic's. Longer contiguous runs per weight row (BLOCK_K up to 1024 columns =
+    # 512 bytes), fewer rows per tile, HMMA (swap_ab=False) and wgmma register-A (swap_ab=True) orientations.
     W(64, 16, 128, 0, 4, 4),
-    W(128, 16, 128, 0, 4, 4),
-    W(64, 16, 128, 0, 4, 4, epilogue_scale=False),
-    W(128, 16, 128, 0, 4, 4, epilogue_scale=False),
-    W(64, 16, 128, 0, 4, 4, swap_ab=False),
-    W(128, 16, 128, 0, 4, 4, swap_ab=False),
-    W(64, 16, 128, 0, 4, 3, swap_ab=False, epilogue_scale=False),
-    W(128, 16, 128, 0, 4, 4, swap_ab=False, epilogue_scale=False),
-    W(128, 16, 128, 0, 8, 4, swap_ab=False, epilogue_scale=False),
     W(64, 16, 256, 0, 4, 3, swap_ab=False, epilogue_scale=False),
-]
-MID = [
-    W(128, 128, 64, 0, 8, 3, swap_ab=True, epilogue_scale=False),
-    W(128, 128, 64, 0, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(64, 128, 64, 0, 4, 3, swap_ab=False, epilogue_scale=False),
-    W(128, 64, 64, 0, 4, 4, swap_ab=False, epilogue_scale=False),
-    W(64, 64, 64, dequant_gemm=True),
-]
-PREFILL = [
-    W(128, 128, 64, 1, 8, 3, swap_ab=True, epilogue_scale=False),
-    W(128, 128, 64, 1, 8, 4, swap_ab=False, epilogue_scale=False),
-    W(64, 64, 64, dequant_gemm=True),
-    W(128, 64, 64, dequant_gemm=True),
+    W(32, 16, 256, 0, 4, 4, swap_ab=False, epilogue_scale=False),
+    W(32, 16, 512, 0, 4, 3, swap_ab=False, epilogue_scale=False),
+    W(32, 16, 512, 0, 8, 3, swap_ab=False, epilogue_scale=False),
+    W(16, 16, 512, 0, 4, 4, swap_ab=False, epilogue_scale=False),
+    W(16, 16, 1024, 0, 8, 3, swap_ab=False, epilogue_scale=False),
+    W(64, 16, 512, 0, 8, 3, swap_ab=False, epilogue_scale=False),
+    W(64, 16, 256, 0, 4, 4, swap_ab=True, epilogue_scale=False),
+    W(64, 16, 512, 0, 8, 3, swap_ab=True, epilogue_scale=False),
+    W(32, 16, 256, 0, 2, 4, swap_ab=False, epilogue_scale=False),
 ]
 
 
 def _cases() -> list[tuple]:
     cases = []
     for fmt in (FMT_INT4, FMT_MXFP4, FMT_NVFP4):
-        for n, k in ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),):
-            for m in (1, 16) if fmt == FMT_INT4 else (1,):
+        shapes = ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),)
+        for n, k in shapes:
+            for m in (1, 16) if fmt == FMT_INT4 and n == 8192 else (1,):
                 cases += [(f"wo{fmt}", m, n, k, c) for c in DECODE if fmt == FMT_INT4 or not c.epilogue_scale]
-    for m in (128, 512):
-        cases += [(f"wo{FMT_INT4}", m, 8192, 8192, c) for c in MID]
-    for m in (1024, 2048, 8192):
-        cases += [(f"wo{FMT_INT4}", m, 8192, 8192, c) for c in PREFILL]
-        cases += [(f"wo{FMT_MXFP4}", m, 8192, 8192, c) for c in PREFILL]
     return cases
 
 
