@@ -369,6 +369,9 @@ def pick_config(m: int, n: int, k: int, group_size: int, fmt: int) -> WeightOnly
         return WeightOnlyConfig(32, 16, 32, 2 if k > 64 else 1, 4, 1, swap_ab=m <= 16)
     sms = 132
     if m <= 16:
+        if fmt == FMT_INT4 and n >= 4 * k:  # tall weights (gate_up): mma.sync with 256-wide K tiles was faster
+            split_k = max(1, min(triton.cdiv(k, 256), 4 * sms // triton.cdiv(n, 64)))
+            return WeightOnlyConfig(64, 16, 256, split_k, 4, 3, swap_ab=False, epilogue_scale=False)
         block_n, block_k = 64, _decode_block_k(group_size) if fmt == FMT_INT4 else 128
         split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
         return WeightOnlyConfig(block_n, 16, block_k, split_k, 4, 4, swap_ab=True)
