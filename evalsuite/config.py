@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalsuite.errors import UserError
-from evalsuite.quant_schemes.algorithms import check_algorithm
+from evalsuite.quant_schemes.algorithms import check_algorithm, check_combination
 from evalsuite.quant_schemes.scheme import Scheme, resolve
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
@@ -37,10 +37,22 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
+class CalibrationSpec(_Strict):
+    """A calibration set cut into `samples` windows of `seq_len` tokens."""
+
+    set: str = "tiny_calib"
+    samples: int = Field(default=32, gt=0)
+    seq_len: int = Field(default=128, gt=1)
+    batch_size: int = Field(default=8, gt=0)
+
+
 class VariantSpec(_Strict):
     name: str
     scheme: str | dict[str, Any]
     algorithm: str = "rtn"
+    rotation: Literal["hadamard"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the algorithm, e.g. {alpha: 0.8}
+    calibration: CalibrationSpec | None = None  # default: run.calibration
 
     @field_validator("scheme")
     @classmethod
@@ -60,6 +72,11 @@ class VariantSpec(_Strict):
     def _algorithm_known(cls, value):
         check_algorithm(value)
         return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> VariantSpec:
+        check_combination(resolve(self.scheme), self.algorithm, self.rotation)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -194,6 +211,8 @@ class RunSpec(_Strict):
     seed: int = 1234
     bootstrap_iters: int = Field(default=1000, ge=0)
     out_dir: str | None = None
+    calibration: CalibrationSpec | None = CalibrationSpec()  # per-layer sensitivity; calibrated algorithms
+    sqnr_floor_db: float = 20.0  # layers whose output SQNR falls under this are flagged in the report
     noise_floor: bool = False  # also evaluate the baseline against itself (other batch size, other backend)
     noise_floor_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size // 4
 
@@ -222,13 +241,27 @@ class SuiteConfig(_Strict):
                 if isinstance(v, str):
                     v = {"name": v, "scheme": v}
                 elif isinstance(v, dict) and "scheme" in v and "name" not in v and isinstance(v["scheme"], str):
-                    v = {
-                        **v,
-                        "name": v["scheme"] + ("" if v.get("algorithm", "rtn") == "rtn" else f"-{v['algorithm']}"),
-                    }
+                    algorithm = "" if v.get("algorithm", "rtn") == "rtn" else f"-{v['algorithm']}"
+                    rotation = f"-{v['rotation']}" if v.get("rotation") else ""
+                    v = {**v, "name": v["scheme"] + algorithm + rotation}
                 out.append(v)
             return out
         return value
+
+    @model_validator(mode="after")
+    def _calibration_available(self) -> SuiteConfig:
+        from evalsuite.quant_schemes.algorithms import CALIBRATED
+
+        for v in self.variants:
+            kv = v.resolved_scheme.kv_cache
+            needs = v.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
+            if needs and v.calibration is None and self.run.calibration is None:
+                raise ValueError(
+                    f"variant {v.name!r} needs calibration data ({v.algorithm}"
+                    f"{', static KV-cache scales' if kv is not None and not kv.dynamic else ''}): set "
+                    "run.calibration or the variant's calibration"
+                )
+        return self
 
     @field_validator("variants")
     @classmethod

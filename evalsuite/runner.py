@@ -222,13 +222,47 @@ def backend_noise_floor(model, tokenizer, backend: str, plan: SuitePlan, config:
     return {"backends": ["triton", "torch-ref"], "tokens": tokens}
 
 
-def _variant_info(report, stored: int, baseline_bytes: int) -> dict:
+def quantize_variant(spec, loaded, config: SuiteConfig, backend: str, calibrations: dict) -> tuple:
+    """Quantize a loaded copy of the baseline as the variant says; returns the report and the calibration
+    used (built once per calibration spec and shared by the variants that name the same one)."""
+    from evalsuite.calibration import build_calibration
+    from evalsuite.quant_schemes.apply import quantize
+
+    cal_spec = spec.calibration or config.run.calibration
+    calib = None
+    if cal_spec is not None:
+        key = cal_spec.model_dump_json()
+        if key not in calibrations:
+            calibrations[key] = build_calibration(cal_spec, EvalLM(loaded.model, loaded.tokenizer, progress=False))
+        calib = calibrations[key]
+    report = quantize(
+        loaded.model,
+        spec.resolved_scheme,
+        algorithm=spec.algorithm,
+        calib=calib.batches if calib else None,
+        backend=backend,
+        rotation=spec.rotation,
+        **spec.options,
+    )
+    return report, calib
+
+
+def _variant_info(report, stored: int, baseline_bytes: int, calib, sqnr_floor: float) -> dict:
+    from evalsuite.quant_schemes.algorithms import CALIBRATED
+
     scheme = report.scheme
+    kv = scheme.kv_cache
+    outputs_depend_on_calibration = report.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
+    layers = [{"name": n, **s} for n, s in report.layer_stats.items()]
+    flagged = [layer["name"] for layer in layers if layer.get("sqnr_db") is not None and layer["sqnr_db"] < sqnr_floor]
     return {
         "scheme": json.loads(scheme.model_dump_json()),
         "scheme_hash": scheme.hash,
-        "description": scheme.describe(),
+        "description": scheme.describe() + (f" + {report.rotation} rotation" if report.rotation else ""),
         "algorithm": report.algorithm,
+        "rotation": report.rotation,
+        "calibration": calib.description if calib else None,
+        "calibration_hash": calib.hash if calib and outputs_depend_on_calibration else None,
         "backend": report.backend,
         "kernels": report.kernels,
         "quantized_layers": len(report.layers),
@@ -238,7 +272,9 @@ def _variant_info(report, stored: int, baseline_bytes: int) -> dict:
         "float_layer_bytes": report.float_bytes,
         "saturated_weights": sum(s["saturated"] for s in report.layer_stats.values()),
         "zero_scales": sum(s["zero_scales"] for s in report.layer_stats.values()),
-        "layers": [{"name": n, **s} for n, s in report.layer_stats.items()],
+        "layers": layers,
+        "sqnr_floor_db": sqnr_floor,
+        "flagged_layers": flagged,
     }
 
 
@@ -294,8 +330,6 @@ def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfi
 
 
 def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: list[str] | None = None) -> RunOutcome:
-    from evalsuite.quant_schemes.apply import quantize
-
     plan = plan_suites(config)
     source = models.resolve_model(config.model.path)
     device = models.pick_device(config.run.device)
@@ -309,6 +343,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     variants_info: dict[str, dict] = {}
     baseline_bytes, baseline_lm, tokenizer = None, None, None
     floor: dict = {}
+    calibrations: dict = {}
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
         loaded = models.load(source, device, config.model.dtype)
@@ -319,8 +354,9 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
             info.update(weight_bytes=baseline_bytes, compression_ratio=1.0)
         else:
             spec = next(v for v in config.variants if v.name == name)
-            report = quantize(loaded.model, spec.resolved_scheme, algorithm=spec.algorithm, backend=backend)
-            info = _variant_info(report, models.stored_bytes(loaded.model, source.checkpoint_dtype), baseline_bytes)
+            report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+            stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+            info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
         key = model_key(source, info, loaded.dtype, device)
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})

@@ -1,23 +1,27 @@
 """`quantize(model, scheme, algorithm, calib, backend)`: the one entry point that turns a float model into a
 quantized variant, in place.
 
-    report = quantize(model, "W4A16", algorithm="rtn", backend="torch-ref")
-    report.layers, report.kernels, report.quantized_bytes
+    report = quantize(model, "W4A16", algorithm="gptq", calib=batches, backend="torch-ref")
+    report.layers, report.kernels, report.quantized_bytes, report.layer_stats
 
-Targets: "Linear" matches every nn.Linear, "re:<regex>" matches module names. Ignore: a module name, its last
-components (e.g. "lm_head"), or "re:<regex>".
+`calib` is a list of (batch, seq_len) token-id tensors (evalsuite makes them from a calibration set with
+the same tokenizer and batching as evaluation). Targets: "Linear" matches every nn.Linear, "re:<regex>"
+matches module names. Ignore: a module name, its last components (e.g. "lm_head"), or "re:<regex>".
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from .algorithms import get_algorithm
+from . import kv_cache
+from .algorithms import CALIBRATED, check_combination, get_algorithm
 from .formats import weight_stats
 from .linear import QuantLinear
+from .rotation import HadamardRotated
 from .scheme import Scheme, resolve
 
 
@@ -26,11 +30,12 @@ class QuantizationReport:
     scheme: Scheme
     algorithm: str
     backend: str
+    rotation: str | None = None
     layers: list[str] = field(default_factory=list)
     kernels: list[str] = field(default_factory=list)
     float_bytes: int = 0  # the quantized layers' weights (and biases) before, at the model's dtype
     quantized_bytes: int = 0  # the same layers after: codes, scales, zero points, biases
-    layer_stats: dict[str, dict] = field(default_factory=dict)  # per layer: saturated elements, zero scales
+    layer_stats: dict[str, dict] = field(default_factory=dict)  # saturated elements, zero scales, SQNR (dB)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -53,32 +58,63 @@ def target_layers(model: nn.Module, scheme: Scheme) -> dict[str, nn.Linear]:
     return layers
 
 
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def quantize(
     model: nn.Module,
     scheme: str | dict | Scheme,
     algorithm: str = "rtn",
-    calib=None,
+    calib: list | None = None,
     backend: str = "torch-ref",
+    rotation: str | None = None,
     **options,
 ) -> QuantizationReport:
     scheme = resolve(scheme)
-    report = QuantizationReport(scheme, algorithm, backend)
+    check_combination(scheme, algorithm, rotation)
+    if algorithm in CALIBRATED and not calib:
+        raise ValueError(f"{algorithm} needs calibration data and got none")
+    report = QuantizationReport(scheme, algorithm, backend, rotation)
+    if scheme.weights is not None:
+        _quantize_weights(model, scheme, algorithm, calib, backend, rotation, report, options)
     if scheme.kv_cache is not None:
-        raise NotImplementedError("KV-cache quantization is not implemented yet; drop kv_cache from the scheme")
+        modules = kv_cache.install(model, scheme.kv_cache)
+        if not scheme.kv_cache.dynamic:
+            if not calib:
+                raise ValueError("static KV-cache scales need calibration data")
+            kv_cache.calibrate(model, modules, calib)
+        report.kernels.append(f"kv_cache[{scheme.kv_cache.describe()}]")
+    return report
+
+
+def _quantize_weights(model, scheme, algorithm, calib, backend, rotation, report, options) -> None:
     layers = target_layers(model, scheme)
     if not layers:
         raise ValueError(f"scheme targets {list(scheme.targets)} (ignoring {list(scheme.ignore)}) match no layer")
-    weights = get_algorithm(algorithm)(model, layers, scheme, calib, **options)
+    if rotation == "hadamard":
+        rotated = {}
+        for name, layer in layers.items():
+            _replace(model, name, HadamardRotated(layer, backend))
+            rotated[f"{name}.linear"] = layer
+        layers = rotated
+        report.kernels.append("hadamard")
+
+    def make_quantized(name, weight):
+        return QuantLinear(weight, layers[name].bias, scheme.input_activations, backend).to(layers[name].weight.device)
+
+    weights, sensitivity = get_algorithm(algorithm)(model, layers, scheme, calib, make_quantized, **options)
     for name, layer in layers.items():
-        report.layer_stats[name] = weight_stats(layer.weight.detach(), weights[name])
-        quantized = QuantLinear(weights[name], layer.bias, scheme.input_activations, backend)
-        quantized.to(layer.weight.device)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, quantized)
+        report.layer_stats[name] = weight_stats(layer.weight.detach(), weights[name])  # after any folding
+        if name in sensitivity:  # None: the layer's output was reproduced exactly
+            sqnr = sensitivity[name]
+            report.layer_stats[name]["sqnr_db"] = sqnr if math.isfinite(sqnr) else None
+        quantized = make_quantized(name, weights[name])
+        _replace(model, name, quantized)
         report.layers.append(name)
         report.float_bytes += sum(p.numel() * p.element_size() for p in layer.parameters())
         report.quantized_bytes += quantized.nbytes
         for k in quantized.kernels:
             if k not in report.kernels:
                 report.kernels.append(k)
-    return report

@@ -131,6 +131,13 @@ def quantize_int(w: torch.Tensor, args: QuantArgs, with_activations: bool) -> Qu
     g, group = _grouped(w.float(), args)  # (N, G, group)
     scale, zero = int_scales(g, args)  # (N, G)
     q = _int_codes(g, scale, zero, args.num_bits, args.symmetric).reshape(n, -1)[:, :k]  # (N, K)
+    return int_weight(q, scale, zero, group, args, with_activations)
+
+
+def int_weight(q, scale, zero, group: int, args: QuantArgs, with_activations: bool) -> QuantizedWeight:
+    """Store integer codes q (N, K) (signed for symmetric, unsigned for asymmetric) with their per-group
+    scale and zero point (N, G) in the layout of the kernel that will run them."""
+    n, k = q.shape
     if with_activations:
         return QuantizedWeight("int8", (n, k), q.to(torch.int8), scale.reshape(-1, 1).contiguous(), bits=8)
     storage = 4 if args.num_bits <= 4 else 8

@@ -65,6 +65,10 @@ class Scheme(BaseModel):
                 raise ValueError(
                     f"kv_cache uses strategy 'tensor', 'channel' (per head) or 'token', not '{kv.strategy.value}'"
                 )
+            if kv.dynamic and kv.strategy != Strategy.TOKEN:
+                raise ValueError(
+                    "dynamic kv_cache scales are per token (strategy: token); per-head and per-tensor ones are static"
+                )
         return self
 
     @property

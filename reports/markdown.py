@@ -26,6 +26,7 @@ def render_markdown(view: ReportView) -> str:
         ("Text similarity to the baseline's answers", view.similarity),
         ("Judged against the baseline (both orders)", view.judge),
         ("Code execution", view.code),
+        ("Per-layer sensitivity (worst layers, output SQNR on calibration data)", view.sensitivity),
     ):
         if t.rows:
             parts += [f"## {title}\n", table(t)]

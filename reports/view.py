@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from . import format as fmt
 
+WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table
+
 
 @dataclass
 class Table:
@@ -29,6 +31,7 @@ class ReportView:
     similarity_values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # set -> variant -> values
     judge: Table = field(default_factory=lambda: Table([], []))
     code: Table = field(default_factory=lambda: Table([], []))
+    sensitivity: Table = field(default_factory=lambda: Table([], []))
 
 
 def _cell(row: dict | None) -> str:
@@ -213,10 +216,20 @@ def _suite_tables(data: dict) -> dict:
                 [v, name, str(d["passed"]), str(d["failed"]), str(d["timeout"]), d["isolation"].get("user", "")]
             )
     code = Table(["variant", "task", "passed", "failed", "timeouts", "sandbox user"], code_rows)
+    layer_rows = []
+    for v, info in data.get("variants", {}).items():
+        measured = [layer for layer in info.get("layers", []) if layer.get("sqnr_db") is not None]
+        for layer in sorted(measured, key=lambda x: x["sqnr_db"])[:WORST_LAYERS]:
+            flag = "below floor" if layer["name"] in info.get("flagged_layers", []) else ""
+            layer_rows.append(
+                [v, layer["name"], f"{layer['sqnr_db']:.1f}", str(layer["saturated"]), str(layer["zero_scales"]), flag]
+            )
+    sensitivity = Table(["variant", "layer", "output SQNR (dB)", "saturated weights", "zero scales", ""], layer_rows)
     return {
         "fidelity": fidelity,
         "similarity": similarity,
         "similarity_values": sim_values,
         "judge": judge,
         "code": code,
+        "sensitivity": sensitivity,
     }

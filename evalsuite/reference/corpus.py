@@ -149,6 +149,24 @@ def write_eval_files(sets: EvalSets, tasks_dir: Path) -> None:
         [{"id": f"tiny_chat/{i}", "prompt": u, "reference": r} for i, (u, r) in enumerate(sets.chat)],
     )
     write_jsonl(
+        tasks_dir / "calibration" / "tiny_calib.jsonl", [{"text": t} for t in calibration_texts(sets.held_out())]
+    )
+    write_jsonl(
         tasks_dir / "judge" / "tiny_arena.jsonl",
         [{"id": f"tiny_arena/{i}", "prompt": u, "reference": r} for i, (u, r) in enumerate(sets.judge)],
     )
+
+
+def calibration_texts(held_out: set[str], n: int = 128, words: int = 160, seed: int = 4242) -> list[str]:
+    """Texts from the training distribution (never evaluation items) for calibrating quantization."""
+    docs = training_documents(seed, held_out)
+    texts = []
+    while len(texts) < n:
+        parts, count = [], 0
+        while count < words:
+            doc = next(docs)
+            doc = "".join(doc) if isinstance(doc, tuple) else doc
+            parts.append(doc)
+            count += len(doc.split())
+        texts.append("\n\n".join(parts))
+    return texts

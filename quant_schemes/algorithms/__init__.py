@@ -1,15 +1,27 @@
-"""Quantization algorithms by name. Each is `run(model, layers, scheme, calib=None, **options)` returning the
-quantized weight of every target layer; `quantize()` then swaps the layers for QuantLinear modules.
-Registered as "module:function" strings so that looking a name up imports nothing heavy."""
+"""Quantization algorithms by name. Each module has `run(model, layers, scheme, calib, make_quantized,
+**options)` returning the quantized weight of every target layer and, when calibration data was given, each
+layer's output SQNR. Registered as module paths, and checked here against the scheme, so that validating a
+suite file imports nothing heavy."""
 
 from __future__ import annotations
 
 import importlib
 
-from ..scheme import suggest
+from ..args import QuantType
+from ..scheme import Scheme, suggest
 
 ALGORITHMS: dict[str, str] = {
-    "rtn": "evalsuite.quant_schemes.algorithms.rtn:run",
+    "rtn": "evalsuite.quant_schemes.algorithms.rtn",
+    "gptq": "evalsuite.quant_schemes.algorithms.gptq",
+    "awq": "evalsuite.quant_schemes.algorithms.awq",
+    "smoothquant": "evalsuite.quant_schemes.algorithms.smoothquant",
+}
+CALIBRATED = {"gptq", "awq", "smoothquant"}
+LEGAL = {
+    "rtn": "any scheme",
+    "gptq": "integer weight-only schemes (W4A16, W4A16_ASYM, W8A16)",
+    "awq": "integer weight-only schemes (W4A16, W4A16_ASYM)",
+    "smoothquant": "schemes with quantized activations (W8A8_INT8, W8A8_FP8)",
 }
 
 
@@ -17,14 +29,50 @@ class UnknownAlgorithmError(ValueError):
     pass
 
 
-def check_algorithm(name: str) -> None:
+def check_algorithm(name: str, scheme: Scheme | None = None) -> None:
+    """An unknown name, or a scheme the algorithm cannot quantize, is an error naming the legal choices."""
     if name not in ALGORITHMS:
         raise UnknownAlgorithmError(
             f"unknown algorithm {name!r}.{suggest(name, list(ALGORITHMS))} Known: {', '.join(ALGORITHMS)}"
+        )
+    if scheme is None:
+        return
+    w, a = scheme.weights, scheme.input_activations
+    weight_only_int = w is not None and w.type == QuantType.INT and a is None
+    legal = {
+        "rtn": True,
+        "gptq": weight_only_int,
+        "awq": weight_only_int and w.num_bits <= 4,
+        "smoothquant": w is not None and a is not None,
+    }[name]
+    if not legal:
+        choices = "; ".join(f"{algo}: {what}" for algo, what in LEGAL.items())
+        raise UnknownAlgorithmError(
+            f"{name} cannot quantize this scheme ({scheme.describe()}): {name} takes {LEGAL[name]}. "
+            f"Legal combinations: {choices}"
+        )
+
+
+ROTATIONS = ("hadamard",)
+
+
+def check_combination(scheme: Scheme, algorithm: str, rotation: str | None = None) -> None:
+    """Algorithm and rotation against the scheme, before any model loads; errors name the legal choices."""
+    check_algorithm(algorithm, scheme)
+    if rotation is None:
+        return
+    if rotation not in ROTATIONS:
+        raise UnknownAlgorithmError(f"unknown rotation {rotation!r}; known: {', '.join(ROTATIONS)}")
+    if algorithm in ("awq", "smoothquant"):
+        raise UnknownAlgorithmError(
+            f"{algorithm} folds scales across layers, which a Hadamard rotation breaks: combine it with rtn or gptq"
+        )
+    if scheme.weights is None:
+        raise UnknownAlgorithmError(
+            "a Hadamard rotation goes with a weight scheme; this one quantizes only the KV cache"
         )
 
 
 def get_algorithm(name: str):
     check_algorithm(name)
-    module, fn = ALGORITHMS[name].split(":")
-    return getattr(importlib.import_module(module), fn)
+    return importlib.import_module(ALGORITHMS[name]).run

@@ -1,15 +1,26 @@
-"""Round-to-nearest: each weight quantized on its own with the scales its observer picks; no calibration."""
+"""Round-to-nearest: each weight quantized on its own with the scales its observer picks. With calibration
+data it also measures each layer's output SQNR (per-layer sensitivity); it never needs it."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..formats import QuantizedWeight, quantize_weight
+from ..formats import quantize_weight
 from ..scheme import Scheme
+from .sequential import run_blocks
 
 
-def run(model: nn.Module, layers: dict[str, nn.Linear], scheme: Scheme, calib=None) -> dict[str, QuantizedWeight]:
+def rtn_weights(linears: dict[str, nn.Linear], scheme: Scheme) -> dict:
     with_activations = scheme.input_activations is not None
     return {
-        name: quantize_weight(layer.weight.detach(), scheme.weights, with_activations) for name, layer in layers.items()
+        name: quantize_weight(layer.weight.detach(), scheme.weights, with_activations)
+        for name, layer in linears.items()
     }
+
+
+def run(model: nn.Module, layers: dict[str, nn.Linear], scheme: Scheme, calib, make_quantized):
+    if calib is None:
+        return rtn_weights(layers, scheme), {}
+    return run_blocks(
+        model, layers, calib, lambda block, linears, recorded: rtn_weights(linears, scheme), make_quantized
+    )

@@ -1,0 +1,50 @@
+"""Hadamard rotation (QuaRot-style): y = W x = (W H)(H x) for an orthonormal, symmetric H. The weight is
+rotated once, offline, before it is quantized; the activations are rotated online by the Hadamard kernel.
+Rotating spreads outlier channels over many channels, which makes both sides easier to quantize.
+
+H is block-diagonal with Walsh-Hadamard blocks of the largest power of two that divides in_features (at
+most 16384), so any even in_features works.
+
+    layer = HadamardRotated(linear, backend="torch-ref")     # same float function, rotated weight inside
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MAX_BLOCK = 16384
+
+
+def rotation_block(in_features: int) -> int:
+    block = min(in_features & -in_features, MAX_BLOCK)
+    if block < 2:
+        raise ValueError(f"Hadamard rotation needs an even in_features, got {in_features}")
+    return block
+
+
+def rotate(x: torch.Tensor, block: int, hadamard) -> torch.Tensor:
+    """x (..., K) times the block-diagonal Hadamard matrix, with `hadamard` over the last dimension."""
+    return hadamard(x.reshape(*x.shape[:-1], x.shape[-1] // block, block)).reshape(x.shape)
+
+
+class HadamardRotated(nn.Module):
+    """A linear layer that rotates its input; its inner `linear` holds the rotated weight (and is what a
+    quantization algorithm sees and replaces)."""
+
+    def __init__(self, linear: nn.Linear, backend: str):
+        super().__init__()
+        from .linear import kernel
+
+        self.block = rotation_block(linear.in_features)
+        self._hadamard = kernel("hadamard", "hadamard", backend)
+        with torch.no_grad():
+            reference = kernel("hadamard", "hadamard", "torch-ref")
+            linear.weight.copy_(rotate(linear.weight.float(), self.block, reference).to(linear.weight.dtype))
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(rotate(x, self.block, self._hadamard))
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}"
