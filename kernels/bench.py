@@ -248,7 +248,8 @@ def _fmt(r: Row) -> str:
 def _target_rows(rows: list[Row]) -> list[dict]:
     out = []
     for (op, n, k, m), need in TARGETS.items():
-        for r in rows:
+        # the square targets are read off their own rows (a Llama row of the same shape is a second sample)
+        for r in sorted(rows, key=lambda r: r.shape != "square"):
             if r.op == op and r.k == k and r.m == m and (op == "act_quant" or r.n == n):
                 ok = r.ratio is not None and r.ratio >= need
                 out.append({"op": op, "M": m, "N": n, "K": k, "target": need, "ratio": r.ratio, "met": ok})
@@ -256,8 +257,12 @@ def _target_rows(rows: list[Row]) -> list[dict]:
     return out
 
 
-def _markdown(rows: list[Row], targets: list[dict], device: str) -> str:
-    lines = [f"# Kernel benchmarks on {device}", "", "## Targets", "", "| op | M | N | K | target | measured | met |"]
+def _markdown(rows: list[Row], targets: list[dict], device: str, meta: dict | None = None) -> str:
+    lines = [f"# Kernel benchmarks on {device}", ""]
+    if meta:
+        lines += [f"torch {meta.get('torch')}, triton {meta.get('triton')}; timing: {meta.get('timing', '')}; "
+                  f"fp8 max relative error vs fp32 accumulation (4096^3): {meta.get('fp8_accuracy')}", ""]  # fmt: skip
+    lines += ["## Targets", "", "| op | M | N | K | target | measured | met |"]
     lines.append("|---|---|---|---|---|---|---|")
     for t in targets:
         lines.append(f"| {t['op']} | {t['M']} | {t['N']} | {t['K']} | {t['target']}x | {t['ratio']}x | "
@@ -336,7 +341,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rep", type=int, default=100, help="milliseconds of timed repetitions per measurement")
     p.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1), help="processes that precompile")
     p.add_argument("--tune", action="store_true", help="time candidate tile configs at the target shapes instead")
+    p.add_argument("--render", default=None, help="re-render targets and Markdown from a saved JSON (no GPU)")
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        rows = [Row(**r) for r in saved["rows"]]
+        saved["targets"] = _target_rows(rows)
+        with open(args.render, "w") as f:
+            json.dump(saved, f, indent=1)
+        with open(args.render.removesuffix(".json") + ".md", "w") as f:
+            f.write(_markdown(rows, saved["targets"], saved["meta"]["device"], saved["meta"]))
+        return 0
     if not torch.cuda.is_available():
         print("bench kernels: needs a CUDA device", file=sys.stderr)
         return 2
@@ -378,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"meta": meta, "targets": targets, "rows": rows}, f, indent=1)
         if not args.tune:
             with open(stem + ".md", "w") as f:
-                f.write(_markdown([Row(**r) for r in rows], targets, device))
+                f.write(_markdown([Row(**r) for r in rows], targets, device, meta))
         print(f"wrote {stem}.json", flush=True)
     return 0
 
