@@ -5,14 +5,16 @@ errors never load torch, Triton or lm-eval.
     evalsuite report RUN_DIR
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
-    evalsuite bench kernels [--quick] [--out DIR]
+    evalsuite bench kernels|e2e|harness [options]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from evalsuite.errors import user_errors
 
@@ -46,13 +48,12 @@ def cmd_run(args) -> int:
         data["run"] = {**data["run"], **overrides}
         config = parse_suite(data, config.source)
 
-    from evalsuite.reports import render_reports
-    from evalsuite.runner import run_suite
+    from evalsuite.api import evaluate
 
-    outcome = run_suite(config, out_dir=args.out, command=sys.argv)
-    md, html = render_reports(outcome.results_path)
-    _print_recovery(outcome.data)
-    print(f"\nresults: {outcome.results_path}\nreports: {md}\n         {html}")
+    results = evaluate(config, out_dir=args.out)
+    _print_recovery(results.data)
+    folder = results.path.parent
+    print(f"\nresults: {results.path}\nreports: {folder / 'report.md'}\n         {folder / 'report.html'}")
     return 0
 
 
@@ -68,20 +69,22 @@ def cmd_report(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from evalsuite import gate
-    from evalsuite.results import load
+    from evalsuite import gating as gate
+    from evalsuite.api import gate as decide
 
     if (args.min_recovery is None) == (args.config is None):
         print("error: give exactly one of --min-recovery PERCENT or --config gate.yaml", file=sys.stderr)
         return EXIT_ERROR
     if args.config:
         config = gate.load_gate_config(args.config)
-        if args.use:
-            config = config.model_copy(update={"use": args.use})
+        config = config.model_copy(update={"use": args.use}) if args.use else config
     else:
         config = gate.min_recovery_config(args.min_recovery, args.use or "point")
-    outcome = gate.evaluate_gate(load(args.run_dir).data, config)
+    outcome = decide(args.run_dir, config)
     print(gate.format_outcome(outcome, config.use))
+    junit = Path(args.junit) if args.junit else Path(args.run_dir) / "gate-junit.xml"
+    gate.publish(outcome, config.use, junit, os.environ.get("GITHUB_STEP_SUMMARY"))
+    print(f"junit: {junit}")
     return outcome.exit_code
 
 
@@ -113,12 +116,17 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    if args.what == "kernels":
-        from evalsuite.kernels.bench import main as bench_main
+BENCHES = {
+    "kernels": "evalsuite.kernels.bench",
+    "e2e": "evalsuite.bench_e2e",
+    "harness": "evalsuite.bench_harness",
+}
 
-        return bench_main(args.rest)
-    raise AssertionError(args.what)
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    return importlib.import_module(BENCHES[args.what]).main(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,10 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="decide on the point estimate (default) or the 95%% interval's lower bound",
     )
+    gate.add_argument("--junit", default=None, help="JUnit XML path (default: RUN_DIR/gate-junit.xml)")
     gate.set_defaults(func=cmd_gate)
 
-    bench = sub.add_parser("bench", help="benchmarks: `bench kernels` times our kernels against torch's own ops")
-    bench.add_argument("what", choices=["kernels"])
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: kernels (our kernels vs torch's ops), e2e (variant speed and memory), harness (vs lm-eval)",
+    )
+    bench.add_argument("what", choices=list(BENCHES))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see `bench kernels -h`)")
     bench.set_defaults(func=cmd_bench)
 

@@ -25,8 +25,10 @@ from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
 from evalsuite.guards import check_logits
+from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
 
 DEFAULT_MAX_GEN_TOKS = 256
+MIN_SHARED_CONTEXT = 8  # a shorter shared context is not worth packing its continuations behind it
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
 
@@ -67,6 +69,7 @@ class EvalLM(TemplateLM):
         label: str = "",
         progress: bool = True,
         share_context: bool = True,
+        cuda_graphs: bool = True,
     ):
         super().__init__()
         self.model = model
@@ -77,6 +80,8 @@ class EvalLM(TemplateLM):
         self.label = label
         self.progress = progress
         self.share_context = share_context
+        self.cuda_graphs = cuda_graphs
+        self._static = None
         self.model_calls = 0
         self.task_name = ""
         self._max_length = max_length
@@ -161,7 +166,9 @@ class EvalLM(TemplateLM):
         rows = []
         for ctx, members in groups.items():
             packed_len = len(ctx) + sum(len(cont) - 1 for _, cont in members)
-            if self.share_context and len(members) > 1 and packed_len <= self.max_length:
+            saved = (len(members) - 1) * len(ctx)  # context tokens not recomputed
+            worth = len(ctx) >= MIN_SHARED_CONTEXT and saved >= sum(len(cont) for _, cont in members)
+            if self.share_context and len(members) > 1 and worth and packed_len <= self.max_length:
                 tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
                 for index, cont in members:
                     start = len(tokens)
@@ -178,19 +185,20 @@ class EvalLM(TemplateLM):
         return rows
 
     def _packed_mask(self, rows: list[_Row], width: int) -> torch.Tensor:
-        """(B, 1, W, W) boolean: context causal; each continuation sees the context and its own past."""
-        mask = torch.zeros(len(rows), 1, width, width, dtype=torch.bool)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        """(B, 1, W, W) boolean: context causal; each continuation sees the context and its own past; padding
+        sees itself only."""
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
         for b, row in enumerate(rows):
-            c = row.ctx_len
-            mask[b, 0, :c, :c] = causal[:c, :c]
-            for start, end in row.segments:
-                mask[b, 0, start:end, :c] = True
-                mask[b, 0, start:end, start:end] = causal[: end - start, : end - start]
-            padded = torch.arange(len(row.tokens), width)
-            mask[b, 0, padded, padded] = True
-        mask = mask.to(self.device)
-        if self.model.config._attn_implementation == "sdpa":
+            segment[b, : row.ctx_len] = 0
+            for i, (start, end) in enumerate(row.segments, start=1):
+                segment[b, start:end] = i
+        segment = segment.to(self.device)
+        q, k = segment[:, :, None], segment[:, None, :]  # (B, W, 1), (B, 1, W)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        mask = causal & (q != -1) & ((k == 0) | (k == q))
+        mask |= torch.eye(width, dtype=torch.bool, device=self.device) & (q == -1)
+        mask = mask[:, None]
+        if self.model.config._attn_implementation in ("sdpa", KV_ATTENTION):
             return mask
         return torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
             ~mask, torch.finfo(self.model.dtype).min
@@ -304,36 +312,41 @@ class EvalLM(TemplateLM):
             next_ids[b] = order[pick[0]]
         return next_ids
 
+    def _decoder(self, batch: int, length: int):
+        """On CUDA, a static-cache decoder with CUDA-graph steps for this batch size and a cache rounded up to
+        128 tokens (the last one is kept, so consecutive batches of a task reuse its graph); elsewhere an
+        eager decoder over a growing cache."""
+        from evalsuite.graphs import DynamicDecoder, StaticDecoder
+
+        if self.device.type != "cuda" or not self.cuda_graphs:
+            return DynamicDecoder(self.model)
+        length = min(-(-length // 128) * 128, self.max_length + DEFAULT_MAX_GEN_TOKS)
+        if self._static is None or (self._static.batch_size, self._static.max_len) != (batch, length):
+            self._static = StaticDecoder(self.model, batch, length, graphs=self.cuda_graphs)
+        return self._static
+
     @torch.no_grad()
     def _decode(
         self, contexts: list[list[int]], until: list[str], max_new: int, samplers: list[Sampler | None]
     ) -> list[str]:
-        """Decoding of a left-padded batch with a KV cache; each row stops at its first stop string."""
-        from transformers import DynamicCache
-
+        """Decode a batch over a static KV cache (CUDA-graph steps on GPU); each row stops at its first stop
+        string or the end-of-text token."""
         width = max(len(c) for c in contexts)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device)
+        decoder = self._decoder(len(contexts), width + max_new)
+        where = f"{self.label or 'model'} / {self.task_name}"
+        logits = decoder.prefill(contexts)
+        self.model_calls += 1
         generated = [[] for _ in contexts]
         done = [False] * len(contexts)
-        cache, step_ids, steps = DynamicCache(), input_ids, []
-        for _ in range(max_new):
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-            self.model_calls += 1
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
+        for step in range(max_new):
+            check_logits(
+                logits[: len(contexts), None],
+                self.model,
+                lambda r: torch.tensor([contexts[r] + generated[r]], device=self.device),
+                where,
+                lambda r: repr(self.tok_decode(contexts[r])[-200:]),
             )
-            describe = lambda r: repr(self.tok_decode(contexts[r])[-200:])  # noqa: E731
-            seen = lambda r: torch.cat([input_ids, *steps], dim=1)[r : r + 1]  # noqa: E731  (1, T + steps)
-            check_logits(out.logits, self.model, seen, f"{self.label or 'model'} / {self.task_name}", describe)
-            next_ids = self._next_tokens(out.logits[:, -1], samplers)  # (B,)
-            steps.append(next_ids[:, None])
+            next_ids = self._next_tokens(logits[: len(contexts)], samplers)  # (B,)
             for b, t in enumerate(next_ids.tolist()):
                 if done[b]:
                     continue
@@ -341,10 +354,10 @@ class EvalLM(TemplateLM):
                 text = self.tok_decode(generated[b])
                 if t == self.eot_token_id or any(s and s in text for s in until):
                     done[b] = True
-            if all(done):
+            if all(done) or step == max_new - 1:
                 break
-            step_ids = next_ids[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits = decoder.step(next_ids)
+            self.model_calls += 1
         texts = []
         for ids in generated:
             text = self.tok_decode([t for t in ids if t != self.eot_token_id])

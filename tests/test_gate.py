@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evalsuite.cli import main
-from evalsuite.gate import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config
+from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config
 
 
 def row(variant, recovery, task=None, metric="acc", primary=True, ci=(None, None), scope="task"):
@@ -80,3 +80,29 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "FAIL  W4A16: tiny_mc acc: recovery 93.00% < 99%" in capsys.readouterr().out
     assert main(["gate", str(tmp_path / "missing"), "--min-recovery", "99"]) == 2
     assert main(["gate", str(tmp_path)]) == 2
+
+
+def test_junit_and_github_step_summary(tmp_path, monkeypatch):
+    from xml.etree import ElementTree as ET
+
+    (tmp_path / "results.json").write_text(json.dumps(DATA))
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main(["gate", str(tmp_path), "--min-recovery", "99", "--junit", str(tmp_path / "j.xml")]) == 1
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    cases = suite.findall("testcase")
+    assert suite.get("tests") == str(len(cases)) == "4" and suite.get("failures") == "2"
+    failed = {c.get("name") for c in cases if c.find("failure") is not None}
+    assert failed == {"W4A16: academic (average)", "W4A16: tiny_mc acc"}
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and "### evalsuite gate: fail" in text and "❌ | W4A16: tiny_mc acc" in text
+
+
+def test_python_api_matches_the_cli(tmp_path):
+    import evalsuite
+
+    (tmp_path / "results.json").write_text(json.dumps(DATA))
+    assert evalsuite.gate(tmp_path, 90).exit_code == 0
+    assert evalsuite.gate(evalsuite.load(tmp_path), 99).exit_code == 1
+    assert evalsuite.gate(DATA, {"rules": [{"task": "tiny_mc", "min_recovery": 92}]}).exit_code == 0

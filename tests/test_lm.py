@@ -85,8 +85,10 @@ def test_sampling_needs_a_seed_and_is_reproducible_whatever_the_batch(tiny):
     unseeded = {"until": ["\n"], "do_sample": True, "temperature": 0.7}
     with pytest.raises(ValueError, match="explicit seed"):
         lm.generate_until([Instance("generate_until", {}, ("Question:", unseeded), 0)])
-    prompts = [f"Write a short story about {n} and the fox." for n in ("Tom", "Ana", "Ben")]
-    settings = [{"until": ["\n"], "do_sample": True, "temperature": 1.0, "seed": s, "max_gen_toks": 24} for s in (1, 2)]
+    prompts = [f"User: Write a short story about {n} and the fox.\nAssistant:" for n in ("Tom", "Ana", "Ben")]
+    settings = [
+        {"until": ["\nUser:"], "do_sample": True, "temperature": 1.0, "seed": s, "max_gen_toks": 24} for s in (1, 2)
+    ]
     reqs = [Instance("generate_until", {}, (p, k), i) for i, (p, k) in enumerate((p, k) for p in prompts for k in settings)]
     one = EvalLM(tiny.model, tiny.tokenizer, batch_size=1, progress=False).generate_until(reqs)
     many = EvalLM(tiny.model, tiny.tokenizer, batch_size=6, progress=False).generate_until(reqs)

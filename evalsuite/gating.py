@@ -156,3 +156,37 @@ def format_outcome(outcome: GateOutcome, use: str) -> str:
     verdict = {PASS: "pass", FAIL: "fail", UNDECIDED: "could not decide"}[outcome.exit_code]
     lines.append(f"gate: {len(outcome.checks)} checks, {failed} failed: {verdict}")
     return "\n".join(lines)
+
+
+def check_rows(outcome: GateOutcome, use: str) -> list[dict]:
+    """The checks as plain rows (status pass/fail/undecided, label, observed, threshold, message)."""
+    rows = []
+    for c in outcome.checks:
+        status = "undecided" if c.passed is None else ("pass" if c.passed else "fail")
+        observed = "n/a" if c.observed is None else f"{100 * c.observed:.2f}%"
+        basis = "lower bound" if use == "lower_bound" else "recovery"
+        message = c.reason or f"{basis} {observed} vs minimum {c.rule.min_recovery:g}%"
+        rows.append(
+            {
+                "status": status,
+                "variant": c.row["variant"],
+                "label": row_label(c.row),
+                "observed": observed,
+                "threshold": f">= {c.rule.min_recovery:g}%",
+                "message": message,
+            }
+        )
+    return rows
+
+
+def publish(outcome: GateOutcome, use: str, junit_path: Path, summary_path: str | None) -> None:
+    """Write JUnit XML, and append a Markdown summary to $GITHUB_STEP_SUMMARY when it is set."""
+    from evalsuite.reports.junit import render_junit, render_summary
+
+    rows = check_rows(outcome, use)
+    junit_path.parent.mkdir(parents=True, exist_ok=True)
+    junit_path.write_text(render_junit(rows, outcome.errors))
+    if summary_path:
+        verdict = {PASS: "pass", FAIL: "fail", UNDECIDED: "could not decide"}[outcome.exit_code]
+        with open(summary_path, "a") as f:
+            f.write(render_summary(rows, outcome.errors, verdict))
