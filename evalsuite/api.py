@@ -1,10 +1,10 @@
 """The Python API; the CLI is a thin layer over these, with the same defaults.
 
-    import evalsuite
-    results = evalsuite.evaluate("suite.yaml")            # or a built-in name, a dict, or None for the demo
-    frame = results.to_frame()                             # pandas
-    outcome = evalsuite.gate(results, 99)                  # or a gate.yaml path, or a GateConfig-shaped dict
-    outcome.exit_code                                      # 0 pass, 1 fail, 2 undecidable
+import evalsuite
+results = evalsuite.evaluate("suite.yaml")            # or a built-in name, a dict, or None for the demo
+frame = results.to_frame()                             # pandas
+outcome = evalsuite.gate(results, 99)                  # or a gate.yaml path, or a GateConfig-shaped dict
+outcome.exit_code                                      # 0 pass, 1 fail, 2 undecidable
 """
 
 from __future__ import annotations

@@ -43,9 +43,11 @@ def cmd_run(args) -> int:
         "noise_floor": True if args.noise_floor else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
+    if overrides or args.model:
         data = config.model_dump(exclude={"source"})
         data["run"] = {**data["run"], **overrides}
+        if args.model:
+            data["model"] = {**data["model"], "path": args.model}
         config = parse_suite(data, config.source)
 
     from evalsuite.api import evaluate
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate the baseline and its variants (default: the demo suite)")
     run.add_argument("suite", nargs="?", default=None, help="suite YAML file or built-in suite name (default: demo)")
     run.add_argument("--out", default=None, help="run directory (default: run.out_dir, else evalsuite-runs/NAME)")
+    run.add_argument("--model", default=None, help="model.path: a Hugging Face model directory (or embedded:tiny)")
     run.add_argument("--device", default=None, help="run.device: auto, cpu, cuda, cuda:N")
     run.add_argument("--backend", default=None, choices=["auto", "triton", "torch-ref"], help="run.backend")
     run.add_argument("--batch-size", type=int, default=None, help="run.batch_size")

@@ -97,6 +97,7 @@ class TaskSpec(_Strict):
     num_fewshot: int | None = Field(default=None, ge=0)
     limit: int | None = Field(default=None, gt=0)
     metric: str | None = None
+    data_dir: str | None = None  # a local copy of the task's data (see the README), for offline machines
 
 
 class AcademicSuite(_Strict):

@@ -19,6 +19,7 @@ from pathlib import Path
 from evalsuite import stats
 from evalsuite.config import AcademicSuite
 from evalsuite.errors import UserError
+from evalsuite.suites.local_data import local_configs
 from evalsuite.tasks import builtin_tasks, task_config
 
 # The metric that stands for a task in suite averages, where the task does not say (leaderboard practice).
@@ -46,7 +47,7 @@ class TaskDataError(UserError, ValueError):
 @dataclass(frozen=True)
 class ResolvedTask:
     name: str
-    config: dict | None  # built-in tasks: the config dict; lm-eval tasks: None (loaded by name)
+    config: dict | list[dict] | None  # local tasks: config dicts (one per leaf task); lm-eval names: None
     num_fewshot: int | None
     limit: int | None
     metric: str | None
@@ -85,15 +86,25 @@ def _file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else path
 
 
-def _task_key(name: str, config: dict | None, num_fewshot, limit) -> str:
-    content = dict(config or {"task": name})
+def _stable(obj) -> str:
+    """JSON fallback that does not depend on memory addresses (task configs hold resolved functions)."""
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _content(config: dict) -> dict:
+    content = dict(config)
     files = content.get("dataset_kwargs", {}).get("data_files")
     if isinstance(files, dict):
-        content["dataset_kwargs"] = {
-            **content["dataset_kwargs"],
-            "data_files": {s: _file_digest(f) for s, f in files.items()},
-        }
-    payload = json.dumps([name, content, num_fewshot, limit], sort_keys=True, default=str)
+        digests = {split: _file_digest(f) for split, f in files.items()}
+        content["dataset_kwargs"] = {**content["dataset_kwargs"], "data_files": digests}
+    content["metadata"] = {k: v for k, v in content.get("metadata", {}).items() if k != "data_dir"}
+    return content
+
+
+def _task_key(name: str, config: dict | list[dict] | None, num_fewshot, limit) -> str:
+    """Hashes the task's name, settings and content (data files by their bytes, not their paths)."""
+    configs = config if isinstance(config, list) else [config or {"task": name}]
+    payload = json.dumps([name, [_content(c) for c in configs], num_fewshot, limit], sort_keys=True, default=_stable)
     return f"{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
@@ -144,11 +155,15 @@ def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
     builtin = builtin_tasks(include)
     resolved = []
     for spec in suite.tasks:
-        config = task_config(spec.name, include) if spec.name in builtin else None
-        files = (config or {}).get("dataset_kwargs", {}).get("data_files") or {}
-        for path in files.values() if isinstance(files, dict) else []:
-            if str(path).endswith(".jsonl"):
-                check_jsonl(path)
+        if spec.data_dir is not None:
+            config = local_configs(spec.name, spec.data_dir)
+        else:
+            config = task_config(spec.name, include) if spec.name in builtin else None
+        for one in config if isinstance(config, list) else [config or {}]:
+            files = one.get("dataset_kwargs", {}).get("data_files") or {}
+            for path in files.values() if isinstance(files, dict) else []:
+                if str(path).endswith(".jsonl"):
+                    check_jsonl(path)
         fewshot = spec.num_fewshot if spec.num_fewshot is not None else suite.num_fewshot
         limit = spec.limit if spec.limit is not None else suite.limit
         key = _task_key(spec.name, config, fewshot, limit)
@@ -211,7 +226,7 @@ def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskRes
     with quiet_lm_eval():
         out = simple_evaluate(
             model=lm,
-            tasks=[task.config if task.config is not None else task.name],
+            tasks=task.config if isinstance(task.config, list) else [task.config or task.name],
             num_fewshot=task.num_fewshot,
             limit=task.limit,
             log_samples=True,
@@ -226,34 +241,48 @@ def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskRes
 
 
 def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskResult:
+    """Metrics and per-sample records of a task, or of a group of tasks pooled over all their samples (the
+    size-weighted mean, as the leaderboards aggregate MMLU and the like)."""
     if out is None:
         raise RuntimeError(f"lm-eval returned no results for task {task.name!r}")
-    name = next(iter(out["results"]))
-    if len(out["results"]) > 1 or name != task.name:
-        raise UnknownTaskError(
-            f"{task.name!r} is an lm-eval group of {len(out['results'])} tasks; list its tasks one by one"
-        )
-    res, higher = out["results"][name], out["higher_is_better"][name]
-    pairs = [tuple(k.split(",", 1)) for k in res if "," in k and "_stderr" not in k]
+    leaves = sorted(out["samples"])
+    group = leaves != [task.name]
+    pairs = sorted(
+        {tuple(k.split(",", 1)) for leaf in leaves for k in out["results"][leaf] if "," in k and "_stderr" not in k}
+    )
     filters: dict[str, set[str]] = {}
     for metric, filt in pairs:
         filters.setdefault(metric, set()).add(filt)
     label_of = {(m, f): _metric_label(m, f, filters[m]) for m, f in pairs}
-    samples = [_record(s, label_of) for s in out["samples"][name]]
+    samples = []
+    for leaf in leaves:
+        for sample in out["samples"][leaf]:
+            record = _record(sample, label_of)
+            if group:
+                record["doc_id"], record["subtask"] = f"{leaf}/{record['doc_id']}", leaf
+            samples.append(record)
     metrics = {}
     for metric, filt in pairs:
         label = label_of[(metric, filt)]
-        per_sample = [s[label] for s in samples if s["filter"] == filt]
+        per_sample = [r[label] for r in samples if r["filter"] == filt and label in r]
         values = stats.values_of(metric, per_sample)
-        value = float(res[f"{metric},{filt}"])
-        if values is not None and abs(float(values.aggregate()) - value) > 1e-6 * max(1.0, abs(value)):
-            values = None  # an aggregation other than the ones we can resample: no interval, not a wrong one
-        err = stats.stderr(values, bootstrap_iters, seed) if values is not None else None
-        metrics[label] = MetricResult(
-            label, value, err, bool(higher.get(metric, True)), len(per_sample), values is not None
+        higher = next(
+            out["higher_is_better"][leaf][metric] for leaf in leaves if metric in out["higher_is_better"][leaf]
         )
-    primary = task.metric or PRIMARY_METRICS.get(name) or next(iter(metrics))
+        if group:
+            if values is None:
+                continue  # pooling needs per-sample values we can aggregate; lm-eval's own group number stands
+            value = float(values.aggregate())
+        else:
+            value = float(out["results"][task.name][f"{metric},{filt}"])
+            if values is not None and abs(float(values.aggregate()) - value) > 1e-6 * max(1.0, abs(value)):
+                values = None  # an aggregation other than the ones we can resample: no interval, not a wrong one
+        err = stats.stderr(values, bootstrap_iters, seed) if values is not None else None
+        metrics[label] = MetricResult(label, value, err, bool(higher), len(per_sample), values is not None)
+    primary = task.metric or PRIMARY_METRICS.get(task.name) or next(iter(metrics))
     if primary not in metrics:
-        raise UnknownTaskError(f"task {name!r} has no metric {primary!r}; it has: {', '.join(metrics)}")
-    version = str(out.get("versions", {}).get(name, ""))
-    return TaskResult(name, task.key, version, metrics, primary, samples)
+        raise UnknownTaskError(f"task {task.name!r} has no metric {primary!r}; it has: {', '.join(metrics)}")
+    versions = out.get("versions", {})
+    version = str(versions.get(task.name) or ",".join(sorted({str(versions.get(leaf, "")) for leaf in leaves})))
+    details = {"subtasks": leaves} if group else {}
+    return TaskResult(task.name, task.key, version, metrics, primary, samples, details)

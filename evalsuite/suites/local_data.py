@@ -1,0 +1,96 @@
+"""Standard lm-eval tasks (arc_challenge, mmlu, gsm8k, ...) over a local copy of their data, for machines
+without hub access.
+
+    configs = local_configs("mmlu", "/data/mmlu")      # one lm-eval config dict per leaf task
+
+Layout of `data_dir`: one file per split the task uses, named after the split (test.jsonl, validation.csv,
+train.parquet, ...), in the original dataset's schema; when the task names a dataset config
+(`dataset_name`, e.g. ARC-Challenge or an MMLU subject), the files go in a folder of that name. A group
+(mmlu, leaderboard_bbh, ...) expands to its tasks, each found the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evalsuite.errors import UserError
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SPLITS = ("test_split", "validation_split", "fewshot_split", "training_split")
+
+
+class LocalDataError(UserError, ValueError):
+    pass
+
+
+def leaf_tasks(name: str, index: dict) -> list[str]:
+    """The tasks a name stands for: itself, a group's members (recursively) or a tag's tasks."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = index.get(name)
+    if entry is None:
+        tagged = sorted(n for n, e in index.items() if name in e.tags and e.kind in (Kind.TASK, Kind.PY_TASK))
+        if tagged:
+            return tagged
+        raise LocalDataError(f"{name!r} is not an lm-eval task, group or tag")
+    if entry.kind == Kind.TAG:
+        return sorted(n for n, e in index.items() if name in e.tags and e.kind in (Kind.TASK, Kind.PY_TASK))
+    if entry.kind != Kind.GROUP:
+        return [name]
+    members = load_yaml(entry.yaml_path, resolve_func=False).get("task", [])
+    leaves = []
+    for member in members:
+        member_name = member if isinstance(member, str) else member.get("task") or member.get("group")
+        leaves += leaf_tasks(member_name, index)
+    return leaves
+
+
+def _split_file(folder: Path, split: str) -> Path | None:
+    found = [folder / f"{split}{ext}" for ext in FORMATS if (folder / f"{split}{ext}").is_file()]
+    return found[0] if found else None
+
+
+def local_config(name: str, data_dir: Path, index: dict) -> dict:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(index[name].yaml_path, resolve_func=True)
+    dataset_name = config.get("dataset_name")
+    folder = data_dir / dataset_name if dataset_name and (data_dir / dataset_name).is_dir() else data_dir
+    files, missing = {}, []
+    for key in SPLITS:
+        split = config.get(key)
+        if not split:
+            continue
+        path = _split_file(folder, split)
+        if path is None:
+            missing.append(f"{split} ({key})")
+        else:
+            files[split] = str(path)
+    eval_split = config.get("test_split") or config.get("validation_split")
+    if eval_split not in files:
+        raise LocalDataError(
+            f"task {name}: no {eval_split}.jsonl/.csv/.parquet in {folder}; the task reads splits "
+            f"{', '.join(config.get(k) for k in SPLITS if config.get(k))}"
+        )
+    formats = {FORMATS[Path(p).suffix] for p in files.values()}
+    if len(formats) > 1:
+        raise LocalDataError(f"task {name}: mixed file formats in {folder}; use one of jsonl, csv, parquet")
+    for key in SPLITS:  # a split without a file is dropped; few-shot then needs one of the others
+        if config.get(key) and config[key] not in files:
+            config[key] = None
+    config.pop("dataset_name", None)
+    config["dataset_path"] = formats.pop()
+    config["dataset_kwargs"] = {**config.get("dataset_kwargs", {}), "data_files": files}
+    config.setdefault("metadata", {})["data_dir"] = str(folder)
+    return config
+
+
+def local_configs(name: str, data_dir: str | Path) -> list[dict]:
+    from evalsuite.suites.academic import task_manager
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise LocalDataError(f"data_dir {data_dir} for task {name} is not a directory")
+    index = task_manager(True).task_index
+    return [local_config(leaf, data_dir, index) for leaf in leaf_tasks(name, index)]
