@@ -13,7 +13,6 @@ the same process.
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import statistics
@@ -105,14 +104,13 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
     return batch * steps / _time(run, device, repeats)
 
 
-def run_variant(base, name: str, args, device) -> dict:
+def run_variant(name: str, args, device, dtype) -> dict:
+    """Build the seeded model afresh (so no other copy is resident), quantize it, and measure."""
     from evalsuite.models import stored_bytes
     from evalsuite.quant_schemes.apply import quantize
 
-    model = base if name == "bf16" else copy.deepcopy(base)
-    kernels = []
-    if name != "bf16":
-        kernels = quantize(model, name, backend=args.backend).kernels
+    model = build_model(args.shape, args.layers, device, dtype, args.seed)
+    kernels = [] if name == "bf16" else quantize(model, name, backend=args.backend).kernels
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -124,8 +122,8 @@ def run_variant(base, name: str, args, device) -> dict:
         row[f"decode_tok_s_b{b}"] = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats)
     if device.type == "cuda":
         row["peak_bytes"] = torch.cuda.max_memory_allocated()
-    if model is not base:
-        del model
+    del model
+    gc.collect()
     return row
 
 
@@ -169,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "auto":
         args.backend = "triton" if device.type == "cuda" else "torch-ref"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    base = build_model(args.shape, args.layers, device, dtype, args.seed)
     rows = []
     for name in args.variants.split(","):
-        rows.append(run_variant(base, name, args, device))
+        rows.append(run_variant(name, args, device, dtype))
         print(json.dumps({k: (round(v) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -71,14 +71,18 @@ def compare(task: str, ours: dict, theirs: dict) -> dict:
 def load_model(args, device: torch.device):
     from evalsuite import models
 
+    dtype = {
+        "auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+    }[args.dtype]
     if args.shape:
         from evalsuite.bench_e2e import build_model
 
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = build_model(args.shape, args.layers, device, dtype, args.seed)
         tokenizer = models.load_tokenizer(models.resolve_model("embedded:tiny"))
         return model, tokenizer, f"{args.shape} (seeded random weights)"
-    loaded = models.load(models.resolve_model(args.model), device, "auto")
+    loaded = models.load(models.resolve_model(args.model), device, args.dtype)
     return loaded.model, loaded.tokenizer, args.model
 
 
@@ -98,9 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="float32 makes the equality check meaningful (bf16 rounding differs with batch shapes)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 for both harnesses
     model, tokenizer, label = load_model(args, device)
     ours_lm = EvalLM(model, tokenizer, batch_size=args.batch_size, progress=False)
     hf_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=str(device))
@@ -115,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     lines = [
-        f"Model: {label}; device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; "
+        f"Model: {label}, {next(model.parameters()).dtype}; device: "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; "
         f"batch size {args.batch_size}; {time.strftime('%Y-%m-%d')}",
         "",
         "| task | lm-eval HF (s) | evalsuite (s) | speedup | max metric diff | max loglikelihood diff | "

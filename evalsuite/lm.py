@@ -227,15 +227,30 @@ class EvalLM(TemplateLM):
             keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
             where = {p: i for i, p in enumerate(keep)}
             describe = lambda b, chunk=chunk: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
-            logprobs = F.log_softmax(self._forward(input_ids, describe, keep, **kwargs).float(), dim=-1)  # (B, K, V)
-            batch = []
-            for row, lp in zip(chunk, logprobs, strict=True):
-                for index, preds, cont in row.targets:
-                    cont_lp = lp[[where[p] for p in preds]]  # (n, V)
-                    target = torch.tensor(cont, device=self.device)
-                    greedy = bool((cont_lp.argmax(dim=-1) == target).all())
-                    batch.append((index, (float(cont_lp.gather(1, target[:, None]).sum()), greedy)))
-            yield batch
+            logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
+            yield self._gather_scores(chunk, logits, where)
+
+    def _gather_scores(self, chunk: list[_Row], logits: torch.Tensor, where: dict[int, int]) -> Batch:
+        """Every target token's log-probability and whether it is the argmax, for the whole batch at once; one
+        transfer to the host at the end."""
+        rows, cols, tokens, owner, order = [], [], [], [], []
+        for b, row in enumerate(chunk):
+            for index, preds, cont in row.targets:
+                rows += [b] * len(cont)
+                cols += [where[p] for p in preds]
+                tokens += cont
+                owner += [len(order)] * len(cont)
+                order.append(index)
+        rows_t, cols_t = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
+        picked = logits[rows_t, cols_t].float()  # (n_tokens, V)
+        logprobs = F.log_softmax(picked, dim=-1)
+        tokens_t = torch.tensor(tokens, device=self.device)
+        token_lp = logprobs.gather(1, tokens_t[:, None])[:, 0].double()
+        hits = (picked.argmax(dim=-1) == tokens_t).long()
+        owner_t = torch.tensor(owner, device=self.device)
+        totals = torch.zeros(len(order), dtype=torch.float64, device=self.device).index_add_(0, owner_t, token_lp)
+        misses = torch.zeros(len(order), dtype=torch.long, device=self.device).index_add_(0, owner_t, 1 - hits)
+        return [(i, (lp, miss == 0)) for i, lp, miss in zip(order, totals.tolist(), misses.tolist(), strict=True)]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]

@@ -130,6 +130,8 @@ def model_key(source: models.ModelSource, variant: dict, dtype: torch.dtype, dev
         "identity": source.identity,
         "scheme": variant.get("scheme_hash"),
         "algorithm": variant.get("algorithm"),
+        "options": variant.get("options"),
+        "rotation": variant.get("rotation"),
         "calibration": variant.get("calibration_hash"),
         "backend": variant.get("backend"),
         "dtype": str(dtype),
@@ -357,6 +359,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
             report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
             stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
             info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
+            info["options"] = spec.options
         key = model_key(source, info, loaded.dtype, device)
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})

@@ -183,3 +183,19 @@ def test_ctrl_c_keeps_what_is_done_and_says_how_to_resume(tmp_path):
     assert code == 130
     assert "run the same command again to resume" in output
     assert _responses(tmp_path / "run") >= 150
+
+
+def test_rotation_and_algorithm_options_are_part_of_the_key(tmp_path):
+    variants = [
+        "W8A8_INT8",
+        {"scheme": "W8A8_INT8", "rotation": "hadamard"},
+        {"scheme": "W8A8_INT8", "algorithm": "smoothquant", "options": {"alpha": 0.5}},
+        {"name": "sq-alpha-0.8", "scheme": "W8A8_INT8", "algorithm": "smoothquant", "options": {"alpha": 0.8}},
+    ]
+    config = parse_suite({"name": "s", "model": {"path": "embedded:tiny"}, "variants": variants,
+                          "suites": {"academic": {"tasks": ["tiny_mc"], "limit": 6}},
+                          "run": {"batch_size": 8, "bootstrap_iters": 0, "calibration": {"samples": 4, "seq_len": 64}}})
+    counted = calls(run_suite(config, tmp_path / "run"))
+    keys = {name: info["model_key"] for name, info in run_suite(config, tmp_path / "run").data["variants"].items()}
+    assert all(c["academic/tiny_mc"] > 0 for c in counted.values()), counted
+    assert len(set(keys.values())) == len(keys)

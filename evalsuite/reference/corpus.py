@@ -65,10 +65,7 @@ def build_eval_sets(seed: int = EVAL_SEED) -> EvalSets:
     sets.chat = _distinct(lambda: world.chat_prompt_for(rng), EVAL_SIZES["chat"], key=lambda c: c[0])
 
     def factual():
-        while True:
-            user, answer = world.chat_prompt_for(rng)
-            if not user.startswith("Write"):
-                return user, answer
+        return world.fact_question(rng.choice(sorted(world.LEXICON)), rng.choice(world.FACT_QUESTIONS))
 
     chat_users = {user for user, _ in sets.chat}
     judge = _distinct(factual, EVAL_SIZES["judge"] + len(chat_users), key=lambda c: c[0])
@@ -87,7 +84,7 @@ def training_documents(seed: int, held_out: set[str]) -> Iterator[str | tuple[st
         if kind == "arith":
             item = world.arith_item(rng)
             if item.key not in held_out:
-                yield f"{world.arith_prompt(item)} {item.value}"
+                yield f"{world.arith_prompt(item)} {world.arith_answer(item)}"
         elif kind == "mc":
             item = world.mc_item(rng)
             if item.key not in held_out and item.arith_key not in held_out:
@@ -128,7 +125,7 @@ def write_eval_files(sets: EvalSets, tasks_dir: Path) -> None:
     )
     write_jsonl(
         tasks_dir / "academic" / "tiny_arith.jsonl",
-        [{"question": a.question, "answer": str(a.value)} for a in sets.arith],
+        [{"question": a.question, "answer": str(a.value), "worked": world.arith_answer(a)} for a in sets.arith],
     )
     write_jsonl(tasks_dir / "academic" / "tiny_ppl.jsonl", [{"text": t} for t in sets.ppl])
     write_jsonl(

@@ -122,6 +122,23 @@ def arith_prompt(item: Sum) -> str:
     return f"Question: {item.question}\nAnswer:"
 
 
+def arith_answer(item: Sum) -> str:
+    """A worked answer, digit by digit, ending in 'The answer is N.' (what the exact-match filter reads)."""
+    (a1, a0), (b1, b0) = divmod(item.a, 10), divmod(item.b, 10)
+    if item.op == "plus":
+        low = a0 + b0
+        if low >= 10:
+            steps = f"{a0} plus {b0} is {low}, write {low - 10} carry 1. {a1} plus {b1} plus 1 is {a1 + b1 + 1}."
+        else:
+            steps = f"{a0} plus {b0} is {low}, write {low}. {a1} plus {b1} is {a1 + b1}."
+    elif a0 >= b0:
+        steps = f"{a0} minus {b0} is {a0 - b0}. {a1} minus {b1} is {a1 - b1}."
+    else:
+        borrow = f"{a0} minus {b0} needs a borrow: {a0 + 10} minus {b0} is {a0 + 10 - b0}."
+        steps = f"{borrow} {a1} minus 1 minus {b1} is {a1 - 1 - b1}."
+    return f"{steps} The answer is {item.value}."
+
+
 # --- multiple choice -----------------------------------------------------------------------------------
 
 
@@ -303,15 +320,31 @@ def code_item(rng: random.Random) -> Function:
 # --- chat and judging ----------------------------------------------------------------------------------
 
 
+FACT_QUESTIONS = ("color", "kind", "size", "place")
+
+
+def fact_question(noun: str, kind: str) -> tuple[str, str]:
+    """A short question about one fact of a noun, and its one true answer."""
+    category, color, size = LEXICON[noun]
+    return {
+        "color": (f"What color is the {noun}?", f"The {noun} is {color}."),
+        "kind": (f"What kind of thing is the {noun}?", f"The {noun} is {article(category)} {category}."),
+        "size": (f"Is the {noun} big or small?", f"The {noun} is {size}."),
+        "place": (f"Where can you find the {noun}?", f"You can find the {noun} in the {PLACES[category]}."),
+    }[kind]
+
+
 def chat_prompt_for(rng: random.Random) -> tuple[str, str]:
     """A user message and its reference answer."""
     kind = rng.random()
-    if kind < 0.45:
+    if kind < 0.3:
         noun = rng.choice(sorted(LEXICON))
         return f"Tell me about the {noun}.", describe(noun)
-    if kind < 0.7:
+    if kind < 0.55:
+        return fact_question(rng.choice(sorted(LEXICON)), rng.choice(FACT_QUESTIONS))
+    if kind < 0.75:
         item = arith_item(rng)
-        return item.question, f"{item.a} {item.op} {item.b} is {item.value}."
+        return item.question, arith_answer(item)
     hero, noun = rng.choice(NAMES), rng.choice(sorted(LEXICON))
     return f"Write a short story about {hero} and the {noun}.", story(rng, hero=hero, noun=noun)
 
@@ -329,23 +362,18 @@ CHAT_TEMPLATE = (
 )
 
 
-def wrong_answer(rng: random.Random, question: str, answer: str) -> str:
-    """A plausible but wrong answer to a chat question, for judge training."""
-    if question.startswith("Tell me about the "):
-        noun = question.removeprefix("Tell me about the ").rstrip(".")
-        category, color, size = LEXICON[noun]
-        swap = rng.choice(["color", "category", "size"])
-        if swap == "color":
-            return answer.replace(f" {color} ", f" {rng.choice([c for c in COLORS if c != color])} ", 1)
-        if swap == "category":
-            other = rng.choice([c for c in CATEGORIES if c != category])
-            return answer.replace(f" {category}.", f" {other}.", 1)
-        return answer.replace(f"It is {size}.", f"It is {'small' if size == 'big' else 'big'}.")
-    if question.startswith("What is "):
-        head, value = answer.rsplit(" is ", 1)
-        number = int(value.rstrip("."))
-        return f"{head} is {number + rng.choice([-10, -2, -1, 1, 2, 10])}."
-    return answer
+def wrong_fact(rng: random.Random, noun: str, kind: str) -> str:
+    """A plausible but wrong answer to a fact question, for judge training."""
+    category, color, size = LEXICON[noun]
+    if kind == "color":
+        return f"The {noun} is {rng.choice([c for c in COLORS if c != color])}."
+    if kind == "kind":
+        other = rng.choice([c for c in CATEGORIES if c != category])
+        return f"The {noun} is {article(other)} {other}."
+    if kind == "size":
+        return f"The {noun} is {'small' if size == 'big' else 'big'}."
+    place = rng.choice([p for c, p in PLACES.items() if c != category])
+    return f"You can find the {noun} in the {place}."
 
 
 JUDGE_VERDICTS = ("[[A>B]]", "[[B>A]]", "[[A=B]]")
@@ -356,14 +384,12 @@ def judge_prompt(question: str, answer_a: str, answer_b: str) -> str:
 
 
 def judge_item(rng: random.Random) -> tuple[str, str]:
-    """A judging prompt over two answers to a factual or arithmetic chat question, and its verdict."""
-    while True:
-        question, answer = chat_prompt_for(rng)
-        if not question.startswith("Write"):
-            break
-    wrong = wrong_answer(rng, question, answer)
+    """A judging prompt over two answers to a fact question, and its verdict: the correct answer wins; two
+    correct or two wrong answers tie."""
+    noun, kind = rng.choice(sorted(LEXICON)), rng.choice(FACT_QUESTIONS)
+    question, answer = fact_question(noun, kind)
     a_ok, b_ok = rng.random() < 0.5, rng.random() < 0.5
-    answer_a = answer if a_ok else wrong
-    answer_b = answer if b_ok else wrong_answer(rng, question, answer)
+    answer_a = answer if a_ok else wrong_fact(rng, noun, kind)
+    answer_b = answer if b_ok else wrong_fact(rng, noun, kind)
     verdict = "[[A=B]]" if a_ok == b_ok else ("[[A>B]]" if a_ok else "[[B>A]]")
     return judge_prompt(question, answer_a, answer_b), " " + verdict
