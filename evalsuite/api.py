@@ -28,7 +28,8 @@ def evaluate(suite: str | Path | dict | SuiteConfig | None = None, out_dir: str 
     else:
         config = load_suite(suite)
     outcome = run_suite(config, out_dir=out_dir)
-    render_reports(outcome.results_path)
+    if outcome.data:  # in a distributed run, only rank 0 has results to render
+        render_reports(outcome.results_path)
     return Results(outcome.data, outcome.results_path)
 
 

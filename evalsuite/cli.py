@@ -53,6 +53,8 @@ def cmd_run(args) -> int:
     from evalsuite.api import evaluate
 
     results = evaluate(config, out_dir=args.out)
+    if not results.data:  # a distributed run's other ranks: rank 0 reports
+        return 0
     _print_recovery(results.data)
     folder = results.path.parent
     print(f"\nresults: {results.path}\nreports: {folder / 'report.md'}\n         {folder / 'report.html'}")

@@ -70,6 +70,7 @@ class EvalLM(TemplateLM):
         progress: bool = True,
         share_context: bool = True,
         cuda_graphs: bool = True,
+        shard=None,
     ):
         super().__init__()
         self.model = model
@@ -81,6 +82,7 @@ class EvalLM(TemplateLM):
         self.progress = progress
         self.share_context = share_context
         self.cuda_graphs = cuda_graphs
+        self.shard = shard  # evalsuite.distributed.Shard: compute only this rank's share of the batches
         self._static = None
         self.model_calls = 0
         self.task_name = ""
@@ -128,7 +130,11 @@ class EvalLM(TemplateLM):
     def _cached(self, kind: str, args: list[tuple], compute: Callable[[list[int]], Iterator[Batch]]) -> list:
         """Serve cached results, compute the rest batch by batch, committing each batch to the store."""
         keys = [request_key(self.model_key, kind, a) for a in args]
+        if self.shard is not None:
+            self.shard.barrier()  # every rank reads the same snapshot of the store before any writes to it
         found = self.store.get_responses(keys) if self.store is not None else {}
+        if self.shard is not None:
+            self.shard.barrier()
         results = [found.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         bar = tqdm(
@@ -143,7 +149,19 @@ class EvalLM(TemplateLM):
                 self.store.put_responses(self.model_key, rows)
             bar.update(len(batch))
         bar.close()
+        if self.shard is not None:  # every rank now reads back what the others computed
+            self.shard.barrier()
+            missing = [i for i, r in enumerate(results) if r is None]
+            found = self.store.get_responses([keys[i] for i in missing])
+            for i in missing:
+                results[i] = found.get(keys[i])
+            if any(r is None for r in results):
+                raise RuntimeError(f"{kind}: results of other ranks are missing from the store after the barrier")
         return [tuple(r) if isinstance(r, list) else r for r in results]
+
+    def _skip(self, batch_number: int) -> bool:
+        """In a distributed run, whether this batch belongs to another rank."""
+        return self.shard is not None and not self.shard.mine(batch_number)
 
     # --- scoring ---------------------------------------------------------------------------------------
 
@@ -204,17 +222,21 @@ class EvalLM(TemplateLM):
             ~mask, torch.finfo(self.model.dtype).min
         )
 
-    def _score_batches(self, items: list[tuple[int, list[int], list[int]]]) -> Iterator[Batch]:
+    def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Rows longest first, right-padded, plain and packed rows in separate batches."""
+        Rows longest first, right-padded, plain and packed rows in separate batches; in a distributed run
+        (sharded) only this rank's batches."""
         rows = self._plan_rows(items)
         rows.sort(key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        start = 0
+        start, number = 0, -1
         while start < len(rows):
             packed = rows[start].positions is not None
             chunk = [r for r in rows[start : start + self.batch_size] if (r.positions is not None) == packed]
             start += len(chunk)
+            number += 1
+            if sharded and self._skip(number):
+                continue
             width = max(len(r.tokens) for r in chunk)
             input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
             kwargs = {}
@@ -262,31 +284,45 @@ class EvalLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, **kwargs) -> list[tuple[float, bool]]:
         results: dict[int, tuple[float, bool]] = {}
-        for batch in self._score_batches([(i, ctx, cont) for i, (_, ctx, cont) in enumerate(requests)]):
+        items = [(i, ctx, cont) for i, (_, ctx, cont) in enumerate(requests)]
+        for batch in self._score_batches(items, sharded=False):
             results.update(batch)
         return [results[i] for i in range(len(requests))]
 
+    def _windows(self, text: str) -> list[tuple[list[int], list[int]]]:
+        """lm-eval's disjoint rolling windows over a document: (context, continuation) token lists."""
+        return list(
+            map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(text, add_special_tokens=False),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            )
+        )
+
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Documents that fit one window are batched together (in a distributed run, whole batches per rank,
+        formed as one process forms them); longer documents are scored afterwards, whole documents per rank."""
         args = [tuple(r.args) for r in requests]
 
         def compute(todo: list[int]) -> Iterator[Batch]:
+            windows = {i: self._windows(args[i][0]) for i in todo}
+            single = [i for i in todo if len(windows[i]) == 1]
+            for batch in self._score_batches([(i, *windows[i][0]) for i in single]):
+                yield [(i, logprob) for i, (logprob, _) in batch]
+            multi = [i for i in todo if len(windows[i]) > 1]
+            if self.shard is not None:
+                multi = [i for n, i in enumerate(multi) if self.shard.mine(n)]
             items, owner, left, total = [], {}, {}, {}
-            for i in todo:
-                windows = map(
-                    lm_utils.make_disjoint_window,
-                    lm_utils.get_rolling_token_windows(
-                        token_list=self.tok_encode(args[i][0], add_special_tokens=False),
-                        prefix_token=self.prefix_token_id,
-                        max_seq_len=self.max_length,
-                        context_len=1,
-                    ),
-                )
-                for ctx, cont in windows:
+            for i in multi:
+                for ctx, cont in windows[i]:
                     owner[len(items)] = i
                     items.append((len(items), ctx, cont))
-                    left[i] = left.get(i, 0) + 1
-                total.update({i: 0.0 for i in left})
-            for batch in self._score_batches(items):  # a document is done when all of its windows are
+                left[i], total[i] = len(windows[i]), 0.0
+            for batch in self._score_batches(items, sharded=False):  # a document is done with all its windows
                 done = []
                 for w, (logprob, _) in batch:
                     i = owner[w]
@@ -398,11 +434,15 @@ class EvalLM(TemplateLM):
             groups: dict[str, list[int]] = {}
             for i in todo:
                 groups.setdefault(json.dumps(settings(args[i][1])), []).append(i)
+            number = -1
             for key, members in groups.items():
                 until, max_new = json.loads(key)
                 encoded = {i: self.tok_encode(args[i][0])[-(self.max_length - max_new) :] for i in members}
                 members.sort(key=lambda i: (-len(encoded[i]), encoded[i]))
                 for start in range(0, len(members), self.batch_size):
+                    number += 1
+                    if self._skip(number):
+                        continue
                     chunk = members[start : start + self.batch_size]
                     texts = self._decode([encoded[i] for i in chunk], until, max_new, [samplers[i] for i in chunk])
                     yield list(zip(chunk, texts, strict=True))

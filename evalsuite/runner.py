@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from evalsuite import models, provenance, results
+from evalsuite import distributed, models, provenance, results
 from evalsuite.config import BASELINE, SuiteConfig
 from evalsuite.errors import UserError
 from evalsuite.lm import EvalLM
@@ -118,7 +118,7 @@ def default_run_dir(config: SuiteConfig) -> Path:
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: ranks check at the same time
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -189,7 +189,9 @@ def baseline_noise_floor(lm: EvalLM, store: Store, plan: SuitePlan, config: Suit
     """The baseline against itself at another batch size: self-flips per task and self-KLD."""
     other_bs = config.run.noise_floor_batch_size or max(1, config.run.batch_size // 4)
     key = f"{lm.model_key}|batch={other_bs}"
-    twin = EvalLM(lm.model, lm.tokenizer, other_bs, store=store, model_key=key, label=f"baseline@{other_bs}")
+    twin = EvalLM(
+        lm.model, lm.tokenizer, other_bs, store=store, model_key=key, label=f"baseline@{other_bs}", shard=lm.shard
+    )
     academic_only = SuitePlan(academic=plan.academic)
     again = evaluate_model(twin, key, store, academic_only, config, None)
     flips = []
@@ -198,8 +200,10 @@ def baseline_noise_floor(lm: EvalLM, store: Store, plan: SuitePlan, config: Suit
             _, flip = results.task_recovery(suite, result, base.tasks[suite][name], "baseline", 0, config.run.seed)
             if flip:
                 flips.append(flip)
+    main = lm.shard is None or lm.shard.main
     tokens = {
-        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs) for name, texts in plan.fidelity.items()
+        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs)
+        for name, texts in (plan.fidelity.items() if main else [])
     }
     return {"batch_size": config.run.batch_size, "other_batch_size": other_bs, "flips": flips, "tokens": tokens}
 
@@ -334,12 +338,14 @@ def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfi
 def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: list[str] | None = None) -> RunOutcome:
     plan = plan_suites(config)
     source = models.resolve_model(config.model.path)
-    device = models.pick_device(config.run.device)
+    shard = distributed.from_environment()
+    device = models.pick_device(distributed.device_for(shard, config.run.device))
     backend = pick_backend(config.run.backend, device)
     run_dir = Path(out_dir) if out_dir else default_run_dir(config)
     check_writable(run_dir)
     store = Store(run_dir / "store.sqlite")
     torch.manual_seed(config.run.seed)
+    main = shard is None or shard.main  # the rank that scores similarity, judges, measures fidelity and writes
 
     runs: dict[str, ModelRun] = {}
     variants_info: dict[str, dict] = {}
@@ -364,24 +370,30 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})
         log.info("%s: %s", name, info["description"])
-        lm = EvalLM(loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label=name)
-        runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm)
+        lm = EvalLM(
+            loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label=name, shard=shard
+        )
+        runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm if main else None)
         if config.run.noise_floor:
             if name == BASELINE:
                 floor["baseline"] = baseline_noise_floor(lm, store, plan, config, runs[name])
-            elif (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)) is not None:
+            elif main and (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
         info["model_calls"] = lm.model_calls
         info["model_calls_by_task"] = runs[name].model_calls
         info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
-        if name == BASELINE and plan.fidelity:
+        if name == BASELINE and plan.fidelity and main:
             baseline_lm = lm  # kept resident: the fidelity panel runs both models on the same tokens
         del lm, loaded
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     del baseline_lm
+    if not main:
+        shard.barrier()  # wait for rank 0 to write the results, then leave
+        store.close()
+        return RunOutcome(run_dir, run_dir / results.RESULTS_FILE, {})
     extra = {"fidelity": {v: r.fidelity for v, r in runs.items() if r.fidelity}, "noise_floor": floor}
     if plan.similarity:
         extra["similarity"] = similarity_results(runs, plan, device)
@@ -394,6 +406,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         "bootstrap_iters": config.run.bootstrap_iters,
         "noise_floor": config.run.noise_floor,
         "backend": backend,
+        "world_size": shard.world if shard else 1,
         "suite": config.name,
         "suite_file": config.source,
     }
@@ -414,4 +427,6 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     )
     path = results.write(data, run_dir)
     store.close()
+    if shard is not None:
+        shard.barrier()
     return RunOutcome(run_dir, path, data)

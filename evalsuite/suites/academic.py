@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -203,7 +204,9 @@ def _record(sample: dict, label_of: dict[str, str]) -> dict:
 @contextmanager
 def quiet_lm_eval():
     """lm-eval draws a progress bar per task while it builds requests and asks `git describe` in the current
-    directory (printing 'fatal: not a git repository' outside one). Our own bar and provenance replace both."""
+    directory (printing 'fatal: not a git repository' outside one); our own bar and provenance replace both.
+    Under torchrun it returns results on LOCAL_RANK 0 only, while our ranks share the work in EvalLM and
+    each needs the results, so every rank is shown to lm-eval as a single process."""
     from functools import partial
     from unittest import mock
 
@@ -215,6 +218,7 @@ def quiet_lm_eval():
     with (
         mock.patch("lm_eval.api.task.tqdm", partial(tqdm, disable=True)),
         mock.patch("lm_eval.evaluator.get_git_commit_hash", git_sha),
+        mock.patch.dict(os.environ, {"LOCAL_RANK": "0"}),  # under torchrun every rank needs the results back
     ):
         yield
 
