@@ -35,6 +35,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     path: str = "embedded:tiny"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device_map: Literal["auto"] | None = None  # spread a model larger than one GPU over several (accelerate)
 
 
 class CalibrationSpec(_Strict):

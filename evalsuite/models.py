@@ -160,12 +160,33 @@ def load_tokenizer(source: ModelSource):
     return AutoTokenizer.from_pretrained(source.path)
 
 
-def load(source: ModelSource, device: str | torch.device = "auto", dtype: str = "auto") -> LoadedModel:
+def gpus_of_rank(local_rank: int, world: int) -> list[int]:
+    """The GPUs a rank spreads its model over when ranks share a host's GPUs evenly."""
+    per_rank = max(1, torch.cuda.device_count() // world)
+    return list(range(local_rank * per_rank, (local_rank + 1) * per_rank))
+
+
+def load(
+    source: ModelSource,
+    device: str | torch.device = "auto",
+    dtype: str = "auto",
+    device_map: str | None = None,
+    gpus: list[int] | None = None,
+) -> LoadedModel:
+    """Load on one device, or with device_map="auto" over `gpus` (default: all), layer by layer."""
     from transformers import AutoModelForCausalLM
 
     device = pick_device(device) if isinstance(device, str) else device
     torch_dtype = compute_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
+    if device_map is not None and device.type == "cuda":
+        gpus = gpus if gpus is not None else list(range(torch.cuda.device_count()))
+        memory = {i: torch.cuda.get_device_properties(i).total_memory for i in gpus}
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=torch_dtype, device_map="auto", max_memory=memory
+        )
+        device = next(model.parameters()).device  # where the embeddings, and so the inputs, live
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
     model.eval()
     return LoadedModel(source, model, load_tokenizer(source), device, torch_dtype)
 

@@ -354,7 +354,8 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     calibrations: dict = {}
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
-        loaded = models.load(source, device, config.model.dtype)
+        gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
+        loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
         tokenizer = loaded.tokenizer
         if name == BASELINE:
             info = {"scheme": None, "algorithm": None, "backend": "float", "kernels": [], "description": "unquantized"}

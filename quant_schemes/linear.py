@@ -9,6 +9,7 @@ the kernel of its format: the Triton kernel (`backend="triton"`) or its pure-tor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import torch
@@ -31,6 +32,14 @@ GEMMS = {
 
 class KernelUnavailableError(RuntimeError):
     pass
+
+
+def on_device(x: torch.Tensor):
+    """Make x's GPU the current one while launching (Triton launches on the current device), for models
+    spread over several GPUs; a no-op elsewhere."""
+    if x.is_cuda and x.device.index != torch.cuda.current_device():
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
 
 
 def kernel(module: str, name: str, backend: str):
@@ -114,6 +123,10 @@ class QuantLinear(nn.Module):
         return self.quantized_weight().nbytes + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with on_device(x):
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.kind in ("int8", "fp8"):

@@ -44,7 +44,10 @@ class HadamardRotated(nn.Module):
         self.linear = linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(rotate(x, self.block, self._hadamard))
+        from .linear import on_device
+
+        with on_device(x):
+            return self.linear(rotate(x, self.block, self._hadamard))
 
     def extra_repr(self) -> str:
         return f"block={self.block}"
