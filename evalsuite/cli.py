@@ -65,7 +65,16 @@ def cmd_report(args) -> int:
     from evalsuite.reports import render_reports
     from evalsuite.results import load
 
-    results = load(args.run_dir)
+    if len(args.run_dirs) > 1:
+        from evalsuite.reports.compare import render_comparison
+
+        for run_dir in args.run_dirs:
+            load(run_dir)  # each must be a readable run: a clear error otherwise
+        md, html = render_comparison(args.run_dirs, args.out)
+        print(md.read_text())
+        print(f"comparison: {md}\n            {html}")
+        return 0
+    results = load(args.run_dirs[0])
     md, html = render_reports(results.path)
     _print_recovery(results.data)
     print(f"\nreports: {md}\n         {html}")
@@ -156,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="render report.md and report.html for a run directory")
-    report.add_argument("run_dir")
+    report = sub.add_parser(
+        "report", help="render report.md and report.html for a run directory; with several, compare them"
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", default=".", help="where the comparison of several runs goes (default: here)")
     report.set_defaults(func=cmd_report)
 
     gate = sub.add_parser("gate", help="exit 0 if recovery meets the thresholds, 1 if not, 2 if undecidable")
