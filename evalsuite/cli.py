@@ -5,6 +5,7 @@ errors never load torch, Triton or lm-eval.
     evalsuite report RUN_DIR
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
+    evalsuite export SUITE --variant NAME --out DIR
     evalsuite bench kernels|e2e|harness [options]
 """
 
@@ -101,6 +102,15 @@ def cmd_gate(args) -> int:
     return outcome.exit_code
 
 
+def cmd_export(args) -> int:
+    from evalsuite.config import load_suite
+    from evalsuite.exporting import export_variant
+
+    path = export_variant(load_suite(args.suite), args.variant, args.out)
+    print(f"exported {args.variant} as a compressed-tensors checkpoint: {path}")
+    return 0
+
+
 def cmd_list(args) -> int:
     if args.what == "schemes":
         from evalsuite.quant_schemes import PRESETS
@@ -192,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=list(BENCHES))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see `bench kernels -h`)")
     bench.set_defaults(func=cmd_bench)
+
+    export = sub.add_parser("export", help="write a variant as a compressed-tensors checkpoint")
+    export.add_argument("suite", help="suite YAML file or built-in suite name")
+    export.add_argument("--variant", required=True, help="the variant's name in the suite")
+    export.add_argument("--out", required=True, help="the checkpoint directory to write")
+    export.set_defaults(func=cmd_export)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])

@@ -49,7 +49,8 @@ class CalibrationSpec(_Strict):
 
 class VariantSpec(_Strict):
     name: str
-    scheme: str | dict[str, Any]
+    scheme: str | dict[str, Any] | None = None
+    path: str | None = None  # a pre-quantized checkpoint (compressed-tensors, GPTQ, AWQ) instead of a scheme
     algorithm: str = "rtn"
     rotation: Literal["hadamard"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the algorithm, e.g. {alpha: 0.8}
@@ -58,6 +59,8 @@ class VariantSpec(_Strict):
     @field_validator("scheme")
     @classmethod
     def _scheme_resolves(cls, value):
+        if value is None:
+            return value
         try:
             resolve(value)
         except ValidationError as err:
@@ -76,6 +79,12 @@ class VariantSpec(_Strict):
 
     @model_validator(mode="after")
     def _combination(self) -> VariantSpec:
+        if (self.scheme is None) == (self.path is None):
+            raise ValueError("a variant has either a scheme (to quantize the baseline) or a path (a checkpoint)")
+        if self.path is not None:
+            if self.algorithm != "rtn" or self.rotation or self.options:
+                raise ValueError("a checkpoint variant is used as it is: leave out algorithm, rotation and options")
+            return self
         check_combination(resolve(self.scheme), self.algorithm, self.rotation)
         return self
 
@@ -89,8 +98,8 @@ class VariantSpec(_Strict):
         return value
 
     @property
-    def resolved_scheme(self) -> Scheme:
-        return resolve(self.scheme)
+    def resolved_scheme(self) -> Scheme | None:
+        return None if self.scheme is None else resolve(self.scheme)
 
 
 class TaskSpec(_Strict):
@@ -216,6 +225,7 @@ class RunSpec(_Strict):
     calibration: CalibrationSpec | None = CalibrationSpec()  # per-layer sensitivity; calibrated algorithms
     sqnr_floor_db: float = 20.0  # layers whose output SQNR falls under this are flagged in the report
     noise_floor: bool = False  # also evaluate the baseline against itself (other batch size, other backend)
+    measure_speed: bool = False  # time prefill and decode of every variant; the report shows speed beside accuracy
     noise_floor_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size // 4
 
     @field_validator("device")
@@ -246,6 +256,8 @@ class SuiteConfig(_Strict):
                     algorithm = "" if v.get("algorithm", "rtn") == "rtn" else f"-{v['algorithm']}"
                     rotation = f"-{v['rotation']}" if v.get("rotation") else ""
                     v = {**v, "name": v["scheme"] + algorithm + rotation}
+                elif isinstance(v, dict) and isinstance(v.get("path"), str) and "name" not in v:
+                    v = {**v, "name": re.sub(r"[^A-Za-z0-9_.+-]", "-", Path(v["path"]).name) or "checkpoint"}
                 out.append(v)
             return out
         return value
@@ -255,6 +267,8 @@ class SuiteConfig(_Strict):
         from evalsuite.quant_schemes.algorithms import CALIBRATED
 
         for v in self.variants:
+            if v.path is not None:
+                continue
             kv = v.resolved_scheme.kv_cache
             needs = v.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
             if needs and v.calibration is None and self.run.calibration is None:

@@ -80,11 +80,17 @@ def check_safetensors(file: Path) -> dict:
 
 
 def _checkpoint_dtype(files: list[Path], config: dict) -> str:
+    """The dtype holding most of the checkpoint's float bytes (quantized codes are not counted)."""
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+    counts: dict[str, int] = {}
     for file in files:
         if file.suffix == ".safetensors":
             for key, tensor in check_safetensors(file).items():
-                if key != "__metadata__":
-                    return {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(tensor["dtype"], "float32")
+                if key != "__metadata__" and tensor["dtype"] in names:
+                    size = tensor["data_offsets"][1] - tensor["data_offsets"][0]
+                    counts[names[tensor["dtype"]]] = counts.get(names[tensor["dtype"]], 0) + size
+    if counts:
+        return max(counts, key=counts.get)
     return str(config.get("torch_dtype") or config.get("dtype") or "float32")
 
 

@@ -56,6 +56,38 @@ def _filter_of(metric: str, records: list[dict]) -> str | None:
     return next(iter(filters)) if len(filters) == 1 else None
 
 
+MAX_FLIPPED_SAMPLES = 100  # per variant and task, for the report's explorer
+
+
+def _shown(record: dict, prediction) -> str:
+    """A prediction as text: a multiple-choice index becomes its choice."""
+    choices = record.get("choices")
+    if isinstance(prediction, int) and choices and 0 <= prediction < len(choices):
+        return str(choices[prediction]).strip()
+    return str(prediction)
+
+
+def flipped_samples(base: list[dict], variant: list[dict], metric: str, filter_name: str | None) -> list[dict]:
+    """The documents whose primary metric changed between baseline and variant, both answers side by side."""
+    out = []
+    for b, v in zip(base, variant, strict=True):
+        if filter_name is not None and b["filter"] != filter_name or metric not in b or b[metric] == v[metric]:
+            continue
+        out.append(
+            {
+                "doc_id": b["doc_id"],
+                "direction": "correct → wrong" if b[metric] > v[metric] else "wrong → correct",
+                "prompt": str(b.get("prompt", ""))[-1500:],
+                "target": _shown(b, b.get("target")),
+                "baseline": _shown(b, b.get("prediction")),
+                "variant": _shown(v, v.get("prediction")),
+            }
+        )
+        if len(out) == MAX_FLIPPED_SAMPLES:
+            break
+    return out
+
+
 def task_recovery(suite: str, task, base_task, variant: str, iters: int, seed: int) -> tuple[list[dict], dict | None]:
     """Recovery rows of every metric of one task, and the flip statistics of its primary metric."""
     base_recs, var_recs = _aligned(base_task.samples, task.samples, f"{suite}/{task.task} ({variant})")
@@ -90,6 +122,7 @@ def task_recovery(suite: str, task, base_task, variant: str, iters: int, seed: i
         binary = bv is not None and bv.kind == "mean" and np.isin(bv.num, (0.0, 1.0)).all()
         if name == task.primary and binary and vv is not None:
             flips = {"suite": suite, "task": task.task, "metric": name, **stats.mcnemar(bv.num, vv.num)}
+            flips["samples"] = flipped_samples(base_recs, var_recs, name, filt)
     return rows, flips
 
 

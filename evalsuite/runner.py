@@ -253,6 +253,66 @@ def quantize_variant(spec, loaded, config: SuiteConfig, backend: str, calibratio
     return report, calib
 
 
+SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
+
+
+def measure_speed(model, device: torch.device) -> dict:
+    """Prefill and decode tokens/s at batch 1 on random tokens (decode as evaluation decodes: CUDA graphs on
+    a GPU), with the same settings for every variant of the run."""
+    from evalsuite.bench_e2e import decode_rate, prefill_rate
+
+    vocab = model.config.vocab_size
+    return {
+        "prefill_tok_s": prefill_rate(model, 1, SPEED_PREFILL, vocab, device, repeats=3),
+        "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3),
+        "settings": f"batch 1, prefill {SPEED_PREFILL} tokens, decode {SPEED_STEPS} steps after {SPEED_CONTEXT}",
+    }
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json")
+
+
+def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
+    """Check a pre-quantized checkpoint variant before anything loads: a model directory with a
+    quantization_config, and the baseline's tokenizer (the same files, byte for byte)."""
+    from evalsuite.quant_schemes.checkpoints import quantization_config
+
+    source = models.resolve_model(spec.path)
+    if quantization_config(source.path) is None:
+        raise RunError(f"variant {spec.name!r}: {spec.path} has no quantization_config in its config.json")
+    for name in TOKENIZER_FILES:
+        a, b = baseline.path / name, source.path / name
+        if a.is_file() != b.is_file() or (a.is_file() and a.read_bytes() != b.read_bytes()):
+            raise RunError(
+                f"variant {spec.name!r}: its tokenizer differs from the baseline's ({name}); a comparison needs "
+                "the same tokenizer"
+            )
+    return source
+
+
+def load_checkpoint_variant(source: models.ModelSource, device, config: SuiteConfig, backend: str, baseline_bytes):
+    from evalsuite.quant_schemes.checkpoints import load_quantized
+
+    dtype = models.compute_dtype(config.model.dtype, device)
+    model, report = load_quantized(source.path, device, dtype, backend)
+    loaded = models.LoadedModel(source, model, models.load_tokenizer(source), device, dtype)
+    stored = models.stored_bytes(model, source.checkpoint_dtype)
+    info = {
+        "scheme": json.loads(report["scheme"].model_dump_json()),
+        "scheme_hash": report["scheme"].hash,
+        "description": f"{report['scheme'].describe()} (checkpoint, {report['quant_method']} {report['format']})",
+        "algorithm": f"checkpoint:{report['quant_method']}",
+        "checkpoint": str(source.path),
+        "checkpoint_identity": source.identity,
+        "backend": backend,
+        "kernels": report["kernels"],
+        "quantized_layers": len(report["layers"]),
+        "weight_bytes": stored,
+        "compression_ratio": baseline_bytes / stored if stored else None,
+    }
+    return loaded, info
+
+
 def _variant_info(report, stored: int, baseline_bytes: int, calib, sqnr_floor: float) -> dict:
     from evalsuite.quant_schemes.algorithms import CALIBRATED
 
@@ -352,22 +412,33 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     baseline_bytes, baseline_lm, tokenizer = None, None, None
     floor: dict = {}
     calibrations: dict = {}
+    checkpoints = {v.name: checkpoint_source(v, source) for v in config.variants if v.path}  # checked up front
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
-        loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
-        tokenizer = loaded.tokenizer
-        if name == BASELINE:
-            info = {"scheme": None, "algorithm": None, "backend": "float", "kernels": [], "description": "unquantized"}
-            baseline_bytes = models.stored_bytes(loaded.model, source.checkpoint_dtype)
-            info.update(weight_bytes=baseline_bytes, compression_ratio=1.0)
+        if name in checkpoints:
+            loaded, info = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
+            key = model_key(checkpoints[name], info, loaded.dtype, device)
         else:
-            spec = next(v for v in config.variants if v.name == name)
-            report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
-            stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
-            info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
-            info["options"] = spec.options
-        key = model_key(source, info, loaded.dtype, device)
+            loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
+            if name == BASELINE:
+                info = {
+                    "scheme": None,
+                    "algorithm": None,
+                    "backend": "float",
+                    "kernels": [],
+                    "description": "unquantized",
+                }
+                baseline_bytes = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                info.update(weight_bytes=baseline_bytes, compression_ratio=1.0)
+            else:
+                spec = next(v for v in config.variants if v.name == name)
+                report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+                stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
+                info["options"] = spec.options
+            key = model_key(source, info, loaded.dtype, device)
+        tokenizer = loaded.tokenizer
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})
         log.info("%s: %s", name, info["description"])
@@ -380,6 +451,8 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
                 floor["baseline"] = baseline_noise_floor(lm, store, plan, config, runs[name])
             elif main and (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
+        if config.run.measure_speed and main:
+            info["speed"] = measure_speed(loaded.model, device)
         info["model_calls"] = lm.model_calls
         info["model_calls_by_task"] = runs[name].model_calls
         info["seconds"] = round(time.time() - started, 2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from .plots import distribution_chart, recovery_chart
+from .plots import distribution_chart, recovery_chart, scatter_chart
 from .view import ReportView
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -16,5 +16,16 @@ def render_html(view: ReportView, variants: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     similarity_charts = [distribution_chart(name, values) for name, values in view.similarity_values.items()]
     return env.get_template("report.html.j2").render(
-        view=view, chart=recovery_chart(view.chart_rows, variants), similarity_charts=similarity_charts
+        view=view,
+        chart=recovery_chart(view.chart_rows, variants),
+        similarity_charts=similarity_charts,
+        compression_chart=scatter_chart(
+            "Recovery (first suite's average) against weight compression",
+            view.compression_points,
+            "times smaller than the baseline",
+            "recovery",
+        ),
+        speed_chart=scatter_chart(
+            "Recovery against decode speed", view.speed_points, "decode speed / baseline's", "recovery"
+        ),
     )

@@ -97,3 +97,47 @@ def distribution_chart(title: str, values: dict[str, list[float]], lo: float = 0
     out.append(f'<line x1="{label_w}" x2="{label_w + plot_w}" y1="{y}" y2="{y}" stroke="#999"/>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def scatter_chart(title: str, points: list[dict], x_label: str, y_label: str) -> str:
+    """Labelled points (label, x, y, optional y_low/y_high whiskers), e.g. recovery against compression."""
+    points = [p for p in points if p["x"] is not None and p["y"] is not None]
+    if not points:
+        return ""
+    w, h, left, bottom, top, right = 560, 300, 60, 40, 30, 150
+    xs = [p["x"] for p in points]
+    ys = [v for p in points for v in (p["y"], p.get("y_low"), p.get("y_high")) if v is not None]
+    x0, x1 = min(xs + [1.0]) * 0.9, max(xs + [1.0]) * 1.1
+    y0, y1 = min(ys + [1.0]) - 0.01, max(ys + [1.0]) + 0.01
+    px = lambda v: left + (v - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
+    py = lambda v: top + (1 - (v - y0) / (y1 - y0)) * (h - top - bottom)  # noqa: E731
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(title)}" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<text x="4" y="16" font-weight="bold">{escape(title)}</text>',
+        f'<line x1="{left}" x2="{w - right}" y1="{h - bottom}" y2="{h - bottom}" stroke="#999"/>',
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{h - bottom}" stroke="#999"/>',
+        f'<text x="{(left + w - right) / 2}" y="{h - 8}" text-anchor="middle">{escape(x_label)}</text>',
+        f'<text x="12" y="{(top + h - bottom) / 2}" transform="rotate(-90 12 {(top + h - bottom) / 2})" '
+        f'text-anchor="middle">{escape(y_label)}</text>',
+        f'<line x1="{left}" x2="{w - right}" y1="{py(1.0):.1f}" y2="{py(1.0):.1f}" stroke="#bbb" '
+        'stroke-dasharray="3,3"/>',
+        f'<text x="{left - 4}" y="{py(1.0) + 4:.1f}" text-anchor="end">100%</text>',
+    ]
+    for i, p in enumerate(points):
+        color = PALETTE[i % len(PALETTE)]
+        cx, cy = px(p["x"]), py(p["y"])
+        if p.get("y_low") is not None and p.get("y_high") is not None:
+            out.append(
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{py(p["y_low"]):.1f}" y2="{py(p["y_high"]):.1f}" '
+                'stroke="#222"/>'
+            )
+        out.append(
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}"><title>{escape(p["label"])}: '
+            f"{p['x']:.2f}x, {100 * p['y']:.1f}%</title></circle>"
+        )
+        out.append(
+            f'<text x="{cx + 8:.1f}" y="{cy + 4:.1f}">{escape(p["label"])} ({p["x"]:.2f}x, {100 * p["y"]:.1f}%)</text>'
+        )
+    out.append("</svg>")
+    return "\n".join(out)

@@ -32,6 +32,10 @@ class ReportView:
     judge: Table = field(default_factory=lambda: Table([], []))
     code: Table = field(default_factory=lambda: Table([], []))
     sensitivity: Table = field(default_factory=lambda: Table([], []))
+    cards: list[dict] = field(default_factory=list)  # one verdict per variant
+    flipped: list[dict] = field(default_factory=list)  # flipped answers, both sides, for the explorer
+    compression_points: list[dict] = field(default_factory=list)
+    speed_points: list[dict] = field(default_factory=list)
 
 
 def _cell(row: dict | None) -> str:
@@ -88,7 +92,17 @@ def build_view(data: dict) -> ReportView:
                 f"{info['compression_ratio']:.2f}×" if info.get("compression_ratio") else "n/a",
             ]
         )
-    variants_table = Table(["variant", "scheme", "algorithm", "backend", "kernels", "weights", "compression"], var_rows)
+    header = ["variant", "scheme", "algorithm", "backend", "kernels", "weights", "compression"]
+    speeds = {name: info.get("speed") for name, info in data["variants"].items()}
+    base_speed = speeds.get("baseline") or {}
+    if any(speeds.values()):
+        header += ["prefill tok/s", "decode tok/s"]
+        for row, name in zip(var_rows, data["variants"], strict=True):
+            sp = speeds[name] or {}
+            for key in ("prefill_tok_s", "decode_tok_s"):
+                ratio = f" ({sp[key] / base_speed[key]:.2f}x)" if key in sp and base_speed.get(key) else ""
+                row.append(f"{sp[key]:,.0f}{ratio}" if key in sp else "n/a")
+    variants_table = Table(header, var_rows)
 
     floor = data.get("noise_floor", {}).get("baseline") or {}
     floor_rate = {(f["suite"], f["task"]): f["flip_rate"] for f in floor.get("flips", [])}
@@ -139,6 +153,8 @@ def build_view(data: dict) -> ReportView:
             "(no GPU), not the Triton kernels."
         )
     view_extra = _suite_tables(data)
+    view_extra.update(_cards_and_points(data, variants, suites, suite_rows, task_rows))
+    view_extra["flipped"] = _flipped(data)
     for v, per_suite in data.get("details", {}).items():
         for fallback in {d.get("fallback") for tasks in per_suite.values() for d in tasks.values()} - {None}:
             notes.append(f"{v}: {fallback}")
@@ -233,3 +249,82 @@ def _suite_tables(data: dict) -> dict:
         "code": code,
         "sensitivity": sensitivity,
     }
+
+
+VERDICTS = (  # thresholds of the published study: >= 99% (OpenLLM v1), >= 96% (v2)
+    (0.99, "recovers", "ok"),
+    (0.96, "small loss", "warn"),
+    (0.0, "loses accuracy", "bad"),
+)
+
+
+def _cards_and_points(data: dict, variants: list[str], suites: list[str], suite_rows: dict, task_rows: list) -> dict:
+    info = data["variants"]
+    base_speed = (info.get("baseline", {}).get("speed") or {}).get("decode_tok_s")
+    cards, compression, speed = [], [], []
+    for v in variants:
+        rows = [suite_rows[(s, v)] for s in suites if (s, v) in suite_rows]
+        recs = [r["recovery"] for r in rows]
+        if not recs or any(r is None for r in recs):
+            label, css = "undetermined", "warn"
+        else:
+            label, css = next((text, c) for floor, text, c in VERDICTS if min(recs) >= floor)
+        lines = [f"{r['suite']}: {_cell(r)}" for r in rows]
+        mine = [r for r in task_rows if r["variant"] == v and r["recovery"] is not None]
+        worst = min(mine, key=lambda r: r["recovery"], default=None)
+        if worst:
+            lines.append(f"lowest task: {worst['task']} {fmt.pct(worst['recovery'])}")
+        ratio = info[v].get("compression_ratio")
+        if ratio:
+            lines.append(f"{ratio:.2f}x smaller weights ({fmt.nbytes(info[v].get('weight_bytes'))})")
+        v_speed = (info[v].get("speed") or {}).get("decode_tok_s")
+        if v_speed and base_speed:
+            lines.append(f"decode {v_speed / base_speed:.2f}x the baseline's speed")
+        cards.append({"variant": v, "label": label, "css": css, "lines": lines, "scheme": info[v].get("description")})
+        if rows:
+            first = rows[0]
+            point = {"label": v, "y": first["recovery"], "y_low": first["ci_low"], "y_high": first["ci_high"]}
+            compression.append({**point, "x": ratio})
+            if v_speed and base_speed:
+                speed.append({**point, "x": v_speed / base_speed})
+    return {"cards": cards, "compression_points": compression, "speed_points": speed}
+
+
+def _word_diff(a: str, b: str) -> tuple[str, str]:
+    """HTML of both texts with the words that differ marked (<del> in the first, <ins> in the second)."""
+    import difflib
+    from html import escape
+
+    wa, wb = a.split(), b.split()
+    out_a, out_b = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        left, right = escape(" ".join(wa[i1:i2])), escape(" ".join(wb[j1:j2]))
+        if op == "equal":
+            out_a.append(left)
+            out_b.append(right)
+        else:
+            if left:
+                out_a.append(f"<del>{left}</del>")
+            if right:
+                out_b.append(f"<ins>{right}</ins>")
+    return " ".join(out_a), " ".join(out_b)
+
+
+def _flipped(data: dict) -> list[dict]:
+    rows = []
+    for v, fid in data.get("fidelity", {}).items():
+        for f in fid.get("flips", []):
+            for sample in f.get("samples", []):
+                base_html, var_html = _word_diff(sample["baseline"], sample["variant"])
+                rows.append(
+                    {
+                        "variant": v,
+                        "task": f["task"],
+                        "direction": sample["direction"],
+                        "prompt": sample["prompt"],
+                        "target": sample["target"],
+                        "baseline_html": base_html,
+                        "variant_html": var_html,
+                    }
+                )
+    return rows

@@ -78,7 +78,7 @@ def training_documents(seed: int, held_out: set[str]) -> Iterator[str | tuple[st
     document comes as (prompt, body): the trainer tokenizes the two apart, as evaluation will see them."""
     rng = random.Random(seed)
     kinds = ["arith", "mc", "story", "facts", "code", "chat", "judge"]
-    weights = [0.30, 0.20, 0.10, 0.05, 0.14, 0.11, 0.10]
+    weights = [0.22, 0.22, 0.10, 0.05, 0.14, 0.12, 0.15]
     while True:
         kind = rng.choices(kinds, weights)[0]
         if kind == "arith":

@@ -384,12 +384,18 @@ def judge_prompt(question: str, answer_a: str, answer_b: str) -> str:
 
 
 def judge_item(rng: random.Random) -> tuple[str, str]:
-    """A judging prompt over two answers to a fact question, and its verdict: the correct answer wins; two
-    correct or two wrong answers tie."""
+    """A judging prompt over two answers to a fact question, and the worked verdict: the correct answer wins;
+    two correct or two wrong answers tie."""
     noun, kind = rng.choice(sorted(LEXICON)), rng.choice(FACT_QUESTIONS)
     question, answer = fact_question(noun, kind)
     a_ok, b_ok = rng.random() < 0.5, rng.random() < 0.5
     answer_a = answer if a_ok else wrong_fact(rng, noun, kind)
     answer_b = answer if b_ok else wrong_fact(rng, noun, kind)
+    return judge_prompt(question, answer_a, answer_b), " " + judge_reasoning(answer, answer_a, answer_b)
+
+
+def judge_reasoning(truth: str, answer_a: str, answer_b: str) -> str:
+    """The judge's worked verdict: recall the fact, check each answer against it, then the label."""
+    a_ok, b_ok = answer_a == truth, answer_b == truth
     verdict = "[[A=B]]" if a_ok == b_ok else ("[[A>B]]" if a_ok else "[[B>A]]")
-    return judge_prompt(question, answer_a, answer_b), " " + verdict
+    return f"{truth} A is {'right' if a_ok else 'wrong'}. B is {'right' if b_ok else 'wrong'}. {verdict}"

@@ -26,7 +26,8 @@ from evalsuite.lm import request_key
 
 VERDICT = re.compile(r"\[\[(A>>B|A>B|A=B|B>A|B>>A)\]\]")
 TEMPLATES = {
-    # The embedded model's own format: it was trained to check answers about its world this way.
+    # The embedded model's own format: it was trained to check answers about its world this way (it recalls
+    # the fact, checks each answer, then gives the label).
     "tiny": "Question: {question}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\nVerdict:",
     # For capable judges: a strict Arena-Hard-like instruction with a closed set of verdict labels.
     "arena": (
@@ -67,7 +68,7 @@ def parse_verdict(text: str) -> str | None:
 class LocalJudge:
     """A causal LM judging greedily through EvalLM; its answers are cached through EvalLM's own store key."""
 
-    def __init__(self, lm, max_gen_toks: int = 16):
+    def __init__(self, lm, max_gen_toks: int = 48):
         self.lm = lm
         self.max_gen_toks = max_gen_toks
         self.identity = lm.model_key

@@ -1,0 +1,136 @@
+"""Export a variant quantized by evalsuite as a compressed-tensors checkpoint (what vLLM and transformers
+load): pack-quantized for integer weight-only schemes, int-quantized for W8A8 INT8, float-quantized for
+W8A8 FP8. The codes and scales are written as they are; the float tensors (embeddings, norms — smoothed ones
+included) at the checkpoint's dtype.
+
+    export_compressed_tensors(model, report, baseline_dir, out_dir, dtype=torch.bfloat16)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .args import Strategy
+from .linear import QuantLinear
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _format(kind: str) -> str:
+    formats = {"wna16": "pack-quantized", "int8": "int-quantized", "fp8": "float-quantized"}
+    if kind not in formats:
+        raise ExportError(f"exporting {kind} weights to compressed-tensors is not supported yet (int and fp8 are)")
+    return formats[kind]
+
+
+def _args_dict(args) -> dict | None:
+    if args is None:
+        return None
+    d = {
+        "num_bits": args.num_bits,
+        "type": args.type.value,
+        "symmetric": args.symmetric,
+        "strategy": args.strategy.value,
+        "dynamic": args.dynamic,
+    }
+    if args.strategy == Strategy.GROUP:
+        d["group_size"] = args.group_size
+    if args.strategy == Strategy.BLOCK:
+        d["block_structure"] = list(args.block_structure)
+    return d
+
+
+def _layer_tensors(prefix: str, layer: QuantLinear) -> dict[str, torch.Tensor]:
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+    from evalsuite.kernels.w4a16_gemm import unpack_int4
+
+    out = {}
+    n, k = layer.out_features, layer.in_features
+    if layer.kind == "wna16":
+        codes = unpack_int4(layer.qdata, k) if layer.storage_bits == 4 else layer.qdata  # (N, K) unsigned
+        offset = 2 ** (layer.storage_bits - 1) if layer.zero_point is None else 2 ** (layer.bits - 1)
+        q = codes.to(torch.int16) - offset  # signed codes, as compressed-tensors stores them
+        out[f"{prefix}.weight_packed"] = pack_to_int32(q.to(torch.int8), layer.bits)
+        out[f"{prefix}.weight_shape"] = torch.tensor([n, k])
+        out[f"{prefix}.weight_scale"] = layer.scale.float()
+        if layer.zero_point is not None:
+            zp = (layer.zero_point.to(torch.int16) - 2 ** (layer.bits - 1)).to(torch.int8)
+            out[f"{prefix}.weight_zero_point"] = pack_to_int32(zp, layer.bits, packed_dim=0)
+    else:
+        out[f"{prefix}.weight"] = layer.qdata
+        out[f"{prefix}.weight_scale"] = layer.scale.float()
+    if layer.bias is not None:
+        out[f"{prefix}.bias"] = layer.bias
+    return out
+
+
+def export_compressed_tensors(
+    model: nn.Module, report, baseline_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    from safetensors.torch import save_file
+
+    scheme = report.scheme
+    if report.rotation:
+        raise ExportError("a Hadamard-rotated variant needs its online rotation at inference; it is not exported")
+    if scheme.kv_cache is not None:
+        raise ExportError("KV-cache quantization is not exported; export the weight scheme alone")
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    if not layers:
+        raise ExportError("the model has no quantized layers to export")
+    fmt = _format(next(iter(layers.values())).kind)
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, layer in layers.items():
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in _layer_tensors(prefix, layer).items()})
+    quantized_params = {f"{p}.{b}" for p in layers for b in ("qdata", "scale", "zero_point", "global_scale", "bias")}
+    seen = set()
+    for name, param in model.state_dict().items():
+        if name in quantized_params or param.data_ptr() in seen or name.endswith("rotary_emb.inv_freq"):
+            continue
+        seen.add(param.data_ptr())
+        tensors[name] = param.detach().to(dtype).cpu().contiguous() if param.is_floating_point() else param.cpu()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((Path(baseline_dir) / "config.json").read_text())
+    ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not isinstance(m, QuantLinear))
+    config["torch_dtype"] = str(dtype).removeprefix("torch.")
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors",
+        "format": fmt,
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": _args_dict(scheme.weights),
+                "input_activations": _args_dict(scheme.input_activations),
+                "output_activations": None,
+                "format": fmt,
+            }
+        },
+        "ignore": ignore,
+        "kv_cache_scheme": None,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in TOKENIZER_FILES:
+        if (Path(baseline_dir) / name).is_file():
+            shutil.copy(Path(baseline_dir) / name, out_dir / name)
+    return out_dir
