@@ -34,9 +34,12 @@ class ModelLoadError(UserError, ValueError):
 @dataclass(frozen=True)
 class ModelSource:
     spec: str
-    path: Path
+    path: Path  # the model directory (for GGUF, the file's folder)
     identity: str
     checkpoint_dtype: str
+    gguf_file: str | None = None  # a GGUF baseline, which transformers dequantizes as it loads
+    gguf_types: dict | None = None  # tensor type -> count, for the provenance
+    file_bytes: int | None = None
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -111,6 +114,26 @@ def identity_of(path: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def resolve_gguf(spec: str, file: Path) -> ModelSource:
+    """A .gguf file as a baseline: fingerprinted by its bytes, its tensor types read for the provenance."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ModelLoadError(f"{file} is a GGUF file: pip install gguf to load it") from None
+    try:
+        reader = GGUFReader(file)
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"{file}: not a readable GGUF file ({err})") from None
+    types: dict[str, int] = {}
+    for tensor in reader.tensors:
+        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return ModelSource(spec, file.parent, digest.hexdigest(), "float32", file.name, types, file.stat().st_size)
+
+
 def resolve_model(spec: str) -> ModelSource:
     """Check a model path and fingerprint it, without loading it."""
     if spec.startswith("embedded:"):
@@ -121,6 +144,8 @@ def resolve_model(spec: str) -> ModelSource:
         path = Path(spec).expanduser()
     if not path.exists():
         raise ModelLoadError(f"model path {spec!r} does not exist; give a Hugging Face model directory")
+    if path.is_file() and path.suffix == ".gguf":
+        return resolve_gguf(spec, path)
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ModelLoadError(
             f"model path {spec!r} holds no model: expected a Hugging Face directory with config.json and weights"
@@ -163,6 +188,8 @@ class LoadedModel:
 def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
+    if source.gguf_file:
+        return AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
     return AutoTokenizer.from_pretrained(source.path)
 
 
@@ -191,6 +218,9 @@ def load(
             source.path, dtype=torch_dtype, device_map="auto", max_memory=memory
         )
         device = next(model.parameters()).device  # where the embeddings, and so the inputs, live
+    elif source.gguf_file:
+        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch_dtype)
+        model = model.to(device)
     else:
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
     model.eval()

@@ -429,7 +429,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
                     "kernels": [],
                     "description": "unquantized",
                 }
-                baseline_bytes = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
                 info.update(weight_bytes=baseline_bytes, compression_ratio=1.0)
             else:
                 spec = next(v for v in config.variants if v.name == name)
@@ -490,6 +490,12 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         "checkpoint_dtype": source.checkpoint_dtype,
         "weight_bytes": baseline_bytes,
     }
+    if source.gguf_file:
+        model_info["gguf"] = {
+            "file": source.gguf_file,
+            "tensor_types": source.gguf_types,
+            "dequantized": "transformers dequantized every tensor to the compute dtype as it loaded the GGUF file",
+        }
     data = results.build(
         provenance.collect(device, models.compute_dtype(config.model.dtype, device), tokenizer, run, command),
         model_info,

@@ -122,6 +122,16 @@ def build_view(data: dict) -> ReportView:
     versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items() if v)
     prov_rows = [
         ["model", f"{data['model']['path']} (identity {data['model']['identity'][:12]})"],
+        *(
+            [
+                [
+                    "GGUF",
+                    f"{g['file']}: {', '.join(f'{n} x{c}' for n, c in g['tensor_types'].items())}; {g['dequantized']}",
+                ]
+            ]
+            if (g := data["model"].get("gguf"))
+            else []
+        ),
         ["device", f"{prov.get('device')}, {prov.get('dtype')}"],
         ["kernel backend", str(prov.get("backend"))],
         ["batch size / seed", f"{prov.get('batch_size')} / {prov.get('seed')}"],
