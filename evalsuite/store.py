@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from evalsuite.errors import UserError
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, description TEXT 
 """
 
 
+OPEN_ATTEMPTS = 10
+
+
 class StoreError(UserError, RuntimeError):
     pass
 
@@ -38,15 +42,21 @@ class StoreError(UserError, RuntimeError):
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=60)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
-            self.conn.commit()
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"cannot open the run store {self.path}: {err}") from None
+        for attempt in range(OPEN_ATTEMPTS):  # several processes (torchrun ranks) may open it at once
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, timeout=60)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.executescript(SCHEMA)
+                self.conn.commit()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == OPEN_ATTEMPTS - 1:
+                    raise StoreError(f"cannot open the run store {self.path}: {err}") from None
+                time.sleep(0.05 * 2**attempt)
+            except (OSError, sqlite3.Error) as err:
+                raise StoreError(f"cannot open the run store {self.path}: {err}") from None
 
     def close(self) -> None:
         self.conn.close()
