@@ -62,8 +62,15 @@ def test_verdicts_come_from_running_the_tests():
     wrong = ScriptedLM({p["prompt"]: "    return None\n" for p in problems})
     loop = dict(wrong.answers)
     loop[problems[0]["prompt"]] = "    while True:\n        pass\n"
-    result = code.run_code_task(ScriptedLM(loop), "tiny_code", problems, config.model_copy(update={"timeout_s": 2}),
-                                0, sandbox.Limits(timeout_s=2, sandbox_uid=None), None)
+    result = code.run_code_task(
+        ScriptedLM(loop),
+        "tiny_code",
+        problems,
+        config.model_copy(update={"timeout_s": 2}),
+        0,
+        sandbox.Limits(timeout_s=2, sandbox_uid=None),
+        None,
+    )
     assert result.metrics["pass@1"].value == 0.0
     assert (result.details["timeout"], result.details["failed"]) == (1, 5)
     assert result.samples[0]["statuses"] == ["timeout"]

@@ -68,25 +68,41 @@ def test_unknown_scheme_suggests_a_close_match_with_its_line(tmp_path):
             tasks: [tiny_mc]
         """,
     )
-    with pytest.raises(ConfigError, match=rf"{path}:4: variants\[1\]\.scheme: unknown scheme 'W4A16_ASM'. Did you mean"):
+    expected = rf"{path}:4: variants\[1\]\.scheme: unknown scheme 'W4A16_ASM'. Did you mean"
+    with pytest.raises(ConfigError, match=expected):
         load_suite(path)
 
 
 def test_unknown_algorithm_and_reserved_and_duplicate_names(tmp_path):
     with pytest.raises(ConfigError, match="unknown algorithm 'gtpq'"):
-        parse_suite({"name": "t", "variants": [{"scheme": "W4A16", "algorithm": "gtpq"}],
-                     "suites": {"academic": {"tasks": ["tiny_mc"]}}})
+        parse_suite(
+            {
+                "name": "t",
+                "variants": [{"scheme": "W4A16", "algorithm": "gtpq"}],
+                "suites": {"academic": {"tasks": ["tiny_mc"]}},
+            }
+        )
     with pytest.raises(ConfigError, match="reserved"):
-        parse_suite({"name": "t", "variants": [{"name": "baseline", "scheme": "W4A16"}],
-                     "suites": {"academic": {"tasks": ["tiny_mc"]}}})
+        parse_suite(
+            {
+                "name": "t",
+                "variants": [{"name": "baseline", "scheme": "W4A16"}],
+                "suites": {"academic": {"tasks": ["tiny_mc"]}},
+            }
+        )
     with pytest.raises(ConfigError, match="repeated: W4A16"):
         parse_suite({"name": "t", "variants": ["W4A16", "W4A16"], "suites": {"academic": {"tasks": ["tiny_mc"]}}})
 
 
 def test_invalid_inline_scheme_explains_itself():
     with pytest.raises(ConfigError, match="variants\\[0\\].scheme: .*group_size"):
-        parse_suite({"name": "t", "variants": [{"name": "x", "scheme": {"weights": {"strategy": "group"}}}],
-                     "suites": {"academic": {"tasks": ["tiny_mc"]}}})
+        parse_suite(
+            {
+                "name": "t",
+                "variants": [{"name": "x", "scheme": {"weights": {"strategy": "group"}}}],
+                "suites": {"academic": {"tasks": ["tiny_mc"]}},
+            }
+        )
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):

@@ -30,13 +30,33 @@ def test_two_ranks_match_one_process(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "evalsuite", "run", str(suite), "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "evalsuite", "run", str(suite), "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "evalsuite",
-         "run", str(suite), "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "evalsuite",
+            "run",
+            str(suite),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "results.json").read_text())

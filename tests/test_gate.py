@@ -10,10 +10,19 @@ from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, l
 
 def row(variant, recovery, task=None, metric="acc", primary=True, ci=(None, None), scope="task"):
     return {
-        "scope": scope, "suite": "academic", "task": task, "metric": metric, "variant": variant,
-        "primary": primary, "higher_is_better": True, "baseline": 0.8,
-        "value": None if recovery is None else 0.8 * recovery, "recovery": recovery,
-        "ci_low": ci[0], "ci_high": ci[1], "n": 100,
+        "scope": scope,
+        "suite": "academic",
+        "task": task,
+        "metric": metric,
+        "variant": variant,
+        "primary": primary,
+        "higher_is_better": True,
+        "baseline": 0.8,
+        "value": None if recovery is None else 0.8 * recovery,
+        "recovery": recovery,
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n": 100,
     }
 
 
@@ -21,13 +30,15 @@ def results(rows):
     return {"schema_version": 1, "variants": {"baseline": {}, "W4A16": {}, "W8A8_INT8": {}}, "recovery": rows}
 
 
-DATA = results([
-    row("W8A8_INT8", 0.995, scope="suite", metric="average of primary metrics", ci=(0.985, 1.004)),
-    row("W8A8_INT8", 0.993, task="tiny_mc", ci=(0.98, 1.0)),
-    row("W4A16", 0.95, scope="suite", metric="average of primary metrics", ci=(0.93, 0.97)),
-    row("W4A16", 0.93, task="tiny_mc", ci=(0.91, 0.95)),
-    row("W4A16", 0.99, task="tiny_mc", metric="acc_norm", primary=False),
-])
+DATA = results(
+    [
+        row("W8A8_INT8", 0.995, scope="suite", metric="average of primary metrics", ci=(0.985, 1.004)),
+        row("W8A8_INT8", 0.993, task="tiny_mc", ci=(0.98, 1.0)),
+        row("W4A16", 0.95, scope="suite", metric="average of primary metrics", ci=(0.93, 0.97)),
+        row("W4A16", 0.93, task="tiny_mc", ci=(0.91, 0.95)),
+        row("W4A16", 0.99, task="tiny_mc", metric="acc_norm", primary=False),
+    ]
+)
 
 
 def test_threshold_below_every_recovery_passes_and_above_fails():
@@ -96,7 +107,8 @@ def test_junit_and_github_step_summary(tmp_path, monkeypatch):
     failed = {c.get("name") for c in cases if c.find("failure") is not None}
     assert failed == {"W4A16: academic (average)", "W4A16: tiny_mc acc"}
     text = summary.read_text()
-    assert text.startswith("earlier step\n") and "### evalsuite gate: fail" in text and "❌ | W4A16: tiny_mc acc" in text
+    assert text.startswith("earlier step\n") and "### evalsuite gate: fail" in text
+    assert "❌ | W4A16: tiny_mc acc" in text
 
 
 def test_python_api_matches_the_cli(tmp_path):

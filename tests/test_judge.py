@@ -33,7 +33,8 @@ def test_position_bias_cancels_and_unparseable_are_excluded():
     summary = judge.summarize(games, 200, seed=0)
     assert (summary["wins"], summary["ties"], summary["losses"]) == (3, 0, 3)
     assert summary["win_rate"] == 0.5
-    garbled = judge.summarize(judge.play(Fixed("no idea"), judge.TEMPLATES["tiny"], questions, answers, answers), 200, 0)
+    games = judge.play(Fixed("no idea"), judge.TEMPLATES["tiny"], questions, answers, answers)
+    garbled = judge.summarize(games, 200, 0)
     assert garbled["unparseable"] == 6 and garbled["win_rate"] is None
 
 
@@ -45,7 +46,8 @@ class Prefers:
         for p in prompts:
             a = p.split("Answer A: ")[1].split("\n")[0]
             b = p.split("Answer B: ")[1].split("\n")[0]
-            out.append("[[A>B]]" if "good" in a and "good" not in b else "[[B>A]]" if "good" in b and "good" not in a else "[[A=B]]")
+            a_good, b_good = "good" in a, "good" in b
+            out.append("[[A>B]]" if a_good and not b_good else "[[B>A]]" if b_good and not a_good else "[[A=B]]")
         return out
 
 

@@ -9,8 +9,8 @@ from evalsuite.lm import EvalLM
 from evalsuite.store import Store
 
 PAIRS = [
-    ("Question: What is 12 plus 30?\nAnswer:", " 42"),
-    ("Question: What is 12 plus 30?\nAnswer:", " 43"),
+    ("Question: What is 12 plus 30?\nAnswer: 2 plus 0 is 2, write 2. 1 plus 3 is 4. The answer is", " 42"),
+    ("Question: What is 12 plus 30?\nAnswer: 2 plus 0 is 2, write 2. 1 plus 3 is 4. The answer is", " 43"),
     ("Question: Which of these is a fruit: dog, apple, car or drum?\nAnswer:", " apple"),
     ("The frog is", " green."),
     ("", "Tom saw a green frog in the farm."),
@@ -30,7 +30,7 @@ def reference_loglikelihood(model, tokenizer, context, continuation):
     if context:
         whole = tokenizer.encode(context + continuation)
         ctx = tokenizer.encode(context)
-        cont = whole[len(ctx):]
+        cont = whole[len(ctx) :]
     else:
         ctx, cont = [tokenizer.eos_token_id], tokenizer.encode(continuation)
     ids = torch.tensor([ctx + cont])
@@ -45,7 +45,8 @@ def test_loglikelihood_matches_the_unbatched_reference(tiny, batch_size):
     lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=batch_size, progress=False)
     got = lm.loglikelihood(ll_requests(PAIRS))
     for (context, continuation), (logprob, _) in zip(PAIRS, got, strict=True):
-        assert logprob == pytest.approx(reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation), abs=1e-4)
+        expected = reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation)
+        assert logprob == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_trained_model_knows_its_world(tiny):
@@ -72,12 +73,13 @@ def test_rolling_windows_cover_long_documents(tiny):
 
 def test_generation_is_batch_invariant_and_stops(tiny):
     prompts = [f"Question: What is {a} plus {b}?\nAnswer:" for a, b in [(3, 4), (25, 17), (60, 9), (1, 1), (48, 48)]]
-    reqs = [Instance("generate_until", {}, (p, {"until": ["\n"], "max_gen_toks": 8}), i) for i, p in enumerate(prompts)]
+    kwargs = {"until": ["\n"], "max_gen_toks": 64}
+    reqs = [Instance("generate_until", {}, (p, kwargs), i) for i, p in enumerate(prompts)]
     one = EvalLM(tiny.model, tiny.tokenizer, batch_size=1, progress=False).generate_until(reqs)
     many = EvalLM(tiny.model, tiny.tokenizer, batch_size=8, progress=False).generate_until(reqs)
     assert one == many
     assert all("\n" not in text for text in one)
-    assert one[0].strip() == "7"
+    assert one[0].strip().endswith("The answer is 7.")
 
 
 def test_sampling_needs_a_seed_and_is_reproducible_whatever_the_batch(tiny):
@@ -89,7 +91,8 @@ def test_sampling_needs_a_seed_and_is_reproducible_whatever_the_batch(tiny):
     settings = [
         {"until": ["\nUser:"], "do_sample": True, "temperature": 1.0, "seed": s, "max_gen_toks": 24} for s in (1, 2)
     ]
-    reqs = [Instance("generate_until", {}, (p, k), i) for i, (p, k) in enumerate((p, k) for p in prompts for k in settings)]
+    pairs = [(p, k) for p in prompts for k in settings]
+    reqs = [Instance("generate_until", {}, pair, i) for i, pair in enumerate(pairs)]
     one = EvalLM(tiny.model, tiny.tokenizer, batch_size=1, progress=False).generate_until(reqs)
     many = EvalLM(tiny.model, tiny.tokenizer, batch_size=6, progress=False).generate_until(reqs)
     assert one == many

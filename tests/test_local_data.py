@@ -58,8 +58,15 @@ def test_missing_files_name_what_the_task_reads(tmp_path):
 
 
 def suite(tasks):
-    return parse_suite({"name": "lb", "model": {"path": "embedded:tiny"}, "variants": ["W8A8_INT8"],
-                        "suites": {"academic": {"tasks": tasks}}, "run": {"batch_size": 16, "bootstrap_iters": 50}})
+    return parse_suite(
+        {
+            "name": "lb",
+            "model": {"path": "embedded:tiny"},
+            "variants": ["W8A8_INT8"],
+            "suites": {"academic": {"tasks": tasks}},
+            "run": {"batch_size": 16, "bootstrap_iters": 50},
+        }
+    )
 
 
 def test_leaderboard_tasks_run_offline_from_local_copies(tmp_path, arc_dir):
@@ -68,24 +75,42 @@ def test_leaderboard_tasks_run_offline_from_local_copies(tmp_path, arc_dir):
 
     for leaf in leaf_tasks("mmlu", task_manager(True).task_index):
         subject = leaf.removeprefix("mmlu_")
-        rows = [{"question": f"{subject} question {i}?", "subject": subject,
-                 "choices": ["one", "two", "three", "four"], "answer": i % 4} for i in range(3)]
+        rows = [
+            {
+                "question": f"{subject} question {i}?",
+                "subject": subject,
+                "choices": ["one", "two", "three", "four"],
+                "answer": i % 4,
+            }
+            for i in range(3)
+        ]
         folder = mmlu / subject
         folder.mkdir(parents=True)
         pd.DataFrame(rows[:1]).to_parquet(folder / "dev.parquet")
         pd.DataFrame(rows[1:]).to_parquet(folder / "test.parquet")
     gsm = tmp_path / "gsm8k" / "main"
     gsm.mkdir(parents=True)
-    pd.DataFrame([{"question": f"What is {a} plus {a}?", "answer": f"{a} plus {a} is {2 * a}.\n#### {2 * a}"}
-                  for a in range(1, 9)]).iloc[:3].to_csv(gsm / "train.csv", index=False)
+    pd.DataFrame(
+        [
+            {"question": f"What is {a} plus {a}?", "answer": f"{a} plus {a} is {2 * a}.\n#### {2 * a}"}
+            for a in range(1, 9)
+        ]
+    ).iloc[:3].to_csv(gsm / "train.csv", index=False)
     pd.DataFrame([{"question": f"What is {a} plus {a}?", "answer": f"#### {2 * a}"} for a in range(1, 6)]).to_csv(
         gsm / "test.csv", index=False
     )
-    config = suite([
-        {"name": "arc_challenge", "num_fewshot": 2, "metric": "acc_norm", "data_dir": str(arc_dir)},
-        {"name": "mmlu", "num_fewshot": 1, "metric": "acc", "data_dir": str(mmlu)},
-        {"name": "gsm8k", "num_fewshot": 1, "data_dir": str(tmp_path / "gsm8k"), "metric": "exact_match (strict-match)"},
-    ])
+    config = suite(
+        [
+            {"name": "arc_challenge", "num_fewshot": 2, "metric": "acc_norm", "data_dir": str(arc_dir)},
+            {"name": "mmlu", "num_fewshot": 1, "metric": "acc", "data_dir": str(mmlu)},
+            {
+                "name": "gsm8k",
+                "num_fewshot": 1,
+                "data_dir": str(tmp_path / "gsm8k"),
+                "metric": "exact_match (strict-match)",
+            },
+        ]
+    )
     data = run_suite(config, tmp_path / "run").data
     rows = {(m["variant"], m["task"], m["metric"]): m for m in data["metrics"]}
     assert rows[("baseline", "arc_challenge", "acc_norm")]["n"] == 6

@@ -23,8 +23,15 @@ TINY = EMBEDDED["embedded:tiny"]
 
 def suite(model, variants=("W8A8_INT8",), **suites):
     suites = suites or {"academic": {"tasks": ["tiny_mc"], "limit": 12}}
-    return parse_suite({"name": "s", "model": {"path": str(model)}, "variants": list(variants), "suites": suites,
-                        "run": {"batch_size": 8, "bootstrap_iters": 50}})
+    return parse_suite(
+        {
+            "name": "s",
+            "model": {"path": str(model)},
+            "variants": list(variants),
+            "suites": suites,
+            "run": {"batch_size": 8, "bootstrap_iters": 50},
+        }
+    )
 
 
 def calls(outcome):
@@ -99,8 +106,9 @@ def test_malformed_and_empty_task_data_are_errors_with_the_line(tmp_path):
         "output_type: multiple_choice\ndoc_to_text: q\ndoc_to_target: 0\ndoc_to_choice: [a, b]\n"
     )
     (folder / "mine.jsonl").write_text('{"q": 1}\n{"q": 2,}\n')
-    config = parse_suite({"name": "s", "variants": ["W4A16"],
-                          "suites": {"academic": {"tasks": ["mine"], "include": [str(folder)]}}})
+    config = parse_suite(
+        {"name": "s", "variants": ["W4A16"], "suites": {"academic": {"tasks": ["mine"], "include": [str(folder)]}}}
+    )
     with pytest.raises(TaskDataError, match=r"mine.jsonl:2: not valid JSON"):
         resolve_tasks(config.suites.academic)
     (folder / "mine.jsonl").write_text("\n")
@@ -141,7 +149,10 @@ def _start(suite_file, run_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "evalsuite", "run", str(suite_file), "--out", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
     )
 
 
@@ -192,9 +203,15 @@ def test_rotation_and_algorithm_options_are_part_of_the_key(tmp_path):
         {"scheme": "W8A8_INT8", "algorithm": "smoothquant", "options": {"alpha": 0.5}},
         {"name": "sq-alpha-0.8", "scheme": "W8A8_INT8", "algorithm": "smoothquant", "options": {"alpha": 0.8}},
     ]
-    config = parse_suite({"name": "s", "model": {"path": "embedded:tiny"}, "variants": variants,
-                          "suites": {"academic": {"tasks": ["tiny_mc"], "limit": 6}},
-                          "run": {"batch_size": 8, "bootstrap_iters": 0, "calibration": {"samples": 4, "seq_len": 64}}})
+    config = parse_suite(
+        {
+            "name": "s",
+            "model": {"path": "embedded:tiny"},
+            "variants": variants,
+            "suites": {"academic": {"tasks": ["tiny_mc"], "limit": 6}},
+            "run": {"batch_size": 8, "bootstrap_iters": 0, "calibration": {"samples": 4, "seq_len": 64}},
+        }
+    )
     counted = calls(run_suite(config, tmp_path / "run"))
     keys = {name: info["model_key"] for name, info in run_suite(config, tmp_path / "run").data["variants"].items()}
     assert all(c["academic/tiny_mc"] > 0 for c in counted.values()), counted

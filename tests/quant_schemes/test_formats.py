@@ -9,8 +9,17 @@ from evalsuite.quant_schemes.linear import QuantLinear
 from tests.utils import assert_close, seed_everything, sqnr
 
 # Weight SQNR floors (dB) for Gaussian weights: well under what each format reaches, well over the next worse.
-FLOORS = {"W8A8_INT8": 40, "W8A16": 40, "W8A8_FP8": 28, "W8A8_FP8_TENSOR": 28, "W8A8_FP8_BLOCK": 28,
-          "W4A16": 16, "W4A16_ASYM": 16, "MXFP4": 13, "NVFP4": 16}
+FLOORS = {
+    "W8A8_INT8": 40,
+    "W8A16": 40,
+    "W8A8_FP8": 28,
+    "W8A8_FP8_TENSOR": 28,
+    "W8A8_FP8_BLOCK": 28,
+    "W4A16": 16,
+    "W4A16_ASYM": 16,
+    "MXFP4": 13,
+    "NVFP4": 16,
+}
 
 
 @pytest.mark.parametrize("preset", sorted(FLOORS))
@@ -38,8 +47,9 @@ def test_quantized_layer_stores_no_float_weight():
     lin = torch.nn.Linear(256, 64)
     for name in ("W8A8_INT8", "W8A8_FP8", "W4A16", "MXFP4", "NVFP4"):
         layer = QuantLinear.from_float(lin, PRESETS[name], "torch-ref")
-        float_buffers = [n for n, b in layer.named_buffers() if b.dtype in (torch.float32, torch.bfloat16, torch.float16)
-                         and b.numel() >= lin.weight.numel() // 8]
+        floats = (torch.float32, torch.bfloat16, torch.float16)
+        large = lin.weight.numel() // 8
+        float_buffers = [n for n, b in layer.named_buffers() if b.dtype in floats and b.numel() >= large]
         assert float_buffers == [], f"{name} keeps large float buffers {float_buffers}"
         assert layer.qdata.dtype in (torch.int8, torch.uint8, torch.float8_e4m3fn)
     assert QuantLinear.from_float(lin, PRESETS["W4A16"], "torch-ref").qdata.shape == (64, 128)

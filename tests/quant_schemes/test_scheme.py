@@ -67,8 +67,10 @@ def test_unknown_fields_and_mutation_are_rejected():
         ({}, "quantizes something"),
         ({"input_activations": {"strategy": "token", "dynamic": True}}, "only quantized together with weights"),
         (
-            {"weights": {"num_bits": 4, "strategy": "group", "group_size": 128},
-             "input_activations": {"strategy": "token", "dynamic": True}},
+            {
+                "weights": {"num_bits": 4, "strategy": "group", "group_size": 128},
+                "input_activations": {"strategy": "token", "dynamic": True},
+            },
             "same 8-bit type",
         ),
         ({"weights": {"type": "float", "strategy": "channel"}}, "W8A8_FP8"),

@@ -13,9 +13,16 @@ from evalsuite.runner import run_suite
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-logging=stderr", "--v=0",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
 ]
 
 
@@ -30,13 +37,19 @@ def browser():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    config = parse_suite({
-        "name": "browser",
-        "variants": ["W8A8_INT8", "MXFP4"],
-        "suites": {"academic": {"tasks": ["tiny_mc", "tiny_arith"], "limit": 40}, "fidelity": {"limit": 6}},
-        "run": {"batch_size": 16, "bootstrap_iters": 100, "measure_speed": True,
-                "calibration": {"samples": 4, "seq_len": 64}},
-    })
+    config = parse_suite(
+        {
+            "name": "browser",
+            "variants": ["W8A8_INT8", "MXFP4"],
+            "suites": {"academic": {"tasks": ["tiny_mc", "tiny_arith"], "limit": 40}, "fidelity": {"limit": 6}},
+            "run": {
+                "batch_size": 16,
+                "bootstrap_iters": 100,
+                "measure_speed": True,
+                "calibration": {"samples": 4, "seq_len": 64},
+            },
+        }
+    )
     outcome = run_suite(config, out / "run")
     _, html = render_reports(outcome.results_path)
     return html, outcome.data
@@ -44,8 +57,9 @@ def report(tmp_path_factory):
 
 def chromium(browser, tmp_path, *args):
     profile = tmp_path / "profile"
-    return subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_report_renders_without_console_errors(browser, report, tmp_path):
@@ -56,8 +70,17 @@ def test_report_renders_without_console_errors(browser, report, tmp_path):
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console
     assert 'data-ready="1"' in dom, "the report's script did not run to its end"
-    for element in ('id="verdicts"', 'id="recovery"', 'id="recovery-chart"', 'id="compression-chart"',
-                    'id="speed-chart"', 'id="variants"', 'id="provenance"', 'id="fidelity"', 'id="sensitivity"'):
+    for element in (
+        'id="verdicts"',
+        'id="recovery"',
+        'id="recovery-chart"',
+        'id="compression-chart"',
+        'id="speed-chart"',
+        'id="variants"',
+        'id="provenance"',
+        'id="fidelity"',
+        'id="sensitivity"',
+    ):
         assert element in dom, element
     assert dom.count('class="card ') == 2
     assert "<svg" in dom and any(v in dom for v in ("recovers", "small loss", "loses accuracy"))
