@@ -14,7 +14,14 @@ code runs eagerly.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward argument that takes the KV cache: `cache` from transformers 5.25, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class StaticDecoder:
@@ -26,6 +33,7 @@ class StaticDecoder:
         self.batch_size, self.max_len = batch_size, max_len
         self.graphs = graphs and self.device.type == "cuda"
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self.cache_arg = cache_argument(model)
         self.ids = torch.zeros(batch_size, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(batch_size, 1, dtype=torch.long, device=self.device)
         self.mask = torch.zeros(batch_size, 1, 1, max_len, dtype=torch.bool, device=self.device)
@@ -61,7 +69,7 @@ class StaticDecoder:
             input_ids=ids,
             position_ids=positions,
             attention_mask=mask,
-            past_key_values=self.cache,
+            **{self.cache_arg: self.cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -76,7 +84,7 @@ class StaticDecoder:
             input_ids=self.ids,
             position_ids=self.positions,
             attention_mask=self.mask,
-            past_key_values=self.cache,
+            **{self.cache_arg: self.cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -121,6 +129,7 @@ class DynamicDecoder:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.device = next(model.parameters()).device
+        self.cache_arg = cache_argument(model)
 
     @torch.no_grad()
     def prefill(self, contexts: list[list[int]]) -> torch.Tensor:
@@ -135,7 +144,7 @@ class DynamicDecoder:
             input_ids=ids,
             attention_mask=self.mask,
             position_ids=(self.mask.cumsum(-1) - 1).clamp(min=0),
-            past_key_values=self.cache,
+            **{self.cache_arg: self.cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -149,7 +158,7 @@ class DynamicDecoder:
             input_ids=next_ids[:, None],
             attention_mask=self.mask,
             position_ids=self.positions,
-            past_key_values=self.cache,
+            **{self.cache_arg: self.cache},
             use_cache=True,
             logits_to_keep=1,
         )
