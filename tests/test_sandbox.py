@@ -14,7 +14,15 @@ from dataclasses import replace
 
 import pytest
 
-from evalsuite.suites.sandbox import EXIT_EXCEPTION, Limits, SandboxError, Verdict, execute_many, run_check
+from evalsuite.suites.sandbox import (
+    EXIT_EXCEPTION,
+    Limits,
+    SandboxError,
+    Verdict,
+    _make_pids_cgroup,
+    execute_many,
+    run_check,
+)
 
 ADD = "def add(a, b):\n    return a + b\n"
 CHECK_ADD = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"
@@ -241,9 +249,14 @@ def test_orphan_check_detects_a_survivor(shared_dir):
         proc.wait()
 
 
+def test_a_plain_directory_is_not_taken_for_a_pids_cgroup(tmp_path):
+    assert _make_pids_cgroup("x", 16, roots=[str(tmp_path), str(tmp_path / "missing")]) is None
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fork_bomb_is_contained(limits, shared_dir):
     probe = run_check(ADD, CHECK_ADD, "add", limits)
-    if not probe.isolation["processes"].startswith("RLIMIT_NPROC"):
+    if not probe.isolation["processes"].startswith(("RLIMIT_NPROC", "pids cgroup")):
         pytest.skip(f"process count not bounded here, a fork bomb could exhaust the host: {probe.isolation}")
     pids_file = os.path.join(shared_dir, "pids")
     bomb = _fn(

@@ -64,6 +64,7 @@ _SUCCESS_CODES = range(16, 120)
 
 _TAIL_BYTES = 4096
 _MARKER_VAR = "EVALSUITE_SANDBOX_RUN"
+_CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")  # cgroup v1's pids hierarchy, cgroup v2
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -166,6 +167,7 @@ class _Run:
         self.report: dict[str, object] = {}
         self.report_buffer = b""
         self.child_pidfd: int | None = None
+        self.cgroup: str | None = None  # a pids cgroup of this run's own, where one could be made
 
     def execute(self) -> Verdict:
         limits = self.limits
@@ -176,6 +178,9 @@ class _Run:
         report_r, report_w = os.pipe()
         config = {key: getattr(limits, key) for key in ("cpu_s", "memory_mb", "file_size_mb", "max_processes")}
         config["sandbox_uid"] = limits.sandbox_uid
+        if os.geteuid() == 0 and limits.sandbox_uid is None:  # root is exempt from RLIMIT_NPROC
+            self.cgroup = _make_pids_cgroup(self.marker, limits.max_processes)
+        config["cgroup"] = self.cgroup
         argv = [sys.executable, "-I", os.path.abspath(__file__), "--harness", str(token_r), str(report_w)]
         argv += [str(os.getpid()), self.program, json.dumps(config)]
         start = time.monotonic()
@@ -299,6 +304,11 @@ class _Run:
                     del fds[fd]
         if fds:
             lingering.append(f"{'/'.join(sorted(fds.values()))} still held open by an escaped process")
+        if self.cgroup is not None:
+            try:
+                os.rmdir(self.cgroup)
+            except OSError as exc:
+                lingering.append(f"could not remove the pids cgroup {self.cgroup}: {exc}")
         how = "SIGKILL to the process group and the worker, " + (
             "a pid-namespace init: every process of the run dies with it"
             if self.report.get("pid") == "namespace"
@@ -460,7 +470,10 @@ def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[
         user = f"uid {os.getuid()} (unchanged: the evaluator is not root)"
     elif uid is None:
         user = "root (Limits.sandbox_uid=None): UNSAFE, the candidate can write anywhere"
-        return user, "unbounded: root is exempt from RLIMIT_NPROC"
+        if config["cgroup"] is None:
+            return user, "unbounded: root is exempt from RLIMIT_NPROC and no pids cgroup could be made"
+        _write_existing(os.path.join(config["cgroup"], "cgroup.procs"), "0")  # this process; children inherit it
+        return user, f"pids cgroup {config['cgroup']}: at most {nproc} processes and threads"
     else:
         os.setgroups([])
         os.setgid(uid)
@@ -477,6 +490,33 @@ def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[
         f"RLIMIT_NPROC {limit}: the {others} processes/threads uid {os.getuid()} had + {nproc}, "
         "shared with its other processes (no user namespace)"
     )
+
+
+def _make_pids_cgroup(marker: str, limit: int, roots: Sequence[str] = _CGROUP_ROOTS) -> str | None:
+    """A cgroup capping the run at `limit` tasks, in the cgroup v1 pids hierarchy or the v2 unified one,
+    where this process may make one; None where neither is mounted writable with the pids controller."""
+    for root in roots:
+        path = os.path.join(root, f"evalsuite-sandbox-{marker}")
+        try:
+            os.mkdir(path)
+        except OSError:
+            continue
+        try:
+            _write_existing(os.path.join(path, "pids.max"), str(limit))
+        except OSError:
+            os.rmdir(path)  # not a cgroup, or no pids controller in this hierarchy
+            continue
+        return path
+    return None
+
+
+def _write_existing(path: str, text: str) -> None:
+    """Write to a cgroup's control file, never creating one (a plain directory is not a cgroup)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _count_tasks(uid: int) -> int:
