@@ -125,7 +125,11 @@ def check_writable(run_dir: Path) -> None:
         raise RunError(f"cannot write to the output directory {run_dir}: {err.strerror or err}") from None
 
 
-def model_key(source: models.ModelSource, variant: dict, dtype: torch.dtype, device: torch.device) -> str:
+def model_key(
+    source: models.ModelSource, variant: dict, dtype: torch.dtype, device: torch.device, batch_size: int
+) -> str:
+    """What a model's responses depend on. The batch size is part of it: padding and GEMM shapes move scores
+    by float noise, and a baseline must be compared with variants scored at its own batch size."""
     payload = {
         "identity": source.identity,
         "scheme": variant.get("scheme_hash"),
@@ -136,6 +140,7 @@ def model_key(source: models.ModelSource, variant: dict, dtype: torch.dtype, dev
         "backend": variant.get("backend"),
         "dtype": str(dtype),
         "device_type": device.type,
+        "batch_size": batch_size,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -269,24 +274,39 @@ def measure_speed(model, device: torch.device) -> dict:
     }
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json")
+def tokenizer_fingerprint(tokenizer) -> dict:
+    """What decides how prompts become tokens and answers end: the vocabulary, the special tokens and their ids,
+    and the chat template. Two tokenizers with equal fingerprints tokenize every request alike."""
+    return {
+        "vocab": tokenizer.get_vocab(),
+        "special tokens": {name: str(value) for name, value in tokenizer.special_tokens_map.items()},
+        "special token ids": {
+            name: getattr(tokenizer, f"{name}_id", None) for name in ("bos_token", "eos_token", "pad_token")
+        },
+        "chat template": tokenizer.chat_template,
+        "adds a BOS token": getattr(tokenizer, "add_bos_token", None),
+    }
 
 
 def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
-    """Check a pre-quantized checkpoint variant before anything loads: a model directory with a
-    quantization_config, and the baseline's tokenizer (the same files, byte for byte)."""
+    """Check a pre-quantized checkpoint variant before any model loads: a model directory with a
+    quantization_config, and a tokenizer that behaves as the baseline's (same vocabulary, special tokens and
+    chat template)."""
     from evalsuite.quant_schemes.checkpoints import quantization_config
 
     source = models.resolve_model(spec.path)
     if quantization_config(source.path) is None:
         raise RunError(f"variant {spec.name!r}: {spec.path} has no quantization_config in its config.json")
-    for name in TOKENIZER_FILES:
-        a, b = baseline.path / name, source.path / name
-        if a.is_file() != b.is_file() or (a.is_file() and a.read_bytes() != b.read_bytes()):
-            raise RunError(
-                f"variant {spec.name!r}: its tokenizer differs from the baseline's ({name}); a comparison needs "
-                "the same tokenizer"
-            )
+    ours, theirs = (
+        tokenizer_fingerprint(models.load_tokenizer(baseline)),
+        tokenizer_fingerprint(models.load_tokenizer(source)),
+    )
+    differs = [name for name in ours if ours[name] != theirs[name]]
+    if differs:
+        raise RunError(
+            f"variant {spec.name!r}: its tokenizer differs from the baseline's ({', '.join(differs)}); a comparison "
+            f"needs the same tokenizer: copy the baseline's tokenizer files into {spec.path}"
+        )
     return source
 
 
@@ -369,7 +389,7 @@ def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfi
     spec = config.suites.judge.judge
     if spec.model:
         loaded = models.load(plan.judge_source, device, "auto")
-        key = model_key(plan.judge_source, {"backend": "float"}, loaded.dtype, device)
+        key = model_key(plan.judge_source, {"backend": "float"}, loaded.dtype, device, config.run.batch_size)
         judge_lm = EvalLM(
             loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label="judge"
         )
@@ -418,7 +438,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
             loaded, info = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
-            key = model_key(checkpoints[name], info, loaded.dtype, device)
+            key = model_key(checkpoints[name], info, loaded.dtype, device, config.run.batch_size)
         else:
             loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
             if name == BASELINE:
@@ -437,7 +457,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
                 stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
                 info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
                 info["options"] = spec.options
-            key = model_key(source, info, loaded.dtype, device)
+            key = model_key(source, info, loaded.dtype, device, config.run.batch_size)
         tokenizer = loaded.tokenizer
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})

@@ -56,6 +56,14 @@ def test_identical_rerun_makes_no_model_calls_and_the_baseline_is_shared(tmp_pat
     assert again.data["metrics"][:2] == first.data["metrics"][:2]
 
 
+def test_another_batch_size_recomputes_rather_than_reusing_the_baseline(tmp_path, model_copy):
+    run_suite(suite(model_copy), tmp_path / "run")
+    config = suite(model_copy)
+    config = config.model_copy(update={"run": config.run.model_copy(update={"batch_size": 4})})
+    counted = calls(run_suite(config, tmp_path / "run"))
+    assert counted["baseline"]["academic/tiny_mc"] > 0 and counted["W8A8_INT8"]["academic/tiny_mc"] > 0
+
+
 def test_one_byte_of_weights_recomputes_that_model_only(tmp_path, model_copy):
     other = tmp_path / "other"
     shutil.copytree(TINY, other)
