@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalsuite.config import SuiteConfig, load_suite, parse_suite
-from evalsuite.gating import GateConfig, GateOutcome, evaluate_gate, load_gate_config, min_recovery_config
+from evalsuite.gating import (
+    GateConfig,
+    GateOutcome,
+    evaluate_gate,
+    load_gate_config,
+    min_recovery_config,
+    parse_gate_config,
+)
 from evalsuite.results import Results, load
 
 
@@ -34,19 +41,22 @@ def evaluate(suite: str | Path | dict | SuiteConfig | None = None, out_dir: str 
 
 
 def gate(
-    results: Results | dict | str | Path, thresholds: float | dict | str | Path | GateConfig, use: str = "point"
+    results: Results | dict | str | Path, thresholds: float | dict | str | Path | GateConfig, use: str | None = None
 ) -> GateOutcome:
     """Decide pass/fail/undecidable. thresholds: a percentage for every primary row, a gate.yaml path, a
-    dict in gate.yaml's shape, or a GateConfig."""
+    dict in gate.yaml's shape, or a GateConfig. use: "point" or "lower_bound" overrides what the thresholds
+    say; None keeps it (a bare percentage: point), as `evalsuite gate --use` does."""
     if isinstance(results, (str, Path)):
         results = load(results)
     data = results.data if isinstance(results, Results) else results
     if isinstance(thresholds, GateConfig):
         config = thresholds
     elif isinstance(thresholds, (int, float)):
-        config = min_recovery_config(float(thresholds), use)
+        config = min_recovery_config(float(thresholds), use or "point")
     elif isinstance(thresholds, dict):
-        config = GateConfig(**{"use": use, **thresholds})
+        config = parse_gate_config(thresholds, "thresholds")
     else:
         config = load_gate_config(thresholds)
+    if use is not None:
+        config = parse_gate_config({**config.model_dump(), "use": use}, "use")
     return evaluate_gate(data, config)

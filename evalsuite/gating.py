@@ -90,19 +90,25 @@ def load_gate_config(path: str | Path) -> GateConfig:
         raise GateConfigError(f"gate file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
-        config = GateConfig(**(data or {}))
     except yaml.YAMLError as err:
         raise GateConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_gate_config(data or {}, str(path))
+
+
+def parse_gate_config(data: dict, where: str) -> GateConfig:
+    """A gate config from gate.yaml's shape; `where` names its origin in errors."""
+    try:
+        config = GateConfig(**data)
     except (ValidationError, TypeError) as err:
-        raise GateConfigError(f"{path}: {err}") from None
+        raise GateConfigError(f"{where}: {err}") from None
     for i, rule in enumerate(config.rules):
-        check_percent(rule.min_recovery, f"{path}: rules[{i}]")
+        check_percent(rule.min_recovery, f"{where}: rules[{i}]")
     return config
 
 
 def min_recovery_config(percent: float, use: str = "point") -> GateConfig:
     check_percent(percent, "--min-recovery")
-    return GateConfig(use=use, rules=[Rule(min_recovery=percent)])
+    return parse_gate_config({"use": use, "rules": [{"min_recovery": percent}]}, "--min-recovery")
 
 
 def _matches(rule: Rule, row: dict) -> bool:

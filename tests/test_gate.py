@@ -118,3 +118,17 @@ def test_python_api_matches_the_cli(tmp_path):
     assert evalsuite.gate(tmp_path, 90).exit_code == 0
     assert evalsuite.gate(evalsuite.load(tmp_path), 99).exit_code == 1
     assert evalsuite.gate(DATA, {"rules": [{"task": "tiny_mc", "min_recovery": 92}]}).exit_code == 0
+
+
+def test_python_api_use_and_percent_checks_follow_the_cli(tmp_path):
+    import evalsuite
+
+    gate_file = tmp_path / "gate.yaml"
+    gate_file.write_text("use: lower_bound\nrules:\n  - {task: tiny_mc, min_recovery: 92}\n")
+    assert evalsuite.gate(DATA, gate_file).exit_code == 1  # the file's lower bound: W4A16's is 91%
+    assert evalsuite.gate(DATA, gate_file, use="point").exit_code == 0  # overridden, as --use point does
+    assert evalsuite.gate(DATA, {"rules": [{"task": "tiny_mc", "min_recovery": 92}]}, use="lower_bound").exit_code == 1
+    with pytest.raises(GateConfigError, match=r"thresholds: rules\[0\]: min_recovery is a percentage: write 99"):
+        evalsuite.gate(DATA, {"rules": [{"min_recovery": 0.99}]})
+    with pytest.raises(GateConfigError, match="use"):
+        evalsuite.gate(DATA, 90, use="lowest")
