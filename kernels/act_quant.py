@@ -1,11 +1,16 @@
-"""Dynamic activation quantization to int8 or FP8 E4M3: per token (row), per tensor, or per token and group
-of `g` columns (the activation side of 128x128 block-scaled FP8).
+"""Activation quantization to int8 or FP8 E4M3. Dynamic: per token (row), per tensor, or per token and group
+of `g` columns (the activation side of 128x128 block-scaled FP8). Static: one given per-tensor scale (a
+calibrated checkpoint's `input_scale`).
 
     q, scale = act_quant(x, "int8")               # q: (M, K) int8, scale: (M, 1) fp32, x ~ q * scale
     q, scale = act_quant_ref(x, "fp8", 128)       # scale: (M, ceil(K/128)); the pure-torch definition
+    q, s = act_quant(x, "fp8", "tensor", s)       # static: s (1, 1) fp32 is used as it is and returned
 
-Absmax scaling, saturating; the kernel is bit-exact to the reference. An all-zero row (or group) gets the
-finite scale AMAX_FLOOR / QMAX and all-zero codes.
+Dynamic scales are absmax / QMAX; codes are x / scale, saturated at +-QMAX, rounded to nearest even. The
+kernel is bit-exact to the reference. An all-zero row (or group) gets the finite scale AMAX_FLOOR / QMAX and
+all-zero codes. A static scale must be a positive normal fp32 number; the caller checks its value once
+(checking it here would cost a device sync per call). Static int8 codes saturate at [-128, 127], as
+compressed-tensors' and vLLM's static int8 quantization do (an absmax scale never reaches -128).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import triton
 import triton.language as tl
 
 from ._bits import e4m3_bits, round_half_even
-from ._launch import check_device
+from ._launch import check_device, check_tensor
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
+QMIN_STATIC = {"int8": -128.0, "fp8": -448.0}
 AMAX_FLOOR = 1e-12
 Granularity = str | int  # "token", "tensor", or a group size along K
 
@@ -32,14 +38,25 @@ def _amax(x32: torch.Tensor, granularity: Granularity) -> torch.Tensor:
     return padded.abs().reshape(m, -1, granularity).amax(dim=-1)  # (M, ceil(K/g))
 
 
+def _check_static_scale(scale: torch.Tensor, granularity: Granularity, device: torch.device) -> None:
+    if granularity != "tensor":
+        raise ValueError(f"act_quant: a static scale is per tensor: pass granularity 'tensor', not {granularity!r}")
+    check_tensor(scale, "scale (static)", "act_quant", (torch.float32,), (1, 1), device)
+
+
 def act_quant_ref(
-    x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token"
+    x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token", scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     qmax = QMAX[dtype]
     x32 = x.reshape(-1, x.shape[-1]).float()  # (M, K)
-    scale = torch.clamp(_amax(x32, granularity), min=AMAX_FLOOR) / qmax
+    qmin = -qmax
+    if scale is None:
+        scale = torch.clamp(_amax(x32, granularity), min=AMAX_FLOOR) / qmax
+    else:
+        _check_static_scale(scale, granularity, x.device)
+        qmin = QMIN_STATIC[dtype]
     full = scale if scale.shape[1] == 1 else scale.repeat_interleave(granularity, dim=1)[:, : x32.shape[1]]
-    scaled = torch.clamp(x32 / full, -qmax, qmax)
+    scaled = torch.clamp(x32 / full, qmin, qmax)
     if dtype == "int8":
         return torch.round(scaled).to(torch.int8), scale
     return scaled.to(torch.float8_e4m3fn), scale
@@ -50,17 +67,20 @@ def act_quant_ref(
 
 
 @triton.jit
-def _quantize(x, scale, rcp, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
-    """x / scale, clamped to +-QMAX, then int8 (RNE) or E4M3 bits (RNE) as int32. `rcp` is the correctly
-    rounded 1 / scale; one FMA correction of x * rcp (Markstein) gives the correctly rounded quotient, as the
-    reference's division, without a division per element. It differs only for quotients below 1e-4 (from
-    subnormal x), which round to the same zero code; x = -0.0 keeps its sign."""
-    y = x * rcp
-    y = tl.fma(tl.fma(-y, scale, x), rcp, y)
+def _quantize(x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
+    """x / scale, clamped to [QMIN, QMAX] (fp8: +-448), then int8 (RNE) or E4M3 bits (RNE) as int32. `rcp` is
+    the correctly rounded 1 / scale; one FMA correction of x * rcp (Markstein) gives the correctly rounded
+    quotient, as the reference's division, without a division per element. It differs only for quotients
+    below 1e-4 (from subnormal x), which round to the same zero code; x = -0.0 keeps its sign. A quotient far
+    past QMAX (only with a static scale) skips the correction, which could overflow to NaN; it saturates
+    either way."""
+    y0 = x * rcp
+    y = tl.fma(tl.fma(-y0, scale, x), rcp, y0)
+    y = tl.where(tl.abs(y0) < 2 * QMAX, y, y0)
     y = tl.where(x == 0, x, y)
     if IS_FP8:
         return e4m3_bits(y)  # saturates at +-448 itself
-    return round_half_even(tl.minimum(tl.maximum(y, -QMAX), QMAX))
+    return round_half_even(tl.minimum(tl.maximum(y, QMIN), QMAX))
 
 
 @triton.jit
@@ -103,49 +123,55 @@ def _act_quant_row_kernel(
     stride_xm,
     stride_qm,
     # meta-parameters
+    QMIN: tl.constexpr,
     QMAX: tl.constexpr,
     IS_FP8: tl.constexpr,
     PER_TENSOR: tl.constexpr,
+    STATIC: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
 ):
-    """One program per row: absmax (or the precomputed tensor absmax), scale, quantize. A row that fits in
-    BLOCK_K is read once; a longer one is read twice (the second read mostly hits L2)."""
+    """One program per row: absmax (or the precomputed tensor absmax), scale, quantize; STATIC reads the given
+    scale from scale_ptr instead. A row that fits in BLOCK_K is read once; a longer one is read twice (the
+    second read mostly hits L2), or once with a static scale."""
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_xm
     q_row = q_ptr + row * stride_qm
     if SINGLE_PASS:
         offs_k = tl.arange(0, BLOCK_K)
         x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-        if PER_TENSOR:
-            amax = tl.load(amax_ptr)
+        if STATIC:
+            scale = tl.load(scale_ptr)
+        elif PER_TENSOR:
+            scale = _scale_of(tl.load(amax_ptr), QMAX)
         else:
-            amax = tl.max(tl.abs(x), axis=0)
-        scale = _scale_of(amax, QMAX)
-        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMAX, IS_FP8)
+            scale = _scale_of(tl.max(tl.abs(x), axis=0), QMAX)
+        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8)
         tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     else:
-        if PER_TENSOR:
-            amax = tl.load(amax_ptr)
+        if STATIC:
+            scale = tl.load(scale_ptr)
+        elif PER_TENSOR:
+            scale = _scale_of(tl.load(amax_ptr), QMAX)
         else:
             acc = tl.zeros((BLOCK_K,), tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
                 acc = tl.maximum(acc, tl.abs(x))
-            amax = tl.max(acc, axis=0)
-        scale = _scale_of(amax, QMAX)
+            scale = _scale_of(tl.max(acc, axis=0), QMAX)
         rcp = tl.math.div_rn(1.0, scale)
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-            q = _quantize(x, scale, rcp, QMAX, IS_FP8)
+            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8)
             tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
-    if PER_TENSOR:
-        if row == 0:
-            tl.store(scale_ptr, scale)
-    else:
-        tl.store(scale_ptr + row, scale)
+    if not STATIC:
+        if PER_TENSOR:
+            if row == 0:
+                tl.store(scale_ptr, scale)
+        else:
+            tl.store(scale_ptr + row, scale)
 
 
 @triton.jit
@@ -176,7 +202,7 @@ def _act_quant_group_kernel(
     mask = (offs_j[None, :] < GROUP) & (offs_k < K)
     x = tl.load(x_ptr + row * stride_xm + offs_k, mask=mask, other=0.0).to(tl.float32)
     scale = _scale_of(tl.max(tl.abs(x), axis=1), QMAX)  # (G,)
-    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], QMAX, IS_FP8)
+    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], -QMAX, QMAX, IS_FP8)
     tl.store(q_ptr + row * stride_qm + offs_k, q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(scale_ptr + row * stride_sm + offs_g, scale, mask=offs_g < num_groups)
 
@@ -188,7 +214,7 @@ _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MAX_SINGLE_PASS = 32768
 
 
-def _check(x: torch.Tensor, dtype: str, granularity: Granularity) -> None:
+def _check(x: torch.Tensor, dtype: str, granularity: Granularity, scale: torch.Tensor | None) -> None:
     if not isinstance(x, torch.Tensor) or x.dtype not in _X_DTYPES:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"act_quant: x must be a bfloat16, float16 or float32 tensor, got {got}")
@@ -203,12 +229,14 @@ def _check(x: torch.Tensor, dtype: str, granularity: Granularity) -> None:
             f"act_quant: granularity must be 'token', 'tensor' or a positive group size, got {granularity!r}"
         )
     check_device(x.device, "act_quant")
+    if scale is not None:
+        _check_static_scale(scale, granularity, x.device)
 
 
 def act_quant(
-    x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token"
+    x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token", scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check(x, dtype, granularity)
+    _check(x, dtype, granularity, scale)
     k = x.shape[-1]
     x2 = x.reshape(-1, k)  # (M, K)
     if x2.stride(-1) != 1:
@@ -232,7 +260,11 @@ def act_quant(
     block_k = min(triton.next_power_of_2(k), MAX_SINGLE_PASS)
     num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
     per_tensor = granularity == "tensor"
-    if per_tensor:
+    static = scale is not None
+    if static:
+        scale = scale.contiguous()  # (1, 1), read by the kernel and returned as it is
+        amax = scale  # unused
+    elif per_tensor:
         scale = torch.empty((1, 1), dtype=torch.float32, device=x.device)
         amax = torch.zeros((1,), dtype=torch.float32, device=x.device)
         _absmax_kernel[(m,)](x2, amax, k, x2.stride(0), BLOCK_K=block_k, num_warps=num_warps)
@@ -241,6 +273,7 @@ def act_quant(
         amax = scale  # unused
     _act_quant_row_kernel[(m,)](
         x2, q_raw, scale, amax, k, x2.stride(0), q.stride(0),
-        PER_TENSOR=per_tensor, BLOCK_K=block_k, SINGLE_PASS=block_k >= k, num_warps=num_warps, **meta,
+        QMIN=QMIN_STATIC[dtype] if static else -QMAX[dtype], PER_TENSOR=per_tensor, STATIC=static,
+        BLOCK_K=block_k, SINGLE_PASS=block_k >= k, num_warps=num_warps, **meta,
     )  # fmt: skip
     return q, scale

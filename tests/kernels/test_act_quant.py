@@ -72,3 +72,73 @@ def test_int8_ties_round_to_even_and_saturate():
     expected = torch.tensor([[127, -127, 0, 2, 2, 0, -2, 126, -126, 0, 4, 0, 0]], dtype=torch.int8)
     assert_close(q.cpu(), expected, what="int8 codes")
     _same(x.to(DEVICE), "int8", "token")
+
+
+# --- static (given) per-tensor scales: a calibrated checkpoint's input_scale ---------------------------------
+
+
+def _same_static(x: torch.Tensor, dtype: str, scale: torch.Tensor) -> None:
+    q, s = act_quant(x, dtype, "tensor", scale.to(x.device))
+    q_ref, s_ref = act_quant_ref(x.cpu(), dtype, "tensor", scale.cpu())
+    assert_close(s.cpu(), scale.cpu(), what="static scale is returned as given")
+    assert_close(s_ref, scale.cpu(), what="reference returns the static scale as given")
+    assert_close(q.cpu(), q_ref, what="static codes")
+
+
+@pytest.mark.parametrize(
+    "shape", shapes([(1, 1), (3, 40), (33, 200), (2, 33000)], [(1, 4096), (133, 528), (2048, 4096)])
+)
+@pytest.mark.parametrize("fraction", [0.25, 1.0, 3.0], ids=lambda f: f"amax_x{f}")
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_static_scale_matches_reference(shape, fraction, dtype):
+    """A scale of amax * fraction / QMAX: below 1 a share of the values saturates, above 1 none does."""
+    x = (torch.randn(shape) * torch.logspace(-2, 2, shape[1])).to(torch.bfloat16)
+    x[0] = 0
+    amax = x.float().abs().amax().clamp(min=1.0)
+    scale = (amax * fraction / QMAX[dtype]).reshape(1, 1)
+    _same_static(x.to(DEVICE), dtype, scale)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_static_scale_with_arbitrary_scales_and_input_dtypes(dtype):
+    """Scales that are not absmax / QMAX (random mantissas, tiny and huge), fp32/fp16/bf16 inputs."""
+    x = torch.randn(5, 3, 77) * torch.logspace(-3, 3, 77)
+    for scale in torch.cat([torch.rand(6) * 10.0 ** torch.randint(-4, 3, (6,)), torch.tensor([1e-30, 1e30])]):
+        for x_dtype in (torch.float32, torch.float16, torch.bfloat16):
+            _same_static(x.to(x_dtype).to(DEVICE), dtype, scale.reshape(1, 1))
+
+
+def test_static_fp8_ties_saturation_and_overflow():
+    """Scale 1: the codes are torch's RNE cast of x itself, values past +-448 saturate, and quotients that
+    overflow fp32 (3e38 / 0.01) saturate instead of turning into NaN."""
+    cases = _e4m3_cases()
+    beyond = torch.tensor([448.5, 464.0, 480.0, -500.0, 1e4, -1e30, 3e38, -3e38])
+    x = torch.cat([cases, beyond])[None, :]  # (1, K)
+    q, s = act_quant(x.to(DEVICE), "fp8", "tensor", torch.ones(1, 1, device=DEVICE))
+    assert_close(q.cpu(), x.clamp(-448, 448).to(torch.float8_e4m3fn), what="fp8 codes vs torch's RNE cast")
+    _same_static(x, "fp8", torch.ones(1, 1))
+    q, _ = act_quant(x.to(DEVICE), "fp8", "tensor", torch.full((1, 1), 0.01, device=DEVICE))
+    assert q.cpu().float()[0, -2:].tolist() == [448.0, -448.0]
+    _same_static(x, "fp8", torch.full((1, 1), 0.01))
+
+
+def test_static_int8_uses_the_given_scale_rounds_to_even_and_saturates():
+    x = torch.tensor([[1.0, 2.0, 0.25, 0.75, 1.25, -0.25, -1.25, 63.0, 64.0, -63.5, -63.75, -64.0, -100.0, 3e38]])
+    q, s = act_quant(x.to(DEVICE), "int8", "tensor", torch.full((1, 1), 0.5, device=DEVICE))
+    # x / 0.5, ties to even, saturated at [-128, 127] (compressed-tensors' and vLLM's static range); a dynamic
+    # scale would be 3e38 / 127 instead
+    expected = torch.tensor([[2, 4, 0, 2, 2, 0, -2, 126, 127, -127, -128, -128, -128, 127]], dtype=torch.int8)
+    assert_close(q.cpu(), expected, what="int8 codes with static scale 0.5")
+    assert s.item() == 0.5
+    _same_static(x, "int8", torch.full((1, 1), 0.5))
+
+
+def test_static_scale_errors_name_the_argument():
+    x = torch.randn(2, 8, device=DEVICE)
+    for fn in (act_quant, act_quant_ref):
+        with pytest.raises(ValueError, match="static scale is per tensor: pass granularity 'tensor', not 'token'"):
+            fn(x, "fp8", "token", torch.ones(1, 1, device=DEVICE))
+        with pytest.raises(ValueError, match=r"scale \(static\) must be float32, got bfloat16"):
+            fn(x, "fp8", "tensor", torch.ones(1, 1, dtype=torch.bfloat16, device=DEVICE))
+        with pytest.raises(ValueError, match=r"scale \(static\) must have shape \(1, 1\), got \(2,\)"):
+            fn(x, "int8", "tensor", torch.ones(2, device=DEVICE))
