@@ -393,7 +393,7 @@ def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfi
         judge_lm = EvalLM(
             loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label="judge"
         )
-        the_judge = judge.LocalJudge(judge_lm)
+        the_judge = judge.LocalJudge(judge_lm, spec.max_tokens, spec.template in judge.ONE_LINE_TEMPLATES)
         identity = f"{spec.model} ({plan.judge_source.identity[:12]})"
     else:
         the_judge = judge.EndpointJudge(

@@ -111,6 +111,29 @@ def test_endpoint_judge_against_a_real_server_with_caching(server, tmp_path, mon
     again = judge.EndpointJudge(url, "judge-model", "JUDGE_KEY", store, max_tokens=64, timeout_s=10)
     judge.play(again, judge.TEMPLATES["tiny"], ["q1", "q2"], base, variant)
     assert again.calls == 0 and len(seen) == 4
+    longer = judge.EndpointJudge(url, "judge-model", "JUDGE_KEY", store, max_tokens=128, timeout_s=10)
+    judge.play(longer, judge.TEMPLATES["tiny"], ["q1", "q2"], base, variant)
+    assert longer.calls == 4 and seen[-1]["body"]["max_tokens"] == 128  # not served the shorter verdicts
+
+
+class Recording:
+    """An EvalLM stand-in that records the generation settings it is asked for."""
+
+    model_key = "recording"
+
+    def __init__(self):
+        self.kwargs = []
+
+    def generate_until(self, requests):
+        self.kwargs += [r.args[1] for r in requests]
+        return ["[[A=B]]"] * len(requests)
+
+
+@pytest.mark.parametrize(("one_line", "until"), [(True, ["\n"]), (False, [])], ids=["tiny", "arena"])
+def test_local_judge_takes_the_budget_and_stops_as_its_template_needs(one_line, until):
+    lm = Recording()
+    judge.play(judge.LocalJudge(lm, 300, one_line), judge.TEMPLATES["tiny"], ["q"], ["a"], ["b"])
+    assert lm.kwargs == [{"until": until, "max_gen_toks": 300, "do_sample": False}] * 2
 
 
 def test_endpoint_errors_are_clear(server, tmp_path, monkeypatch):

@@ -65,16 +65,21 @@ def parse_verdict(text: str) -> str | None:
     return found[-1] if found else None
 
 
-class LocalJudge:
-    """A causal LM judging greedily through EvalLM; its answers are cached through EvalLM's own store key."""
+ONE_LINE_TEMPLATES = {"tiny"}  # templates whose verdict ends its first line; the others reason before deciding
 
-    def __init__(self, lm, max_gen_toks: int = 48):
+
+class LocalJudge:
+    """A causal LM judging greedily through EvalLM; its answers are cached through EvalLM's own store key.
+    It stops at the end of the first line for a one-line template, else at end of text or `max_gen_toks`."""
+
+    def __init__(self, lm, max_gen_toks: int, one_line: bool):
         self.lm = lm
         self.max_gen_toks = max_gen_toks
+        self.until = ["\n"] if one_line else []
         self.identity = lm.model_key
 
     def judge(self, prompts: list[str]) -> list[str]:
-        kwargs = {"until": ["\n"], "max_gen_toks": self.max_gen_toks, "do_sample": False}
+        kwargs = {"until": self.until, "max_gen_toks": self.max_gen_toks, "do_sample": False}
         return self.lm.generate_until([Instance("generate_until", {}, (p, kwargs), i) for i, p in enumerate(prompts)])
 
 
@@ -90,7 +95,8 @@ class EndpointJudge:
         self.store = store
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
-        self.identity = hashlib.sha256(f"{self.url}|{model}".encode()).hexdigest()[:24]
+        # max_tokens is part of the answer's key: a verdict cut short must not be served after raising it
+        self.identity = hashlib.sha256(f"{self.url}|{model}|max_tokens={max_tokens}".encode()).hexdigest()[:24]
         self.calls = 0
 
     def _ask(self, prompt: str) -> str:
