@@ -52,7 +52,9 @@ def cmd_run(args) -> int:
         config = parse_suite(data, config.source)
 
     from evalsuite.api import evaluate
+    from evalsuite.runner import default_run_dir
 
+    args.out = args.out or str(default_run_dir(config))  # named if the run is interrupted
     results = evaluate(config, out_dir=args.out)
     if not results.data:  # a distributed run's other ranks: rank 0 reports
         return 0
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        out = getattr(args, "out", None) or "the same run directory"
+        out = getattr(args, "out", None) or "the run directory"
         print(
             f"\ninterrupted: every finished batch is saved in {out}; run the same command again to resume",
             file=sys.stderr,

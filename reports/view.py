@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from . import format as fmt
 
-WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table
+WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table, beside every layer flagged below the floor
 
 
 @dataclass
@@ -244,9 +244,14 @@ def _suite_tables(data: dict) -> dict:
     code = Table(["variant", "task", "passed", "failed", "timeouts", "sandbox user"], code_rows)
     layer_rows = []
     for v, info in data.get("variants", {}).items():
-        measured = [layer for layer in info.get("layers", []) if layer.get("sqnr_db") is not None]
-        for layer in sorted(measured, key=lambda x: x["sqnr_db"])[:WORST_LAYERS]:
-            flag = "below floor" if layer["name"] in info.get("flagged_layers", []) else ""
+        measured = sorted(
+            (x for x in info.get("layers", []) if x.get("sqnr_db") is not None), key=lambda x: x["sqnr_db"]
+        )
+        flagged = set(info.get("flagged_layers", []))
+        for rank, layer in enumerate(measured):
+            if rank >= WORST_LAYERS and layer["name"] not in flagged:  # the worst few, and every flagged one
+                continue
+            flag = "below floor" if layer["name"] in flagged else ""
             layer_rows.append(
                 [v, layer["name"], f"{layer['sqnr_db']:.1f}", str(layer["saturated"]), str(layer["zero_scales"]), flag]
             )
