@@ -129,3 +129,23 @@ def test_preset_suites_use_lm_eval_task_names(name):
         check_task_names([t.name for t in config.suites.academic.tasks])
     else:
         assert config.suites.code and config.suites.judge
+
+
+def test_a_task_missing_its_packages_is_refused_before_any_model_loads(monkeypatch):
+    import importlib.util
+
+    from evalsuite import models
+    from evalsuite.runner import run_suite
+    from evalsuite.suites.academic import TASK_PACKAGES, TaskDataError
+
+    real, needed = importlib.util.find_spec, {p for packages in TASK_PACKAGES.values() for p in packages}
+
+    def find_spec(name, *args):  # every task package installed but math_verify
+        return None if name == "math_verify" else object() if name in needed else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a model loaded before the task was checked"))
+    with pytest.raises(
+        TaskDataError, match=r"'leaderboard_math_hard' needs the Python packages math_verify.*leaderboard"
+    ):
+        run_suite(load_suite("openllm_v2"))

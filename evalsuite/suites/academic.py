@@ -109,6 +109,28 @@ def _task_key(name: str, config: dict | list[dict] | None, num_fewshot, limit) -
     return f"{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
+# lm-eval tasks whose code imports packages that lm-eval installs only with one of its extras.
+TASK_PACKAGES = {
+    "ifeval": ("langdetect", "immutabledict", "nltk", "pkg_resources"),
+    "leaderboard_ifeval": ("langdetect", "immutabledict", "nltk", "pkg_resources"),
+    "leaderboard_math_hard": ("sympy", "math_verify"),
+    "minerva_math": ("sympy", "math_verify"),
+}
+
+
+def check_task_packages(names: list[str]) -> None:
+    """Raise TaskDataError, before any model loads, for a task whose lm-eval code needs a package not installed."""
+    import importlib.util
+
+    for name in names:
+        missing = [p for p in TASK_PACKAGES.get(name, ()) if importlib.util.find_spec(p) is None]
+        if missing:
+            raise TaskDataError(
+                f"task {name!r} needs the Python packages {', '.join(missing)}, which are not installed: "
+                "pip install 'evalsuite[leaderboard]' (lm-eval's ifeval and math extras, and setuptools)"
+            )
+
+
 def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
     """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task."""
     missing = [p for p in include if not Path(p).exists()]
@@ -153,6 +175,7 @@ def check_jsonl(path: str) -> None:
 def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
     include = tuple(suite.include)
     check_task_names([t.name for t in suite.tasks], include)
+    check_task_packages([t.name for t in suite.tasks])
     builtin = builtin_tasks(include)
     resolved = []
     for spec in suite.tasks:
