@@ -32,16 +32,52 @@ def _seed(seed: int, *parts: str) -> int:
     return int(hashlib.sha256("|".join([str(seed), *parts]).encode()).hexdigest()[:8], 16)
 
 
+SHOWN_CHARS = 40  # of each prompt around the first difference, in a comparability error
+SHOWN_DOCS = 5
+
+
+def _first_difference(a: str, b: str) -> tuple[int, str, str]:
+    """Where two texts first differ, and each one's text around that point."""
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, at - SHOWN_CHARS // 2)
+    return at, a[start : at + SHOWN_CHARS], b[start : at + SHOWN_CHARS]
+
+
+def _prompt_difference(base: dict, variant: dict) -> str:
+    """What differs between two records' requests, in words, with the first differing text of each."""
+    for field, text in (("prompt", str), ("choices", lambda c: json.dumps(c, ensure_ascii=False, default=str))):
+        a, b = base.get(field), variant.get(field)
+        if a == b:
+            continue
+        if a is None or b is None:
+            return f"only the {'variant' if a is None else 'baseline'} records its {field}"
+        at, shown_a, shown_b = _first_difference(text(a), text(b))
+        verb = "differ" if field == "choices" else "differs"
+        return f"the {field} first {verb} at character {at}: baseline {shown_a!r} vs variant {shown_b!r}"
+    if "prompt" not in base:
+        return "the records carry no prompt text to show"
+    return "the prompt text and choices are equal, so another argument of the request differs (generation settings)"
+
+
 def _aligned(base: list[dict], variant: list[dict], where: str) -> tuple[list[dict], list[dict]]:
+    """Baseline and variant records in the same document order; ComparabilityError unless both were scored on
+    the same documents with the same prompts."""
     key = lambda r: (r["filter"], r["doc_id"])  # noqa: E731
     b, v = sorted(base, key=key), sorted(variant, key=key)
     if [key(r) for r in b] != [key(r) for r in v]:
-        raise ComparabilityError(f"{where}: baseline and variant were scored on different documents")
+        kb, kv = {key(r) for r in b}, {key(r) for r in v}
+        only = lambda keys: ", ".join(str(d) for _, d in sorted(keys)[:SHOWN_DOCS]) or "none"  # noqa: E731
+        raise ComparabilityError(
+            f"{where}: baseline and variant were scored on different documents ({len(b)} vs {len(v)} records; "
+            f"baseline only: {only(kb - kv)}; variant only: {only(kv - kb)}); evaluate both with the same task "
+            "data and limit"
+        )
     for rb, rv in zip(b, v, strict=True):
         if rb["prompt_hash"] != rv["prompt_hash"]:
             raise ComparabilityError(
                 f"{where}: document {rb['doc_id']} was given different prompts to the baseline and the variant "
-                f"(prompt hash {rb['prompt_hash']} vs {rv['prompt_hash']}); refusing to compare"
+                f"({_prompt_difference(rb, rv)}; prompt hash {rb['prompt_hash']} vs {rv['prompt_hash']}); refusing "
+                "to compare: evaluate both with the same task files, few-shot and generation settings"
             )
     return b, v
 
