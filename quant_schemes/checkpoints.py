@@ -1,7 +1,9 @@
 """Pre-quantized checkpoints as variants: a Hugging Face directory whose config.json carries a
 `quantization_config` (compressed-tensors INT8 W8A8, FP8, W4A16 pack-quantized; GPTQ and AWQ layouts). Its
 codes and scales are moved into our kernels' layouts as they are — never re-quantized — and its linear
-layers become QuantLinear modules that run our kernels.
+layers become QuantLinear modules that run our kernels. Static activation scales (`input_scale`,
+`input_activations.dynamic: false`) are kept and used; weight-only int8 with a zero point runs the w4a16_gemm
+kernel with zero points. A layer tensor that no loader reads is refused, never dropped.
 
     model, report = load_quantized(path, device="cuda", dtype=torch.bfloat16, backend="triton")
 """
@@ -12,8 +14,9 @@ import json
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
-from .args import QuantArgs
+from .args import QuantArgs, Strategy
 from .formats import QuantizedWeight
 from .linear import QuantLinear
 from .scheme import Scheme
@@ -28,12 +31,34 @@ class CheckpointError(ValueError):
     pass
 
 
+class _Tensors(dict):
+    """The checkpoint's tensors by name, remembering which ones a loader read: a quantized layer's tensor that
+    nothing read would be dropped silently, so the loader refuses it instead."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__(tensors)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self:
+            raise CheckpointError(f"the checkpoint has no tensor {key!r}, which its quantization_config implies")
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def unread(self, prefix: str) -> list[str]:
+        return sorted(k for k in self if k.startswith(prefix + ".") and k not in self.read)
+
+
 def quantization_config(path: str | Path) -> dict | None:
     config = json.loads((Path(path) / "config.json").read_text())
     return config.get("quantization_config")
 
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
+def _tensors(path: Path) -> _Tensors:
     from safetensors.torch import load_file
 
     files = sorted(path.glob("*.safetensors"))
@@ -42,18 +67,33 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for f in files:
         out.update(load_file(f))
-    return out
+    return _Tensors(out)
 
 
 # --- what scheme a checkpoint holds ---------------------------------------------------------------------
 
 
-def _ct_scheme(qc: dict) -> tuple[Scheme, str]:
+def _ct_scheme(qc: dict, path: Path, tensors: _Tensors) -> tuple[Scheme, str]:
     groups = qc.get("config_groups") or {}
     if len(groups) != 1:
         raise CheckpointError(f"compressed-tensors checkpoints with {len(groups)} config groups are not supported; one")
     group = next(iter(groups.values()))
     w, a = group.get("weights"), group.get("input_activations")
+    if a:  # the W8A8 GEMMs apply no zero point: refuse asymmetric operands here, naming a layer
+        for what, args_dict, tensor in (
+            ("weights", w, "weight_zero_point"),
+            ("input activations", a, "input_zero_point"),
+        ):
+            if args_dict and not args_dict.get("symmetric", True):
+                named = sorted(k.removesuffix("." + tensor) for k in tensors if k.endswith("." + tensor))
+                named = named or sorted(_linear_prefixes(tensors))
+                raise CheckpointError(
+                    f"{path}: layer {named[0]}{f' (and {len(named) - 1} more)' if len(named) > 1 else ''} has "
+                    f"asymmetric {args_dict.get('type', 'int')}{args_dict.get('num_bits', 8)} {what} ({tensor}) "
+                    "in a W8A8 scheme, and the W8A8 GEMMs apply no zero point. Supported: symmetric weights and "
+                    "input activations for W8A8, or asymmetric int weights without input_activations "
+                    "(weight-only, e.g. W8A16 / W4A16 asym)"
+                )
 
     def args(d: dict | None) -> QuantArgs | None:
         if not d:
@@ -63,7 +103,11 @@ def _ct_scheme(qc: dict) -> tuple[Scheme, str]:
             keep["block_structure"] = tuple(d["block_structure"])
         return QuantArgs(**keep)
 
-    scheme = Scheme(weights=args(w), input_activations=args(a), ignore=tuple(qc.get("ignore") or ()))
+    try:
+        scheme = Scheme(weights=args(w), input_activations=args(a), ignore=tuple(qc.get("ignore") or ()))
+    except ValidationError as e:
+        reasons = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+        raise CheckpointError(f"{path}: its quantization_config is not a scheme evalsuite runs: {reasons}") from e
     return scheme, qc.get("format") or ""
 
 
@@ -105,32 +149,81 @@ def _wna16(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, 
     )
 
 
-def _ct_weight(prefix: str, t: dict, scheme: Scheme, fmt: str) -> QuantizedWeight:
+def _ct_int_weight(prefix: str, q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, w: QuantArgs):
+    """compressed-tensors' signed integer codes q (N, K) and signed zero points (asymmetric) into the
+    w4a16_gemm layout: unsigned codes and zero points, both offset by the storage midpoint, so that
+    (code - zero) * scale is the package's own (q - zp) * scale."""
+    n, k = q.shape
+    storage = 4 if w.num_bits <= 4 else 8
+    if not w.symmetric and storage != w.num_bits:
+        raise CheckpointError(f"{prefix}: asymmetric {w.num_bits}-bit codes in {storage}-bit storage are not supported")
+    offset = 2 ** (storage - 1)
+    codes = (q.to(torch.int16) + offset).to(torch.uint8)  # (N, K)
+    zero = None if zp is None else (zp.to(torch.int16) + offset).to(torch.uint8)
+    if w.strategy == Strategy.GROUP:
+        group = w.group_size
+    elif w.strategy in (Strategy.CHANNEL, Strategy.TENSOR):
+        group = k
+        scale = scale.reshape(-1, 1).expand(n, 1)  # (N, 1)
+        zero = None if zero is None else zero.reshape(-1, 1).expand(n, 1)
+    else:
+        raise CheckpointError(f"{prefix}: int weights of strategy '{w.strategy.value}' are not supported")
+    return _wna16(codes, scale, zero, group, w)
+
+
+def _zero_point(prefix: str, t: _Tensors, name: str, symmetric: bool) -> torch.Tensor | None:
+    """The layer's `name` zero point: required when asymmetric; when symmetric, absent or all zero."""
+    key = f"{prefix}.{name}"
+    if not symmetric:
+        return t[key]
+    zp = t.get(key)
+    if zp is not None and bool((zp != 0).any()):
+        raise CheckpointError(f"{prefix}: {name} has nonzero values but the quantization_config says symmetric")
+    return None
+
+
+def _ct_weight(prefix: str, t: _Tensors, scheme: Scheme, fmt: str) -> QuantizedWeight:
     w = scheme.weights
     scale = t[f"{prefix}.weight_scale"]
+    zp = _zero_point(prefix, t, "weight_zero_point", w.symmetric)
     if fmt == "pack-quantized":
         from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 
         shape = torch.Size(t[f"{prefix}.weight_shape"].tolist())
-        q = unpack_from_int32(t[f"{prefix}.weight_packed"], w.num_bits, shape).to(torch.int16)  # signed codes
-        zero = None
-        if not w.symmetric:
-            zp = unpack_from_int32(t[f"{prefix}.weight_zero_point"], w.num_bits, torch.Size(scale.shape), packed_dim=0)
-            zero = (zp.to(torch.int16) + 2 ** (w.num_bits - 1)).to(torch.uint8)
-        storage = 4 if w.num_bits <= 4 else 8
-        codes = (q + 2 ** (storage - 1) if w.symmetric else q + 2 ** (w.num_bits - 1)).to(torch.uint8)
-        if not w.symmetric and storage != w.num_bits:
-            raise CheckpointError(f"{prefix}: asymmetric {w.num_bits}-bit codes in 8-bit storage are not supported")
-        group = shape[1] if w.strategy.value == "channel" else w.group_size
-        return _wna16(codes, scale, zero, group, w)
+        q = unpack_from_int32(t[f"{prefix}.weight_packed"], w.num_bits, shape)  # signed codes
+        if zp is not None:
+            zp = unpack_from_int32(zp, w.num_bits, torch.Size(scale.shape), packed_dim=0)
+        return _ct_int_weight(prefix, q, scale, zp, w)
     weight = t[f"{prefix}.weight"]
     if weight.dtype == torch.int8:
+        if scheme.input_activations is None:  # weight-only int8 (W8A16): the w4a16_gemm, with any zero point
+            return _ct_int_weight(prefix, weight, scale, zp, w)
         return QuantizedWeight("int8", tuple(weight.shape), weight.contiguous(), scale.float().reshape(-1, 1), bits=8)
     if weight.dtype == torch.float8_e4m3fn:
         s = scale.float()
         s = s.reshape(-1, 1) if s.numel() in (1, weight.shape[0]) else s
         return QuantizedWeight("fp8", tuple(weight.shape), weight.contiguous(), s.contiguous(), bits=8)
     raise CheckpointError(f"{prefix}: compressed-tensors format {fmt!r} with {weight.dtype} weights is not supported")
+
+
+def _ct_input_scale(prefix: str, t: _Tensors, scheme: Scheme) -> torch.Tensor | None:
+    """A static (calibrated) per-tensor input scale as (1, 1) fp32, exactly as stored; None when dynamic."""
+    a = scheme.input_activations
+    if a is None or a.dynamic:
+        return None
+    key = f"{prefix}.input_scale"
+    if key not in t:
+        raise CheckpointError(f"{prefix}: input_activations are static (dynamic: false) but {key} is missing")
+    scale = t[key]
+    if scale.numel() != 1:
+        raise CheckpointError(
+            f"{prefix}: static input_scale of shape {tuple(scale.shape)}; per-tensor (one element) is supported"
+        )
+    _zero_point(prefix, t, "input_zero_point", a.symmetric)
+    value = float(scale.float())
+    if not (value >= torch.finfo(torch.float32).tiny and value < float("inf")):
+        raise CheckpointError(f"{prefix}: static input_scale is {value!r}; it must be a positive normal float32")
+    return scale.float().reshape(1, 1)  # (1, 1)
 
 
 def _gptq_weight(prefix: str, t: dict, scheme: Scheme) -> QuantizedWeight:
@@ -171,8 +264,14 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     if qc is None:
         raise CheckpointError(f"{path}: config.json has no quantization_config")
     method = qc.get("quant_method")
+    tensors = _tensors(path)
     if method == "compressed-tensors":
-        scheme, fmt = _ct_scheme(qc)
+        if qc.get("kv_cache_scheme"):
+            raise CheckpointError(
+                f"{path}: its kv_cache_scheme (quantized KV cache with stored k/v scales) is not supported; "
+                "a checkpoint variant quantizes linear layers only"
+            )
+        scheme, fmt = _ct_scheme(qc, path, tensors)
     elif method in ("gptq", "awq"):
         scheme, fmt = _gptq_awq_scheme(qc), method
         if method == "awq" and qc.get("version", "gemm").lower() != "gemm":
@@ -182,7 +281,6 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     config = AutoConfig.from_pretrained(path)
     config.quantization_config = None
     del config.quantization_config
-    tensors = _tensors(path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     prefixes = _linear_prefixes(tensors)
@@ -201,7 +299,16 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
                 f"{(linear.out_features, linear.in_features)}"
             )
         bias = tensors.get(f"{prefix}.bias")
-        module = QuantLinear(weight, None if bias is None else bias.to(dtype), scheme.input_activations, backend)
+        input_scale = _ct_input_scale(prefix, tensors, scheme) if method == "compressed-tensors" else None
+        unread = tensors.unread(prefix)
+        if unread:
+            raise CheckpointError(
+                f"{prefix}: the checkpoint's {', '.join(unread)} would be ignored: the {fmt} loader for "
+                f"{scheme.describe()} does not use them, and this layout is not supported"
+            )
+        module = QuantLinear(
+            weight, None if bias is None else bias.to(dtype), scheme.input_activations, backend, input_scale
+        )
         parent, _, child = prefix.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, module)
         layers.append(prefix)
@@ -210,6 +317,9 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     missing, unexpected = model.load_state_dict(
         {k: v.to(dtype) if v.is_floating_point() else v for k, v in floats.items()}, strict=False, assign=True
     )
+    unexpected = [u for u in unexpected if not u.endswith("rotary_emb.inv_freq")]
+    if unexpected:
+        raise CheckpointError(f"{path}: tensors the model has no place for (refused, not dropped): {unexpected[:5]}")
     quantized_names = {n for n, _ in model.named_buffers() if n.rsplit(".", 1)[0] in prefixes}
     missing = [m for m in missing if m not in quantized_names and not m.endswith("rotary_emb.inv_freq")]
     if getattr(config, "tie_word_embeddings", False):

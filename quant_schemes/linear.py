@@ -5,6 +5,9 @@ the kernel of its format: the Triton kernel (`backend="triton"`) or its pure-tor
     layer = QuantLinear.from_float(linear, scheme, backend="torch-ref")
     y = layer(x)                  # x: (..., in_features) -> (..., out_features)
     layer.dequantize()            # (out_features, in_features) fp32, for inspection and error analysis
+
+W8A8 layers quantize their input first: dynamically (a scale from each input), or with a static per-tensor
+`input_scale` buffer (`input_activations.dynamic: false`, a calibrated checkpoint's scale, used as it is).
 """
 
 from __future__ import annotations
@@ -57,9 +60,43 @@ def kernel(module: str, name: str, backend: str):
 def _granularity(args: QuantArgs | None):
     if args is None:
         return None
+    if not args.dynamic:
+        if args.strategy != Strategy.TENSOR:
+            raise ValueError(
+                f"static (dynamic: false) input_activations use strategy 'tensor', not '{args.strategy.value}'; "
+                "set dynamic: true for scales computed from each input"
+            )
+        return "tensor"
     if args.strategy == Strategy.GROUP:
         return args.group_size
     return "tensor" if args.strategy == Strategy.TENSOR else "token"
+
+
+def _static_input_scale(args: QuantArgs | None, input_scale: torch.Tensor | None, kind: str) -> torch.Tensor | None:
+    """The (1, 1) fp32 input scale of static input_activations, checked once here (the kernels do not)."""
+    static = args is not None and not args.dynamic
+    if not static:
+        if input_scale is not None:
+            raise ValueError(
+                "an input_scale was given but input_activations are "
+                f"{'absent' if args is None else 'dynamic'}: it would be ignored; pass it only with static "
+                "(dynamic: false) input_activations"
+            )
+        return None
+    if kind not in ("int8", "fp8"):
+        raise ValueError(f"static input_activations go with int8 or fp8 weights (W8A8), not {kind!r} weights")
+    if input_scale is None:
+        raise ValueError(
+            "input_activations are static (dynamic: false) and need a calibrated per-tensor input_scale, which "
+            "only a pre-quantized checkpoint provides here; set input_activations.dynamic: true for scales "
+            "computed from each input"
+        )
+    s = input_scale.detach().float()
+    if s.numel() != 1:
+        raise ValueError(f"a static input_scale is per tensor (one element), got shape {tuple(input_scale.shape)}")
+    if not bool(torch.isfinite(s).all()) or not float(s) >= torch.finfo(torch.float32).tiny:
+        raise ValueError(f"a static input_scale must be a positive normal float32 number, got {float(s)!r}")
+    return s.reshape(1, 1).clone()  # (1, 1)
 
 
 class QuantLinear(nn.Module):
@@ -69,6 +106,7 @@ class QuantLinear(nn.Module):
         bias: torch.Tensor | None,
         input_activations: QuantArgs | None,
         backend: str,
+        input_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -81,9 +119,11 @@ class QuantLinear(nn.Module):
         for name in ("qdata", "scale", "zero_point", "global_scale"):
             self.register_buffer(name, tensors.get(name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale, self.kind))
         self.use_backend(backend)
         gemm = GEMMS[self.kind][1]
-        self.kernels = ([f"act_quant[{self._act_dtype}]"] if self._act_quant else []) + [gemm]
+        act = f"act_quant[{self._act_dtype}{' static' if self.input_scale is not None else ''}]"
+        self.kernels = ([act] if self._act_quant else []) + [gemm]
 
     def use_backend(self, backend: str) -> None:
         """Switch between the Triton kernels and their torch references (e.g. to measure the noise floor)."""
@@ -119,7 +159,7 @@ class QuantLinear(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        extra = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        extra = sum(t.numel() * t.element_size() for t in (self.bias, self.input_scale) if t is not None)
         return self.quantized_weight().nbytes + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,12 +170,12 @@ class QuantLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.kind in ("int8", "fp8"):
-            a_q, a_scale = self._act_quant(x2, self._act_dtype, self.act_granularity)
+            a_q, a_scale = self._act_quant(x2, self._act_dtype, self.act_granularity, self.input_scale)
             b_scale = self.scale
-            if self.scale.shape[0] == self.out_features and a_scale.numel() == 1:
-                a_scale = a_scale.expand(x2.shape[0], 1)  # per-tensor activations x per-channel weights
-            elif self.scale.numel() == 1 and a_scale.shape == (x2.shape[0], 1):
-                b_scale = self.scale.reshape(1, 1).expand(self.out_features, 1)
+            tensorwise = self.kind == "fp8" and a_scale.numel() == 1 and b_scale.numel() == 1  # fp8_gemm has it
+            if self.act_granularity in ("token", "tensor") and not tensorwise:  # rowwise: broadcast per-tensor
+                a_scale = a_scale.expand(x2.shape[0], 1)  # (M, 1)
+                b_scale = b_scale.reshape(-1, 1).expand(self.out_features, 1)  # (N, 1)
             y = self._gemm(a_q, a_scale, self.qdata, b_scale, self.bias, out_dtype=x.dtype)
         elif self.kind == "wna16":
             y = self._gemm(x2, self.qdata, self.scale, self.zero_point, self.group_size, self.storage_bits, self.bias)

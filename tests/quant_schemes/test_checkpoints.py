@@ -14,6 +14,7 @@ from evalsuite.config import parse_suite
 from evalsuite.quant_schemes import PRESETS
 from evalsuite.quant_schemes.checkpoints import CheckpointError, load_quantized
 from evalsuite.quant_schemes.formats import quantize_weight
+from tests.utils import assert_close
 
 TINY = models.EMBEDDED["embedded:tiny"]
 IDS = torch.tensor([[5, 17, 33, 2, 99, 250, 7, 64, 128, 300, 12, 1]])
@@ -52,18 +53,48 @@ def write_ct(kind: str, out):
             dict(num_bits=8, type="float", symmetric=True, strategy="token", dynamic=True),
             "float-quantized",
         ),
+        "fp8_static": (  # llm-compressor's FP8 preset: per-tensor weights, static per-tensor input scales
+            dict(num_bits=8, type="float", symmetric=True, strategy="tensor"),
+            dict(num_bits=8, type="float", symmetric=True, strategy="tensor", dynamic=False),
+            "float-quantized",
+        ),
+        "int8_static": (
+            dict(num_bits=8, type="int", symmetric=True, strategy="tensor"),
+            dict(num_bits=8, type="int", symmetric=True, strategy="tensor", dynamic=False),
+            "int-quantized",
+        ),
+        "int8_channel_static": (
+            dict(num_bits=8, type="int", symmetric=True, strategy="channel"),
+            dict(num_bits=8, type="int", symmetric=True, strategy="tensor", dynamic=False),
+            "int-quantized",
+        ),
+        "w8a16_asym": (dict(num_bits=8, type="int", symmetric=False, strategy="channel"), None, "int-quantized"),
+        "w8a8_asym": (
+            dict(num_bits=8, type="int", symmetric=False, strategy="channel"),
+            dict(num_bits=8, type="int", symmetric=True, strategy="token", dynamic=True),
+            "int-quantized",
+        ),
     }
     w_args, a_args, fmt = specs[kind]
     w = QuantizationArgs(**w_args)
     model = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.bfloat16)
+    input_amax = calibrate_input_amax(model) if a_args and not a_args["dynamic"] else {}
     scheme = QuantizationScheme(targets=["Linear"], weights=w, input_activations=a_args and QuantizationArgs(**a_args))
     apply_quantization_config(
         model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"], format=fmt)
     )
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if hasattr(module, "input_scale"):  # static: calibrated to part of the observed range, so some saturate
+            qmax = 448.0 if a_args["type"] == "float" else 127.0
+            module.input_scale.data.fill_(input_amax[name] * STATIC_RANGE / qmax)
         if hasattr(module, "weight_scale"):
             weight = module.weight.detach().float()
-            grouped = weight.reshape(weight.shape[0], -1, w.group_size) if w.group_size else weight[:, None, :]
+            if w.strategy == "tensor":
+                grouped = weight.reshape(1, 1, -1)
+            elif w.group_size:
+                grouped = weight.reshape(weight.shape[0], -1, w.group_size)
+            else:
+                grouped = weight[:, None, :]
             scale, zero = calculate_qparams(grouped.amin(-1), grouped.amax(-1), w)
             module.weight_scale.data = scale.to(module.weight_scale.dtype).reshape(module.weight_scale.shape)
             if hasattr(module, "weight_zero_point"):
@@ -79,6 +110,23 @@ def write_ct(kind: str, out):
     return out
 
 
+STATIC_RANGE = 0.5  # static input scales cover half of the calibration inputs' absmax
+
+
+def calibrate_input_amax(model) -> dict[str, float]:
+    """The absmax of each Linear's input over IDS, as a calibration pass would record it."""
+    amax, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            hook = module.register_forward_pre_hook(lambda m, a, n=name: amax.update({n: a[0].float().abs().max()}))
+            hooks.append(hook)
+    with torch.no_grad():
+        model(input_ids=IDS)
+    for hook in hooks:
+        hook.remove()
+    return {n: float(v) for n, v in amax.items()}
+
+
 def ct_decompressed(path, prefix):
     from compressed_tensors.compressors import BaseCompressor
     from compressed_tensors.quantization import QuantizationScheme
@@ -90,7 +138,7 @@ def ct_decompressed(path, prefix):
     return BaseCompressor.load_from_registry(qc["format"]).decompress(local, scheme)["weight"]
 
 
-@pytest.mark.parametrize("kind", ["w4a16", "w4a16_asym", "w8a8", "fp8"])
+@pytest.mark.parametrize("kind", ["w4a16", "w4a16_asym", "w8a8", "fp8", "fp8_static", "int8_static", "w8a16_asym"])
 def test_compressed_tensors_checkpoints_dequantize_exactly_as_the_package(kind, tmp_path):
     path = write_ct(kind, tmp_path / kind)
     model, report = load_quantized(path, "cpu", torch.bfloat16, "torch-ref")
@@ -101,6 +149,114 @@ def test_compressed_tensors_checkpoints_dequantize_exactly_as_the_package(kind, 
         assert torch.equal(ours, reference), prefix
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=IDS).logits).all()
+
+
+def layer_inputs(model, prefixes) -> dict[str, torch.Tensor]:
+    """Each layer's input in a forward pass over IDS."""
+    inputs, hooks = {}, []
+    for prefix in prefixes:
+        hook = model.get_submodule(prefix).register_forward_pre_hook(lambda m, a, p=prefix: inputs.update({p: a[0]}))
+        hooks.append(hook)
+    with torch.no_grad():
+        model(input_ids=IDS)
+    for hook in hooks:
+        hook.remove()
+    return inputs
+
+
+@pytest.mark.parametrize("kind", ["fp8_static", "int8_static", "int8_channel_static"])
+def test_static_input_scales_are_the_checkpoints_own(kind, tmp_path):
+    """Each layer quantizes its input with the checkpoint's input_scale: the codes equal compressed-tensors'
+    own quantize() with that scale (exactly), and the output equals (codes * input_scale) @ (stored weight *
+    weight_scale).T computed here from the stored tensors, within fp32 accumulation-order noise (1e-5 of the
+    largest output). The scales cover half the calibration range, so dynamic scales would give other outputs."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import quantize
+
+    from evalsuite.kernels.act_quant import act_quant_ref
+
+    path = write_ct(kind, tmp_path / kind)
+    qc = json.loads((path / "config.json").read_text())["quantization_config"]
+    ct_args = QuantizationArgs(**qc["config_groups"]["group_0"]["input_activations"])
+    stored = load_file(path / "model.safetensors")
+    model, report = load_quantized(path, "cpu", torch.float32, "torch-ref")
+    dtype = "fp8" if "fp8" in kind else "int8"
+    assert report["kernels"] == [f"act_quant[{dtype} static]", f"{dtype}_gemm"]
+    inputs = layer_inputs(model, report["layers"])
+    for prefix in report["layers"]:
+        layer, x = model.get_submodule(prefix), inputs[prefix].reshape(-1, inputs[prefix].shape[-1])  # (M, K)
+        a_scale = stored[f"{prefix}.input_scale"].float()
+        assert torch.equal(layer.input_scale, a_scale.reshape(1, 1)), prefix
+        codes = quantize(x, a_scale, None, ct_args, dtype=torch.float8_e4m3fn if dtype == "fp8" else torch.int8)
+        ours, _ = act_quant_ref(x, dtype, "tensor", layer.input_scale)
+        assert_close(ours, codes, what=f"{prefix} activation codes")
+        assert int((codes.float().abs() >= (448 if dtype == "fp8" else 127)).sum()) > 0, f"{prefix}: none saturate"
+        weight = stored[f"{prefix}.weight"].float() * stored[f"{prefix}.weight_scale"].float().reshape(-1, 1)
+        reference = (codes.float() * a_scale) @ weight.t()  # (M, N)
+        tol = 1e-5 * float(reference.abs().max())
+        with torch.no_grad():
+            y = layer(x)
+        assert_close(y, reference, atol=tol, what=f"{prefix} output")
+        dynamic, d_scale = act_quant_ref(x, dtype, "tensor")
+        assert float(((dynamic.float() * d_scale) @ weight.t() - reference).abs().max()) > 100 * tol, prefix
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=IDS).logits).all()
+
+
+def test_asymmetric_int8_weight_only_runs_with_its_zero_points(tmp_path):
+    path = write_ct("w8a16_asym", tmp_path / "w8a16")
+    stored = load_file(path / "model.safetensors")
+    model, report = load_quantized(path, "cpu", torch.float32, "torch-ref")
+    assert report["kernels"] == ["w4a16_gemm"]
+    inputs = layer_inputs(model, report["layers"])
+    for prefix in report["layers"]:
+        layer, x = model.get_submodule(prefix), inputs[prefix].reshape(-1, inputs[prefix].shape[-1])
+        zero = stored[f"{prefix}.weight_zero_point"].float()
+        assert bool((zero != 0).any()), prefix
+        weight = (stored[f"{prefix}.weight"].float() - zero) * stored[f"{prefix}.weight_scale"].float()
+        assert torch.equal(layer.dequantize(), weight), prefix
+        reference = x @ weight.t()
+        with torch.no_grad():
+            assert_close(layer(x), reference, atol=1e-5 * float(reference.abs().max()), what=prefix)
+
+
+def edit_tensors(path, edit):
+    tensors = load_file(path / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, path / "model.safetensors")
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+def test_asymmetric_w8a8_weights_are_refused_naming_the_layer(tmp_path):
+    path = write_ct("w8a8_asym", tmp_path / "a")
+    with pytest.raises(
+        CheckpointError,
+        match=r"layer model\.layers\.0\.mlp\.down_proj \(and 27 more\) has asymmetric "
+        r"int8 weights \(weight_zero_point\).* W8A8 GEMMs apply no zero point.*weight-only",
+    ):
+        load_quantized(path, "cpu", torch.float32, "torch-ref")
+
+
+def test_static_checkpoint_problems_are_refused_naming_the_layer(tmp_path):
+    path = write_ct("fp8_static", tmp_path / "s")
+    edit_tensors(path, lambda t: t.pop(f"{Q}.input_scale"))
+    with pytest.raises(CheckpointError, match=rf"{Q}: input_activations are static .* {Q}\.input_scale is missing"):
+        load_quantized(path, "cpu", torch.float32, "torch-ref")
+    edit_tensors(path, lambda t: t.update({f"{Q}.input_scale": torch.zeros(1, dtype=torch.bfloat16)}))
+    with pytest.raises(CheckpointError, match=rf"{Q}: static input_scale is 0\.0; it must be a positive normal"):
+        load_quantized(path, "cpu", torch.float32, "torch-ref")
+    edit_tensors(path, lambda t: t.update({f"{Q}.input_scale": torch.ones(3)}))
+    with pytest.raises(CheckpointError, match=rf"{Q}: static input_scale of shape \(3,\); per-tensor"):
+        load_quantized(path, "cpu", torch.float32, "torch-ref")
+
+
+def test_a_layer_tensor_no_loader_reads_is_refused(tmp_path):
+    path = write_ct("fp8", tmp_path / "d")  # dynamic activations: an input_scale there would be ignored
+    edit_tensors(path, lambda t: t.update({f"{Q}.input_scale": torch.ones(1)}))
+    with pytest.raises(CheckpointError, match=rf"{Q}: the checkpoint's {Q}\.input_scale would be ignored"):
+        load_quantized(path, "cpu", torch.float32, "torch-ref")
 
 
 # --- GPTQ and AWQ layouts --------------------------------------------------------------------------------
