@@ -66,6 +66,19 @@ def _hidden(model, input_ids: torch.Tensor, rows: list[list[int]], sub_batch: in
     return torch.cat(parts)
 
 
+def project(model, head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits from final hidden states as the model's own forward makes them: the output projection, then
+    the families' post-processing (Cohere's logit_scale, Gemma 2's final softcapping)."""
+    logits = head(hidden)
+    config = model.config
+    if getattr(config, "logit_scale", None) is not None:
+        logits = logits * config.logit_scale
+    if getattr(config, "final_logit_softcapping", None):
+        cap = config.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 @torch.no_grad()
 def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_batch: int | None = None) -> dict:
     """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`. With
@@ -92,8 +105,8 @@ def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_
             mask = valid[:, sl]
             if not mask.any():
                 continue
-            lp_b = F.log_softmax(heads[0](hidden[0][:, sl]).float(), dim=-1)[mask]  # (n, V)
-            lp_v = F.log_softmax(heads[1](hidden[1][:, sl]).float(), dim=-1)[mask]
+            lp_b = F.log_softmax(project(baseline_lm.model, heads[0], hidden[0][:, sl]).float(), dim=-1)[mask]
+            lp_v = F.log_softmax(project(variant_lm.model, heads[1], hidden[1][:, sl]).float(), dim=-1)[mask]  # (n, V)
             if not (torch.isfinite(lp_b).all() and torch.isfinite(lp_v).all()):
                 raise FidelityError("non-finite log-probabilities in the fidelity panel")
             kld = (lp_b.exp() * (lp_b - lp_v)).sum(dim=-1).clamp(min=0)  # (n,)
