@@ -116,10 +116,10 @@ def test_static_fp8_ties_saturation_and_overflow():
     x = torch.cat([cases, beyond])[None, :]  # (1, K)
     q, s = act_quant(x.to(DEVICE), "fp8", "tensor", torch.ones(1, 1, device=DEVICE))
     assert_close(q.cpu(), x.clamp(-448, 448).to(torch.float8_e4m3fn), what="fp8 codes vs torch's RNE cast")
-    _same_static(x, "fp8", torch.ones(1, 1))
+    _same_static(x.to(DEVICE), "fp8", torch.ones(1, 1))
     q, _ = act_quant(x.to(DEVICE), "fp8", "tensor", torch.full((1, 1), 0.01, device=DEVICE))
     assert q.cpu().float()[0, -2:].tolist() == [448.0, -448.0]
-    _same_static(x, "fp8", torch.full((1, 1), 0.01))
+    _same_static(x.to(DEVICE), "fp8", torch.full((1, 1), 0.01))
 
 
 def test_static_int8_uses_the_given_scale_rounds_to_even_and_saturates():
@@ -130,7 +130,7 @@ def test_static_int8_uses_the_given_scale_rounds_to_even_and_saturates():
     expected = torch.tensor([[2, 4, 0, 2, 2, 0, -2, 126, 127, -127, -128, -128, -128, 127]], dtype=torch.int8)
     assert_close(q.cpu(), expected, what="int8 codes with static scale 0.5")
     assert s.item() == 0.5
-    _same_static(x, "int8", torch.full((1, 1), 0.5))
+    _same_static(x.to(DEVICE), "int8", torch.full((1, 1), 0.5))
 
 
 def test_static_scale_errors_name_the_argument():
