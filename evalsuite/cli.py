@@ -91,15 +91,20 @@ def cmd_gate(args) -> int:
     if (args.min_recovery is None) == (args.config is None):
         print("error: give exactly one of --min-recovery PERCENT or --config gate.yaml", file=sys.stderr)
         return EXIT_ERROR
-    if args.config:
-        config = gate.load_gate_config(args.config)
-        config = config.model_copy(update={"use": args.use}) if args.use else config
-    else:
-        config = gate.min_recovery_config(args.min_recovery, args.use or "point")
-    outcome = decide(args.run_dir, config)
-    print(gate.format_outcome(outcome, config.use))
+    use = args.use or "point"
+    try:
+        if args.config:
+            config = gate.load_gate_config(args.config)
+            config = config.model_copy(update={"use": args.use}) if args.use else config
+        else:
+            config = gate.min_recovery_config(args.min_recovery, use)
+        use = config.use
+        outcome = decide(args.run_dir, config)
+    except user_errors() as err:  # still a JUnit error case and a step summary: CI shows why it could not decide
+        outcome = gate.GateOutcome(errors=[str(err)])
+    print(gate.format_outcome(outcome, use))
     junit = Path(args.junit) if args.junit else Path(args.run_dir) / "gate-junit.xml"
-    gate.publish(outcome, config.use, junit, os.environ.get("GITHUB_STEP_SUMMARY"))
+    gate.publish(outcome, use, junit, os.environ.get("GITHUB_STEP_SUMMARY"))
     print(f"junit: {junit}")
     return outcome.exit_code
 

@@ -23,7 +23,7 @@ def render_junit(checks: list[dict], errors: list[str], name: str = "evalsuite g
         else:
             ET.SubElement(case, "system-out").text = c["message"]
     for i, e in enumerate(errors):
-        case = ET.SubElement(suite, "testcase", classname="evalsuite.gate", name=f"gate configuration {i + 1}")
+        case = ET.SubElement(suite, "testcase", classname="evalsuite.gate", name=f"gate inputs {i + 1}")
         ET.SubElement(case, "error", message=e).text = e
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -132,3 +132,21 @@ def test_python_api_use_and_percent_checks_follow_the_cli(tmp_path):
         evalsuite.gate(DATA, {"rules": [{"min_recovery": 0.99}]})
     with pytest.raises(GateConfigError, match="use"):
         evalsuite.gate(DATA, 90, use="lowest")
+
+
+def test_a_gate_that_cannot_load_its_inputs_still_reports_to_ci(tmp_path, monkeypatch):
+    from xml.etree import ElementTree as ET
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    (tmp_path / "results.json").write_text(json.dumps(DATA))
+    (tmp_path / "gate.yaml").write_text("rules:\n  - {min_recovery: 0.99}\n")
+    assert (
+        main(["gate", str(tmp_path), "--config", str(tmp_path / "gate.yaml"), "--junit", str(tmp_path / "j.xml")]) == 2
+    )
+    case = ET.parse(tmp_path / "j.xml").getroot().find("testcase/error")
+    assert "min_recovery is a percentage" in case.get("message")
+    missing = tmp_path / "no-run"
+    assert main(["gate", str(missing), "--min-recovery", "99"]) == 2
+    assert ET.parse(missing / "gate-junit.xml").getroot().get("errors") == "1"
+    assert summary.read_text().count("### evalsuite gate: could not decide") == 2
