@@ -236,12 +236,29 @@ def _suite_tables(data: dict) -> dict:
         ["variant", "prompts", "wins / ties / losses", "unparseable", "win-rate vs baseline", "judge"], judge_rows
     )
     code_rows = []
+    recovery = {(r["variant"], r["task"], r["metric"]): r for r in data.get("recovery", []) if r["scope"] == "task"}
     for v, per_suite in data.get("details", {}).items():
         for name, d in per_suite.get("code", {}).items():
+            scores = []
+            for m in data.get("metrics", []):
+                if (m["suite"], m["task"], m["variant"]) != ("code", name, v):
+                    continue
+                r = recovery.get((v, name, m["metric"]))
+                parts = [] if r is None else [fmt.pct(r["recovery"]), fmt.interval(r["ci_low"], r["ci_high"])]
+                rec = f" ({' '.join(p for p in parts if p)})" if parts else ""
+                scores.append(f"{m['metric']} {m['value']:.3f}{rec}")
             code_rows.append(
-                [v, name, str(d["passed"]), str(d["failed"]), str(d["timeout"]), d["isolation"].get("user", "")]
+                [
+                    v,
+                    name,
+                    "; ".join(scores),
+                    str(d["passed"]),
+                    str(d["failed"]),
+                    str(d["timeout"]),
+                    d["isolation"].get("user", ""),
+                ]
             )
-    code = Table(["variant", "task", "passed", "failed", "timeouts", "sandbox user"], code_rows)
+    code = Table(["variant", "task", "pass@k (recovery)", "passed", "failed", "timeouts", "sandbox user"], code_rows)
     layer_rows = []
     for v, info in data.get("variants", {}).items():
         measured = sorted(
