@@ -109,7 +109,11 @@ def build_view(data: dict) -> ReportView:
     flip_rows = []
     for v, fid in data.get("fidelity", {}).items():
         for f in fid.get("flips", []):
-            row = [v, f["task"], str(f["correct_to_wrong"]), str(f["wrong_to_correct"]), fmt.pct(f["flip_rate"])]
+            share = {
+                k: f" ({fmt.pct(f[k] / f['n'])})" if f.get("n") else ""
+                for k in ("correct_to_wrong", "wrong_to_correct")
+            }
+            row = [v, f["task"], *(f"{f[k]}{share[k]}" for k in share), fmt.pct(f["flip_rate"])]
             if floor:
                 row.append(fmt.pct(floor_rate.get((f["suite"], f["task"]))))
             flip_rows.append(row + [fmt.pvalue(f["p_value"])])
