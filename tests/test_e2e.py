@@ -2,11 +2,14 @@
 
 import json
 import re
+import sqlite3
 import textwrap
+from contextlib import closing
 
 import pytest
 
 from evalsuite.cli import main
+from evalsuite.lm import EvalLM
 from evalsuite.results import load
 
 SUITE = """\
@@ -29,14 +32,38 @@ run:
 """
 
 
+REQUEST_KINDS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run(tmp_path_factory):
+    """The run directory, and every request each model was sent: {label: {(task, kind): [request args]}}."""
     root = tmp_path_factory.mktemp("e2e")
     suite = root / "suite.yaml"
     suite.write_text(textwrap.dedent(SUITE))
     out = root / "run"
-    assert main(["run", str(suite), "--out", str(out)]) == 0
-    return out
+    sent: dict = {}
+
+    def spy(kind):
+        original = getattr(EvalLM, kind)
+
+        def recorded(self, requests, *args, **kwargs):
+            rows = sent.setdefault(self.label, {}).setdefault((self.task_name, kind), [])
+            rows += [json.dumps(list(r.args), sort_keys=True, default=str) for r in requests]
+            return original(self, requests, *args, **kwargs)
+
+        return recorded
+
+    with pytest.MonkeyPatch.context() as patch:
+        for kind in REQUEST_KINDS:
+            patch.setattr(EvalLM, kind, spy(kind))
+        assert main(["run", str(suite), "--out", str(out)]) == 0
+    return out, sent
+
+
+@pytest.fixture(scope="module")
+def run_dir(run):
+    return run[0]
 
 
 def test_results_have_recovery_for_every_variant_and_task(run_dir):
@@ -80,8 +107,39 @@ def test_reports_are_written_and_self_contained(run_dir):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "the HTML report must not load external assets"
 
 
-def test_prompts_and_settings_are_identical_across_variants(run_dir):
+def test_prompts_and_settings_are_identical_across_variants(run):
+    run_dir, sent = run
     data = load(run_dir).data
+    names = list(data["variants"])
+    # every model was sent exactly the baseline's requests: contexts, continuations, generation settings
+    assert set(sent) == set(names), f"requests were recorded for {sorted(sent)}"
+    expected = {(t, k) for t in ("tiny_mc", "tiny_arith", "tiny_ppl") for k in REQUEST_KINDS}
+    assert set(sent["baseline"]) <= expected and len(sent["baseline"]) == 3, sorted(sent["baseline"])
+    for name in names:
+        for (task, kind), requests in sent["baseline"].items():
+            theirs = sent[name].get((task, kind))
+            assert theirs == requests, f"{name} was not sent the baseline's {kind} requests for {task}"
+    generation = [json.loads(r) for r in sent["baseline"][("tiny_arith", "generate_until")]]
+    assert len(generation) == 24
+    settings = {json.dumps(kwargs, sort_keys=True) for _, kwargs in generation}
+    assert len(settings) == 1, settings
+    got, want = json.loads(settings.pop()), {"until": ["\n"], "max_gen_toks": 64, "do_sample": False}  # the YAML's
+    assert {k: got.get(k) for k in want} == want, got
+
+    # and the stored samples carry the same prompt hash for every document of every task, in every model
+    with closing(sqlite3.connect(run_dir / "store.sqlite")) as conn:
+        variant_of = {k: json.loads(d)["variant"] for k, d in conn.execute("SELECT model_key, description FROM models")}
+        stored = conn.execute("SELECT model_key, task_key, records FROM samples").fetchall()
+    hashes: dict = {}
+    for model_key, task_key, records in stored:
+        per_doc = sorted((r["filter"], str(r["doc_id"]), r["prompt_hash"]) for r in json.loads(records))
+        hashes.setdefault(task_key, {})[variant_of[model_key]] = per_doc
+    assert len(hashes) == 3, sorted(hashes)
+    for task_key, per_variant in hashes.items():
+        assert set(per_variant) == set(names), (task_key, sorted(per_variant))
+        assert len({r[1] for r in per_variant["baseline"]}) == 24, task_key
+        for name in names:
+            assert per_variant[name] == per_variant["baseline"], f"{task_key}: {name}'s prompt hashes differ"
     assert data["provenance"]["batch_size"] == 16
     assert data["provenance"]["versions"]["lm_eval"]
 
