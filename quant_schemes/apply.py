@@ -7,6 +7,11 @@ quantized variant, in place.
 `calib` is a list of (batch, seq_len) token-id tensors (evalsuite makes them from a calibration set with
 the same tokenizer and batching as evaluation). Targets: "Linear" matches every nn.Linear, "re:<regex>"
 matches module names. Ignore: a module name, its last components (e.g. "lm_head"), or "re:<regex>".
+
+With calibration data, the algorithm runs layer by layer over the decoder blocks; target layers outside them
+(lm_head, when `ignore` leaves it in) are quantized by round-to-nearest and get no SQNR; each layer's
+`layer_stats[name]["algorithm"]` says which one quantized it. A Hadamard rotation of a weight tied to another
+module (lm_head to embed_tokens) rotates an untied copy, so the other module is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from torch import nn
 
 from . import kv_cache
 from .algorithms import CALIBRATED, check_combination, get_algorithm
+from .algorithms.rtn import rtn_weights
+from .algorithms.sequential import split_by_block
 from .formats import weight_stats
 from .linear import QuantLinear
 from .rotation import HadamardRotated
@@ -104,9 +111,13 @@ def _quantize_weights(model, scheme, algorithm, calib, backend, rotation, report
     def make_quantized(name, weight):
         return QuantLinear(weight, layers[name].bias, scheme.input_activations, backend).to(layers[name].weight.device)
 
-    weights, sensitivity = get_algorithm(algorithm)(model, layers, scheme, calib, make_quantized, **options)
+    # layer-by-layer calibration reaches only the decoder blocks: the rest (lm_head) is round-to-nearest
+    inside, outside = split_by_block(model, layers) if calib is not None else (layers, {})
+    weights, sensitivity = get_algorithm(algorithm)(model, inside, scheme, calib, make_quantized, **options)
+    weights.update(rtn_weights(outside, scheme))
     for name, layer in layers.items():
         report.layer_stats[name] = weight_stats(layer.weight.detach(), weights[name])  # after any folding
+        report.layer_stats[name]["algorithm"] = "rtn" if name in outside else algorithm
         if name in sensitivity:  # None: the layer's output was reproduced exactly
             sqnr = sensitivity[name]
             report.layer_stats[name]["sqnr_db"] = sqnr if math.isfinite(sqnr) else None

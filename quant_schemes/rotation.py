@@ -6,6 +6,9 @@ H is block-diagonal with Walsh-Hadamard blocks of the largest power of two that 
 most 16384), so any even in_features works.
 
     layer = HadamardRotated(linear, backend="torch-ref")     # same float function, rotated weight inside
+
+The rotated weight is a new parameter, never written into the old one: a weight tied to another module
+(lm_head to embed_tokens) is untied, and the other module keeps the float weight it had.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class HadamardRotated(nn.Module):
         self._hadamard = kernel("hadamard", "hadamard", backend)
         with torch.no_grad():
             reference = kernel("hadamard", "hadamard", "torch-ref")
-            linear.weight.copy_(rotate(linear.weight.float(), self.block, reference).to(linear.weight.dtype))
+            rotated = rotate(linear.weight.float(), self.block, reference).to(linear.weight.dtype)
+        linear.weight = nn.Parameter(rotated, requires_grad=linear.weight.requires_grad)
         self.linear = linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

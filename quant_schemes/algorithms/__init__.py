@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..args import QuantType
+from ..args import QuantType, Strategy
 from ..scheme import Scheme, suggest
 
 ALGORITHMS: dict[str, str] = {
@@ -19,10 +19,13 @@ ALGORITHMS: dict[str, str] = {
 CALIBRATED = {"gptq", "awq", "smoothquant"}
 LEGAL = {
     "rtn": "any scheme",
-    "gptq": "integer weight-only schemes (W4A16, W4A16_ASYM, W8A16)",
-    "awq": "integer weight-only schemes (W4A16, W4A16_ASYM)",
+    "gptq": "integer weight-only schemes with strategy group or channel (W4A16, W4A16_ASYM, W8A16)",
+    "awq": "integer weight-only schemes of at most 4 bits with strategy group or channel (W4A16, W4A16_ASYM)",
     "smoothquant": "schemes with quantized activations (W8A8_INT8, W8A8_FP8)",
 }
+
+
+PER_ROW = (Strategy.GROUP, Strategy.CHANNEL)  # the weight strategies gptq and awq take
 
 
 class UnknownAlgorithmError(ValueError):
@@ -41,14 +44,20 @@ def check_algorithm(name: str, scheme: Scheme | None = None) -> None:
     weight_only_int = w is not None and w.type == QuantType.INT and a is None
     legal = {
         "rtn": True,
-        "gptq": weight_only_int,
-        "awq": weight_only_int and w.num_bits <= 4,
+        "gptq": weight_only_int and w.strategy in PER_ROW,
+        "awq": weight_only_int and w.num_bits <= 4 and w.strategy in PER_ROW,
         "smoothquant": w is not None and a is not None,
     }[name]
     if not legal:
+        hint = ""
+        if weight_only_int and w.strategy not in PER_ROW:
+            hint = (
+                f" Strategy '{w.strategy.value}' shares one scale across the tensor, and {name} finds scales per "
+                "output row: write weights.strategy: group (with a group_size, e.g. 128) or channel."
+            )
         choices = "; ".join(f"{algo}: {what}" for algo, what in LEGAL.items())
         raise UnknownAlgorithmError(
-            f"{name} cannot quantize this scheme ({scheme.describe()}): {name} takes {LEGAL[name]}. "
+            f"{name} cannot quantize this scheme ({scheme.describe()}): {name} takes {LEGAL[name]}.{hint} "
             f"Legal combinations: {choices}"
         )
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..args import QuantArgs, Strategy
-from ..formats import QuantizedWeight, _int_codes, _int_params, int_scales, int_weight
+from ..formats import QuantizedWeight, _int_codes, int_scales, int_weight
 from ..scheme import Scheme
 from .sequential import run_blocks
 
@@ -28,21 +28,20 @@ def gptq_weight(
     block_size: int = 128,
     act_order: bool = False,
 ) -> QuantizedWeight:
+    if args.strategy not in (Strategy.GROUP, Strategy.CHANNEL):
+        raise ValueError(
+            f"GPTQ finds scales per output row: weights.strategy must be group or channel, not '{args.strategy.value}'"
+        )
     n, k = w.shape
     W = w.detach().float().clone()  # (N, K)
     H = hessian.float().clone()  # (K, K)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    group = {Strategy.GROUP: args.group_size, Strategy.CHANNEL: k, Strategy.TENSOR: k}[args.strategy]
+    group = {Strategy.GROUP: args.group_size, Strategy.CHANNEL: k}[args.strategy]
     n_groups = -(-k // group)
     scale = torch.zeros(n, n_groups, device=W.device)
     zero = None if args.symmetric else torch.zeros(n, n_groups, device=W.device)
-    if args.strategy == Strategy.TENSOR:
-        s, z = _int_params(W.reshape(1, 1, -1), args.num_bits, args.symmetric)
-        scale[:] = s.reshape(1, 1)
-        if zero is not None:
-            zero[:] = z.reshape(1, 1)
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(k, device=W.device)
     if act_order or args.strategy == Strategy.CHANNEL:  # scales fixed up front from the original weights
         padded = torch.nn.functional.pad(W, (0, -k % group)).reshape(n, n_groups, group)
@@ -55,7 +54,7 @@ def gptq_weight(
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
     codes = torch.zeros(n, k, device=W.device)
-    fixed = act_order or args.strategy != Strategy.GROUP
+    fixed = act_order or args.strategy == Strategy.CHANNEL
     for b0 in range(0, k, block_size):
         b1 = min(b0 + block_size, k)
         W1, err1, Hinv1 = W[:, b0:b1].clone(), torch.zeros(n, b1 - b0, device=W.device), Hinv[b0:b1, b0:b1]
@@ -64,7 +63,7 @@ def gptq_weight(
             g = column // group
             if not fixed and column % group == 0:  # group scales from the weights as updated so far
                 window = torch.nn.functional.pad(W1[:, i : i + group], (0, group - W1[:, i : i + group].shape[1]))
-                s, z = _int_params(window[:, None, :], args.num_bits, args.symmetric)
+                s, z = int_scales(window[:, None, :], args)  # by the args' observer, as RTN
                 scale[:, g] = s[:, 0]
                 if zero is not None:
                     zero[:, g] = z[:, 0]

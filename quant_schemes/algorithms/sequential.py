@@ -1,13 +1,16 @@
 """Layer-by-layer calibration, shared by every calibrated algorithm (and by RTN for per-layer sensitivity).
 
-The calibration token batches run through the model up to its first decoder block; then, one block at a
-time: (1) the block runs on its inputs while hooks record what each target linear layer sees (per-channel
-absmax and mean |x|, a bounded sample of rows, and for GPTQ the Hessian X^T X); (2) the algorithm turns that
-into quantized weights, possibly first folding smoothing scales into the block; (3) the block runs again
-with its linears quantized, which measures each layer's output SQNR against full precision on the same
-inputs and yields the inputs of the next block (errors propagate, as in GPTQ's sequential mode).
+The calibration token batches run through the model once, recording the hidden states entering the first
+decoder block and the keyword arguments (attention mask, position embeddings) every block is called with, per
+batch and per block; then, one block at a time: (1) the block runs on its inputs while hooks record what
+each target linear layer sees (per-channel absmax and mean |x|, a bounded sample of rows, and for GPTQ the
+Hessian X^T X); (2) the algorithm turns that into quantized weights, possibly first folding smoothing scales
+into the block; (3) the block runs again with its linears quantized, which measures each layer's output SQNR
+against full precision on the same inputs and yields the inputs of the next block (errors propagate, as in
+GPTQ's sequential mode).
 
-Supports decoder-only transformers whose decoder exposes `.layers` (Llama, Qwen2, Mistral and alike).
+Supports decoder-only transformers whose decoder exposes `.layers` (Llama, Qwen2, Mistral and alike). Only
+layers inside the blocks are reached: `split_by_block` sets the others (lm_head) apart.
 """
 
 from __future__ import annotations
@@ -56,19 +59,35 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     return blocks
 
 
+def split_by_block(model: nn.Module, layers: dict[str, nn.Linear]) -> tuple[dict, dict]:
+    """`layers` as (those inside a decoder block, the rest: lm_head and alike), each keeping the given names."""
+    inside = {id(m) for block in decoder_blocks(model) for m in block.modules()}
+    return (
+        {n: m for n, m in layers.items() if id(m) in inside},
+        {n: m for n, m in layers.items() if id(m) not in inside},
+    )
+
+
 @torch.no_grad()
-def first_block_inputs(model: nn.Module, batches: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict]:
-    """Hidden states entering the first block for each batch, and the keyword arguments it is called with."""
+def block_inputs(model: nn.Module, batches: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[list[dict]]]:
+    """Hidden states entering the first block for each batch, and the keyword arguments each block is called
+    with for each batch (`kwargs[block][batch]`): the attention mask has the batch's size, and a model that
+    mixes attention types (sliding window and full) gives each block its own mask."""
     blocks = decoder_blocks(model)
     captured: list[torch.Tensor] = []
-    kwargs: dict = {}
+    kwargs: list[list[dict]] = [[] for _ in blocks]
 
-    def hook(_module, args, kw):
-        captured.append(args[0] if args else kw["hidden_states"])
-        kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise _Stop
+    def hook(index):
+        def record(_module, args, kw):
+            if index == 0:
+                captured.append(args[0] if args else kw["hidden_states"])
+            kwargs[index].append({k: v for k, v in kw.items() if k != "hidden_states"})
+            if index == len(blocks) - 1:
+                raise _Stop
 
-    handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+        return record
+
+    handles = [block.register_forward_pre_hook(hook(i), with_kwargs=True) for i, block in enumerate(blocks)]
     try:
         for ids in batches:
             try:
@@ -76,7 +95,14 @@ def first_block_inputs(model: nn.Module, batches: list[torch.Tensor]) -> tuple[l
             except _Stop:
                 pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+    missed = [i for i, per_batch in enumerate(kwargs) if len(per_batch) != len(batches)]
+    if missed:
+        raise ValueError(
+            f"decoder blocks {missed} of {type(model).__name__} were not called once per calibration batch; "
+            "layer-by-layer calibration needs every block of .layers to run on every batch"
+        )
     return captured, kwargs
 
 
@@ -115,30 +141,37 @@ def run_blocks(
     weight; `make_quantized(name, weight)` builds the module that will run it. Returns the quantized weights
     and each layer's output SQNR (dB) on the calibration inputs."""
     blocks = decoder_blocks(model)
-    hidden, kwargs = first_block_inputs(model, batches)
+    _, outside = split_by_block(model, layers)
+    if outside:
+        raise ValueError(
+            f"layers {sorted(outside)} lie outside the decoder blocks, which layer-by-layer calibration does not "
+            "reach: quantize them apart (apply.quantize does so by round-to-nearest)"
+        )
+    hidden, kwargs = block_inputs(model, batches)
     names_of = {id(m): n for n, m in layers.items()}
     weights: dict = {}
     sensitivity: dict[str, float] = {}
-    for block in blocks:
+    for block, block_kwargs in zip(blocks, kwargs, strict=True):
         linears = {names_of[id(m)]: m for m in block.modules() if id(m) in names_of}
         recorded = {name: Recorded() for name in linears}
         handles = [m.register_forward_hook(_recorder(recorded[n], hessian)) for n, m in linears.items()]
         try:
-            for h in hidden:
-                block(h, **kwargs)
+            for h, kw in zip(hidden, block_kwargs, strict=True):
+                block(h, **kw)
         finally:
             for handle in handles:
                 handle.remove()
         found = process(block, linears, recorded)
         weights.update(found)
-        block_sqnr, hidden = _quantized_pass(block, linears, found, make_quantized, hidden, kwargs)
+        block_sqnr, hidden = _quantized_pass(block, linears, found, make_quantized, hidden, block_kwargs)
         sensitivity.update(block_sqnr)
     return weights, sensitivity
 
 
 def _quantized_pass(block, linears, weights, make_quantized, hidden, kwargs):
-    """Run the block with its linears quantized: each layer's output SQNR against its float self on the same
-    inputs, and the block's outputs (the next block's inputs)."""
+    """Run the block with its linears quantized (on each batch's inputs `hidden` with its keyword arguments
+    `kwargs`): each layer's output SQNR against its float self on the same inputs, and the block's outputs
+    (the next block's inputs)."""
     quantized = {name: make_quantized(name, weights[name]) for name in linears}
     errors: dict[str, tuple[float, float]] = {name: (0.0, 0.0) for name in linears}
 
@@ -164,7 +197,7 @@ def _quantized_pass(block, linears, weights, make_quantized, hidden, kwargs):
         setattr(parent, child, quantized[name])
         handles.append(quantized[name].register_forward_hook(measure(name, layer)))
     try:
-        outputs = [_output(block(h, **kwargs)) for h in hidden]
+        outputs = [_output(block(h, **kw)) for h, kw in zip(hidden, kwargs, strict=True)]
     finally:
         for handle in handles:
             handle.remove()

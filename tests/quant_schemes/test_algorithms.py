@@ -9,19 +9,26 @@ from evalsuite.config import CalibrationSpec, ConfigError, parse_suite
 from evalsuite.kernels.hadamard import hadamard_ref
 from evalsuite.lm import EvalLM
 from evalsuite.quant_schemes import PRESETS
-from evalsuite.quant_schemes.algorithms import UnknownAlgorithmError, check_combination
+from evalsuite.quant_schemes.algorithms import UnknownAlgorithmError, awq, check_combination
 from evalsuite.quant_schemes.algorithms.awq import clipped_weight, search_scale
 from evalsuite.quant_schemes.algorithms.gptq import gptq_weight
 from evalsuite.quant_schemes.algorithms.sequential import Recorded, _recorder, decoder_blocks
 from evalsuite.quant_schemes.algorithms.smooth import fold, fold_pairs
 from evalsuite.quant_schemes.algorithms.smoothquant import smoothing_scales
 from evalsuite.quant_schemes.apply import quantize, target_layers
+from evalsuite.quant_schemes.args import QuantArgs
 from evalsuite.quant_schemes.formats import quantize_weight
 from evalsuite.quant_schemes.kv_cache import fake_quant
+from evalsuite.quant_schemes.linear import QuantLinear
 from evalsuite.quant_schemes.rotation import HadamardRotated
-from tests.utils import seed_everything
+from evalsuite.quant_schemes.scheme import Scheme
+from tests.utils import assert_close, seed_everything
 
 W4 = PRESETS["W4A16"]
+PER_TENSOR = {  # integer weight-only, one scale for the whole tensor: rtn takes it, gptq and awq do not
+    "W8A16_TENSOR": Scheme(weights=QuantArgs(num_bits=8, strategy="tensor")),
+    "W4A16_TENSOR": Scheme(weights=QuantArgs(num_bits=4, strategy="tensor")),
+}
 PROMPT = torch.tensor([[5, 17, 33, 2, 99, 250, 7, 64, 128, 300, 12, 1]])
 
 
@@ -68,7 +75,12 @@ def test_smoothing_folds_leave_the_float_model_unchanged(fresh):
     for block in decoder_blocks(fresh.model):
         linears = {n: m for n, m in layers.items() if any(m is x for x in block.modules())}
         pairs = fold_pairs(block, linears)
-        assert {tuple(p.consumers[:1]) for p in pairs}  # norm->qkv, norm->gate/up, up->down, v->o
+        assert sorted(tuple(c.rsplit(".", 1)[-1] for c in p.consumers) for p in pairs) == [
+            ("down_proj",),  # up -> down
+            ("gate_proj", "up_proj"),  # post_attention_layernorm -> gate, up
+            ("o_proj",),  # v -> o (one key/value head per query head)
+            ("q_proj", "k_proj", "v_proj"),  # input_layernorm -> q, k, v
+        ]
         for pair in pairs:
             k = linears[pair.consumers[0]].in_features
             fold(pair, linears, torch.rand(k) * 4 + 0.25)
@@ -106,37 +118,109 @@ def test_gptq_beats_rtn_on_a_layer_with_outlier_channels():
     )
 
 
-def test_awq_scales_and_clipping_beat_rtn_on_a_layer_with_outlier_channels():
+@pytest.mark.parametrize("observer", ["minmax", "mse"])
+@pytest.mark.parametrize("preset", ["W4A16", "W4A16_ASYM"])
+def test_gptq_with_a_diagonal_hessian_is_rtn_with_the_same_observer(preset, observer):
+    """A diagonal Hessian leaves no error to spread over other columns: GPTQ must then pick the very scales
+    and codes RTN picks, by the scheme's observer (mse searches the clipping; minmax does not)."""
+    seed_everything(5)
+    args = QuantArgs(**{**PRESETS[preset].weights.model_dump(), "observer": observer})
+    w = torch.randn(48, 384)
+    gptq, rtn = gptq_weight(w, torch.eye(384), args), quantize_weight(w, args)
+    assert_close(gptq.scale, rtn.scale, what="scale")
+    assert_close(gptq.qdata, rtn.qdata, what="codes")
+    if observer == "mse":
+        assert not torch.equal(gptq.scale, quantize_weight(w, PRESETS[preset].weights).scale)
+
+
+def test_gptq_quantizes_dead_columns_to_zero():
+    w, x = outlier_layer()
+    x[:, [7, 8, 100]] = 0  # channels that never fire: their Hessian rows are zero
+    q = gptq_weight(w, 2 * x.t() @ x / x.shape[0], W4.weights).dequantize()
+    assert (q[:, [7, 8, 100]] == 0).all()
+    assert output_error(x, w, q) <= output_error(x, w, quantize_weight(w, W4.weights).dequantize())
+
+
+def test_awq_scales_and_clipping_beat_rtn_on_held_out_rows_of_a_layer_with_outlier_channels():
     w, x = outlier_layer(seed=2)
-    rtn = output_error(x, w, quantize_weight(w, W4.weights).dequantize())
-    s = search_scale(x, x.abs().mean(0), [w], W4, grid=20)
+    fit, held = x[:1024], x[1024:]  # searched on one half, measured on the other
+    rtn = output_error(held, w, quantize_weight(w, W4.weights).dequantize())
+    s = search_scale(fit, fit.abs().mean(0), [w], W4, grid=20)
+    assert s[[3, 50, 200]].min() > 1.5 * s.median()  # alpha > 0 chosen: alpha = 0 gives s = 1 everywhere
     scaled = quantize_weight(w * s, W4.weights).dequantize() / s
-    assert output_error(x, w, scaled) <= rtn
-    clipped = clipped_weight(w * s, x / s, W4, grid=20).dequantize() / s
-    assert output_error(x, w, clipped) <= output_error(x, w, scaled)
+    assert output_error(held, w, scaled) <= 0.5 * rtn
+    clipped = clipped_weight(w * s, fit / s, W4, grid=20).dequantize() / s
+    assert output_error(held, w, clipped) <= output_error(held, w, scaled)
 
 
 def _layer_inputs(model, batches, layer):
-    record = Recorded()
-    handle = layer.register_forward_hook(_recorder(record, hessian=True))
+    return _inputs_of(model, batches, {"layer": layer})["layer"]
+
+
+def _inputs_of(model, batches, layers):
+    """What each of `layers` sees over `batches`, recorded as calibration records it, in one pass."""
+    records = {name: Recorded() for name in layers}
+    handles = [m.register_forward_hook(_recorder(records[n], hessian=True)) for n, m in layers.items()]
     with torch.no_grad():
         for ids in batches:
             model(input_ids=ids)
-    handle.remove()
-    return record
+    for handle in handles:
+        handle.remove()
+    return records
 
 
 @pytest.mark.parametrize("layer_name", ["model.layers.0.self_attn.q_proj", "model.layers.2.mlp.down_proj"])
-def test_gptq_and_awq_beat_rtn_on_layers_of_the_embedded_model(tiny, calib_batches, layer_name):
+def test_gptq_and_awq_beat_rtn_on_held_out_rows_of_layers_of_the_embedded_model(tiny, calib_batches, layer_name):
     layer = tiny.model.get_submodule(layer_name)
-    record = _layer_inputs(tiny.model, calib_batches, layer)
-    w, x = layer.weight.detach().float(), record.x
+    fit, held = _layer_inputs(tiny.model, calib_batches[:1], layer), _layer_inputs(tiny.model, calib_batches[1:], layer)
+    w, x = layer.weight.detach().float(), held.x
     rtn = output_error(x, w, quantize_weight(w, W4.weights).dequantize())
-    gptq = gptq_weight(w, 2 * record.hessian / record.rows, W4.weights).dequantize()
+    gptq = gptq_weight(w, 2 * fit.hessian / fit.rows, W4.weights).dequantize()
     assert output_error(x, w, gptq) <= rtn
-    s = search_scale(x, record.mean_abs, [w], W4, grid=10)
-    awq = clipped_weight(w * s, x / s, W4, grid=10).dequantize() / s
+    s = search_scale(fit.x, fit.mean_abs, [w], W4, grid=10)
+    awq = clipped_weight(w * s, fit.x / s, W4, grid=10).dequantize() / s
     assert output_error(x, w, awq) <= rtn
+
+
+def test_awq_run_on_the_embedded_model_keeps_the_float_function_and_beats_rtn(fresh, monkeypatch):
+    """awq.run end to end: the folds leave the float model's logits unchanged; the clipping search sees the
+    inputs divided by the folded scales (so with the folded weight it computes the float layer's outputs); and
+    on held-out rows each fold group's output error, in the float model's coordinates, is at most RTN's."""
+    model = fresh.model
+    layers = target_layers(model, W4)
+    float_weights = {n: m.weight.detach().clone() for n, m in layers.items()}
+    spec = CalibrationSpec(samples=24, seq_len=64, batch_size=8)
+    batches = build_calibration(spec, EvalLM(model, fresh.tokenizer, progress=False)).batches
+    calib, held = batches[:2], batches[2:]  # 1024 rows to search on, 512 held out
+    seen = _inputs_of(
+        model, calib, {n: layers[n] for n in ("model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj")}
+    )
+    inputs = _inputs_of(model, held, layers)
+    before = logits(model)
+    names_of = {id(m.weight): n for n, m in layers.items()}
+    clip_inputs = {}
+
+    def spy(w, x, scheme, grid):
+        clip_inputs[names_of[id(w)]] = (w.detach().clone(), x.clone())
+        return clipped_weight(w, x, scheme, grid)
+
+    monkeypatch.setattr(awq, "clipped_weight", spy)
+    weights, _ = awq.run(model, layers, W4, calib, lambda n, w: QuantLinear(w, None, None, "torch-ref"), 10, 10)
+    torch.testing.assert_close(logits(model), before, atol=1e-4, rtol=1e-4)
+    for name, record in seen.items():  # block 0 runs on the float model's own inputs
+        w, x = clip_inputs[name]
+        torch.testing.assert_close(x @ w.t(), record.x @ float_weights[name].t(), atol=1e-4, rtol=1e-4)
+    totals = {"awq": 0.0, "rtn": 0.0}
+    for group in ("q_proj k_proj v_proj", "o_proj", "gate_proj up_proj", "down_proj"):
+        errors = {"awq": 0.0, "rtn": 0.0}
+        for name in (n for n in layers if n.rsplit(".", 1)[-1] in group.split()):
+            w, x = float_weights[name], inputs[name].x
+            undone = weights[name].dequantize() * w / layers[name].weight.detach()  # the folds divided out
+            errors["awq"] += output_error(x, w, undone)
+            errors["rtn"] += output_error(x, w, quantize_weight(w, W4.weights).dequantize())
+        assert errors["awq"] <= errors["rtn"], group
+        totals = {k: totals[k] + errors[k] for k in totals}
+    assert totals["awq"] <= 0.9 * totals["rtn"]
 
 
 def test_smoothing_scales_move_outliers_into_the_weights():
@@ -210,11 +294,18 @@ def test_quantized_layer_sqnr_is_recorded_and_gptq_improves_it(tiny, calib_batch
         ("W4A16", "smoothquant", None, "quantized activations"),
         ("W4A16", "awq", "hadamard", "folds scales across layers"),
         ("KV_FP8", "rtn", "hadamard", "weight scheme"),
+        ("W8A16_TENSOR", "gptq", None, "Strategy 'tensor'.*write weights.strategy: group .* or channel"),
+        ("W4A16_TENSOR", "awq", None, "Strategy 'tensor'.*write weights.strategy: group .* or channel"),
     ],
 )
 def test_nonsense_combinations_are_refused_naming_the_legal_ones(scheme, algorithm, rotation, message):
     with pytest.raises(UnknownAlgorithmError, match=message):
-        check_combination(PRESETS[scheme], algorithm, rotation)
+        check_combination(PER_TENSOR.get(scheme) or PRESETS[scheme], algorithm, rotation)
+
+
+def test_gptq_weight_refuses_per_tensor_scales():
+    with pytest.raises(ValueError, match="weights.strategy must be group or channel, not 'tensor'"):
+        gptq_weight(torch.randn(8, 16), torch.eye(16), PER_TENSOR["W8A16_TENSOR"].weights)
 
 
 def test_refused_in_the_suite_file_before_any_model_loads():
