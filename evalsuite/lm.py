@@ -24,6 +24,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
+from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
 
@@ -31,6 +32,10 @@ DEFAULT_MAX_GEN_TOKS = 256
 MIN_SHARED_CONTEXT = 8  # a shorter shared context is not worth packing its continuations behind it
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
+
+
+class GenerationError(UserError, ValueError):
+    """Generation settings that cannot work with this model (say, more new tokens than it has positions)."""
 
 
 @dataclass
@@ -426,9 +431,17 @@ class EvalLM(TemplateLM):
         def settings(kwargs: dict) -> tuple[list[str], int]:
             until = kwargs.get("until", [])
             until = [until] if isinstance(until, str) else list(until)
-            return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+            default = min(DEFAULT_MAX_GEN_TOKS, self.max_length // 2)  # a short-context model keeps room for prompts
+            return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", default))
 
         samplers = [self._sampler(context, kwargs) for context, kwargs in args]  # checks seeds up front
+        longest = max((settings(kwargs)[1] for _, kwargs in args), default=0)
+        if longest >= self.max_length:
+            raise GenerationError(
+                f"{self.label or 'model'} / {self.task_name}: max_gen_toks {longest} leaves no room for the prompt "
+                f"in a model of {self.max_length} positions; ask for fewer new tokens (e.g. max_gen_toks or "
+                f"judge.max_tokens {self.max_length // 4})"
+            )
 
         def compute(todo: list[int]) -> Iterator[Batch]:
             groups: dict[str, list[int]] = {}
