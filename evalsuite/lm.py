@@ -431,12 +431,11 @@ class EvalLM(TemplateLM):
         def settings(kwargs: dict) -> tuple[list[str], int]:
             until = kwargs.get("until", [])
             until = [until] if isinstance(until, str) else list(until)
-            default = min(DEFAULT_MAX_GEN_TOKS, self.max_length // 2)  # a short-context model keeps room for prompts
-            return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", default))
+            return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
 
         samplers = [self._sampler(context, kwargs) for context, kwargs in args]  # checks seeds up front
         longest = max((settings(kwargs)[1] for _, kwargs in args), default=0)
-        if longest >= self.max_length:
+        if longest > self.max_length:  # the prompt would be cut from its start
             raise GenerationError(
                 f"{self.label or 'model'} / {self.task_name}: max_gen_toks {longest} leaves no room for the prompt "
                 f"in a model of {self.max_length} positions; ask for fewer new tokens (e.g. max_gen_toks or "

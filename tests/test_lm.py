@@ -115,8 +115,8 @@ def test_more_new_tokens_than_the_model_has_positions_is_a_clear_error(tiny):
     from evalsuite.lm import GenerationError
 
     lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
-    too_many = [Instance("generate_until", {}, ("Question: What is 3 plus 4?\nAnswer:", {"max_gen_toks": 256}), 0)]
-    with pytest.raises(GenerationError, match=r"max_gen_toks 256 leaves no room for the prompt in a model of 256"):
+    too_many = [Instance("generate_until", {}, ("Question: What is 3 plus 4?\nAnswer:", {"max_gen_toks": 300}), 0)]
+    with pytest.raises(GenerationError, match=r"max_gen_toks 300 leaves no room for the prompt in a model of 256"):
         lm.generate_until(too_many)
     default = [Instance("generate_until", {}, ("Question: What is 3 plus 4?\nAnswer:", {"until": ["\n"]}), 0)]
-    assert lm.generate_until(default)[0].strip().endswith("The answer is 7.")  # the default leaves room
+    assert lm.generate_until(default)[0].strip().endswith("The answer is 7.")
