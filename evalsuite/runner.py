@@ -367,7 +367,11 @@ def _variant_info(report, stored: int, baseline_bytes: int, calib, sqnr_floor: f
 def _answers(runs: dict[str, ModelRun], variant: str, key: str) -> tuple[list[str], list[str]]:
     base, var = runs[BASELINE].answers[key], runs[variant].answers[key]
     if base[1] != var[1]:
-        raise ComparabilityError(f"{key}: the baseline and {variant} were given different prompts; refusing to compare")
+        first = next(i for i, (a, b) in enumerate(zip(base[1], var[1], strict=True)) if a != b)
+        raise ComparabilityError(
+            f"{key}: prompt {first} reached the baseline and {variant} differently (rendered-prompt hash "
+            f"{base[1][first]} vs {var[1][first]}: another chat template or generation setting); refusing to compare"
+        )
     return base[0], var[0]
 
 

@@ -102,3 +102,15 @@ def test_same_prompts_in_another_order_are_aligned():
     variant = [record(i, f"p{i}") for i in (1, 2, 0)]
     b, v = _aligned(base, variant, "academic/t (v)")
     assert [r["doc_id"] for r in b] == [r["doc_id"] for r in v] == [0, 1, 2]
+
+
+def test_prompt_sets_rendered_differently_are_refused_naming_the_prompt():
+    from evalsuite.runner import ModelRun, _answers
+
+    base = ModelRun(answers={"similarity:tiny_chat": (["a", "b", "c"], ["h0", "h1", "h2"])})
+    other = ModelRun(answers={"similarity:tiny_chat": (["a", "b", "c"], ["h0", "x1", "h2"])})
+    same = ModelRun(answers={"similarity:tiny_chat": (["a", "z", "c"], ["h0", "h1", "h2"])})
+    runs = {"baseline": base, "W4A16": other, "W8A8_INT8": same}
+    assert _answers(runs, "W8A8_INT8", "similarity:tiny_chat") == (["a", "b", "c"], ["a", "z", "c"])
+    with pytest.raises(ComparabilityError, match=r"similarity:tiny_chat: prompt 1 reached the baseline and W4A16"):
+        _answers(runs, "W4A16", "similarity:tiny_chat")
