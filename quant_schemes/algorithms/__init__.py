@@ -68,6 +68,12 @@ ROTATIONS = ("hadamard",)
 def check_combination(scheme: Scheme, algorithm: str, rotation: str | None = None) -> None:
     """Algorithm and rotation against the scheme, before any model loads; errors name the legal choices."""
     check_algorithm(algorithm, scheme)
+    acts = scheme.input_activations
+    if acts is not None and not acts.dynamic:
+        raise UnknownAlgorithmError(
+            "static input_activations (dynamic: false) need calibrated input scales, which no algorithm here "
+            "computes (only a pre-quantized checkpoint brings them): set input_activations.dynamic: true"
+        )
     if rotation is None:
         return
     if rotation not in ROTATIONS:

@@ -338,3 +338,14 @@ def test_calibration_too_small_or_empty_is_an_error(tiny, tmp_path):
         build_calibration(CalibrationSpec(set=str(empty)), lm)
     with pytest.raises(CalibrationError, match="neither built in"):
         build_calibration(CalibrationSpec(set="no_such_set"), lm)
+
+
+def test_static_activations_of_our_own_schemes_are_refused_in_the_suite_file():
+    scheme = {
+        "weights": {"num_bits": 8, "type": "float", "strategy": "tensor"},
+        "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False},
+    }
+    with pytest.raises(ConfigError, match=r"variants\[0\].*static input_activations .*set input_activations.dynamic"):
+        parse_suite(
+            {"name": "t", "variants": [{"name": "s", "scheme": scheme}], "suites": {"academic": {"tasks": ["tiny_mc"]}}}
+        )
