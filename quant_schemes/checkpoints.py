@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .args import QuantArgs, Strategy
 from .formats import QuantizedWeight
-from .linear import QuantLinear
+from .linear import QuantLinear, check_static_scale
 from .scheme import Scheme
 
 # AutoAWQ packs the eight 4-bit values of columns 8c..8c+7 into an int32 with element ORDER[i] at bits 4i;
@@ -220,10 +220,10 @@ def _ct_input_scale(prefix: str, t: _Tensors, scheme: Scheme) -> torch.Tensor | 
             f"{prefix}: static input_scale of shape {tuple(scale.shape)}; per-tensor (one element) is supported"
         )
     _zero_point(prefix, t, "input_zero_point", a.symmetric)
-    value = float(scale.float())
-    if not (value >= torch.finfo(torch.float32).tiny and value < float("inf")):
-        raise CheckpointError(f"{prefix}: static input_scale is {value!r}; it must be a positive normal float32")
-    return scale.float().reshape(1, 1)  # (1, 1)
+    try:
+        return check_static_scale(scale)  # (1, 1)
+    except ValueError as err:
+        raise CheckpointError(f"{prefix}: {err}") from None
 
 
 def _gptq_weight(prefix: str, t: dict, scheme: Scheme) -> QuantizedWeight:

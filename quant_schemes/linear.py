@@ -91,11 +91,17 @@ def _static_input_scale(args: QuantArgs | None, input_scale: torch.Tensor | None
             "only a pre-quantized checkpoint provides here; set input_activations.dynamic: true for scales "
             "computed from each input"
         )
+    return check_static_scale(input_scale)
+
+
+def check_static_scale(input_scale: torch.Tensor) -> torch.Tensor:
+    """A static per-tensor input scale as (1, 1) fp32, once checked: one element, a positive normal float32."""
     s = input_scale.detach().float()
     if s.numel() != 1:
         raise ValueError(f"a static input_scale is per tensor (one element), got shape {tuple(input_scale.shape)}")
-    if not bool(torch.isfinite(s).all()) or not float(s) >= torch.finfo(torch.float32).tiny:
-        raise ValueError(f"a static input_scale must be a positive normal float32 number, got {float(s)!r}")
+    value = float(s)
+    if not (value >= torch.finfo(torch.float32).tiny and value < float("inf")):
+        raise ValueError(f"static input_scale is {value!r}; it must be a positive normal float32 number")
     return s.reshape(1, 1).clone()  # (1, 1)
 
 
