@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evalsuite.errors import UserError
 from evalsuite.quant_schemes.algorithms import check_algorithm, check_combination
 from evalsuite.quant_schemes.scheme import Scheme, resolve
+from evalsuite.tasks import HERE as TASKS_DIR
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "tasks" / "suites"
+SUITES_DIR = TASKS_DIR / "suites"  # inside the installed package, editable or not
 BASELINE = "baseline"
 
 

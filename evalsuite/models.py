@@ -199,6 +199,12 @@ def gpus_of_rank(local_rank: int, world: int) -> list[int]:
     return list(range(local_rank * per_rank, (local_rank + 1) * per_rank))
 
 
+# transformers >= 5.25 swaps layers for Hugging Face hub kernels by default when the `kernels` package is
+# installed. The baseline must be the model's own modules, the same on every machine, so that a variant's
+# difference comes from its quantization alone.
+PLAIN_MODULES = {"use_kernels": False}
+
+
 def load(
     source: ModelSource,
     device: str | torch.device = "auto",
@@ -215,14 +221,16 @@ def load(
         gpus = gpus if gpus is not None else list(range(torch.cuda.device_count()))
         memory = {i: torch.cuda.get_device_properties(i).total_memory for i in gpus}
         model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=torch_dtype, device_map="auto", max_memory=memory
+            source.path, dtype=torch_dtype, device_map="auto", max_memory=memory, **PLAIN_MODULES
         )
         device = next(model.parameters()).device  # where the embeddings, and so the inputs, live
     elif source.gguf_file:
-        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, gguf_file=source.gguf_file, dtype=torch_dtype, **PLAIN_MODULES
+        )
         model = model.to(device)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype, **PLAIN_MODULES).to(device)
     model.eval()
     return LoadedModel(source, model, load_tokenizer(source), device, torch_dtype)
 

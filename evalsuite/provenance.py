@@ -25,6 +25,8 @@ def _version(name: str) -> str | None:
 def git_sha() -> str | None:
     """The commit of the evalsuite checkout this code runs from, with '+dirty' for uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        return None  # installed from a wheel: no checkout, whatever repository the environment sits in
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True

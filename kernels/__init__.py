@@ -5,7 +5,9 @@ of evalsuite. Importing the package itself is cheap; importing one of its module
 if __name__ == "kernels":
     # Installed, this folder is `evalsuite.kernels`. Only when Python runs from the repository root
     # (`python -m pytest`, `python -m evalsuite`) is it also reachable as a top-level `kernels`, the name of
-    # Hugging Face's package, which transformers imports. Hand that import to the real package.
+    # Hugging Face's package, which transformers probes for (some versions by importing it). If that package
+    # is installed, hand the import to it. If not, stay an empty package without a version: transformers then
+    # reads "not available", as on a machine without the repository, and no import can fail because of us.
     import importlib.machinery
     import importlib.util
     import os
@@ -15,11 +17,8 @@ if __name__ == "kernels":
     _path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _root]
     _spec = importlib.machinery.PathFinder.find_spec("kernels", _path)
     if _spec is None:
-        raise ImportError(
-            f"'kernels' resolved to evalsuite's source folder {_root}/kernels, which is evalsuite.kernels; "
-            "Hugging Face's 'kernels' package is not installed (pip install kernels)",
-            name="kernels",
-        )
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules["kernels"] = _module
-    _spec.loader.exec_module(_module)
+        __path__ = []  # nothing can be imported from here under this name
+    else:
+        _module = importlib.util.module_from_spec(_spec)
+        sys.modules["kernels"] = _module
+        _spec.loader.exec_module(_module)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from evalsuite.models import EMBEDDED
+from evalsuite.models import EMBEDDED, PLAIN_MODULES
 
 DEFAULT_CHANNELS = (3, 77, 150, 201)
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=32.0, help="how much larger the outlier channels are")
     args = parser.parse_args(argv)
     source = EMBEDDED["embedded:tiny"]
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **PLAIN_MODULES)
     add_outlier_channels(model, args.scale)
     model.save_pretrained(args.out, safe_serialization=True)
     for f in source.iterdir():

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from evalsuite.tasks import HERE as TASKS_DIR
+
 from . import corpus, world
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "tiny"
-TASKS_DIR = HERE.parent.parent / "tasks"
 EOS = "<|endoftext|>"
 SEQ_LEN = 256
 VOCAB_SIZE = 1024
