@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ._bits import e4m3_bits, round_half_even
-from ._launch import check_device, check_tensor
+from ._launch import check_device, check_tensor, interpreting
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QMIN_STATIC = {"int8": -128.0, "fp8": -448.0}
@@ -67,25 +67,41 @@ def act_quant_ref(
 
 
 @triton.jit
-def _quantize(x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
+def _quantize(x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.constexpr, EXACT_DIV: tl.constexpr):
     """x / scale, clamped to [QMIN, QMAX] (fp8: +-448), then int8 (RNE) or E4M3 bits (RNE) as int32. `rcp` is
     the correctly rounded 1 / scale; one FMA correction of x * rcp (Markstein) gives the correctly rounded
     quotient, as the reference's division, without a division per element. It differs only for quotients
     below 1e-4 (from subnormal x), which round to the same zero code; x = -0.0 keeps its sign. A quotient far
     past QMAX (only with a static scale) skips the correction, which could overflow to NaN; it saturates
-    either way."""
-    y0 = x * rcp
-    y = tl.fma(tl.fma(-y0, scale, x), rcp, y0)
-    y = tl.where(tl.abs(y0) < 2 * QMAX, y, y0)
-    y = tl.where(x == 0, x, y)
+    either way. EXACT_DIV (the CPU interpreter) divides instead: some Triton versions' interpreter (3.8)
+    rounds the product inside `tl.fma`, and the correction then lands one code off at ties."""
+    if EXACT_DIV:
+        y = tl.math.div_rn(x, scale)
+    else:
+        y0 = x * rcp
+        y = tl.fma(tl.fma(-y0, scale, x), rcp, y0)
+        y = tl.where(tl.abs(y0) < 2 * QMAX, y, y0)
+        y = tl.where(x == 0, x, y)
     if IS_FP8:
         return e4m3_bits(y)  # saturates at +-448 itself
     return round_half_even(tl.minimum(tl.maximum(y, QMIN), QMAX))
 
 
 @triton.jit
+def _nan_max(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _absmax(x, axis):
+    """max |x| along `axis`, NaN if any element is NaN (as torch's amax; the GPU's plain max drops NaN, which
+    would hide a broken activation behind a finite scale)."""
+    return tl.reduce(tl.abs(x), axis, _nan_max)
+
+
+@triton.jit
 def _scale_of(amax, QMAX: tl.constexpr):
-    return tl.math.div_rn(tl.maximum(amax, 1e-12), QMAX)
+    return tl.math.div_rn(_nan_max(amax, 1e-12), QMAX)
 
 
 @triton.jit
@@ -106,8 +122,8 @@ def _absmax_kernel(
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + row * stride_xm + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(x))
-    tl.atomic_max(amax_ptr, tl.max(amax, axis=0))
+        amax = _nan_max(amax, tl.abs(x))
+    tl.atomic_max(amax_ptr, _absmax(amax, 0))
 
 
 @triton.jit
@@ -130,6 +146,7 @@ def _act_quant_row_kernel(
     STATIC: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
+    EXACT_DIV: tl.constexpr,
 ):
     """One program per row: absmax (or the precomputed tensor absmax), scale, quantize; STATIC reads the given
     scale from scale_ptr instead. A row that fits in BLOCK_K is read once; a longer one is read twice (the
@@ -145,8 +162,8 @@ def _act_quant_row_kernel(
         elif PER_TENSOR:
             scale = _scale_of(tl.load(amax_ptr), QMAX)
         else:
-            scale = _scale_of(tl.max(tl.abs(x), axis=0), QMAX)
-        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8)
+            scale = _scale_of(_absmax(x, 0), QMAX)
+        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8, EXACT_DIV)
         tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     else:
         if STATIC:
@@ -158,13 +175,13 @@ def _act_quant_row_kernel(
             for k0 in range(0, K, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-                acc = tl.maximum(acc, tl.abs(x))
-            scale = _scale_of(tl.max(acc, axis=0), QMAX)
+                acc = _nan_max(acc, tl.abs(x))
+            scale = _scale_of(_absmax(acc, 0), QMAX)
         rcp = tl.math.div_rn(1.0, scale)
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8)
+            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8, EXACT_DIV)
             tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     if not STATIC:
         if PER_TENSOR:
@@ -193,6 +210,7 @@ def _act_quant_group_kernel(
     GROUP: tl.constexpr,
     GROUP_P2: tl.constexpr,
     GROUPS_PER_PROG: tl.constexpr,
+    EXACT_DIV: tl.constexpr,
 ):
     """Program (row, block of groups): a (GROUPS_PER_PROG, GROUP) tile, one absmax and scale per group."""
     row = tl.program_id(0).to(tl.int64)
@@ -201,8 +219,8 @@ def _act_quant_group_kernel(
     offs_k = offs_g[:, None] * GROUP + offs_j[None, :]  # (G, GROUP_P2)
     mask = (offs_j[None, :] < GROUP) & (offs_k < K)
     x = tl.load(x_ptr + row * stride_xm + offs_k, mask=mask, other=0.0).to(tl.float32)
-    scale = _scale_of(tl.max(tl.abs(x), axis=1), QMAX)  # (G,)
-    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], -QMAX, QMAX, IS_FP8)
+    scale = _scale_of(_absmax(x, 1), QMAX)  # (G,)
+    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], -QMAX, QMAX, IS_FP8, EXACT_DIV)
     tl.store(q_ptr + row * stride_qm + offs_k, q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(scale_ptr + row * stride_sm + offs_g, scale, mask=offs_g < num_groups)
 
@@ -245,7 +263,7 @@ def act_quant(
     is_fp8 = dtype == "fp8"
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn if is_fp8 else torch.int8, device=x.device)
     q_raw = q.view(torch.uint8) if is_fp8 else q
-    meta = dict(QMAX=QMAX[dtype], IS_FP8=is_fp8)
+    meta = dict(QMAX=QMAX[dtype], IS_FP8=is_fp8, EXACT_DIV=interpreting())
     if isinstance(granularity, int):
         groups = -(-k // granularity)
         scale = torch.empty((m, groups), dtype=torch.float32, device=x.device)

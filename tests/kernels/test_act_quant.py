@@ -74,6 +74,37 @@ def test_int8_ties_round_to_even_and_saturate():
     _same(x.to(DEVICE), "int8", "token")
 
 
+@pytest.mark.parametrize(
+    "k, granularity", [(3, "token"), (3, 128), (3, 40), (33000, "token")], ids=["token", "g128", "g40", "two-pass"]
+)
+def test_quotients_that_round_to_a_tie_give_the_even_code(k, granularity):
+    """Row (or group) [2m, m, -m, ...]: the scale 2m / 127 is inexact, and m / scale rounds to exactly 63.5
+    in fp32, whose code is 64 (round half to even). Triton 3.8's interpreter rounds the product inside
+    `tl.fma`, so the one-FMA correction of x * (1 / scale) gave 63.499996 and the code 63."""
+    m = torch.arange(100, 300 if k == 3 else 104).float()[:, None]
+    x = torch.cat([2 * m, m.expand(-1, k - 1) * torch.tensor([1.0, -1.0]).repeat((k - 1 + 1) // 2)[: k - 1]], 1)
+    q, scale = act_quant(x.to(DEVICE), "int8", granularity)
+    q_ref, scale_ref = act_quant_ref(x, "int8", granularity)
+    ties = (x[:, 1] / scale_ref[:, 0]).abs() == 63.5
+    assert ties.sum() > len(m) // 4, "the inputs no longer produce ties: the test would check nothing"
+    assert torch.all(q_ref[ties, 1].abs() == 64)
+    assert_close(scale.cpu(), scale_ref, what="scale")
+    assert_close(q.cpu(), q_ref, what="int8 codes of quotients that round to a tie")
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES, ids=str)
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_a_nan_activation_gives_a_nan_scale_as_the_reference(granularity, dtype):
+    """A NaN in the input must not vanish into a finite scale (the GPU's plain max drops NaN): the scale of
+    its row, group or tensor is NaN, as torch's amax makes it, and the other scales are unchanged."""
+    x = torch.randn(3, 200)
+    x[1, 77] = float("nan")
+    _, scale = act_quant(x.to(DEVICE), dtype, granularity)
+    _, scale_ref = act_quant_ref(x, dtype, granularity)
+    assert torch.equal(scale.cpu().isnan(), scale_ref.isnan()) and scale_ref.isnan().any()
+    assert_close(scale.cpu()[~scale_ref.isnan()], scale_ref[~scale_ref.isnan()], what="finite scales")
+
+
 # --- static (given) per-tensor scales: a calibrated checkpoint's input_scale ---------------------------------
 
 
