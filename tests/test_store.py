@@ -3,12 +3,12 @@ after kill -9 with no sample lost or duplicated."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -137,59 +137,69 @@ RESUME_SUITE = {
     "name": "resume",
     "model": {"path": "embedded:tiny"},
     "variants": ["W4A16"],
-    "suites": {"academic": {"tasks": ["tiny_mc", "tiny_arith"], "limit": 120}},
+    "suites": {"academic": {"tasks": ["tiny_mc", "tiny_arith"], "limit": 48}},
     "run": {"batch_size": 4, "bootstrap_iters": 50},
 }
+STOP_AT_BATCH = 12  # the run signals itself right after storing this batch: mid-run on any machine
+
+# Runs `evalsuite run` in a subprocess that signals itself after its STOP_AT_BATCH-th stored batch and says
+# on stderr how many answers it had stored by then: the interrupt lands at the same point on a fast GPU
+# machine and on a slow CPU one (a sleep-and-poll loop lost the race on an H200).
+DRIVER = """
+import os, signal, sys
+from evalsuite.cli import main
+from evalsuite.store import Store
+
+put, batches = Store.put_responses, []
+
+def put_then_maybe_stop(self, model_key, rows):
+    put(self, model_key, rows)
+    batches.append(len(rows))
+    if len(batches) == {stop}:
+        print(f"stored {{sum(batches)}} answers", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.{sig})
+
+Store.put_responses = put_then_maybe_stop
+sys.exit(main(["run", {suite!r}, "--out", {out!r}]))
+"""
 
 
 def _responses(run_dir):
     path = run_dir / "store.sqlite"
     if not path.exists():
         return 0
-    try:
-        with sqlite3.connect(path, timeout=1) as conn:
-            return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    with sqlite3.connect(path, timeout=5) as conn:
+        return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
-def _start(suite_file, run_dir):
+def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "evalsuite", "run", str(suite_file), "--out", str(run_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def _kill_midway(suite_file, run_dir, sig):
-    proc = _start(suite_file, run_dir)
-    deadline = time.time() + 300
-    while _responses(run_dir) < 150 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=60)
-    return proc.returncode, output
+def _interrupted(suite_file, run_dir, sig: str) -> tuple[subprocess.CompletedProcess, int]:
+    """The interrupted run and how many answers it had stored when the signal was sent."""
+    code = DRIVER.format(stop=STOP_AT_BATCH, sig=sig, suite=str(suite_file), out=str(run_dir))
+    done = _run(["-c", code])
+    stored = re.search(r"stored (\d+) answers", done.stderr)
+    assert stored, f"the run ended before its batch {STOP_AT_BATCH} (rc {done.returncode}): {done.stderr[-2000:]}"
+    return done, int(stored.group(1))
 
 
 def test_kill_9_then_rerun_completes_with_no_duplicates_and_equal_metrics(tmp_path):
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(yaml.safe_dump(RESUME_SUITE))
-    code, _ = _kill_midway(suite_file, tmp_path / "killed", signal.SIGKILL)
-    assert code == -signal.SIGKILL
-    partial = _responses(tmp_path / "killed")
-    assert 0 < partial
+    killed, stored = _interrupted(suite_file, tmp_path / "killed", "SIGKILL")
+    assert killed.returncode == -signal.SIGKILL
+    assert _responses(tmp_path / "killed") == stored  # every committed batch survived the kill
     Store(tmp_path / "killed" / "store.sqlite").close()  # readable after the kill
-    resumed = _start(suite_file, tmp_path / "killed")
-    assert resumed.wait(timeout=600) == 0
-    straight = _start(suite_file, tmp_path / "straight")
-    assert straight.wait(timeout=600) == 0
+    for out in ("killed", "straight"):
+        done = _run(["-m", "evalsuite", "run", str(suite_file), "--out", str(tmp_path / out)])
+        assert done.returncode == 0, done.stderr[-2000:]
     a = json.loads((tmp_path / "killed" / "results.json").read_text())
     b = json.loads((tmp_path / "straight" / "results.json").read_text())
     assert _responses(tmp_path / "killed") == _responses(tmp_path / "straight")  # nothing duplicated or missing
+    assert _responses(tmp_path / "straight") > stored
     for ma, mb in zip(a["metrics"], b["metrics"], strict=True):
         assert (ma["task"], ma["metric"], ma["variant"], ma["n"]) == (mb["task"], mb["metric"], mb["variant"], mb["n"])
         assert ma["value"] == pytest.approx(mb["value"], abs=1e-9)
@@ -198,10 +208,10 @@ def test_kill_9_then_rerun_completes_with_no_duplicates_and_equal_metrics(tmp_pa
 def test_ctrl_c_keeps_what_is_done_and_says_how_to_resume(tmp_path):
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(yaml.safe_dump(RESUME_SUITE))
-    code, output = _kill_midway(suite_file, tmp_path / "run", signal.SIGINT)
-    assert code == 130
-    assert "run the same command again to resume" in output
-    assert _responses(tmp_path / "run") >= 150
+    done, stored = _interrupted(suite_file, tmp_path / "run", "SIGINT")
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "run the same command again to resume" in done.stdout + done.stderr
+    assert _responses(tmp_path / "run") == stored
 
 
 def test_rotation_and_algorithm_options_are_part_of_the_key(tmp_path):
