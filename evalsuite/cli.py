@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
     overrides = {
         "device": args.device,
         "backend": args.backend,
+        "fp8_accumulation": args.fp8_accumulation,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "noise_floor": True if args.noise_floor else None,
@@ -172,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="model.path: a Hugging Face model directory (or embedded:tiny)")
     run.add_argument("--device", default=None, help="run.device: auto, cpu, cuda, cuda:N")
     run.add_argument("--backend", default=None, choices=["auto", "triton", "torch-ref"], help="run.backend")
+    run.add_argument(
+        "--fp8-accumulation",
+        default=None,
+        choices=["fast", "precise"],
+        help="run.fp8_accumulation: how the Triton fp8 GEMM sums on Hopper (fast: as deployed, the default)",
+    )
     run.add_argument("--batch-size", type=int, default=None, help="run.batch_size")
     run.add_argument("--seed", type=int, default=None, help="run.seed")
     run.add_argument(

@@ -219,6 +219,8 @@ class Suites(_Strict):
 class RunSpec(_Strict):
     device: str = "auto"
     backend: Literal["auto", "triton", "torch-ref"] = "auto"
+    # how the Triton fp8 GEMM sums on Hopper: as deployed (fast) or promoted to fp32 every 128 columns
+    fp8_accumulation: Literal["fast", "precise"] = "fast"
     batch_size: int = Field(default=32, gt=0)
     seed: int = 1234
     bootstrap_iters: int = Field(default=1000, ge=0)

@@ -138,11 +138,21 @@ def model_key(
         "rotation": variant.get("rotation"),
         "calibration": variant.get("calibration_hash"),
         "backend": variant.get("backend"),
+        **({"fp8_accumulation": variant["fp8_accumulation"]} if variant.get("fp8_accumulation") else {}),
         "dtype": str(dtype),
         "device_type": device.type,
         "batch_size": batch_size,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def set_fp8_accumulation(model, info: dict, mode: str) -> None:
+    """Apply run.fp8_accumulation to a variant's fp8 layers and record it (it is part of the model key: the
+    two modes give different numbers on Hopper). The torch reference accumulates in fp32 whatever the mode."""
+    from evalsuite.quant_schemes.linear import use_fp8_accumulation
+
+    if use_fp8_accumulation(model, mode):
+        info["fp8_accumulation"] = mode if info["backend"] == "triton" else "fp32 (torch reference)"
 
 
 def _logged(name: str, result) -> None:
@@ -442,6 +452,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
             loaded, info = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
+            set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
             key = model_key(checkpoints[name], info, loaded.dtype, device, config.run.batch_size)
         else:
             loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
@@ -461,6 +472,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
                 stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
                 info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
                 info["options"] = spec.options
+            set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
             key = model_key(source, info, loaded.dtype, device, config.run.batch_size)
         tokenizer = loaded.tokenizer
         info["model_key"] = key

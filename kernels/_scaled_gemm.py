@@ -3,9 +3,14 @@ rowwise (per token x per channel) or 128x128 block scales, optional bias.
 
     a: (M, K) int8 or float8_e4m3fn, b: (N, K) same dtype (the nn.Linear weight layout, K contiguous)
 
-int8 accumulates exactly in int32 and fp8 in fp32; scales and bias are applied in fp32 (per K block for block
-scales, in the epilogue otherwise). Programs are visited in grouped order (GROUP_M rows of tiles at a time) so
-that consecutive programs share A and B tiles in L2.
+int8 accumulates exactly in int32. fp8 products are exact in fp32; on Hopper (sm_90) the tensor core adds them
+into an accumulator a few bits short of fp32 unless the kernel promotes its partial sums into an fp32 register
+every PROMOTE_K columns of K (`max_num_imprecise_acc` of `tl.dot`): PROMOTE_K None keeps Triton's default
+(never on sm_90, the "fast" accumulation of `_scaled_mm(use_fast_accum=True)`), 128 promotes as cuBLAS does
+by default. Other GPUs accumulate fp8 in fp32 either way. Scales and bias are applied in fp32 (per K block
+for block scales, so block scaling promotes every 128 columns in both modes; in the epilogue otherwise).
+Programs are visited in grouped order (GROUP_M rows of tiles at a time) so that consecutive programs share
+A and B tiles in L2.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ._launch import interpreting
 
 SCALE_KINDS = {"tensor": 0, "row": 1, "block": 2}
 BLOCK = 128  # side of a block scale
+PROMOTE_EVERY = 128  # fp8 "precise": columns of K per fp32 promotion, as cuBLAS without fast accumulation
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ def _scaled_gemm_kernel(
     HAS_BIAS: tl.constexpr,
     ACC_INT: tl.constexpr,
     EVEN_K: tl.constexpr,
+    PROMOTE_K: tl.constexpr,
     BF16_RNE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -101,7 +108,7 @@ def _scaled_gemm_kernel(
         elif ACC_INT:
             acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         else:
-            acc = tl.dot(a, b, acc)
+            acc = tl.dot(a, b, acc, max_num_imprecise_acc=PROMOTE_K)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
 
@@ -151,6 +158,7 @@ def _scaled_gemm_tma_kernel(
     SCALE_KIND: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     ACC_INT: tl.constexpr,
+    PROMOTE_K: tl.constexpr,
     BF16_RNE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -177,7 +185,7 @@ def _scaled_gemm_tma_kernel(
             if ACC_INT:
                 acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
             else:
-                acc = tl.dot(a, b.T, acc)
+                acc = tl.dot(a, b.T, acc, max_num_imprecise_acc=PROMOTE_K)
         tile_id_c += NUM_SMS
         pid_m, pid_n = _tile_of(tile_id_c, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -241,8 +249,10 @@ def launch(
     out_dtype: torch.dtype,
     kind: str,
     config: GemmConfig | None = None,
+    precise: bool = False,
 ) -> torch.Tensor:
-    """Allocate C and launch; arguments are already checked. `config` overrides the heuristic (benchmarks)."""
+    """Allocate C and launch; arguments are already checked. `config` overrides the heuristic (benchmarks);
+    `precise` promotes fp8 partial sums to fp32 every min(128, block_k) columns (see the module note)."""
     (m, k), n = a.shape, b.shape[0]
     is_int8 = a.dtype == torch.int8
     out_bytes = torch.empty((), dtype=out_dtype).element_size()
@@ -253,6 +263,7 @@ def launch(
     a_scale = a_scale.float()
     b_scale = b_scale.float()
     rne = interpreting() and out_dtype == torch.bfloat16
+    promote_k = min(PROMOTE_EVERY, cfg.block_k) if precise and not is_int8 else None
     if cfg.persistent and kind != "block" and _tma_ok(a, b):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -263,7 +274,8 @@ def launch(
             TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k]),
             c, a_scale, b_scale, bias if bias is not None else c,
             m, n, k, c.stride(0), a_scale.stride(0), b_scale.stride(0),
-            SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, BF16_RNE=rne,
+            SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, PROMOTE_K=promote_k,
+            BF16_RNE=rne,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, NUM_SMS=num_sms,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
@@ -274,7 +286,7 @@ def launch(
         m, n, k,
         a.stride(0), b.stride(0), c.stride(0), a_scale.stride(0), b_scale.stride(0),
         SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, EVEN_K=k % cfg.block_k == 0,
-        BF16_RNE=rne,
+        PROMOTE_K=promote_k, BF16_RNE=rne,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

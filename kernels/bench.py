@@ -4,7 +4,8 @@
     python -m evalsuite.kernels.bench --tune --out DIR      # time candidate tile configs at the target shapes
 
 Each row times our launcher and the torch baseline with `triton.testing.do_bench` (median, L2 flushed between
-calls): int8 vs `torch._int_mm` + the scale epilogue in torch; fp8 vs `torch._scaled_mm` with the same scales;
+calls): int8 vs `torch._int_mm` + the scale epilogue in torch; fp8 vs `torch._scaled_mm` with the same scales
+and the same accumulation (fp8: fast against use_fast_accum=True; fp8_precise: against its default);
 w4a16 and FP4 vs a bf16 `torch.matmul` with the full-precision weight; act_quant's achieved bandwidth vs a
 device-to-device copy of the same activations. `ratio` is torch time / our time (higher is better), except for
 act_quant, where it is our bandwidth / copy bandwidth. Writes kernels-<gpu>.json and .md to --out.
@@ -34,7 +35,7 @@ LLAMA_SHAPES = {  # name: (N, K) of nn.Linear(K, N)
     "70b-down": (8192, 28672),
 }
 M_VALUES = (1, 16, 128, 2048, 8192)
-OPS = ("int8", "fp8", "fp8_tensor", "fp8_block", "w4a16", "mxfp4", "nvfp4", "act_quant")
+OPS = ("int8", "fp8", "fp8_precise", "fp8_tensor", "fp8_block", "w4a16", "mxfp4", "nvfp4", "act_quant")
 QUICK_SHAPES = ("8b-o", "70b-o", "8b-gate_up")
 QUICK_M = (1, 16, 2048)
 GROUP_SIZE = 128
@@ -45,6 +46,8 @@ TARGETS = {
     ("int8", 8192, 8192, 8192): 1.2,
     ("fp8", 4096, 4096, 4096): 1.0,
     ("fp8", 8192, 8192, 8192): 1.0,
+    ("fp8_precise", 4096, 4096, 4096): 1.0,
+    ("fp8_precise", 8192, 8192, 8192): 1.0,
     ("w4a16", 8192, 8192, 1): 3.0,
     ("w4a16", 8192, 8192, 16): 2.8,
     ("w4a16", 8192, 8192, 2048): 0.8,
@@ -85,7 +88,7 @@ def _cases(quick: bool, ops: tuple[str, ...]) -> list[tuple[str, str, int, int, 
             if op in ("fp8_tensor", "fp8_block") and name not in ("8b-o", "70b-o"):
                 continue
             cases += [(op, name, m, n, k) for m in ms]
-    for op in ("int8", "fp8"):  # the square target shapes
+    for op in ("int8", "fp8", "fp8_precise"):  # the square target shapes
         if op in ops:
             cases += [(op, "square", s, s, s) for s in (4096, 8192)]
     if "act_quant" in ops:
@@ -105,7 +108,7 @@ class Inputs:
         self.w = w
         if ops & {"int8"}:
             self.w_i8, self.ws_i8 = act_quant.act_quant(w, "int8", "token")
-        if ops & {"fp8", "fp8_tensor"}:
+        if ops & {"fp8", "fp8_precise", "fp8_tensor"}:
             self.w_f8, self.ws_f8 = act_quant.act_quant(w, "fp8", "token")
             self.w_f8t, self.ws_f8t = act_quant.act_quant(w, "fp8", "tensor")
         if "fp8_block" in ops:
@@ -141,22 +144,22 @@ def _fns(op: str, m: int, inp: Inputs | None, k: int) -> tuple[Callable, Callabl
         theirs = lambda: (torch._int_mm(a_q, b_t).float() * a_s * b_s).to(torch.bfloat16)  # noqa: E731
         theirs.core = lambda: torch._int_mm(a_q, b_t)  # the int32 product alone
         return ours, (theirs if m > 16 else None), "_int_mm+epilogue", flops, "TOP/s"
-    if op in ("fp8", "fp8_tensor", "fp8_block"):
-        gran = {"fp8": "token", "fp8_tensor": "tensor", "fp8_block": 128}[op]
+    if op in ("fp8", "fp8_precise", "fp8_tensor", "fp8_block"):
+        gran = {"fp8_tensor": "tensor", "fp8_block": 128}.get(op, "token")
         a_q, a_s = act_quant.act_quant(x, "fp8", gran)
-        b, b_s = {"fp8": (inp.w_f8, inp.ws_f8), "fp8_tensor": (inp.w_f8t, inp.ws_f8t)}.get(op, (None, None))
         if op == "fp8_block":
-            b, b_s = inp.w_f8b, inp.ws_f8b
-        ours = lambda: fp8_gemm.fp8_gemm(a_q, a_s, b, b_s)  # noqa: E731
-        if op == "fp8_block":
-            sa, sb = a_s, b_s
-        elif op == "fp8":
-            sa, sb = a_s, b_s.reshape(1, -1)
+            b, b_s, sa, sb = inp.w_f8b, inp.ws_f8b, a_s, inp.ws_f8b
+        elif op == "fp8_tensor":
+            b, b_s, sa, sb = inp.w_f8t, inp.ws_f8t, a_s.reshape(()), inp.ws_f8t.reshape(())
         else:
-            sa, sb = a_s.reshape(()), b_s.reshape(())
-        theirs = lambda: torch._scaled_mm(a_q, b.t(), sa, sb, out_dtype=torch.bfloat16)  # noqa: E731
-        theirs.core = lambda: torch._scaled_mm(a_q, b.t(), sa, sb, out_dtype=torch.bfloat16, use_fast_accum=True)
-        return ours, theirs, "_scaled_mm", flops, "TFLOP/s"
+            b, b_s, sa, sb = inp.w_f8, inp.ws_f8, a_s, inp.ws_f8.reshape(1, -1)
+        # like for like: fast accumulation against _scaled_mm's fast accumulation, precise (and block scales,
+        # which promote every 128 columns in both) against its default
+        mode = "precise" if op == "fp8_precise" else "fast"
+        fast = op not in ("fp8_precise", "fp8_block")
+        ours = lambda: fp8_gemm.fp8_gemm(a_q, a_s, b, b_s, accumulation=mode)  # noqa: E731
+        theirs = lambda: torch._scaled_mm(a_q, b.t(), sa, sb, out_dtype=torch.bfloat16, use_fast_accum=fast)  # noqa: E731
+        return ours, theirs, "_scaled_mm" + ("(fast_accum)" if fast else ""), flops, "TFLOP/s"
     theirs = lambda: torch.matmul(x, inp.w.t())  # noqa: E731
     if op == "w4a16":
         ours = lambda: w4a16_gemm.w4a16_gemm(x, inp.w_i4, inp.ws_i4, None, GROUP_SIZE)  # noqa: E731
@@ -220,8 +223,7 @@ def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
             except Exception as e:  # noqa: BLE001
                 extra["core"] = f"failed: {type(e).__name__}"
             else:
-                name = "vs_int_mm_alone" if op == "int8" else "vs_scaled_mm_fast_accum"
-                extra[name] = round(t_core / t_ours, 3)
+                extra["vs_int_mm_alone"] = round(t_core / t_ours, 3)
         if op == "act_quant":
             rate = work / t_ours * 1e-3  # GB/s
             ratio = None if t_torch is None else rate / (2 * m * k * 2 / t_torch * 1e-3)
@@ -277,8 +279,8 @@ def _markdown(rows: list[Row], targets: list[dict], device: str, meta: dict | No
 
 
 def fp8_accuracy(log: Callable[[str], None]) -> dict:
-    """Max |error| / max |ref| at 4096^3 against fp32 accumulation (fp8_gemm_ref): ours accumulates with the
-    tensor core's fp8 accumulator (Triton's Hopper default), like _scaled_mm(use_fast_accum=True)."""
+    """Max |error| / max |ref| at 4096^3 against fp32 accumulation (fp8_gemm_ref), each accumulation mode of
+    ours beside the same mode of _scaled_mm."""
     from . import act_quant, fp8_gemm
 
     x = torch.randn(4096, 4096, device="cuda")
@@ -287,7 +289,8 @@ def fp8_accuracy(log: Callable[[str], None]) -> dict:
     b, sb = act_quant.act_quant(w, "fp8", "token")
     ref = fp8_gemm.fp8_gemm_ref(a, sa, b, sb, None, torch.float32)
     outs = {
-        "fp8_gemm": fp8_gemm.fp8_gemm(a, sa, b, sb, None, torch.float32),
+        "fp8_gemm_fast": fp8_gemm.fp8_gemm(a, sa, b, sb, None, torch.float32, "fast"),
+        "fp8_gemm_precise": fp8_gemm.fp8_gemm(a, sa, b, sb, None, torch.float32, "precise"),
         "_scaled_mm": torch._scaled_mm(a, b.t(), sa, sb.reshape(1, -1), out_dtype=torch.float32),
         "_scaled_mm_fast_accum": torch._scaled_mm(
             a, b.t(), sa, sb.reshape(1, -1), out_dtype=torch.float32, use_fast_accum=True
@@ -375,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"precompiled {len(cases)} cases in {time.time() - t0:.0f}s", flush=True)
         rows = [asdict(r) for r in run(cases, args.rep, lambda s: print(s, flush=True))]
         kind = "kernels"
-        accuracy = fp8_accuracy(lambda s: print(s, flush=True)) if any(c[0] == "fp8" for c in cases) else {}
+        accuracy = fp8_accuracy(lambda s: print(s, flush=True)) if any("fp8" in c[0] for c in cases) else {}
     if args.tune:
         targets = []
     else:

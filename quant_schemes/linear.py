@@ -37,6 +37,14 @@ class KernelUnavailableError(RuntimeError):
     pass
 
 
+def use_fp8_accumulation(model: nn.Module, mode: str) -> int:
+    """Set the fp8 accumulation mode of every fp8 QuantLinear in model; returns how many there are."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear) and m.kind == "fp8"]
+    for layer in layers:
+        layer.use_fp8_accumulation(mode)
+    return len(layers)
+
+
 def on_device(x: torch.Tensor):
     """Make x's GPU the current one while launching (Triton launches on the current device), for models
     spread over several GPUs; a no-op elsewhere."""
@@ -127,6 +135,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale, self.kind))
         self.use_backend(backend)
+        self.fp8_accumulation = "fast"  # see evalsuite.kernels.fp8_gemm; use_fp8_accumulation changes it
         gemm = GEMMS[self.kind][1]
         act = f"act_quant[{self._act_dtype}{' static' if self.input_scale is not None else ''}]"
         self.kernels = ([act] if self._act_quant else []) + [gemm]
@@ -137,6 +146,15 @@ class QuantLinear(nn.Module):
         self._gemm = kernel(module, name, backend)
         self._act_quant = kernel("act_quant", "act_quant", backend) if self.act_granularity else None
         self.backend = backend
+
+    def use_fp8_accumulation(self, mode: str) -> None:
+        """How the Triton fp8 GEMM sums on Hopper: "fast" (the tensor core's accumulator, as deployed) or
+        "precise" (fp32 promotion every 128 columns). The torch reference accumulates in fp32 in both."""
+        from evalsuite.kernels.fp8_gemm import ACCUMULATIONS
+
+        if mode not in ACCUMULATIONS:
+            raise ValueError(f"fp8 accumulation {mode!r} is not one of {', '.join(ACCUMULATIONS)}")
+        self.fp8_accumulation = mode
 
     @property
     def _act_dtype(self) -> str:
@@ -182,7 +200,8 @@ class QuantLinear(nn.Module):
             if self.act_granularity in ("token", "tensor") and not tensorwise:  # rowwise: broadcast per-tensor
                 a_scale = a_scale.expand(x2.shape[0], 1)  # (M, 1)
                 b_scale = b_scale.reshape(-1, 1).expand(self.out_features, 1)  # (N, 1)
-            y = self._gemm(a_q, a_scale, self.qdata, b_scale, self.bias, out_dtype=x.dtype)
+            extra = {"accumulation": self.fp8_accumulation} if self.kind == "fp8" and self.backend == "triton" else {}
+            y = self._gemm(a_q, a_scale, self.qdata, b_scale, self.bias, out_dtype=x.dtype, **extra)
         elif self.kind == "wna16":
             y = self._gemm(x2, self.qdata, self.scale, self.zero_point, self.group_size, self.storage_bits, self.bias)
         else:
@@ -193,4 +212,5 @@ class QuantLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}, "
             f"bits={self.bits}, group_size={self.group_size}, backend={self.backend}"
+            + (f", fp8_accumulation={self.fp8_accumulation}" if self.kind == "fp8" else "")
         )

@@ -86,7 +86,8 @@ def build_view(data: dict) -> ReportView:
                 name,
                 info.get("description", ""),
                 info.get("algorithm") or "",
-                info.get("backend", ""),
+                info.get("backend", "")
+                + (f" (fp8 accumulation: {info['fp8_accumulation']})" if info.get("fp8_accumulation") else ""),
                 ", ".join(info.get("kernels", [])) or "none",
                 fmt.nbytes(info.get("weight_bytes")),
                 f"{info['compression_ratio']:.2f}×" if info.get("compression_ratio") else "n/a",
@@ -165,6 +166,12 @@ def build_view(data: dict) -> ReportView:
         notes.append(
             "Backend torch-ref: quantized layers ran the pure-torch reference of each kernel's arithmetic "
             "(no GPU), not the Triton kernels."
+        )
+    if any(info.get("fp8_accumulation") in ("fast", "precise") for info in data["variants"].values()):
+        notes.append(
+            "fp8 accumulation: on Hopper GPUs, 'fast' sums fp8 products in the tensor core's own accumulator, as "
+            "deployed FP8 models do (torch._scaled_mm with use_fast_accum, vLLM); 'precise' promotes the sums "
+            "to fp32 every 128 columns, as cuBLAS does by default. Other GPUs accumulate in fp32 in both."
         )
     view_extra = _suite_tables(data)
     view_extra.update(_cards_and_points(data, variants, suites, suite_rows, task_rows))

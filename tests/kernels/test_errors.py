@@ -79,6 +79,8 @@ def test_fp8_gemm_errors():
         b8,
         sb,
     )
+    _raises(r"fp8_gemm: accumulation 'exact' is not one of fast, precise", fp8_gemm, a8, sa, b8, sb, None,
+            torch.bfloat16, "exact")  # fmt: skip
 
 
 def _w4(n=6, k=64, group=32):

@@ -5,7 +5,7 @@ from evalsuite.kernels import _scaled_gemm
 from evalsuite.kernels.act_quant import act_quant_ref
 from evalsuite.kernels.fp8_gemm import fp8_gemm, fp8_gemm_ref
 from evalsuite.kernels.int8_gemm import int8_gemm, int8_gemm_ref
-from tests.kernels.common import DEVICE, GEMM_TOL, ON_GPU, shapes
+from tests.kernels.common import DEVICE, GEMM_TOL, GPU, HOPPER, fp8_gemm_tol, shapes
 from tests.utils import assert_close
 
 CPU_SHAPES = [(1, 1, 1), (3, 40, 72), (33, 96, 200), (17, 130, 257)]
@@ -25,10 +25,8 @@ def _operands(m, n, k, dtype, granularity="token"):
     return a_q, a_scale, b_q, b_scale
 
 
-def _check(y, y_ref, out_dtype, what):
-    atol, rtol = GEMM_TOL[out_dtype]
-    if ON_GPU and "fp8" in what and out_dtype == torch.float32:  # Hopper's fp8 MMA accumulates a few bits short
-        atol, rtol = 1e-2, 1e-2
+def _check(y, y_ref, out_dtype, what, tol=None):
+    atol, rtol = tol or GEMM_TOL[out_dtype]
     assert y.dtype == out_dtype
     assert_close(y.cpu(), y_ref.cpu(), atol=atol, rtol=rtol, what=what)
 
@@ -47,13 +45,42 @@ def test_int8_gemm(shape, out_dtype, with_bias):
 @pytest.mark.parametrize("shape", shapes(CPU_SHAPES, GPU_SHAPES))
 @pytest.mark.parametrize("scaling", ["tensor", "token", 128], ids=["tensorwise", "rowwise", "block128"])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_fp8_gemm(shape, scaling, out_dtype):
+@pytest.mark.parametrize("accumulation", ["fast", "precise"])
+def test_fp8_gemm(shape, scaling, out_dtype, accumulation):
     m, n, k = shape
     a_q, a_scale, b_q, b_scale = _operands(m, n, k, "fp8", scaling)
     bias = torch.randn(n, device=DEVICE, dtype=torch.bfloat16) if m % 2 else None
-    y = fp8_gemm(a_q, a_scale, b_q, b_scale, bias, out_dtype)
+    y = fp8_gemm(a_q, a_scale, b_q, b_scale, bias, out_dtype, accumulation)
     y_ref = fp8_gemm_ref(a_q, a_scale, b_q, b_scale, bias, out_dtype)
-    _check(y, y_ref, out_dtype, "fp8_gemm")
+    _check(y, y_ref, out_dtype, f"fp8_gemm ({accumulation})", fp8_gemm_tol(out_dtype, accumulation))
+
+
+@GPU[0]
+@GPU[1]
+@pytest.mark.parametrize("config_name", ["heuristic", "persistent"])
+@pytest.mark.parametrize("accumulation", ["fast", "precise"])
+def test_fp8_accumulation_errs_as_scaled_mm_in_the_same_mode(accumulation, config_name):
+    """Each mode's error against fp32 accumulation is that of torch._scaled_mm in the same mode (fast:
+    use_fast_accum=True); on Hopper, where the two modes differ, precise is several times more accurate."""
+    m, n, k = 512, 4096, 4096
+    torch.manual_seed(0)
+    a_q, a_scale, b_q, b_scale = _operands(m, n, k, "fp8")
+    config = None if config_name == "heuristic" else _scaled_gemm.GemmConfig(128, 256, 128, 8, 8, 3, persistent=True)
+    ref = fp8_gemm_ref(a_q, a_scale, b_q, b_scale, None, torch.float32)
+
+    def err(y):
+        return float((y - ref).abs().max() / ref.abs().max())
+
+    precise = accumulation == "precise"
+    ours = _scaled_gemm.launch(a_q, a_scale, b_q, b_scale, None, torch.float32, "row", config, precise)
+    theirs = torch._scaled_mm(
+        a_q, b_q.t(), a_scale, b_scale.reshape(1, -1), out_dtype=torch.float32, use_fast_accum=accumulation == "fast"
+    )
+    assert err(ours) <= 1.5 * err(theirs) + 1e-6, f"ours {err(ours):.2e} vs _scaled_mm {err(theirs):.2e}"
+    if HOPPER:
+        other = _scaled_gemm.launch(a_q, a_scale, b_q, b_scale, None, torch.float32, "row", config, not precise)
+        fast_err, precise_err = (err(other), err(ours)) if precise else (err(ours), err(other))
+        assert precise_err * 4 < fast_err, f"precise {precise_err:.2e} is not well under fast {fast_err:.2e}"
 
 
 def test_expanded_per_tensor_scales():
@@ -79,4 +106,5 @@ def test_other_tile_configs(config, dtype):
     bias = torch.randn(150, device=DEVICE)
     y = _scaled_gemm.launch(a_q, a_scale, b_q, b_scale, bias, torch.float32, "row", config)
     ref = (int8_gemm_ref if dtype == "int8" else fp8_gemm_ref)(a_q, a_scale, b_q, b_scale, bias, torch.float32)
-    _check(y, ref, torch.float32, f"{dtype} tile config")
+    tol = fp8_gemm_tol(torch.float32, "fast") if dtype == "fp8" else None
+    _check(y, ref, torch.float32, f"{dtype} tile config", tol)

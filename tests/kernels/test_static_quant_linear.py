@@ -9,7 +9,7 @@ from evalsuite.quant_schemes import Scheme
 from evalsuite.quant_schemes.args import QuantArgs
 from evalsuite.quant_schemes.formats import quantize_weight
 from evalsuite.quant_schemes.linear import QuantLinear
-from tests.kernels.common import DEVICE, GEMM_TOL
+from tests.kernels.common import DEVICE, GEMM_TOL, fp8_gemm_tol
 from tests.utils import assert_close
 
 
@@ -38,9 +38,14 @@ def test_static_input_scale_is_used_on_both_backends(backend, dtype, weights, sh
     scaled = torch.clamp(x.cpu() / s, lo, QMAX[dtype])
     codes = torch.round(scaled) if dtype == "int8" else scaled.to(torch.float8_e4m3fn).float()
     reference = (codes * s) @ qw.dequantize().t()  # (M, N)
-    y = layer(x)
-    atol, rtol = GEMM_TOL[torch.float32]
-    assert_close(y.cpu(), reference, atol=atol * max(1.0, k**0.5), rtol=rtol, what=f"{backend} output")
+    modes = ["fast", "precise"] if dtype == "fp8" else [None]
+    for mode in modes:
+        if mode:
+            layer.use_fp8_accumulation(mode)
+        y = layer(x)
+        atol, rtol = fp8_gemm_tol(torch.float32, mode) if mode and backend == "triton" else GEMM_TOL[torch.float32]
+        what = f"{backend} output" + (f" ({mode} accumulation)" if mode else "")
+        assert_close(y.cpu(), reference, atol=atol * max(1.0, k**0.5), rtol=rtol, what=what)
 
 
 def test_static_activations_without_an_input_scale_are_refused():
