@@ -13,13 +13,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalsuite.errors import UserError
 from evalsuite.quant_schemes.algorithms import check_algorithm, check_combination
 from evalsuite.quant_schemes.scheme import Scheme, resolve
 from evalsuite.tasks import HERE as TASKS_DIR
+from evalsuite.yaml_files import format_errors, load_yaml
 
 SUITES_DIR = TASKS_DIR / "suites"  # inside the installed package, editable or not
 BASELINE = "baseline"
@@ -292,58 +292,13 @@ class SuiteConfig(_Strict):
         return value
 
 
-def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map each key path in a composed YAML document to its 1-based line."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[path + (key.value,)] = key.start_mark.line + 1
-            _line_map(value, path + (key.value,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _line_map(item, path + (i,), out)
-    return out
-
-
-def _field_path(loc: tuple, lines: dict[tuple, int]) -> tuple[tuple, str]:
-    """Drop pydantic's union/type markers from an error location and render it like variants[1].scheme."""
-    path: tuple = ()
-    for part in loc:
-        if path + (part,) in lines or isinstance(part, int):
-            path += (part,)
-        elif isinstance(part, str) and not part[:1].isupper() and part not in ("str", "dict[str,any]", "int"):
-            path += (part,)
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (("." if text else "") + str(part))
-    return path, text or "(top level)"
-
-
-def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> str:
-    problems, seen = [], set()
-    for e in err.errors():
-        path, text = _field_path(tuple(e["loc"]), lines)
-        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown field {path[-1]!r}; remove it or check its spelling"
-        where = f"{source}:{line}" if line else source
-        problem = f"{where}: {text}: {msg}"
-        if problem not in seen:
-            seen.add(problem)
-            problems.append(problem)
-    return "invalid suite file:\n  " + "\n  ".join(problems)
-
-
 def parse_suite(data: Any, source: str = "<dict>", lines: dict[tuple, int] | None = None) -> SuiteConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite file is a mapping with name, model, variants and suites")
     try:
         return SuiteConfig(**{**data, "source": source})
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, lines or {})) from None
+        raise ConfigError(format_errors(err, source, lines or {})) from None
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -361,12 +316,5 @@ def load_suite(path: str | Path | None) -> SuiteConfig:
         raise ConfigError(
             f"suite file {str(path)!r} does not exist; give a YAML file or a built-in suite: {', '.join(builtin)}"
         )
-    text = path.read_text()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    return parse_suite(data, str(path), _line_map(node) if node is not None else {})
+    data, lines = load_yaml(path, ConfigError)
+    return parse_suite(data, str(path), lines)

@@ -20,14 +20,15 @@ gate.yaml:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evalsuite.errors import UserError
+from evalsuite.yaml_files import format_errors, load_yaml
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
 
@@ -88,21 +89,22 @@ def load_gate_config(path: str | Path) -> GateConfig:
     path = Path(path)
     if not path.is_file():
         raise GateConfigError(f"gate file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise GateConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_gate_config(data or {}, str(path))
+    data, lines = load_yaml(path, GateConfigError)
+    return parse_gate_config(data or {}, str(path), lines)
 
 
-def parse_gate_config(data: dict, where: str) -> GateConfig:
-    """A gate config from gate.yaml's shape; `where` names its origin in errors."""
+def parse_gate_config(data: object, where: str, lines: dict[tuple, int] | None = None) -> GateConfig:
+    """A gate config from gate.yaml's shape; `where` names its origin and `lines` its key lines in errors."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise GateConfigError(f"{where}: a gate file is a mapping with use and rules (a list of rules)")
     try:
         config = GateConfig(**data)
-    except (ValidationError, TypeError) as err:
-        raise GateConfigError(f"{where}: {err}") from None
+    except ValidationError as err:
+        raise GateConfigError(format_errors(err, where, lines, "gate file")) from None
     for i, rule in enumerate(config.rules):
-        check_percent(rule.min_recovery, f"{where}: rules[{i}]")
+        line = lines.get(("rules", i, "min_recovery"))
+        check_percent(rule.min_recovery, f"{where}:{line}: rules[{i}]" if line else f"{where}: rules[{i}]")
     return config
 
 
@@ -136,6 +138,9 @@ def evaluate_gate(data: dict, config: GateConfig) -> GateOutcome:
             observed = row["recovery"] if config.use == "point" else row.get("ci_low")
             if row["recovery"] is None:
                 reason = "recovery undefined: the baseline score is missing or zero"
+                outcome.checks.append(Check(rule, row, None, None, reason))
+            elif not math.isfinite(row["recovery"]) or (observed is not None and not math.isfinite(observed)):
+                reason = f"recovery is not a number ({row['recovery']}): a score of the run is NaN or infinite"
                 outcome.checks.append(Check(rule, row, None, None, reason))
             elif observed is None:
                 reason = "no confidence interval for this metric; gate on the point estimate instead"

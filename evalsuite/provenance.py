@@ -63,6 +63,9 @@ def collect(device: torch.device, dtype: torch.dtype, tokenizer, run: dict, comm
         "device": device_name(device),
         "dtype": str(dtype).removeprefix("torch."),
         "chat_template_hash": chat_template_hash(tokenizer),
+        "special_token_ids": {
+            name: getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "unk")
+        },
         "command": command if command is not None else sys.argv,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **run,

@@ -302,11 +302,15 @@ def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
     """Check a pre-quantized checkpoint variant before any model loads: a model directory with a
     quantization_config, and a tokenizer that behaves as the baseline's (same vocabulary, special tokens and
     chat template)."""
-    from evalsuite.quant_schemes.checkpoints import quantization_config
+    from evalsuite.quant_schemes.checkpoints import CheckpointError, check_quantization_config, quantization_config
 
     source = models.resolve_model(spec.path)
     if quantization_config(source.path) is None:
         raise RunError(f"variant {spec.name!r}: {spec.path} has no quantization_config in its config.json")
+    try:
+        check_quantization_config(source.path)
+    except CheckpointError as err:
+        raise RunError(f"variant {spec.name!r}: {err}") from None
     ours, theirs = (
         tokenizer_fingerprint(models.load_tokenizer(baseline)),
         tokenizer_fingerprint(models.load_tokenizer(source)),
@@ -519,6 +523,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
         "world_size": shard.world if shard else 1,
         "suite": config.name,
         "suite_file": config.source,
+        "store_rows_recomputed": dict(store.recomputed),  # cached answers not served: failed checks, unreadable
     }
     model_info = {
         "path": config.model.path,

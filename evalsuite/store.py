@@ -9,20 +9,29 @@ Tables:
 
 Every write is one transaction committed at once, so a killed run loses at most the batch in flight and a
 rerun resumes from what is there.
+
+Each response row carries a checksum of its key, kind and value. A row whose checksum does not match (edited
+or damaged on disk) or that cannot be read is not served: it is recomputed, logged, and counted in
+`Store.recomputed` (results.json reports the count). Rows from a store written before checksums existed are
+recomputed the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
 
 from evalsuite.errors import UserError
 
+log = logging.getLogger(__name__)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY, model_key TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL
+    key TEXT PRIMARY KEY, model_key TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, checksum TEXT
 );
 CREATE TABLE IF NOT EXISTS samples (
     model_key TEXT NOT NULL, task_key TEXT NOT NULL, records TEXT NOT NULL,
@@ -39,9 +48,14 @@ class StoreError(UserError, RuntimeError):
     pass
 
 
+def checksum(key: str, kind: str, value: str) -> str:
+    return hashlib.sha256(json.dumps([key, kind, value]).encode()).hexdigest()[:32]
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.recomputed = {"checksum mismatch": 0, "unreadable": 0, "no checksum (older store)": 0}
         for attempt in range(OPEN_ATTEMPTS):  # several processes (torchrun ranks) may open it at once
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +63,9 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
+                columns = {row[1] for row in self.conn.execute("PRAGMA table_info(responses)")}
+                if "checksum" not in columns:  # a store from before checksums: its rows will be recomputed
+                    self.conn.execute("ALTER TABLE responses ADD COLUMN checksum TEXT")
                 self.conn.commit()
                 return
             except sqlite3.OperationalError as err:
@@ -56,26 +73,70 @@ class Store:
                     raise StoreError(f"cannot open the run store {self.path}: {err}") from None
                 time.sleep(0.05 * 2**attempt)
             except (OSError, sqlite3.Error) as err:
-                raise StoreError(f"cannot open the run store {self.path}: {err}") from None
+                raise StoreError(
+                    f"cannot open the run store {self.path}: {err}; move the file away (nothing is lost but "
+                    "cached answers: the run recomputes them) or pick another run directory with --out"
+                ) from None
 
     def close(self) -> None:
         self.conn.close()
 
     def get_responses(self, keys: list[str]) -> dict[str, object]:
+        """The cached responses of `keys` whose checksums hold; the others are left to be recomputed."""
         found: dict[str, object] = {}
+        bad = dict.fromkeys(self.recomputed, 0)
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for key, value in self.conn.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = json.loads(value)
+            query = f"SELECT key, kind, value, checksum FROM responses WHERE key IN ({marks})"
+            try:
+                rows = self.conn.execute(query, chunk).fetchall()
+            except sqlite3.DatabaseError:
+                rows = self._read_one_by_one(chunk, bad)
+            for key, kind, value, stored in rows:
+                if stored is None:
+                    bad["no checksum (older store)"] += 1
+                elif stored != checksum(key, kind, value):
+                    bad["checksum mismatch"] += 1
+                else:
+                    found[key] = json.loads(value)
+        if any(bad.values()):
+            for reason, count in bad.items():
+                self.recomputed[reason] += count
+            log.warning(
+                "run store %s: cached answers not served, recomputed: %s",
+                self.path,
+                ", ".join(f"{count} {reason}" for reason, count in bad.items() if count),
+            )
         return found
 
+    def _read_one_by_one(self, keys: list[str], bad: dict[str, int]) -> list[tuple]:
+        rows = []
+        for key in keys:
+            try:
+                row = self.conn.execute(
+                    "SELECT key, kind, value, checksum FROM responses WHERE key = ?", (key,)
+                ).fetchone()
+            except sqlite3.DatabaseError:
+                bad["unreadable"] += 1
+                continue
+            if row is not None:
+                rows.append(row)
+        return rows
+
     def put_responses(self, model_key: str, rows: list[tuple[str, str, object]]) -> None:
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO responses (key, model_key, kind, value) VALUES (?, ?, ?, ?)",
-                [(key, model_key, kind, json.dumps(value)) for key, kind, value in rows],
-            )
+        encoded = [(key, kind, json.dumps(value)) for key, kind, value in rows]
+        try:
+            with self.conn:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO responses (key, model_key, kind, value, checksum) VALUES (?, ?, ?, ?, ?)",
+                    [(key, model_key, kind, value, checksum(key, kind, value)) for key, kind, value in encoded],
+                )
+        except sqlite3.DatabaseError as err:
+            raise StoreError(
+                f"cannot write to the run store {self.path}: {err}; it is damaged: move it away and rerun (the "
+                "answers it held are recomputed)"
+            ) from None
 
     def count_responses(self, model_key: str | None = None) -> int:
         if model_key is None:

@@ -73,11 +73,35 @@ def _tensors(path: Path) -> _Tensors:
 # --- what scheme a checkpoint holds ---------------------------------------------------------------------
 
 
+def check_quantization_config(path: str | Path) -> dict:
+    """The checks of a checkpoint's quantization_config that need no tensor, so that a checkpoint variant is
+    refused before any model loads; returns the config."""
+    path = Path(path)
+    qc = quantization_config(path)
+    if qc is None:
+        raise CheckpointError(f"{path}: config.json has no quantization_config")
+    method = qc.get("quant_method")
+    if method == "compressed-tensors":
+        if qc.get("kv_cache_scheme"):
+            raise CheckpointError(
+                f"{path}: its kv_cache_scheme (quantized KV cache with stored k/v scales) is not supported; "
+                "a checkpoint variant quantizes linear layers only"
+            )
+        groups = qc.get("config_groups") or {}
+        if len(groups) != 1:
+            raise CheckpointError(
+                f"{path}: quantization_config.config_groups has {len(groups)} groups; checkpoints with one "
+                "config group (one scheme for every quantized layer) are supported"
+            )
+    elif method == "awq" and str(qc.get("version", "gemm")).lower() != "gemm":
+        raise CheckpointError(f"{path}: AWQ version {qc.get('version')!r}; the GEMM layout is supported")
+    elif method not in ("gptq", "awq"):
+        raise CheckpointError(f"{path}: quant_method {method!r} is not supported (compressed-tensors, gptq, awq)")
+    return qc
+
+
 def _ct_scheme(qc: dict, path: Path, tensors: _Tensors) -> tuple[Scheme, str]:
-    groups = qc.get("config_groups") or {}
-    if len(groups) != 1:
-        raise CheckpointError(f"compressed-tensors checkpoints with {len(groups)} config groups are not supported; one")
-    group = next(iter(groups.values()))
+    group = next(iter(qc["config_groups"].values()))
     w, a = group.get("weights"), group.get("input_activations")
     if a:  # the W8A8 GEMMs apply no zero point: refuse asymmetric operands here, naming a layer
         for what, args_dict, tensor in (
@@ -260,24 +284,13 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
-    qc = quantization_config(path)
-    if qc is None:
-        raise CheckpointError(f"{path}: config.json has no quantization_config")
-    method = qc.get("quant_method")
+    qc = check_quantization_config(path)
+    method = qc["quant_method"]
     tensors = _tensors(path)
     if method == "compressed-tensors":
-        if qc.get("kv_cache_scheme"):
-            raise CheckpointError(
-                f"{path}: its kv_cache_scheme (quantized KV cache with stored k/v scales) is not supported; "
-                "a checkpoint variant quantizes linear layers only"
-            )
         scheme, fmt = _ct_scheme(qc, path, tensors)
-    elif method in ("gptq", "awq"):
-        scheme, fmt = _gptq_awq_scheme(qc), method
-        if method == "awq" and qc.get("version", "gemm").lower() != "gemm":
-            raise CheckpointError(f"{path}: AWQ version {qc.get('version')!r}; the GEMM layout is supported")
     else:
-        raise CheckpointError(f"{path}: quant_method {method!r} is not supported (compressed-tensors, gptq, awq)")
+        scheme, fmt = _gptq_awq_scheme(qc), method
     config = AutoConfig.from_pretrained(path)
     config.quantization_config = None
     del config.quantization_config

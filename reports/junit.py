@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from xml.etree import ElementTree as ET
+
+# Characters XML 1.0 cannot hold at all (C0 controls other than tab, newline, carriage return; surrogates;
+# U+FFFE/U+FFFF): ElementTree writes them as they are and the file no longer parses.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """text with each character XML cannot hold shown as an escape, e.g. \\x07."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
 
 
 def render_junit(checks: list[dict], errors: list[str], name: str = "evalsuite gate") -> str:
@@ -15,16 +25,17 @@ def render_junit(checks: list[dict], errors: list[str], name: str = "evalsuite g
         errors=str(sum(c["status"] == "undecided" for c in checks) + len(errors)),
     )
     for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"evalsuite.{c['variant']}", name=c["label"])
+        label, variant, message = xml_text(c["label"]), xml_text(c["variant"]), xml_text(c["message"])
+        case = ET.SubElement(suite, "testcase", classname=f"evalsuite.{variant}", name=label)
         if c["status"] == "fail":
-            ET.SubElement(case, "failure", message=c["message"]).text = c["message"]
+            ET.SubElement(case, "failure", message=message).text = message
         elif c["status"] == "undecided":
-            ET.SubElement(case, "error", message=c["message"]).text = c["message"]
+            ET.SubElement(case, "error", message=message).text = message
         else:
-            ET.SubElement(case, "system-out").text = c["message"]
+            ET.SubElement(case, "system-out").text = message
     for i, e in enumerate(errors):
         case = ET.SubElement(suite, "testcase", classname="evalsuite.gate", name=f"gate inputs {i + 1}")
-        ET.SubElement(case, "error", message=e).text = e
+        ET.SubElement(case, "error", message=xml_text(e)).text = xml_text(e)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 

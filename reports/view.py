@@ -173,6 +173,13 @@ def build_view(data: dict) -> ReportView:
             "deployed FP8 models do (torch._scaled_mm with use_fast_accum, vLLM); 'precise' promotes the sums "
             "to fp32 every 128 columns, as cuBLAS does by default. Other GPUs accumulate in fp32 in both."
         )
+    recomputed = {k: v for k, v in (prov.get("store_rows_recomputed") or {}).items() if v}
+    if recomputed:
+        notes.append(
+            "Run store: cached answers that failed their check were recomputed, not served ("
+            + ", ".join(f"{v} {k}" for k, v in recomputed.items())
+            + ")."
+        )
     view_extra = _suite_tables(data)
     view_extra.update(_cards_and_points(data, variants, suites, suite_rows, task_rows))
     view_extra["flipped"] = _flipped(data)

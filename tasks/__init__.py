@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from evalsuite.errors import UserError
+from evalsuite.yaml_files import TagTolerantLoader, load_yaml
 
 HERE = Path(__file__).resolve().parent
 ACADEMIC_DIR = HERE / "academic"
@@ -22,20 +23,15 @@ def builtin_tasks(include: tuple[str, ...] = ()) -> dict[str, Path]:
         files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     tasks = {}
     for path in files:
-        try:
-            name = (yaml.load(path.read_text(), Loader=_TagTolerantLoader) or {}).get("task")
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        data, _ = load_yaml(path, TaskFileError, TagTolerantLoader)
+        name = data.get("task") if isinstance(data, dict) else None
         if isinstance(name, str):
             tasks[name] = path
     return tasks
 
 
-class _TagTolerantLoader(yaml.SafeLoader):
-    """Reads task names from lm-eval YAML, whose `!function` tags plain safe_load rejects."""
-
-
-_TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+class TaskFileError(UserError, ValueError):
+    pass
 
 
 def _absolute_data_files(config: dict, base: Path) -> dict:

@@ -234,3 +234,36 @@ def test_rotation_and_algorithm_options_are_part_of_the_key(tmp_path):
     keys = {name: info["model_key"] for name, info in run_suite(config, tmp_path / "run").data["variants"].items()}
     assert all(c["academic/tiny_mc"] > 0 for c in counted.values()), counted
     assert len(set(keys.values())) == len(keys)
+
+
+def _edit_one_answer(store_path) -> None:
+    """Change one byte of one cached generation, as a hand edit or a damaged page would (the file stays a
+    valid database)."""
+    with sqlite3.connect(store_path) as conn:
+        key, value = conn.execute(
+            "SELECT key, value FROM responses WHERE kind = 'generate_until' ORDER BY key LIMIT 1"
+        ).fetchone()
+        edited = value[:-2] + ("7" if value[-2] != "7" else "8") + value[-1:]
+        conn.execute("UPDATE responses SET value = ? WHERE key = ?", (edited, key))
+
+
+def test_an_edited_cached_answer_is_recomputed_and_counted_never_served(tmp_path, model_copy):
+    config = suite(model_copy, academic={"tasks": ["tiny_arith"], "limit": 6})
+    first = run_suite(config, tmp_path / "run")
+    _edit_one_answer(tmp_path / "run" / "store.sqlite")
+    again = run_suite(config, tmp_path / "run")
+    assert again.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
+    recomputed = {name for name, c in calls(again).items() if sum(c.values())}
+    assert len(recomputed) == 1  # the model whose answer it was, for that answer alone
+    assert again.data["metrics"] == first.data["metrics"]
+    clean = run_suite(config, tmp_path / "run")  # the recomputed row was stored with its checksum
+    assert clean.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 0
+
+
+def test_a_store_that_is_not_a_database_is_a_clear_error_before_any_model_loads(tmp_path, model_copy):
+    from evalsuite.store import StoreError
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"cannot open the run store .*store\.sqlite: .*move the file away"):
+        run_suite(suite(model_copy), tmp_path / "run")

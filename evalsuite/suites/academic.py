@@ -22,6 +22,7 @@ from evalsuite.config import AcademicSuite
 from evalsuite.errors import UserError
 from evalsuite.suites.local_data import local_configs
 from evalsuite.tasks import builtin_tasks, task_config
+from evalsuite.yaml_files import TagTolerantLoader, load_yaml
 
 # The metric that stands for a task in suite averages, where the task does not say (leaderboard practice).
 PRIMARY_METRICS = {
@@ -154,6 +155,37 @@ def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
             )
 
 
+@lru_cache(maxsize=1)
+def task_fields() -> frozenset[str]:
+    """The keys lm-eval reads from a task or group YAML file."""
+    import dataclasses
+
+    from lm_eval.api.group import GroupConfig
+    from lm_eval.api.task import TaskConfig
+
+    fields = {f.name for f in dataclasses.fields(TaskConfig)} | {f.name for f in dataclasses.fields(GroupConfig)}
+    return frozenset(fields | {"include", "class"})
+
+
+def check_task_file(path: Path, _seen: tuple[Path, ...] = ()) -> None:
+    """A task YAML file (and the files it includes) has no repeated key and no key lm-eval does not read:
+    lm-eval would drop a misspelt `doc_to_txt` and fail, or score wrongly, after the model loads."""
+    data, lines = load_yaml(path, TaskDataError, TagTolerantLoader)
+    if not isinstance(data, dict):
+        raise TaskDataError(f"{path}: a task file is a mapping of lm-eval task fields (task, dataset_path, ...)")
+    allowed = task_fields()
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TaskDataError(f"{path}:{lines.get((key,), '?')}: unknown task field {key!r}.{hint}")
+    included = data.get("include")
+    if isinstance(included, str):
+        target = (path.parent / included).resolve()
+        if target not in _seen and target.is_file():
+            check_task_file(target, _seen + (path.resolve(),))
+
+
 def check_jsonl(path: str) -> None:
     """Every line of a task's local JSONL parses, and there is at least one document."""
     file = Path(path)
@@ -182,6 +214,8 @@ def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
         if spec.data_dir is not None:
             config = local_configs(spec.name, spec.data_dir)
         else:
+            if spec.name in builtin:
+                check_task_file(builtin[spec.name])
             config = task_config(spec.name, include) if spec.name in builtin else None
         for one in config if isinstance(config, list) else [config or {}]:
             files = one.get("dataset_kwargs", {}).get("data_files") or {}
