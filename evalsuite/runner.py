@@ -115,6 +115,32 @@ def default_run_dir(config: SuiteConfig) -> Path:
     return Path(config.run.out_dir or Path("evalsuite-runs") / config.name)
 
 
+LOCK_FILE = ".evalsuite.lock"
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run directory for this process's life (the kernel drops it when the
+    process ends, also on kill -9); a second run on the same directory is refused, naming the holder."""
+    import fcntl
+
+    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open on purpose until the run ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(
+            f"{run_dir} is in use by another evalsuite run ({holder}); wait for it to finish, or give this run "
+            "its own directory with --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    handle.flush()
+    return handle
+
+
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +467,15 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     backend = pick_backend(config.run.backend, device)
     run_dir = Path(out_dir) if out_dir else default_run_dir(config)
     check_writable(run_dir)
+    lock = lock_run_dir(run_dir) if shard is None or shard.main else None  # the ranks of one run share it
+    try:
+        return _run(config, plan, source, shard, device, backend, run_dir, command)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -> RunOutcome:
     store = Store(run_dir / "store.sqlite")
     torch.manual_seed(config.run.seed)
     main = shard is None or shard.main  # the rank that scores similarity, judges, measures fidelity and writes

@@ -74,3 +74,29 @@ def test_verdicts_come_from_running_the_tests():
     assert result.metrics["pass@1"].value == 0.0
     assert (result.details["timeout"], result.details["failed"]) == (1, 5)
     assert result.samples[0]["statuses"] == ["timeout"]
+
+
+def test_a_bad_entry_point_or_test_is_refused_with_the_line_before_any_model(tmp_path):
+    path = tmp_path / "p.jsonl"
+    good = '{"task_id": "a", "prompt": "", "test": "def check(c):\\n    assert c()\\n", "entry_point": "f"}\n'
+    path.write_text(good + good.replace('"entry_point": "f"', '"entry_point": "f(1)"'))
+    with pytest.raises(code.CodeTaskError, match=rf"{path}:2: entry_point 'f\(1\)' is not a Python identifier"):
+        code.load_problems(str(path))
+    path.write_text(good + good.replace("def check(c):", "def check(c)"))
+    with pytest.raises(code.CodeTaskError, match=rf"{path}:2: the test does not compile"):
+        code.load_problems(str(path))
+
+
+def test_run_as_nobody_that_cannot_run_python_is_refused_naming_the_suite_key():
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: run_as applies when the evaluator is root")
+    probe = sandbox.Limits(timeout_s=5)
+    try:
+        sandbox.run_check("def f():\n    return 1\n", "def check(c):\n    assert c() == 1\n", "f", probe)
+    except sandbox.SandboxError:
+        with pytest.raises(code.CodeTaskError, match=r"suites\.code\.run_as is nobody, but uid 65534 could not"):
+            code.sandbox_limits(CodeSuite(allow_code_execution=True, run_as="nobody"))
+    else:
+        assert code.sandbox_limits(CodeSuite(allow_code_execution=True, run_as="nobody"))[1] is None

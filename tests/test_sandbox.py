@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,10 +85,11 @@ def _expect(verdict: Verdict, status: str, reason_part: str = "") -> None:
 def test_correct_solution_passes(limits):
     verdict = run_check(ADD, CHECK_ADD, "add", limits)
     _expect(verdict, "passed", "check passed")
-    assert verdict.returncode is not None and verdict.returncode not in (0, 1)
+    assert verdict.returncode == -signal.SIGKILL  # still answering calls when the judge had its verdict
     assert verdict.duration_s < limits.timeout_s
     expected_keys = {"network", "pid", "user", "processes", "rlimits", "wall_clock", "output", "session"}
-    assert expected_keys | {"stdin", "env", "filesystem", "cleanup"} == set(verdict.isolation)
+    assert expected_keys | {"stdin", "env", "filesystem", "cleanup", "verdict"} == set(verdict.isolation)
+    assert "WARNING" not in verdict.isolation["verdict"]
     for key in ("network", "pid"):
         value = verdict.isolation[key]
         assert value == "namespace" or value.startswith("unavailable: unshare("), value
@@ -96,7 +98,13 @@ def test_correct_solution_passes(limits):
 
 def test_wrong_solution_fails(limits):
     verdict = run_check(WRONG_ADD, CHECK_ADD, "add", limits)
-    _expect(verdict, "failed", "AssertionError")
+    _expect(verdict, "failed", "uncaught exception: AssertionError")
+    assert "assert candidate(1, 2) == 3" in verdict.stderr_tail  # the judge's traceback, for the reader
+
+
+def test_an_exception_while_loading_fails_with_its_status(limits):
+    verdict = run_check(ADD + "raise ValueError('broken on import')\n", CHECK_ADD, "add", limits)
+    _expect(verdict, "failed", "uncaught exception: ValueError: broken on import")
     assert verdict.returncode == EXIT_EXCEPTION
 
 
@@ -133,13 +141,12 @@ def test_fake_test_runner_output_fails(limits):
     assert "All tests passed!" in verdict.stdout_tail  # it was printed, and ignored
 
 
-def test_success_code_is_not_in_the_written_program(limits):
-    """The random success code travels through a pipe, so the program file cannot contain it."""
+def test_the_program_file_holds_the_candidate_alone(limits):
+    """The test travels to the judge through a pipe: the candidate cannot read or rewrite it."""
     program = _fn("show", "print(open(__file__).read())\nreturn True")
     verdict = run_check(program, TRIVIAL_CHECK, "show", limits)
     _expect(verdict, "passed")
-    assert "def check(candidate)" in verdict.stdout_tail
-    assert str(verdict.returncode) not in verdict.stdout_tail
+    assert "def show()" in verdict.stdout_tail and "def check(candidate)" not in verdict.stdout_tail
 
 
 # ---- resource limits: each hostile program gets its verdict ----
@@ -151,9 +158,14 @@ def test_infinite_loop_times_out(limits):
     assert 2 <= verdict.duration_s < 4
 
 
-def test_cpu_limit_fails(limits):
+def test_cpu_limit_is_a_timeout(limits):
     verdict = run_check("while True:\n    pass\n", CHECK_ADD, "add", replace(limits, cpu_s=1, timeout_s=10))
-    _expect(verdict, "failed", "CPU time limit exceeded")  # not "timeout": the CPU limit struck first
+    _expect(verdict, "timeout", "CPU time limit exceeded (1 s")  # the CPU cap struck before the wall clock
+
+
+def test_the_cpu_cap_follows_the_timeout_by_default():
+    assert Limits(timeout_s=30).cpu_limit_s == 30 and Limits(timeout_s=2.5).cpu_limit_s == 3
+    assert Limits(timeout_s=30, cpu_s=5).cpu_limit_s == 5
 
 
 def test_memory_bomb_fails(limits):
@@ -403,3 +415,86 @@ def test_bad_limits_are_rejected(field, value):
 def test_bad_workers_are_rejected():
     with pytest.raises(ValueError, match="workers=0: use at least 1"):
         execute_many([(ADD, CHECK_ADD, "add")], workers=0)
+
+
+# ---- the verdict cannot be forged from inside the candidate's process ----
+
+FRAME_WALK = """
+import os, sys
+def add(a, b):
+    frame = sys._getframe().f_back
+    while frame is not None:  # up the stack to a harness frame that holds the success code, and exit with it
+        for name, value in list(frame.f_locals.items()):
+            if name in ("token", "nonce", "success_code") and isinstance(value, int):
+                print("FOUND", name)
+                os._exit(value)
+        frame = frame.f_back
+    return a - b
+"""
+
+ALWAYS_EQUAL = """
+class Anything:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+def add(a, b):
+    return Anything()
+"""
+
+EQUAL_STR = """
+class Yes(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def add(a, b):
+    return Yes(a - b)
+"""
+
+PATCHED_PROCESS = """
+import builtins, gc, os, sys
+sys.settrace(lambda *a: None)
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+for obj in gc.get_objects():  # everything the process holds
+    if isinstance(obj, dict) and "nonce" in obj:
+        print("FOUND", obj["nonce"])
+for fd in os.listdir("/proc/self/fd"):  # every descriptor it holds: write a fake report to each
+    try:
+        os.write(int(fd), b'{"verdict": "passed", "reason": "check passed"}\\n')
+    except OSError:
+        pass
+def add(a, b):
+    return a - b
+"""
+
+
+@pytest.mark.parametrize(
+    "program",
+    [FRAME_WALK, ALWAYS_EQUAL, EQUAL_STR, PATCHED_PROCESS],
+    ids=["frame-walk-exit", "always-equal-object", "always-equal-int-subclass", "patched-process"],
+)
+def test_a_wrong_solution_cannot_forge_a_pass(limits, program):
+    """Each of these passed a wrong solution when the check ran in the candidate's own process."""
+    verdict = run_check(program, CHECK_ADD, "add", limits)
+    assert verdict.status == "failed", verdict
+    assert "FOUND" not in verdict.stdout_tail
+
+
+def test_a_candidate_that_returns_an_unsendable_object_fails_saying_so(limits):
+    program = "def add(a, b):\n    return (x for x in [a + b])\n"
+    _expect(run_check(program, CHECK_ADD, "add", limits), "failed", "cannot leave the candidate's process")
+
+
+def test_helpers_from_the_prompt_and_exceptions_reach_the_check(limits):
+    """As HumanEval's decode_cyclic/encode_cyclic: the test calls a helper the program defines, and expects an
+    exception from the candidate by its builtin type."""
+    program = (
+        "def encode(s):\n    return s[::-1]\n"
+        "def decode(s):\n    if not s:\n        raise ValueError('empty')\n    return s[::-1]\n"
+        "LIMIT = (1, [2.5, None])\n"
+    )
+    test = (
+        "def check(candidate):\n    assert candidate(encode('abc')) == 'abc'\n    assert LIMIT == (1, [2.5, None])\n"
+        "    try:\n        candidate('')\n    except ValueError as e:\n        assert str(e) == 'empty'\n"
+        "    else:\n        assert False\n"
+    )
+    _expect(run_check(program, test, "decode", limits), "passed")

@@ -267,3 +267,15 @@ def test_a_store_that_is_not_a_database_is_a_clear_error_before_any_model_loads(
     (tmp_path / "run" / "store.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"cannot open the run store .*store\.sqlite: .*move the file away"):
         run_suite(suite(model_copy), tmp_path / "run")
+
+
+def test_a_second_run_on_the_same_directory_is_refused_while_the_first_holds_it(tmp_path, model_copy):
+    from evalsuite.runner import RunError, lock_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    held = lock_run_dir(run_dir)  # as a first run in progress holds it
+    with pytest.raises(RunError, match=rf"{run_dir} is in use by another evalsuite run \(pid {os.getpid()} "):
+        run_suite(suite(model_copy), run_dir)
+    held.close()
+    assert run_suite(suite(model_copy), run_dir).data["variants"]

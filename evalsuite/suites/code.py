@@ -55,6 +55,15 @@ def load_problems(name_or_path: str) -> list[dict]:
         missing = [f for f in FIELDS if f not in row]
         if missing:
             raise CodeTaskError(f"{path}:{number}: missing field(s) {', '.join(missing)} (HumanEval format)")
+        if not isinstance(row["entry_point"], str) or not row["entry_point"].isidentifier():
+            raise CodeTaskError(
+                f"{path}:{number}: entry_point {row['entry_point']!r} is not a Python identifier: give the name of "
+                "the function the test calls"
+            )
+        try:
+            compile(row["test"], f"{path}:{number} (test)", "exec")
+        except SyntaxError as err:
+            raise CodeTaskError(f"{path}:{number}: the test does not compile ({err.msg}, line {err.lineno})") from None
         problems.append(row)
     if not problems:
         raise CodeTaskError(f"{path}: holds no problems")
@@ -73,7 +82,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def sandbox_limits(suite: CodeSuite) -> tuple[sandbox.Limits, str | None]:
     """The limits to run with, and the fallback taken (recorded in the results), if any."""
     limits = sandbox.Limits(timeout_s=suite.timeout_s, sandbox_uid=None if suite.run_as == "root" else 65534)
-    if os.geteuid() != 0 or suite.run_as != "auto":
+    if os.geteuid() != 0 or suite.run_as == "root":
         return limits, None
     try:
         probe = sandbox.run_check("def f():\n    return 1\n", "def check(c):\n    assert c() == 1\n", "f", limits)
@@ -82,6 +91,12 @@ def sandbox_limits(suite: CodeSuite) -> tuple[sandbox.Limits, str | None]:
         problem = probe.reason
     except sandbox.SandboxError as err:
         problem = str(err)
+    if suite.run_as == "nobody":
+        raise CodeTaskError(
+            f"suites.code.run_as is nobody, but uid 65534 could not run a trivial program here ({problem}); make "
+            "the Python installation readable by every user, or set suites.code.run_as: auto (runs candidates "
+            "as root where it must, and records it)"
+        )
     reason = (
         f"candidates run as root: the unprivileged sandbox user could not run a trivial program ({problem}); "
         "set suites.code.run_as: nobody to make this an error instead"

@@ -1,5 +1,5 @@
-"""Run model-generated Python (HumanEval/MBPP style) in a throwaway, resource-capped process and judge it by the
-exit status of the test program we wrote, never by what the candidate prints.
+"""Run model-generated Python (HumanEval/MBPP style) in throwaway, resource-capped processes and judge it by
+the check's own outcome, decided in a process the candidate's code never runs in.
 
     verdict = run_check(prompt + completion, test, "add", Limits(timeout_s=3))
     verdict.status      # "passed" | "failed" | "timeout"
@@ -8,21 +8,25 @@ exit status of the test program we wrote, never by what the candidate prints.
     verdicts = execute_many([(program, test, entry_point), ...], Limits(timeout_s=3), workers=2)
 
 Threat model: code written by a model that may be wrong, loop forever, fork, allocate or print without bound,
-call `sys.exit(0)`/`os._exit(0)`, print fake test-runner output, or leave processes behind. It is *not* a
-determined attacker: without a VM or seccomp policy, code that sets out to escape (read the success code from
-the harness's memory, exec a setuid binary, exploit the kernel) is out of scope.
+exit early, print fake test-runner output, leave processes behind, or inspect and patch everything inside its
+own process (frames, objects, builtins, file descriptors). None of that can produce a pass: the verdict is
+decided by the judge, a separate process that runs the test code and calls the candidate's functions through
+proxies; arguments and results cross a socket as plain data (see sandbox_calls), never as code. Out of scope
+without a VM: a candidate that attacks the evaluator from outside its process with the privileges it runs
+with (where the evaluator is not root, candidates keep its uid; see README, "Code execution").
 
-How a run works. The parent writes `program.py` (completion, test, `check(entry_point)`) into a fresh temp dir
-and starts this very file as a script (`python -I sandbox.py --harness ...`) in a new session and process group,
-cwd = the temp dir, stdin = /dev/null, an allow-listed environment. That supervisor ("S") reads a random
-success code from an inherited pipe (it is in no file and no environment variable), sets rlimits (CPU, address
-space, file size, no core), unshares a network and a pid namespace where the kernel allows it, and forks the
-worker ("C", pid 1 of the new pid namespace). C drops root to `Limits.sandbox_uid`, caps its process count,
-runs program.py and exits with the success code only if the program ran to the end; S reports C's exit status
-on a second pipe. The parent reads stdout/stderr incrementally (output cap), enforces the wall clock, and at
-the end, also on success, SIGKILLs the process group and C; when C (a pid-namespace init) dies the kernel kills
-every process left in that namespace, so orphans die even if they called setsid(). Without a pid namespace,
-leftovers are found by a per-run environment marker and killed.
+How a run works. The parent writes the candidate's program to `program.py` in a fresh temp dir and starts this
+file as a script (`python -I sandbox.py --harness ...`) in a new session and process group, cwd = the temp dir,
+stdin = /dev/null, an allow-listed environment. That process, the judge ("J"), sets rlimits (CPU, address
+space, file size, no core), unshares a network and a pid namespace where the kernel allows it and forks the
+candidate ("C", pid 1 of the new pid namespace). C drops root to `Limits.sandbox_uid`, caps its process count,
+closes everything but its end of a socket to J, runs program.py and then answers J's calls. Only after the
+fork does J read, from a pipe, the test code and the run's nonce; it makes itself undumpable (a process of the
+same uid cannot read its memory), runs the test and `check(entry_point)` with the candidate's names proxied,
+and reports the verdict, tagged with the nonce, on a pipe only it holds. The parent trusts no other report,
+enforces the wall clock and the output cap, and at the end, also on success, SIGKILLs the process group and C;
+when C (a pid-namespace init) dies the kernel kills every process left in that namespace, so orphans die even
+if they called setsid(). Without a pid namespace, leftovers are found by a per-run environment marker.
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import linecache
+import math
 import os
 import re
 import resource
-import runpy
 import secrets
 import select
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,19 +54,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from evalsuite.errors import UserError
+from evalsuite.suites import sandbox_calls
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
-# The harness's own exit codes for the worker, unlikely from a program itself; the success code is drawn from
-# _SUCCESS_CODES, disjoint from them.
+# Exit statuses of the candidate's process set by the harness (they only explain a failure; a pass is the
+# judge's report, never an exit status).
 EXIT_EXCEPTION = 120
 EXIT_SYSTEM_EXIT = 121
 EXIT_MEMORY = 122
 EXIT_SETUP = 123
-_SUCCESS_CODES = range(16, 120)
 
 _TAIL_BYTES = 4096
 _MARKER_VAR = "EVALSUITE_SANDBOX_RUN"
@@ -74,12 +81,13 @@ class SandboxError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-run caps. `max_processes` counts processes *and threads* of the run (RLIMIT_NPROC, only set where it
-    cannot count processes outside the run; see `Verdict.isolation["processes"]`). `sandbox_uid`: when the
-    evaluator runs as root, the candidate runs as this uid/gid (None keeps root: unsafe, and reported)."""
+    """Per-run caps. `cpu_s` caps the CPU time of each process of the run (None: the wall-clock timeout, rounded
+    up). `max_processes` counts processes *and threads* of the run (RLIMIT_NPROC, only set where it cannot count
+    processes outside the run; see `Verdict.isolation["processes"]`). `sandbox_uid`: when the evaluator runs as
+    root, the candidate runs as this uid/gid (None keeps root: unsafe, and reported)."""
 
     timeout_s: float = 10.0
-    cpu_s: int = 10
+    cpu_s: int | None = None
     memory_mb: int = 1024
     output_bytes: int = 1_000_000
     max_processes: int = 64
@@ -90,10 +98,14 @@ class Limits:
         minimums = {"timeout_s": 0.1, "cpu_s": 1, "memory_mb": 64, "output_bytes": 1, "max_processes": 4}
         minimums["file_size_mb"] = 1
         for name, least in minimums.items():
-            if getattr(self, name) < least:
+            if getattr(self, name) is not None and getattr(self, name) < least:
                 raise ValueError(f"Limits.{name}={getattr(self, name)!r} is too small: use at least {least}")
         if self.sandbox_uid is not None and self.sandbox_uid <= 0:
             raise ValueError(f"Limits.sandbox_uid={self.sandbox_uid!r}: use a non-root uid such as 65534, or None")
+
+    @property
+    def cpu_limit_s(self) -> int:
+        return self.cpu_s if self.cpu_s is not None else max(1, math.ceil(self.timeout_s))
 
 
 DEFAULT_LIMITS = Limits()
@@ -101,12 +113,12 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class Verdict:
-    """`status` comes from the exit status of the harness only. Killed for CPU, memory, output or file size
-    counts as "failed" (the reason says which); only the wall clock gives "timeout"."""
+    """`status` is the judge's verdict. Out of time (the wall clock or the CPU cap) is "timeout"; killed for
+    memory, output or file size counts as "failed" (the reason says which)."""
 
     status: str  # "passed" | "failed" | "timeout"
     reason: str
-    returncode: int | None  # the worker's exit code (negative: signal); None when it never reported
+    returncode: int | None  # the candidate process's exit status (negative: signal; -9 when the judge ended it)
     duration_s: float
     stdout_tail: str
     stderr_tail: str
@@ -114,7 +126,8 @@ class Verdict:
 
 
 def run_check(completion_program: str, test: str, entry_point: str, limits: Limits = DEFAULT_LIMITS) -> Verdict:
-    """Run `completion_program` + `test` + `check(entry_point)` in a fresh sandbox; see the module docstring."""
+    """Run `completion_program` in a fresh sandbox and judge it by `test` + `check(entry_point)`, run in the
+    judge's process; see the module docstring."""
     if not _IDENTIFIER.fullmatch(entry_point):
         raise ValueError(f"entry_point={entry_point!r} is not a Python identifier: pass the function's name")
     run_as = limits.sandbox_uid if os.geteuid() == 0 else None
@@ -122,10 +135,10 @@ def run_check(completion_program: str, test: str, entry_point: str, limits: Limi
     try:
         program = os.path.join(workdir, "program.py")
         with open(program, "w", encoding="utf-8") as f:
-            f.write(f"{completion_program}\n\n{test}\n\ncheck({entry_point})\n")
+            f.write(completion_program + "\n")
         if run_as is not None:
             os.chown(workdir, run_as, run_as)
-        return _Run(workdir, program, limits).execute()
+        return _Run(workdir, program, test, entry_point, limits).execute()
     finally:
         shutil.rmtree(workdir, onerror=_make_removable)
 
@@ -159,9 +172,12 @@ def _make_removable(function, path, exc_info) -> None:
 class _Run:
     """One sandboxed execution, seen from the parent."""
 
-    def __init__(self, workdir: str, program: str, limits: Limits):
+    def __init__(self, workdir: str, program: str, test: str, entry_point: str, limits: Limits):
         self.workdir, self.program, self.limits = workdir, program, limits
+        self.test, self.entry_point = test, entry_point
         self.marker = secrets.token_hex(16)
+        self.nonce = secrets.token_hex(16)  # tags the judge's reports; the candidate's process never holds it
+        self.foreign_reports = 0  # lines on the report pipe without the nonce (written by something else)
         self.tails = {"stdout": bytearray(), "stderr": bytearray()}
         self.output_total = 0
         self.report: dict[str, object] = {}
@@ -170,18 +186,19 @@ class _Run:
         self.cgroup: str | None = None  # a pids cgroup of this run's own, where one could be made
 
     def execute(self) -> Verdict:
+        import threading
+
         limits = self.limits
-        token = secrets.choice(_SUCCESS_CODES)
-        token_r, token_w = os.pipe()
-        os.write(token_w, str(token).encode())
-        os.close(token_w)
+        setup_r, setup_w = os.pipe()
+        setup = json.dumps({"nonce": self.nonce, "test": self.test, "entry_point": self.entry_point}).encode()
+        writer = threading.Thread(target=_write_and_close, args=(setup_w, setup), daemon=True)
         report_r, report_w = os.pipe()
-        config = {key: getattr(limits, key) for key in ("cpu_s", "memory_mb", "file_size_mb", "max_processes")}
-        config["sandbox_uid"] = limits.sandbox_uid
+        config = {key: getattr(limits, key) for key in ("memory_mb", "file_size_mb", "max_processes")}
+        config.update(cpu_s=limits.cpu_limit_s, sandbox_uid=limits.sandbox_uid)
         if os.geteuid() == 0 and limits.sandbox_uid is None:  # root is exempt from RLIMIT_NPROC
             self.cgroup = _make_pids_cgroup(self.marker, limits.max_processes)
         config["cgroup"] = self.cgroup
-        argv = [sys.executable, "-I", os.path.abspath(__file__), "--harness", str(token_r), str(report_w)]
+        argv = [sys.executable, "-I", os.path.abspath(__file__), "--harness", str(setup_r), str(report_w)]
         argv += [str(os.getpid()), self.program, json.dumps(config)]
         start = time.monotonic()
         try:
@@ -193,10 +210,14 @@ class _Run:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                pass_fds=(token_r, report_w),
+                pass_fds=(setup_r, report_w),
             )
+            writer.start()
+        except BaseException:
+            os.close(setup_w)
+            raise
         finally:
-            os.close(token_r)
+            os.close(setup_r)
             os.close(report_w)
         try:
             outcome = self._supervise(proc, report_r, start + limits.timeout_s)
@@ -210,7 +231,8 @@ class _Run:
         duration = time.monotonic() - start
         if "setup_error" in self.report:
             raise SandboxError(f"sandbox setup failed: {self.report['setup_error']}")
-        status, reason = self._judge(outcome, token, proc.returncode)
+        writer.join()
+        status, reason = self._judge(outcome, proc.returncode)
         returncode = self.report.get("exit")
         return Verdict(
             status=status,
@@ -272,7 +294,13 @@ class _Run:
         self.report_buffer += chunk
         *lines, self.report_buffer = self.report_buffer.split(b"\n")
         for line in lines:
-            items = json.loads(line)
+            try:
+                items = json.loads(line)
+            except ValueError:
+                items = None
+            if not isinstance(items, dict) or items.pop("nonce", None) != self.nonce:
+                self.foreign_reports += 1  # not the judge's: ignored, and said in the isolation record
+                continue
             self.report.update(items)
             if "child_pid" in items and self.child_pidfd is None:
                 try:
@@ -316,30 +344,16 @@ class _Run:
         )
         return how + "".join(f"; WARNING: {problem}" for problem in lingering)
 
-    def _judge(self, outcome: str, token: int, supervisor_status: int) -> tuple[str, str]:
+    def _judge(self, outcome: str, judge_status: int) -> tuple[str, str]:
         limits = self.limits
         if outcome == "timeout":
             return "timeout", f"wall-clock timeout after {limits.timeout_s:g} s"
         if outcome == "output":
             return "failed", f"output limit exceeded: more than {limits.output_bytes} bytes on stdout+stderr"
-        code = self.report.get("exit")
-        if not isinstance(code, int):
-            return "failed", f"sandbox supervisor died without a report (exit status {supervisor_status})"
-        if code == token:
-            return "passed", "check passed"
-        if code < 0:
-            name = signal.Signals(-code).name if -code in set(signal.Signals) else f"signal {-code}"
-            if float(self.report.get("cpu_s", 0.0)) >= limits.cpu_s * 0.95:
-                return "failed", f"CPU time limit exceeded ({limits.cpu_s} s, killed by {name})"
-            return "failed", f"killed by {name}"
-        last_line = self.tails["stderr"].decode("utf-8", errors="replace").strip().rsplit("\n", 1)[-1][:200]
-        reasons = {
-            EXIT_EXCEPTION: "uncaught exception" + (f": {last_line}" if last_line else ""),
-            EXIT_SYSTEM_EXIT: "the program called sys.exit()/exit() before check() finished",
-            EXIT_MEMORY: f"memory limit exceeded ({limits.memory_mb} MB address space): MemoryError",
-            0: "the program exited with status 0 before check() finished (os._exit?)",
-        }
-        return "failed", reasons.get(code, f"the program exited with status {code} before check() finished")
+        verdict, reason = self.report.get("verdict"), self.report.get("reason")
+        if verdict not in ("passed", "failed", "timeout") or not isinstance(reason, str):
+            return "failed", f"the sandbox's judge died without a verdict (exit status {judge_status})"
+        return verdict, reason
 
     def _isolation(self, cleanup: str) -> dict[str, str]:
         limits, missing = self.limits, "unknown: the sandbox stopped before reporting it"
@@ -353,7 +367,11 @@ class _Run:
             env="allow-list: " + ", ".join(sorted(self._environment())),
             filesystem="not isolated: cwd and HOME are a fresh temp dir, removed afterwards",
             cleanup=cleanup,
+            verdict="decided by the judge process from the check's outcome; the candidate's functions ran in "
+            "their own process, called through proxies with plain-data arguments and results",
         )
+        if self.foreign_reports:
+            isolation["verdict"] += f"; WARNING: {self.foreign_reports} report lines without the run's nonce ignored"
         return isolation
 
 
@@ -390,8 +408,23 @@ def _kill_marked(marker: str) -> int:
 # ---- inside the sandbox: this file run as `python -I sandbox.py --harness ...` (stdlib only from here) ----
 
 
-def _report(fd: int, **items: object) -> None:
-    os.write(fd, (json.dumps(items) + "\n").encode())
+def _report(fd: int, nonce: str, **items: object) -> None:
+    os.write(fd, (json.dumps({"nonce": nonce, **items}) + "\n").encode())
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    try:
+        _write_all(fd, data)
+    except OSError:
+        pass  # the judge died before reading its setup: its missing verdict says so
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unshare(libc: ctypes.CDLL, flags: int, label: str) -> str | None:
@@ -414,21 +447,20 @@ def _set_limit(which: int, value: int, grace: int = 0) -> int:
 
 
 def _harness_main(argv: Sequence[str]) -> None:
-    token_fd, report_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    """The judge: limits, namespaces, fork the candidate's process, then run the check and report."""
+    setup_fd, report_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
     program, config = argv[3], json.loads(argv[4])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(EXIT_SETUP)  # the evaluator is already gone
-    token = int(os.read(token_fd, 16))
-    os.close(token_fd)
     try:
         cpu = _set_limit(resource.RLIMIT_CPU, config["cpu_s"], grace=1)
         memory = _set_limit(resource.RLIMIT_AS, config["memory_mb"] << 20) >> 20
         fsize = _set_limit(resource.RLIMIT_FSIZE, config["file_size_mb"] << 20) >> 20
         _set_limit(resource.RLIMIT_CORE, 0)
     except (OSError, ValueError) as exc:
-        _report(report_fd, setup_error=f"setrlimit failed: {exc}")
+        _report(report_fd, _read_setup(setup_fd)["nonce"], setup_error=f"setrlimit failed: {exc}")
         os._exit(EXIT_SETUP)
     rlimits = f"cpu {cpu} s (then SIGXCPU, SIGKILL 1 s later), address space {memory} MB, file size {fsize} MB, no core"
     if os.geteuid() == 0:
@@ -439,28 +471,126 @@ def _harness_main(argv: Sequence[str]) -> None:
         failure = _unshare(libc, CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID, "CLONE_NEWUSER|NEWNET|NEWPID")
         network = pid = failure or "namespace"
         in_userns = failure is None
+    judge_end, candidate_end = socket.socketpair()
     child = os.fork()
     if child == 0:
-        _worker(libc, report_fd, token, program, config, in_userns)
-    _report(report_fd, child_pid=child, network=network, pid=pid, rlimits=rlimits)
+        judge_end.close()
+        os.close(setup_fd)
+        os.close(report_fd)
+        _candidate(libc, candidate_end, program, config, in_userns)
+    candidate_end.close()
+    setup = _read_setup(setup_fd)  # only now: the candidate's process never holds the nonce or the test
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # nor can a process of its uid read this one's memory
+    nonce = setup["nonce"]
+    _report(report_fd, nonce, child_pid=child, network=network, pid=pid, rlimits=rlimits)
+    verdict, reason = _judge_check(judge_end, setup["test"], setup["entry_point"], report_fd, nonce)
+    sandbox_calls.flush_output()
+    if verdict == "setup_error":
+        os._exit(EXIT_SETUP)
+    _ignore_missing(os.kill, child, signal.SIGKILL)
     _, status, usage = os.wait4(child, 0)
-    cpu_s = usage.ru_utime + usage.ru_stime
-    _report(report_fd, exit=os.waitstatus_to_exitcode(status), cpu_s=cpu_s, maxrss_kb=usage.ru_maxrss)
+    code, cpu_s = os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+    if verdict == "gone":
+        verdict, reason = _gone(code, cpu_s, config)
+    _report(report_fd, nonce, exit=code, cpu_s=cpu_s, maxrss_kb=usage.ru_maxrss, verdict=verdict, reason=reason)
     os._exit(0)
 
 
-def _worker(libc: ctypes.CDLL, report_fd: int, token: int, program: str, config: dict, in_userns: bool) -> None:
-    """The forked worker: drop privileges, cap processes, run program.py, exit with `token` only at its end."""
+def _read_setup(fd: int) -> dict:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def _judge_check(conn: socket.socket, test: str, entry_point: str, report_fd: int, nonce: str) -> tuple[str, str]:
+    """("passed" | "failed", reason), ("gone", "") when the candidate's process ended first, or ("setup_error",
+    message) when it could not be set up."""
+    try:
+        first = sandbox_calls.receive(conn)
+        if first[0] == "setup_error":
+            _report(report_fd, nonce, setup_error=str(first[1]))
+            return "setup_error", str(first[1])
+        _report(report_fd, nonce, user=str(first[1]), processes=str(first[2]))
+        loaded = sandbox_calls.receive(conn)
+        if loaded[0] == "error":
+            return "failed", f"uncaught exception: {loaded[1]}"
+        names = sandbox_calls.CandidateNamespace(conn)
+        linecache.cache["<test>"] = (len(test), None, test.splitlines(True), "<test>")  # source in tracebacks
+        exec(compile(test, "<test>", "exec"), names)  # noqa: S102 - the task's own test code
+        check = dict.get(names, "check")
+        if not callable(check):
+            return "failed", "the test code defines no check(candidate) function"
+        check(names.proxy(entry_point))
+    except (sandbox_calls.CandidateGone, OSError) as err:
+        if isinstance(err, sandbox_calls.CandidateGone) or err.errno in (errno.EPIPE, errno.ECONNRESET):
+            return "gone", ""
+        return _failure(err)
+    except BaseException as err:  # noqa: BLE001 - whatever the check raises fails it
+        return _failure(err)
+    return "passed", "check passed"
+
+
+def _failure(err: BaseException) -> tuple[str, str]:
+    traceback.print_exc()
+    if isinstance(err, MemoryError):
+        return "failed", "memory limit exceeded in the check: MemoryError"
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return "failed", f"uncaught exception: {text[:300]}"
+
+
+def _gone(code: int, cpu_s: float, config: dict) -> tuple[str, str]:
+    """Why the candidate's process ended before the check finished, from its exit status."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in set(signal.Signals) else f"signal {-code}"
+        if cpu_s >= config["cpu_s"] * 0.95:
+            return "timeout", f"CPU time limit exceeded ({config['cpu_s']} s, killed by {name})"
+        return "failed", f"killed by {name}"
+    reasons = {
+        EXIT_SYSTEM_EXIT: "the program called sys.exit()/exit() before check() finished",
+        EXIT_MEMORY: f"memory limit exceeded ({config['memory_mb']} MB address space): MemoryError",
+        0: "the program exited with status 0 before check() finished (os._exit?)",
+    }
+    return "failed", reasons.get(code, f"the program exited with status {code} before check() finished")
+
+
+def _candidate(libc: ctypes.CDLL, conn: socket.socket, program: str, config: dict, in_userns: bool) -> None:
+    """The candidate's process: drop privileges, cap processes, run program.py, then answer the judge's calls."""
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.closerange(3, conn.fileno())  # keep stdin/stdout/stderr and the channel to the judge only
+        os.closerange(conn.fileno() + 1, 1 << 16)
         user, processes = _drop_privileges(libc, config, in_userns)
         _check_access(program)
     except (OSError, ValueError, ImportError) as exc:
-        _report(report_fd, setup_error=str(exc))
+        sandbox_calls.send(conn, ["setup_error", str(exc)])
         os._exit(EXIT_SETUP)
-    _report(report_fd, user=user, processes=processes)
-    os.close(report_fd)
-    _run_program(program, token)
+    sandbox_calls.send(conn, ["setup", user, processes])
+    sys.argv = [program]
+    names = {"__name__": "__main__", "__file__": program, "__builtins__": __builtins__}
+    try:
+        with open(program, encoding="utf-8") as f:
+            source = f.read()
+        exec(compile(source, program, "exec"), names)  # noqa: S102 - the candidate, in its sandbox
+        sandbox_calls.flush_output()
+        sandbox_calls.send(conn, ["ready"])
+        sandbox_calls.serve(conn, names)
+    except SystemExit as exc:
+        print(f"sandbox: SystemExit({exc.code!r}) before check() finished", file=sys.stderr, flush=True)
+        os._exit(EXIT_SYSTEM_EXIT)
+    except MemoryError:
+        os._exit(EXIT_MEMORY)
+    except BaseException as err:  # the harness boundary: the program failed while it loaded
+        traceback.print_exc()
+        sandbox_calls.flush_output()
+        try:
+            sandbox_calls.send(conn, ["error", f"{type(err).__name__}: {err}"[:300]])
+        except OSError:
+            pass  # the judge is gone; the exit status says the rest
+        os._exit(EXIT_EXCEPTION)
+    sandbox_calls.flush_output()
+    os._exit(0)
 
 
 def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[str, str]:
@@ -549,31 +679,6 @@ def _check_access(program: str) -> None:
             ) from None
     if not os.access(os.path.dirname(program), os.R_OK | os.W_OK | os.X_OK):
         raise ValueError(f"uid {os.getuid()} cannot write the sandbox directory {os.path.dirname(program)}")
-
-
-def _run_program(program: str, token: int) -> None:
-    sys.argv = [program]
-    try:
-        runpy.run_path(program, run_name="__main__")
-    except SystemExit as exc:
-        print(f"sandbox: SystemExit({exc.code!r}) before check() finished", file=sys.stderr, flush=True)
-        os._exit(EXIT_SYSTEM_EXIT)
-    except MemoryError:
-        os._exit(EXIT_MEMORY)
-    except BaseException:  # the harness boundary: any other escape from the program is a failure
-        traceback.print_exc()
-        _flush()
-        os._exit(EXIT_EXCEPTION)
-    _flush()
-    os._exit(token)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            continue  # the program closed the stream; its output is not part of the verdict
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--harness"]:

