@@ -498,3 +498,18 @@ def test_helpers_from_the_prompt_and_exceptions_reach_the_check(limits):
         "    else:\n        assert False\n"
     )
     _expect(run_check(program, test, "decode", limits), "passed")
+
+
+def test_a_directory_the_candidate_made_unremovable_does_not_crash_the_run(limits, monkeypatch):
+    """As `chattr +i` on a file of its directory would (root only): the verdict stands and says what is left."""
+    import evalsuite.suites.sandbox as sandbox_module
+
+    def refuse(path, onerror=None):
+        raise PermissionError(1, "Operation not permitted", os.path.join(path, "immutable"))
+
+    monkeypatch.setattr(sandbox_module.shutil, "rmtree", refuse)
+    verdict = run_check(ADD, CHECK_ADD, "add", limits)
+    _expect(verdict, "passed")
+    assert "WARNING: could not remove the temp dir" in verdict.isolation["cleanup"]
+    monkeypatch.undo()
+    shutil.rmtree(verdict.isolation["cleanup"].split("temp dir ", 1)[1].split(":", 1)[0])

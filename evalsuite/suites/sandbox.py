@@ -35,6 +35,7 @@ import ctypes
 import errno
 import json
 import linecache
+import logging
 import math
 import os
 import re
@@ -51,10 +52,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from evalsuite.errors import UserError
 from evalsuite.suites import sandbox_calls
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -132,15 +135,30 @@ def run_check(completion_program: str, test: str, entry_point: str, limits: Limi
         raise ValueError(f"entry_point={entry_point!r} is not a Python identifier: pass the function's name")
     run_as = limits.sandbox_uid if os.geteuid() == 0 else None
     workdir = tempfile.mkdtemp(prefix="evalsuite-sandbox-")
+    verdict = None
     try:
         program = os.path.join(workdir, "program.py")
         with open(program, "w", encoding="utf-8") as f:
             f.write(completion_program + "\n")
         if run_as is not None:
             os.chown(workdir, run_as, run_as)
-        return _Run(workdir, program, test, entry_point, limits).execute()
+        verdict = _Run(workdir, program, test, entry_point, limits).execute()
     finally:
+        left = _remove(workdir)
+    if left:  # what the candidate did to its directory never costs the run (e.g. chattr +i as root)
+        cleanup = verdict.isolation["cleanup"] + f"; WARNING: {left}"
+        verdict = replace(verdict, isolation={**verdict.isolation, "cleanup": cleanup})
+    return verdict
+
+
+def _remove(workdir: str) -> str | None:
+    """Remove the run's directory; None when done, else what is left and why."""
+    try:
         shutil.rmtree(workdir, onerror=_make_removable)
+    except OSError as err:
+        log.warning("sandbox: could not remove %s: %s", workdir, err)
+        return f"could not remove the temp dir {workdir}: {err}"
+    return None
 
 
 def execute_many(
