@@ -83,7 +83,7 @@ def _task_folder(tmp_path, mutate):
     folder = tmp_path / "tasks"
     folder.mkdir()
     text = (ACADEMIC_DIR / "tiny_mc.yaml").read_text().replace("task: tiny_mc", "task: my_mc")
-    for data in ACADEMIC_DIR.glob("tiny_mc*.jsonl"):
+    for data in [*ACADEMIC_DIR.glob("tiny_mc*.jsonl"), ACADEMIC_DIR / "_tiny_base.yaml"]:
         shutil.copy(data, folder / data.name)
     (folder / "my_mc.yaml").write_text(mutate(text))
     return folder
@@ -144,3 +144,35 @@ def test_a_checkpoint_with_two_config_groups_is_refused_before_any_model_loads(t
     config = parse_suite(suite)
     with pytest.raises(RunError, match=r"variant 'c': .*config_groups has 2 groups; checkpoints with one"):
         checkpoint_source(config.variants[0], resolve_model("embedded:tiny"))
+
+
+def test_a_row_missing_a_field_the_templates_read_is_refused_with_its_line(tmp_path):
+    from evalsuite.config import AcademicSuite
+    from evalsuite.suites.academic import resolve_tasks
+
+    folder = _task_folder(tmp_path, lambda t: t)
+    data = folder / "tiny_mc.jsonl"
+    rows = data.read_text().splitlines()
+    broken = json.loads(rows[2])
+    del broken["question"]
+    rows[2] = json.dumps(broken)
+    data.write_text("\n".join(rows) + "\n")
+    with pytest.raises(TaskDataError, match=rf"{data}:3: the document has no field 'question', which the task's "):
+        resolve_tasks(AcademicSuite(tasks=["my_mc"], include=[str(folder)]))
+
+
+def test_a_hub_task_without_data_dir_and_without_the_hub_is_refused_before_any_model_loads(monkeypatch, tmp_path):
+    from evalsuite.config import AcademicSuite
+    from evalsuite.suites.academic import resolve_tasks
+    from evalsuite.suites.local_data import LocalDataError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    with pytest.raises(LocalDataError, match=r"'arc_challenge' reads allenai/ai2_arc from the Hugging Face hub.*"
+                       r"give the task a data_dir"):  # fmt: skip
+        resolve_tasks(AcademicSuite(tasks=["arc_challenge"]))
+    cached = tmp_path / "empty-cache" / "hub" / "datasets--allenai--ai2_arc"
+    cached.mkdir(parents=True)
+    assert resolve_tasks(AcademicSuite(tasks=["arc_challenge"]))[0].name == "arc_challenge"

@@ -20,7 +20,7 @@ from pathlib import Path
 from evalsuite import stats
 from evalsuite.config import AcademicSuite
 from evalsuite.errors import UserError
-from evalsuite.suites.local_data import local_configs
+from evalsuite.suites.local_data import check_hub_access, local_configs
 from evalsuite.tasks import builtin_tasks, task_config
 from evalsuite.yaml_files import TagTolerantLoader, load_yaml
 
@@ -186,19 +186,56 @@ def check_task_file(path: Path, _seen: tuple[Path, ...] = ()) -> None:
             check_task_file(target, _seen + (path.resolve(),))
 
 
-def check_jsonl(path: str) -> None:
-    """Every line of a task's local JSONL parses, and there is at least one document."""
+TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_decontamination_query")
+
+
+def fields_read(config: dict) -> dict[str, str]:
+    """The document fields a task's templates read: {field: the key that reads it}. A template is Jinja
+    ({{question}}) or a bare field name (doc_to_target: gold); tasks that transform their documents first
+    (process_docs) or use functions are not inspected."""
+    import jinja2
+    import jinja2.meta
+
+    if config.get("process_docs"):
+        return {}
+    fields: dict[str, str] = {}
+    env = jinja2.Environment()
+    for key in TEMPLATE_KEYS:
+        template = config.get(key)
+        if not isinstance(template, str):
+            continue
+        if "{{" in template or "{%" in template:
+            names = jinja2.meta.find_undeclared_variables(env.parse(template))
+        else:
+            names = {template} if template.isidentifier() else set()
+        for name in names:
+            fields.setdefault(name, key)
+    return fields
+
+
+def check_jsonl(path: str, config: dict | None = None) -> None:
+    """Every line of a task's local JSONL parses, has the fields the task's templates read (a missing one
+    would make lm-eval score that document 0 or fail after the model loaded), and there is at least one."""
     file = Path(path)
     if not file.is_file():
         raise TaskDataError(f"data file {file} does not exist")
+    needed = fields_read(config or {})
     rows = 0
     for number, line in enumerate(file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as err:
             raise TaskDataError(f"{file}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise TaskDataError(f"{file}:{number}: a document is a JSON object, not {type(row).__name__}")
+        missing = sorted(name for name in needed if name not in row)
+        if missing:
+            raise TaskDataError(
+                f"{file}:{number}: the document has no field {missing[0]!r}, which the task's "
+                f"{needed[missing[0]]} reads" + (f" (nor {', '.join(missing[1:])})" if missing[1:] else "")
+            )
         rows += 1
     if rows == 0:
         raise TaskDataError(f"{file}: the dataset is empty")
@@ -213,15 +250,17 @@ def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
     for spec in suite.tasks:
         if spec.data_dir is not None:
             config = local_configs(spec.name, spec.data_dir)
+        elif spec.name in builtin:
+            check_task_file(builtin[spec.name])
+            config = task_config(spec.name, include)
         else:
-            if spec.name in builtin:
-                check_task_file(builtin[spec.name])
-            config = task_config(spec.name, include) if spec.name in builtin else None
+            check_hub_access(spec.name)
+            config = None
         for one in config if isinstance(config, list) else [config or {}]:
             files = one.get("dataset_kwargs", {}).get("data_files") or {}
             for path in files.values() if isinstance(files, dict) else []:
                 if str(path).endswith(".jsonl"):
-                    check_jsonl(path)
+                    check_jsonl(path, one)
         fewshot = spec.num_fewshot if spec.num_fewshot is not None else suite.num_fewshot
         limit = spec.limit if spec.limit is not None else suite.limit
         key = _task_key(spec.name, config, fewshot, limit)

@@ -94,3 +94,54 @@ def local_configs(name: str, data_dir: str | Path) -> list[dict]:
         raise LocalDataError(f"data_dir {data_dir} for task {name} is not a directory")
     index = task_manager(True).task_index
     return [local_config(leaf, data_dir, index) for leaf in leaf_tasks(name, index)]
+
+
+HUB_PROBE = ("huggingface.co", 443)
+
+
+def hub_datasets(name: str) -> list[str]:
+    """The Hugging Face hub datasets an lm-eval task (or group) reads when no data_dir is given."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from evalsuite.suites.academic import task_manager
+
+    index = task_manager(True).task_index
+    found = []
+    for leaf in leaf_tasks(name, index):
+        path = load_yaml(index[leaf].yaml_path, resolve_func=False).get("dataset_path")
+        if isinstance(path, str) and not Path(path).exists() and path not in found and path not in FORMATS.values():
+            found.append(path)
+    return found
+
+
+def cached(dataset: str) -> bool:
+    """Whether the hub dataset is in the local Hugging Face cache (the hub's or the datasets library's)."""
+    from huggingface_hub import constants
+
+    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{dataset.replace('/', '--')}"
+    datasets_cache = Path(constants.HF_HOME) / "datasets" / dataset.replace("/", "___")
+    return hub.is_dir() or datasets_cache.is_dir()
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    import os
+    import socket
+
+    if any(os.environ.get(v) in ("1", "true", "True") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    try:
+        socket.create_connection(HUB_PROBE, timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_hub_access(name: str) -> None:
+    """Refuse, before any model loads, an lm-eval task whose data is neither cached nor downloadable."""
+    missing = [d for d in hub_datasets(name) if not cached(d)]
+    if missing and not hub_reachable():
+        raise LocalDataError(
+            f"task {name!r} reads {', '.join(missing)} from the Hugging Face hub, which is not reachable from here "
+            "(or HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set), and they are not in the local cache: give the task a "
+            "data_dir with local files (README, 'Leaderboard suites, with and without hub access')"
+        )
