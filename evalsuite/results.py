@@ -262,7 +262,26 @@ def build(
         "judge": extra.get("judge", {}),
         "noise_floor": extra.get("noise_floor", {}),
         "details": details,
+        "prompts": prompt_hashes(task_results),
     }
+
+
+def prompt_hashes(task_results: dict[str, dict[str, dict]]) -> dict:
+    """Per task, the hash of every document's rendered request as the baseline got it, and per variant how many
+    of its documents got another one (0 for every variant of a comparable run)."""
+    out: dict = {}
+    base = task_results.get("baseline", {})
+    for suite, tasks in base.items():
+        for name, task in tasks.items():
+            hashes = [s.get("prompt_hash") for s in task.samples]
+            differ = {}
+            for variant, suites in task_results.items():
+                if variant != "baseline" and name in suites.get(suite, {}):
+                    theirs = [s.get("prompt_hash") for s in suites[suite][name].samples]
+                    pairs = zip(hashes, theirs, strict=False)  # a different count is counted apart
+                    differ[variant] = sum(a != b for a, b in pairs) + abs(len(hashes) - len(theirs))
+            out[f"{suite}/{name}"] = {"baseline": hashes, "documents_that_differ": differ}
+    return out
 
 
 def write(data: dict, run_dir: Path) -> Path:

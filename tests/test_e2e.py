@@ -111,6 +111,10 @@ def test_prompts_and_settings_are_identical_across_variants(run):
     run_dir, sent = run
     data = load(run_dir).data
     names = list(data["variants"])
+    for task in ("tiny_mc", "tiny_arith", "tiny_ppl"):  # results.json holds the per-document prompt hashes
+        prompts = data["prompts"][f"academic/{task}"]
+        assert len(prompts["baseline"]) == 24 and all(prompts["baseline"])
+        assert prompts["documents_that_differ"] == {"W8A8_INT8": 0, "W4A16": 0, "int3": 0}
     # every model was sent exactly the baseline's requests: contexts, continuations, generation settings
     assert set(sent) == set(names), f"requests were recorded for {sorted(sent)}"
     expected = {(t, k) for t in ("tiny_mc", "tiny_arith", "tiny_ppl") for k in REQUEST_KINDS}
