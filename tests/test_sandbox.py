@@ -67,6 +67,22 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _running_with(text: str) -> list[int]:
+    """Host pids of live processes whose command line holds `text` (pids seen inside the sandbox may be those
+    of its own pid namespace, so the test finds the processes by what they run)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if text.encode() in f.read() and _alive(int(name)):
+                    found.append(int(name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
 def _fn(name: str, body: str) -> str:
     """A candidate program: `body` is the function body, indented here."""
     return f"def {name}():\n" + "".join(f"    {line}\n" for line in body.strip("\n").splitlines())
@@ -211,7 +227,7 @@ GRANDCHILD = """
 import os, sys, time
 directory = sys.argv[1]
 with open(os.path.join(directory, "pid.tmp"), "w") as f:
-    f.write(os.readlink("/proc/self"))  # the pid as the host sees it, also from inside a pid namespace
+    f.write(os.readlink("/proc/self"))
 os.rename(os.path.join(directory, "pid.tmp"), os.path.join(directory, "pid"))
 time.sleep(1.0)
 open(os.path.join(directory, "alive-after-delay"), "w").close()
@@ -236,11 +252,12 @@ return True
 
 @pytest.mark.parametrize("new_session", [False, True], ids=["same-group", "new-session"])
 def test_orphaned_grandchild_is_killed(limits, shared_dir, new_session):
+    limits = replace(limits, shared_dirs=(shared_dir,))
     verdict = run_check(_spawner(shared_dir, new_session), TRIVIAL_CHECK, "spawn", limits)
     _expect(verdict, "passed")
-    with open(os.path.join(shared_dir, "pid")) as f:
-        pid = int(f.read())
-    assert not _alive(pid), f"grandchild {pid} survived run_check; isolation: {verdict.isolation}"
+    assert os.path.exists(os.path.join(shared_dir, "pid"))  # it did run
+    survivors = _running_with(shared_dir)
+    assert not survivors, f"grandchild {survivors} survived run_check; isolation: {verdict.isolation}"
     time.sleep(1.3)
     assert not os.path.exists(os.path.join(shared_dir, "alive-after-delay"))
     assert "WARNING" not in verdict.isolation["cleanup"], verdict.isolation["cleanup"]
@@ -275,6 +292,8 @@ def test_fork_bomb_is_contained(limits, shared_dir):
         "bomb",
         f"""
 import os
+with open({pids_file!r}, "a") as f:
+    f.write(__file__ + "\\n")
 while True:
     try:
         if os.fork() == 0:
@@ -284,12 +303,13 @@ while True:
         pass
 """,
     )
-    verdict = run_check(bomb, TRIVIAL_CHECK, "bomb", replace(limits, timeout_s=2, max_processes=16))
+    limits = replace(limits, timeout_s=2, max_processes=16, shared_dirs=(shared_dir,))
+    verdict = run_check(bomb, TRIVIAL_CHECK, "bomb", limits)
     assert verdict.status in ("failed", "timeout"), verdict
     with open(pids_file) as f:
-        pids = [int(line) for line in f.read().split()]
+        program, *pids = f.read().split()
     assert 0 < len(pids) <= 16 * 4  # bounded (processes die and are replaced while it runs)
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not _running_with(program)  # every copy of the candidate is gone
     _expect(run_check(ADD, CHECK_ADD, "add", limits), "passed")
 
 
@@ -367,14 +387,15 @@ def test_privileges(limits):
     if os.geteuid() != 0:
         assert verdict.isolation["user"].startswith(f"uid {os.getuid()} (unchanged")
     elif limits.sandbox_uid is None:
-        assert "UNSAFE" in verdict.isolation["user"]
+        jailed = verdict.isolation["filesystem"].startswith("a mount namespace of its own")
+        assert ("every capability dropped" if jailed else "UNSAFE") in verdict.isolation["user"]
     else:
         assert "UID 65534" in verdict.stdout_tail and "dropped from root" in verdict.isolation["user"]
 
 
 def test_root_with_unreadable_python_raises():
     if os.geteuid() != 0 or _probe_limits().sandbox_uid is not None:
-        pytest.skip("needs root and an interpreter that uid 65534 cannot read")
+        pytest.skip("needs root, no mount namespace for the candidate, and an interpreter uid 65534 cannot read")
     with pytest.raises(SandboxError, match=r"cannot access .*world-readable.*Limits\(sandbox_uid=None\)"):
         run_check(ADD, CHECK_ADD, "add", Limits(timeout_s=3))
 
@@ -513,3 +534,80 @@ def test_a_directory_the_candidate_made_unremovable_does_not_crash_the_run(limit
     assert "WARNING: could not remove the temp dir" in verdict.isolation["cleanup"]
     monkeypatch.undo()
     shutil.rmtree(verdict.isolation["cleanup"].split("temp dir ", 1)[1].split(":", 1)[0])
+
+
+# ---- what a candidate can reach when the sandbox runs as root ----
+
+REACH = """
+import os, json
+def reach():
+    seen = {}
+    for path in ["/etc/shadow", KEY, "/sys/fs/cgroup/cgroup.procs"]:
+        try:
+            with open(path, "rb") as f:
+                seen[path] = "read " + repr(f.read(40))
+        except OSError as err:
+            seen[path] = type(err).__name__
+    for path in [KEY, "/usr/evalsuite-was-here", "/tmp/../etc/evalsuite-was-here"]:
+        try:
+            with open(path, "w") as f:
+                f.write("overwritten")
+            seen["write " + path] = "written"
+        except OSError as err:
+            seen["write " + path] = type(err).__name__
+    seen["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    seen["environ of others"] = []
+    for p in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if b"EVALSUITE_TEST_SECRET" in open(f"/proc/{p}/environ", "rb").read():
+                seen["environ of others"].append(p)
+        except OSError:
+            pass
+    seen["root"] = sorted(os.listdir("/"))
+    seen["etc"] = sorted(os.listdir("/etc")) if os.path.isdir("/etc") else []
+    print("REACH " + json.dumps(seen))
+    return True
+"""
+
+
+def _mount_namespaces_work() -> bool:
+    """Whether this process may make a mount namespace and mount a tmpfs in it (tried in a child)."""
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.unshare(0x00020000) == 0 and libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None) == 0
+        target = tempfile.mkdtemp()
+        ok = ok and libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, None) == 0
+        os._exit(0 if ok else 1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+@pytest.mark.parametrize("run_as", [65534, None], ids=["nobody", "root"])
+def test_a_candidate_sees_only_what_it_needs(run_as, tmp_path, monkeypatch):
+    """As root the candidate gets a mount namespace of its own: no /etc, no other processes, no cgroup tree,
+    no evaluator files; only its directory is writable; root without capabilities otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("the candidate's own mount namespace needs the evaluator to be root")
+    import json
+
+    key = tmp_path / "secret.key"
+    key.write_text("do not read")
+    key.chmod(0o600)
+    monkeypatch.setenv("EVALSUITE_TEST_SECRET", "hunter2")
+    limits = Limits(timeout_s=5, sandbox_uid=run_as)
+    verdict = run_check(REACH.replace("KEY", repr(str(key))), TRIVIAL_CHECK, "reach", limits)
+    if not verdict.isolation["filesystem"].startswith("a mount namespace of its own"):
+        if _mount_namespaces_work():
+            pytest.fail(f"mount namespaces work here, yet the candidate had none: {verdict.isolation}")
+        pytest.skip(f"no mount namespace here: {verdict.isolation['filesystem']}")
+    _expect(verdict, "passed")
+    seen = json.loads(verdict.stdout_tail.split("REACH ", 1)[1].splitlines()[0])
+    for path in ["/etc/shadow", str(key), "/sys/fs/cgroup/cgroup.procs"]:
+        assert not seen[path].startswith("read"), (path, seen[path])
+    assert all(v != "written" for k, v in seen.items() if k.startswith("write")), seen
+    assert key.read_text() == "do not read"
+    assert seen["environ of others"] == [] and seen["pids"] == [1], seen  # its own pid namespace, alone
+    assert set(seen["etc"]) <= {"ld.so.cache", "localtime"}, seen["etc"]
+    assert "sys" not in seen["root"] and "home" not in seen["root"] or "home" in str(sys.prefix), seen["root"]

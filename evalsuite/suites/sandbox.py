@@ -55,7 +55,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from evalsuite.errors import UserError
-from evalsuite.suites import sandbox_calls
+from evalsuite.suites import sandbox_calls, sandbox_jail
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class Limits:
     max_processes: int = 64
     file_size_mb: int = 64
     sandbox_uid: int | None = 65534
+    shared_dirs: tuple[str, ...] = ()  # host directories the candidate may also write (tests); default none
 
     def __post_init__(self) -> None:
         minimums = {"timeout_s": 0.1, "cpu_s": 1, "memory_mb": 64, "output_bytes": 1, "max_processes": 4}
@@ -134,7 +135,10 @@ def run_check(completion_program: str, test: str, entry_point: str, limits: Limi
     if not _IDENTIFIER.fullmatch(entry_point):
         raise ValueError(f"entry_point={entry_point!r} is not a Python identifier: pass the function's name")
     run_as = limits.sandbox_uid if os.geteuid() == 0 else None
-    workdir = tempfile.mkdtemp(prefix="evalsuite-sandbox-")
+    top = tempfile.mkdtemp(prefix="evalsuite-sandbox-")
+    workdir = os.path.join(top, "work")
+    os.mkdir(workdir)
+    os.mkdir(os.path.join(top, "root"), 0o755)  # the candidate's / where it gets a mount namespace (root only)
     verdict = None
     try:
         program = os.path.join(workdir, "program.py")
@@ -144,7 +148,7 @@ def run_check(completion_program: str, test: str, entry_point: str, limits: Limi
             os.chown(workdir, run_as, run_as)
         verdict = _Run(workdir, program, test, entry_point, limits).execute()
     finally:
-        left = _remove(workdir)
+        left = _remove(top)
     if left:  # what the candidate did to its directory never costs the run (e.g. chattr +i as root)
         cleanup = verdict.isolation["cleanup"] + f"; WARNING: {left}"
         verdict = replace(verdict, isolation={**verdict.isolation, "cleanup": cleanup})
@@ -212,7 +216,8 @@ class _Run:
         writer = threading.Thread(target=_write_and_close, args=(setup_w, setup), daemon=True)
         report_r, report_w = os.pipe()
         config = {key: getattr(limits, key) for key in ("memory_mb", "file_size_mb", "max_processes")}
-        config.update(cpu_s=limits.cpu_limit_s, sandbox_uid=limits.sandbox_uid)
+        config.update(cpu_s=limits.cpu_limit_s, sandbox_uid=limits.sandbox_uid, shared_dirs=list(limits.shared_dirs))
+        config["jail_root"] = os.path.join(os.path.dirname(self.workdir), "root")
         if os.geteuid() == 0 and limits.sandbox_uid is None:  # root is exempt from RLIMIT_NPROC
             self.cgroup = _make_pids_cgroup(self.marker, limits.max_processes)
         config["cgroup"] = self.cgroup
@@ -376,6 +381,7 @@ class _Run:
     def _isolation(self, cleanup: str) -> dict[str, str]:
         limits, missing = self.limits, "unknown: the sandbox stopped before reporting it"
         isolation = {key: str(self.report.get(key, missing)) for key in ("network", "pid", "user", "processes")}
+        isolation["filesystem"] = str(self.report.get("filesystem", missing))
         isolation["rlimits"] = str(self.report.get("rlimits", missing))
         isolation.update(
             wall_clock=f"{limits.timeout_s:g} s",
@@ -383,7 +389,6 @@ class _Run:
             session="new session and process group",
             stdin="/dev/null",
             env="allow-list: " + ", ".join(sorted(self._environment())),
-            filesystem="not isolated: cwd and HOME are a fresh temp dir, removed afterwards",
             cleanup=cleanup,
             verdict="decided by the judge process from the check's outcome; the candidate's functions ran in "
             "their own process, called through proxies with plain-data arguments and results",
@@ -530,7 +535,7 @@ def _judge_check(conn: socket.socket, test: str, entry_point: str, report_fd: in
         if first[0] == "setup_error":
             _report(report_fd, nonce, setup_error=str(first[1]))
             return "setup_error", str(first[1])
-        _report(report_fd, nonce, user=str(first[1]), processes=str(first[2]))
+        _report(report_fd, nonce, user=str(first[1]), processes=str(first[2]), filesystem=str(first[3]))
         loaded = sandbox_calls.receive(conn)
         if loaded[0] == "error":
             return "failed", f"uncaught exception: {loaded[1]}"
@@ -579,12 +584,22 @@ def _candidate(libc: ctypes.CDLL, conn: socket.socket, program: str, config: dic
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.closerange(3, conn.fileno())  # keep stdin/stdout/stderr and the channel to the judge only
         os.closerange(conn.fileno() + 1, 1 << 16)
+        as_root = os.geteuid() == 0
+        if as_root and config["sandbox_uid"] is None and config["cgroup"] is not None:
+            _write_existing(os.path.join(config["cgroup"], "cgroup.procs"), "0")  # before /sys is out of sight
+        if config["sandbox_uid"] is not None and as_root:
+            config["tasks_of_uid"] = _count_tasks(config["sandbox_uid"])  # the host's count, before /proc is ours
+        filesystem = _jail(libc, program, config) if as_root else NOT_JAILED + "the evaluator is not root"
         user, processes = _drop_privileges(libc, config, in_userns)
+        if os.geteuid() == 0 and not filesystem.startswith(NOT_JAILED):
+            user += "; " + sandbox_jail.drop_capabilities(libc)
+        elif os.geteuid() == 0:
+            user += ": UNSAFE, the candidate can read and write whatever root can"
         _check_access(program)
     except (OSError, ValueError, ImportError) as exc:
         sandbox_calls.send(conn, ["setup_error", str(exc)])
         os._exit(EXIT_SETUP)
-    sandbox_calls.send(conn, ["setup", user, processes])
+    sandbox_calls.send(conn, ["setup", user, processes, filesystem])
     sys.argv = [program]
     names = {"__name__": "__main__", "__file__": program, "__builtins__": __builtins__}
     try:
@@ -611,16 +626,28 @@ def _candidate(libc: ctypes.CDLL, conn: socket.socket, program: str, config: dic
     os._exit(0)
 
 
+NOT_JAILED = "not isolated (cwd and HOME are a fresh temp dir, removed afterwards; the rest is visible): "
+
+
+def _jail(libc: ctypes.CDLL, program: str, config: dict) -> str:
+    """The candidate's own mount namespace (see sandbox_jail), or why it has none."""
+    try:
+        return sandbox_jail.enter_jail(
+            libc, config["jail_root"], os.path.dirname(program), tuple(config["shared_dirs"])
+        )
+    except OSError as err:
+        return NOT_JAILED + f"no mount namespace ({err})"
+
+
 def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[str, str]:
     """Returns what was done about the user and about the process count, for `isolation`."""
     uid, nproc = config["sandbox_uid"], config["max_processes"]
     if os.geteuid() != 0:
         user = f"uid {os.getuid()} (unchanged: the evaluator is not root)"
     elif uid is None:
-        user = "root (Limits.sandbox_uid=None): UNSAFE, the candidate can write anywhere"
+        user = "root (Limits.sandbox_uid=None)"
         if config["cgroup"] is None:
             return user, "unbounded: root is exempt from RLIMIT_NPROC and no pids cgroup could be made"
-        _write_existing(os.path.join(config["cgroup"], "cgroup.procs"), "0")  # this process; children inherit it
         return user, f"pids cgroup {config['cgroup']}: at most {nproc} processes and threads"
     else:
         os.setgroups([])
@@ -632,7 +659,7 @@ def _drop_privileges(libc: ctypes.CDLL, config: dict, in_userns: bool) -> tuple[
         _set_limit(resource.RLIMIT_NPROC, nproc)
         return user, f"RLIMIT_NPROC {nproc} (processes and threads), counted in this run's user namespace"
     # RLIMIT_NPROC counts every task of the real uid: allow the ones that exist now plus `nproc` more.
-    others = _count_tasks(os.getuid())
+    others = config.get("tasks_of_uid", _count_tasks(os.getuid()))
     limit = _set_limit(resource.RLIMIT_NPROC, others + nproc)
     return user, (
         f"RLIMIT_NPROC {limit}: the {others} processes/threads uid {os.getuid()} had + {nproc}, "
