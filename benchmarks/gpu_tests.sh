@@ -15,5 +15,5 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 python3 -c "import importlib.util as u; print('Hugging Face kernels installed:', u.find_spec('kernels') is not None)"
 workers=$(( $(nproc) - 2 ))
-python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider --durations 25 \
+timeout "${PYTEST_LIMIT_S:-520}" python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider --durations 25 \
   --junitxml "$OUT/junit.xml" "${@:-tests}" 2>&1 | tee "$OUT/pytest.log" | grep -v "^\[gw" | tail -80
