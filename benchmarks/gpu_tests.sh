@@ -13,7 +13,13 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFL
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
 'transformers', transformers.__version__, torch.cuda.get_device_name())"
-python3 -c "import importlib.util as u; print('Hugging Face kernels installed:', u.find_spec('kernels') is not None)"
+python3 - <<'PY'
+import importlib.metadata as metadata
+try:
+    print("Hugging Face kernels installed:", metadata.version("kernels"))
+except metadata.PackageNotFoundError:
+    print("Hugging Face kernels: not installed")
+PY
 workers=$(( $(nproc) - 2 ))
 timeout "${PYTEST_LIMIT_S:-520}" python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider --durations 25 \
   --junitxml "$OUT/junit.xml" "${@:-tests}" 2>&1 | tee "$OUT/pytest.log" | grep -v "^\[gw" | tail -80
