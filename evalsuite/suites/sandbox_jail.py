@@ -75,24 +75,14 @@ def _bind(libc, path: str, root: str, writable: bool = False) -> None:
 
 
 def enter_jail(libc: ctypes.CDLL, root: str, workdir: str, shared: tuple[str, ...] = ()) -> str:
-    """Build the view in `root` (an empty directory) and chroot into it; returns what the candidate sees, for the
+    """Build the view in `root` (an empty directory) and make it the root; returns what the candidate sees, for the
     isolation record; `shared` are more host directories bound writable (Limits.shared_dirs). Raises JailError
     where the kernel refuses (no CAP_SYS_ADMIN, no mount namespaces)."""
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare(CLONE_NEWNS|CLONE_NEWIPC)")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
     _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    shown = []
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
-            os.symlink(os.readlink(path), root + path)
-        elif os.path.isdir(path):
-            _bind(libc, path, root)
-            shown.append(path)
-    for path in python_dirs() + [f for f in SYSTEM_FILES if os.path.isfile(f)]:
-        if not any(path == s or path.startswith(s + os.sep) for s in shown):
-            _bind(libc, path, root)
-            shown.append(path)
-    os.makedirs(root + "/dev", exist_ok=True)
+    # the private /dev, /proc and /tmp first: binds below them (a venv under /tmp) then land on top
+    os.makedirs(root + "/dev")
     _mount(libc, "tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
@@ -104,6 +94,17 @@ def enter_jail(libc: ctypes.CDLL, root: str, workdir: str, shared: tuple[str, ..
     _mount(libc, "proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(root + "/tmp")
     _mount(libc, "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
+    shown = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path):
+            _bind(libc, path, root)
+            shown.append(path)
+    for path in python_dirs() + [f for f in SYSTEM_FILES if os.path.isfile(f)]:
+        if not any(path == s or path.startswith(s + os.sep) for s in shown):
+            _bind(libc, path, root)
+            shown.append(path)
     for path in [workdir, *shared]:
         _bind(libc, path, root, writable=True)
     _pivot_root(libc, root)
