@@ -76,6 +76,41 @@ def test_unknown_fields_and_mutation_are_rejected():
         ({"weights": {"type": "float", "strategy": "channel"}}, "W8A8_FP8"),
         ({"weights": {"strategy": "block", "block_structure": [128, 128]}}, "for fp8 weights"),
         ({"kv_cache": {"num_bits": 4, "type": "int"}}, "kv_cache is int8 or fp8"),
+        ({"weights": {"strategy": "token", "dynamic": True}}, "weights cannot use strategy 'token'"),
+        (
+            {
+                "weights": {"strategy": "channel", "symmetric": False},
+                "input_activations": {"strategy": "token", "dynamic": True},
+            },
+            "must be symmetric: the GEMMs apply no zero point",
+        ),
+        (
+            {
+                "weights": {"type": "float", "strategy": "block", "block_structure": [128, 128]},
+                "input_activations": {"type": "float", "strategy": "token", "dynamic": True},
+            },
+            "block-scaled weights are fp8 128x128",
+        ),
+        (
+            {
+                "weights": {"strategy": "group", "group_size": 128},
+                "input_activations": {"strategy": "token", "dynamic": True},
+            },
+            "W8A8 weights use strategy 'channel', 'tensor' or \\(fp8\\) 'block', not 'group'",
+        ),
+        (
+            {
+                "weights": {"strategy": "channel"},
+                "input_activations": {"strategy": "group", "group_size": 64, "dynamic": True},
+            },
+            "input_activations use strategy 'token' or 'tensor', not 'group'",
+        ),
+        (
+            {"kv_cache": {"strategy": "group", "group_size": 64}},
+            "kv_cache uses strategy 'tensor', 'channel' \\(per head\\) or 'token', not 'group'",
+        ),
+        ({"kv_cache": {"strategy": "channel", "dynamic": True}}, "dynamic kv_cache scales are per token"),
+        ({"kv_cache": {"strategy": "tensor", "dynamic": True}}, "dynamic kv_cache scales are per token"),
     ],
 )
 def test_illegal_schemes_say_what_to_write(spec, message):
