@@ -15,6 +15,15 @@ gate.yaml:
         variant: W4A16
         min_recovery: 95
 
+      - suite: judge             # suites without recovery rows have thresholds of their own
+        min_win_rate: 45         # percent (see evalsuite.gate_suites)
+      - suite: fidelity
+        max_kld: 0.01
+        use: point               # a rule may override `use` (KLD has no interval)
+      - suite: similarity
+        metric: rougeL
+        min: 0.8
+
 `--min-recovery X` is a rule on every suite average and every task's primary metric.
 """
 
@@ -25,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evalsuite import gate_suites
 from evalsuite.errors import UserError
 from evalsuite.yaml_files import format_errors, load_yaml
 
@@ -41,10 +51,37 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     suite: str | None = None
-    task: str | None = None
+    task: str | None = None  # a task, or for judge/fidelity/similarity a prompt or text set
     metric: str | None = None
     variant: str | None = None
-    min_recovery: float = Field(gt=0)
+    min_recovery: float | None = Field(default=None, gt=0)
+    min_win_rate: float | None = Field(default=None, ge=0, le=100)
+    max_kld: float | None = Field(default=None, ge=0)
+    min: float | None = None
+    use: Literal["point", "lower_bound"] | None = None  # overrides the gate's `use` for this rule
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> Rule:
+        given = [k for k in ("min_recovery", *gate_suites.SUITE_THRESHOLDS.values()) if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give a rule exactly one threshold: min_recovery (academic, code), min_win_rate (suite: judge), "
+                f"max_kld (suite: fidelity) or min (suite: similarity, with metric); got {', '.join(given) or 'none'}"
+            )
+        wanted = {v: k for k, v in gate_suites.SUITE_THRESHOLDS.items()}.get(given[0])
+        if wanted and self.suite != wanted:
+            raise ValueError(f"{given[0]} is a threshold of suite: {wanted}; add suite: {wanted}")
+        if given[0] == "min_recovery" and self.suite in gate_suites.SUITE_THRESHOLDS:
+            threshold = gate_suites.SUITE_THRESHOLDS[self.suite]
+            raise ValueError(f"suite {self.suite} has no recovery rows: use {threshold}")
+        if self.suite == "similarity" and not self.metric:
+            raise ValueError("a similarity rule names its metric (e.g. rougeL, bertscore_f1, sts)")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return next(getattr(self, k) for k in ("min_recovery", *gate_suites.SUITE_THRESHOLDS.values())
+                    if getattr(self, k) is not None)  # fmt: skip
 
     def describe(self) -> str:
         parts = [f"{k}={getattr(self, k)}" for k in ("suite", "task", "metric", "variant") if getattr(self, k)]
@@ -65,6 +102,8 @@ class Check:
     observed: float | None
     passed: bool | None  # None: could not decide
     reason: str = ""
+    shown: str = ""  # the observed value as the report shows it (e.g. 93.00%)
+    needed: str = ""  # the threshold as the report shows it (e.g. >= 99%)
 
 
 @dataclass
@@ -103,8 +142,9 @@ def parse_gate_config(data: object, where: str, lines: dict[tuple, int] | None =
     except ValidationError as err:
         raise GateConfigError(format_errors(err, where, lines, "gate file")) from None
     for i, rule in enumerate(config.rules):
-        line = lines.get(("rules", i, "min_recovery"))
-        check_percent(rule.min_recovery, f"{where}:{line}: rules[{i}]" if line else f"{where}: rules[{i}]")
+        if rule.min_recovery is not None:
+            line = lines.get(("rules", i, "min_recovery"))
+            check_percent(rule.min_recovery, f"{where}:{line}: rules[{i}]" if line else f"{where}: rules[{i}]")
     return config
 
 
@@ -129,13 +169,16 @@ def evaluate_gate(data: dict, config: GateConfig) -> GateOutcome:
     outcome = GateOutcome()
     if not any(v != "baseline" for v in data.get("variants", {})):
         outcome.errors.append("the results hold no quantized variant to gate")
-    rows = data.get("recovery", [])
     for rule in config.rules:
-        matched = [r for r in rows if _matches(rule, r)]
+        use = rule.use or config.use
+        if rule.min_recovery is None:
+            _suite_checks(rule, data, use, outcome)
+            continue
+        matched = [r for r in data.get("recovery", []) if _matches(rule, r)]
         if not matched:
             outcome.errors.append(f"rule ({rule.describe()}) matches no recovery row: check the names")
         for row in matched:
-            observed = row["recovery"] if config.use == "point" else row.get("ci_low")
+            observed = row["recovery"] if use == "point" else row.get("ci_low")
             if row["recovery"] is None:
                 reason = "recovery undefined: the baseline score is missing or zero"
                 outcome.checks.append(Check(rule, row, None, None, reason))
@@ -146,8 +189,32 @@ def evaluate_gate(data: dict, config: GateConfig) -> GateOutcome:
                 reason = "no confidence interval for this metric; gate on the point estimate instead"
                 outcome.checks.append(Check(rule, row, None, None, reason))
             else:
-                outcome.checks.append(Check(rule, row, observed, 100 * observed >= rule.min_recovery))
+                passed, shown = 100 * observed >= rule.min_recovery, f"{100 * observed:.2f}%"
+                outcome.checks.append(Check(rule, row, observed, passed, shown=shown, needed=_needed(rule)))
     return outcome
+
+
+def _suite_checks(rule: Rule, data: dict, use: str, outcome: GateOutcome) -> None:
+    """Checks of a judge, fidelity or similarity rule against that suite's own measurements."""
+    matched = [
+        (row, m)
+        for row, m in gate_suites.measured_rows(rule.suite, data)
+        if (rule.variant is None or row["variant"] == rule.variant)
+        and (rule.task is None or row["task"] == rule.task)
+        and (rule.metric is None or row["metric"] == rule.metric)
+    ]
+    if not matched:
+        outcome.errors.append(f"rule ({rule.describe()}) matches no {rule.suite} result: check the names")
+    for row, measured in matched:
+        observed = measured["point"] if use == "point" else measured["bound"]
+        if not gate_suites.finite(measured["point"]):
+            outcome.checks.append(Check(rule, row, None, None, f"{row['metric']} is {measured['point']}: not a number"))
+        elif observed is None:
+            reason = f"no interval for {row['metric']}; gate on the point value (use: point on the rule)"
+            outcome.checks.append(Check(rule, row, None, None, reason))
+        else:
+            passed, shown, needed = gate_suites.DECIDE[rule.suite](observed, rule.threshold)
+            outcome.checks.append(Check(rule, row, observed, passed, shown=shown, needed=needed))
 
 
 def row_label(row: dict) -> str:
@@ -161,12 +228,28 @@ def format_outcome(outcome: GateOutcome, use: str) -> str:
         if c.passed is None:
             lines.append(f"UNDECIDED  {row_label(c.row)}: {c.reason}")
         elif not c.passed:
-            basis = "lower bound" if use == "lower_bound" else "recovery"
-            lines.append(f"FAIL  {row_label(c.row)}: {basis} {100 * c.observed:.2f}% < {c.rule.min_recovery:g}%")
+            lines.append(f"FAIL  {row_label(c.row)}: {_failure(c, use)}")
     failed = sum(c.passed is False for c in outcome.checks)
     verdict = {PASS: "pass", FAIL: "fail", UNDECIDED: "could not decide"}[outcome.exit_code]
     lines.append(f"gate: {len(outcome.checks)} checks, {failed} failed: {verdict}")
     return "\n".join(lines)
+
+
+def _basis(check: Check, use: str) -> str:
+    bound = (check.rule.use or use) == "lower_bound"
+    if check.rule.min_recovery is not None:
+        return "lower bound" if bound else "recovery"
+    return f"{check.row['metric']} (lower bound)" if bound else check.row["metric"]
+
+
+def _failure(check: Check, use: str) -> str:
+    if check.rule.min_recovery is not None:
+        return f"{_basis(check, use)} {check.shown} < {check.rule.min_recovery:g}%"
+    return f"{_basis(check, use)} {check.shown}, needs {check.needed}"
+
+
+def _needed(rule: Rule) -> str:
+    return f">= {rule.min_recovery:g}%" if rule.min_recovery is not None else f"threshold {rule.threshold:g}"
 
 
 def check_rows(outcome: GateOutcome, use: str) -> list[dict]:
@@ -174,16 +257,15 @@ def check_rows(outcome: GateOutcome, use: str) -> list[dict]:
     rows = []
     for c in outcome.checks:
         status = "undecided" if c.passed is None else ("pass" if c.passed else "fail")
-        observed = "n/a" if c.observed is None else f"{100 * c.observed:.2f}%"
-        basis = "lower bound" if use == "lower_bound" else "recovery"
-        message = c.reason or f"{basis} {observed} vs minimum {c.rule.min_recovery:g}%"
+        observed = c.shown or "n/a"
+        message = c.reason or f"{_basis(c, use)} {observed} vs {c.needed}"
         rows.append(
             {
                 "status": status,
                 "variant": c.row["variant"],
                 "label": row_label(c.row),
                 "observed": observed,
-                "threshold": f">= {c.rule.min_recovery:g}%",
+                "threshold": c.needed or _needed(c.rule),
                 "message": message,
             }
         )

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evalsuite.cli import main
-from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config
+from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config, parse_gate_config
 
 
 def row(variant, recovery, task=None, metric="acc", primary=True, ci=(None, None), scope="task"):
@@ -150,3 +150,63 @@ def test_a_gate_that_cannot_load_its_inputs_still_reports_to_ci(tmp_path, monkey
     assert main(["gate", str(missing), "--min-recovery", "99"]) == 2
     assert ET.parse(missing / "gate-junit.xml").getroot().get("errors") == "1"
     assert summary.read_text().count("### evalsuite gate: could not decide") == 2
+
+
+SUITES = {
+    "schema_version": 1,
+    "variants": {"baseline": {}, "W4A16": {}, "MXFP4": {}},
+    "recovery": [],
+    "judge": {
+        "W4A16": {"arena": {"win_rate": 0.48, "ci_low": 0.40, "ci_high": 0.56}},
+        "MXFP4": {"arena": {"win_rate": 0.38, "ci_low": 0.30, "ci_high": 0.46}},
+    },
+    "fidelity": {"W4A16": {"tokens": {"ppl": {"kld_mean": 0.002}}}, "MXFP4": {"tokens": {"ppl": {"kld_mean": 0.03}}}},
+    "similarity": {
+        "W4A16": {"chat": {"rougeL": {"mean": 0.9, "values": [0.8, 1.0] * 20}, "identical": 0.5}},
+        "MXFP4": {"chat": {"rougeL": {"mean": 0.7, "values": [0.6, 0.8] * 20}, "identical": 0.1}},
+    },
+}
+
+
+def _failed(config: dict) -> tuple[int, set]:
+    outcome = evaluate_gate(SUITES, GateConfig(**config))
+    return outcome.exit_code, {(c.row["suite"], c.row["variant"]) for c in outcome.checks if c.passed is False}
+
+
+def test_judge_fidelity_and_similarity_can_be_gated():
+    assert _failed({"rules": [{"suite": "judge", "min_win_rate": 45}]}) == (1, {("judge", "MXFP4")})
+    assert _failed({"rules": [{"suite": "judge", "min_win_rate": 35}]}) == (0, set())
+    assert _failed({"rules": [{"suite": "judge", "min_win_rate": 42}]}) == (1, {("judge", "MXFP4")})
+    assert _failed({"use": "lower_bound", "rules": [{"suite": "judge", "min_win_rate": 42}]}) == (
+        1,
+        {("judge", "W4A16"), ("judge", "MXFP4")},
+    )
+    assert _failed({"rules": [{"suite": "fidelity", "max_kld": 0.01}]}) == (1, {("fidelity", "MXFP4")})
+    rule = {"suite": "similarity", "metric": "rougeL", "min": 0.8}
+    assert _failed({"rules": [rule]}) == (1, {("similarity", "MXFP4")})
+    assert _failed({"use": "lower_bound", "rules": [rule]}) == (1, {("similarity", "MXFP4")})  # W4A16: ~0.87
+
+
+def test_suite_rules_without_an_interval_or_a_match_are_undecided():
+    outcome = evaluate_gate(SUITES, GateConfig(use="lower_bound", rules=[Rule(suite="fidelity", max_kld=0.01)]))
+    assert outcome.exit_code == 2 and "use: point on the rule" in outcome.checks[0].reason
+    per_rule = GateConfig(use="lower_bound", rules=[Rule(suite="fidelity", max_kld=0.01, use="point")])
+    assert evaluate_gate(SUITES, per_rule).exit_code == 1
+    outcome = evaluate_gate(SUITES, GateConfig(rules=[Rule(suite="judge", task="other", min_win_rate=40)]))
+    assert outcome.exit_code == 2 and "matches no judge result" in outcome.errors[0]
+
+
+def test_suite_rules_take_their_own_threshold(tmp_path, capsys):
+    for rule, message in [
+        ({"suite": "judge", "min_recovery": 99}, "suite judge has no recovery rows: use min_win_rate"),
+        ({"min_win_rate": 40}, "min_win_rate is a threshold of suite: judge"),
+        ({"suite": "similarity", "min": 0.8}, "names its metric"),
+        ({"suite": "fidelity", "max_kld": 0.01, "min_recovery": 99}, "exactly one threshold"),
+    ]:
+        with pytest.raises(GateConfigError, match=message):
+            parse_gate_config({"rules": [rule]}, "gate.yaml")
+    (tmp_path / "results.json").write_text(json.dumps(SUITES))
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("rules:\n  - suite: similarity\n    metric: rougeL\n    min: 0.8\n")
+    assert main(["gate", str(tmp_path), "--config", str(gate)]) == 1
+    assert "FAIL  MXFP4: chat rougeL: rougeL 0.7000, needs >= 0.8" in capsys.readouterr().out
