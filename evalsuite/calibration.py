@@ -19,6 +19,7 @@ import torch
 
 from evalsuite.config import CalibrationSpec
 from evalsuite.errors import UserError
+from evalsuite.jsonl import read_jsonl
 from evalsuite.tasks import ACADEMIC_DIR
 from evalsuite.tasks import HERE as TASKS_DIR
 
@@ -51,17 +52,7 @@ def _row_text(row: dict) -> str:
 
 def load_texts(name: str) -> list[str]:
     path = calibration_file(name)
-    texts = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CalibrationError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise CalibrationError(f"{path}:{number}: each line must be a JSON object with a 'text' field")
-        texts.append(_row_text(row))
+    texts = [_row_text(row) for _, row in read_jsonl(path, CalibrationError)]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise CalibrationError(f"calibration set {name!r} ({path}) is empty")

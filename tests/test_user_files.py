@@ -176,3 +176,16 @@ def test_a_hub_task_without_data_dir_and_without_the_hub_is_refused_before_any_m
     cached = tmp_path / "empty-cache" / "hub" / "datasets--allenai--ai2_arc"
     cached.mkdir(parents=True)
     assert resolve_tasks(AcademicSuite(tasks=["arc_challenge"]))[0].name == "arc_challenge"
+
+
+@pytest.mark.parametrize("loader", ["prompts", "texts", "problems", "calibration"])
+def test_every_jsonl_reader_names_the_line_of_a_row_that_is_not_an_object(tmp_path, loader):
+    from evalsuite import calibration
+    from evalsuite.suites import code, fidelity, similarity
+
+    path = tmp_path / "set.jsonl"
+    path.write_text('{"prompt": "a", "text": "b"}\n\n[1, 2]\n')
+    read = {"prompts": similarity.load_prompts, "texts": fidelity.load_texts, "problems": code.load_problems,
+            "calibration": calibration.load_texts}[loader]  # fmt: skip
+    with pytest.raises(ValueError, match=rf"{path}:3: each line must be a JSON object, not list"):
+        read(str(path))

@@ -20,6 +20,7 @@ from pathlib import Path
 from evalsuite import stats
 from evalsuite.config import AcademicSuite
 from evalsuite.errors import UserError
+from evalsuite.jsonl import read_jsonl
 from evalsuite.suites.local_data import check_hub_access, local_configs
 from evalsuite.tasks import builtin_tasks, task_config
 from evalsuite.yaml_files import TagTolerantLoader, load_yaml
@@ -221,15 +222,7 @@ def check_jsonl(path: str, config: dict | None = None) -> None:
         raise TaskDataError(f"data file {file} does not exist")
     needed = fields_read(config or {})
     rows = 0
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TaskDataError(f"{file}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise TaskDataError(f"{file}:{number}: a document is a JSON object, not {type(row).__name__}")
+    for number, row in read_jsonl(file, TaskDataError):
         missing = sorted(name for name in needed if name not in row)
         if missing:
             raise TaskDataError(

@@ -21,6 +21,7 @@ from lm_eval.api.instance import Instance
 from evalsuite import stats
 from evalsuite.config import CodeSuite
 from evalsuite.errors import UserError
+from evalsuite.jsonl import read_jsonl
 from evalsuite.suites import sandbox
 from evalsuite.suites.academic import MetricResult, TaskResult
 from evalsuite.tasks import HERE as TASKS_DIR
@@ -45,13 +46,7 @@ def load_problems(name_or_path: str) -> list[dict]:
     if not path.is_file():
         raise CodeTaskError(f"code task {name_or_path!r} is neither built in ({', '.join(builtin)}) nor a JSONL file")
     problems = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CodeTaskError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for number, row in read_jsonl(path, CodeTaskError):
         missing = [f for f in FIELDS if f not in row]
         if missing:
             raise CodeTaskError(f"{path}:{number}: missing field(s) {', '.join(missing)} (HumanEval format)")

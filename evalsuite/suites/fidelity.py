@@ -12,7 +12,6 @@ never stored, and memory stays bounded by batch x chunk x vocabulary at any cont
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from evalsuite.errors import UserError
+from evalsuite.jsonl import read_jsonl
 from evalsuite.tasks import ACADEMIC_DIR
 
 CHUNK = 128  # positions projected to the vocabulary at a time
@@ -37,14 +37,8 @@ def load_texts(name_or_path: str) -> list[str]:
     if not path.is_file():
         raise FidelityError(f"fidelity text set {name_or_path!r} is neither built in nor a JSONL file")
     texts = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise FidelityError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+    for number, row in read_jsonl(path, FidelityError):
+        if not isinstance(row.get("text"), str):
             raise FidelityError(f"{path}:{number}: each line needs a string field 'text'")
         texts.append(row["text"])
     if not texts:

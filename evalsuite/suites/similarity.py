@@ -18,6 +18,7 @@ import numpy as np
 from lm_eval.api.instance import Instance
 
 from evalsuite.errors import UserError
+from evalsuite.jsonl import read_jsonl
 from evalsuite.tasks import HERE as TASKS_DIR
 
 METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "sts_cosine")
@@ -39,14 +40,8 @@ def load_prompts(name_or_path: str, kind: str = "similarity") -> list[dict]:
     if not path.is_file():
         raise PromptSetError(f"prompt set {name_or_path!r} is neither built in ({', '.join(builtin)}) nor a file")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise PromptSetError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+    for number, row in read_jsonl(path, PromptSetError):
+        if not isinstance(row.get("prompt"), str):
             raise PromptSetError(f"{path}:{number}: each line needs a string field 'prompt'")
         rows.append({"id": row.get("id", f"{path.stem}/{len(rows)}"), **row})
     if not rows:
