@@ -221,9 +221,22 @@ def evaluate_model(
             out.answers[f"{kind}:{name}"] = (outputs, hashes)
     if baseline_lm is not None:
         for name, texts in plan.fidelity.items():
-            out.fidelity[name] = fidelity.compare(baseline_lm, lm, texts, config.suites.fidelity.batch_size)
+            out.fidelity[name] = cached_fidelity(store, baseline_lm, lm, name, texts, config.suites.fidelity.batch_size)
             log.info("  %-14s %-22s %.5f", name, "kld_mean", out.fidelity[name]["kld_mean"])
     return out
+
+
+def cached_fidelity(store: Store, baseline_lm: EvalLM, lm: EvalLM, name: str, texts: list[str], batch: int) -> dict:
+    """The fidelity panel of one variant against the baseline, from the store when both models and the texts
+    are those it was computed for (a rerun, or a resume after kill -9, skips it)."""
+    payload = json.dumps([name, texts, batch, baseline_lm.model_key], sort_keys=True)
+    task_key = f"fidelity:{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+    found = store.get_samples(lm.model_key, task_key)
+    if found:
+        return found[0]
+    result = fidelity.compare(baseline_lm, lm, texts, batch)
+    store.put_samples(lm.model_key, task_key, [result])
+    return result
 
 
 def baseline_noise_floor(lm: EvalLM, store: Store, plan: SuitePlan, config: SuiteConfig, base: ModelRun) -> dict:

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY, model_key TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, checksum TEXT
 );
 CREATE TABLE IF NOT EXISTS samples (
-    model_key TEXT NOT NULL, task_key TEXT NOT NULL, records TEXT NOT NULL,
+    model_key TEXT NOT NULL, task_key TEXT NOT NULL, records TEXT NOT NULL, checksum TEXT,
     PRIMARY KEY (model_key, task_key)
 );
 CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, description TEXT NOT NULL);
@@ -63,9 +63,10 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
-                columns = {row[1] for row in self.conn.execute("PRAGMA table_info(responses)")}
-                if "checksum" not in columns:  # a store from before checksums: its rows will be recomputed
-                    self.conn.execute("ALTER TABLE responses ADD COLUMN checksum TEXT")
+                for table in ("responses", "samples"):  # a store from before checksums: its rows are recomputed
+                    columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                    if "checksum" not in columns:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT")
                 self.conn.commit()
                 return
             except sqlite3.OperationalError as err:
@@ -144,17 +145,29 @@ class Store:
         return self.conn.execute("SELECT COUNT(*) FROM responses WHERE model_key = ?", (model_key,)).fetchone()[0]
 
     def put_samples(self, model_key: str, task_key: str, records: list[dict]) -> None:
+        body = json.dumps(records, default=str)
         with self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO samples (model_key, task_key, records) VALUES (?, ?, ?)",
-                (model_key, task_key, json.dumps(records, default=str)),
+                "INSERT OR REPLACE INTO samples (model_key, task_key, records, checksum) VALUES (?, ?, ?, ?)",
+                (model_key, task_key, body, checksum(model_key, task_key, body)),
             )
 
     def get_samples(self, model_key: str, task_key: str) -> list[dict] | None:
-        row = self.conn.execute(
-            "SELECT records FROM samples WHERE model_key = ? AND task_key = ?", (model_key, task_key)
-        ).fetchone()
-        return None if row is None else json.loads(row[0])
+        """The stored records, or None when there are none or they fail their check (counted, recomputed)."""
+        try:
+            row = self.conn.execute(
+                "SELECT records, checksum FROM samples WHERE model_key = ? AND task_key = ?", (model_key, task_key)
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            self.recomputed["unreadable"] += 1
+            return None
+        if row is None:
+            return None
+        if row[1] != checksum(model_key, task_key, row[0]):
+            self.recomputed["checksum mismatch" if row[1] else "no checksum (older store)"] += 1
+            log.warning("run store %s: stored records of %s failed their check; recomputed", self.path, task_key)
+            return None
+        return json.loads(row[0])
 
     def put_model(self, model_key: str, description: dict) -> None:
         with self.conn:

@@ -279,3 +279,27 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_holds_it(
         run_suite(suite(model_copy), run_dir)
     held.close()
     assert run_suite(suite(model_copy), run_dir).data["variants"]
+
+
+def test_the_fidelity_panel_is_served_from_the_store_on_a_rerun(tmp_path, model_copy, monkeypatch):
+    from evalsuite.suites import fidelity
+
+    config = suite(
+        model_copy, academic={"tasks": ["tiny_mc"], "limit": 4}, fidelity={"texts": ["tiny_ppl"], "limit": 4}
+    )
+    first = run_suite(config, tmp_path / "run")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the fidelity panel was recomputed")
+
+    monkeypatch.setattr(fidelity, "compare", must_not_run)
+    again = run_suite(config, tmp_path / "run")
+    assert again.data["fidelity"]["W8A8_INT8"]["tokens"] == first.data["fidelity"]["W8A8_INT8"]["tokens"]
+    with sqlite3.connect(tmp_path / "run" / "store.sqlite") as conn:  # an edited panel is recomputed, not served
+        conn.execute(
+            "UPDATE samples SET records = replace(records, 'kld_mean', 'kld_mean ') WHERE task_key LIKE 'fidelity:%'"
+        )
+    monkeypatch.undo()
+    third = run_suite(config, tmp_path / "run")
+    assert third.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
+    assert third.data["fidelity"]["W8A8_INT8"]["tokens"] == first.data["fidelity"]["W8A8_INT8"]["tokens"]
