@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from evalsuite import distributed, models, provenance, results
+from evalsuite import distributed, models, provenance, results, task_results
 from evalsuite.config import BASELINE, SuiteConfig
 from evalsuite.errors import UserError
 from evalsuite.lm import EvalLM
@@ -189,19 +189,23 @@ def evaluate_model(
     lm: EvalLM, key: str, store: Store, plan: SuitePlan, config: SuiteConfig, baseline_lm: EvalLM | None
 ) -> ModelRun:
     out = ModelRun()
+    seed, iters = config.run.seed, config.run.bootstrap_iters
     for task in plan.academic:
         calls = lm.model_calls
-        result = academic.run_task(lm, task, config.run.seed, config.run.bootstrap_iters)
+        result = task_results.cached(store, key, task.key, seed, iters) or task_results.stored(
+            store, key, academic.run_task(lm, task, seed, iters), seed, iters
+        )
         out.model_calls[f"academic/{task.name}"] = lm.model_calls - calls
-        store.put_samples(key, task.key, result.samples)
         _logged(task.name, result)
         out.tasks.setdefault("academic", {})[task.name] = result
     for name, problems in plan.code.items():
         calls = lm.model_calls
-        result = code.run_code_task(
-            lm, Path(name).stem, problems, config.suites.code, config.run.seed, plan.code_limits, plan.code_fallback
+        suite, limits, fallback = config.suites.code, plan.code_limits, plan.code_fallback
+        task_key = code.task_key(Path(name).stem, problems, suite)
+        settings = (seed, iters, repr(limits), fallback)
+        result = task_results.cached(store, key, task_key, *settings) or task_results.stored(
+            store, key, code.run_code_task(lm, Path(name).stem, problems, suite, seed, limits, fallback), *settings
         )
-        store.put_samples(key, result.key, result.samples)
         _logged(result.task, result)
         out.tasks.setdefault("code", {})[result.task] = result
         out.model_calls[f"code/{result.task}"] = lm.model_calls - calls

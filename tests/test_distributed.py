@@ -21,8 +21,11 @@ SUITE = {
 
 
 def samples(run_dir):
+    """Every model's per-document records (each task's result beside them holds the run's own isolation
+    record, with its temp paths: it is compared through results.json instead)."""
+    query = "SELECT model_key, task_key, records FROM samples WHERE task_key NOT LIKE 'result:%' ORDER BY 1, 2"
     with sqlite3.connect(run_dir / "store.sqlite") as conn:
-        rows = conn.execute("SELECT model_key, task_key, records FROM samples ORDER BY model_key, task_key").fetchall()
+        rows = conn.execute(query).fetchall()
     return [(m, t, json.loads(r)) for m, t, r in rows]
 
 

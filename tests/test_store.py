@@ -251,13 +251,27 @@ def test_an_edited_cached_answer_is_recomputed_and_counted_never_served(tmp_path
     config = suite(model_copy, academic={"tasks": ["tiny_arith"], "limit": 6})
     first = run_suite(config, tmp_path / "run")
     _edit_one_answer(tmp_path / "run" / "store.sqlite")
-    again = run_suite(config, tmp_path / "run")
+    rescored = config.model_copy(update={"run": config.run.model_copy(update={"bootstrap_iters": 40})})
+    again = run_suite(rescored, tmp_path / "run")  # other settings: the task is scored again from the answers
     assert again.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
     recomputed = {name for name, c in calls(again).items() if sum(c.values())}
     assert len(recomputed) == 1  # the model whose answer it was, for that answer alone
-    assert again.data["metrics"] == first.data["metrics"]
-    clean = run_suite(config, tmp_path / "run")  # the recomputed row was stored with its checksum
+    values = lambda data: [(m["variant"], m["task"], m["metric"], m["value"]) for m in data["metrics"]]  # noqa: E731
+    assert values(again.data) == values(first.data)
+    clean = run_suite(rescored, tmp_path / "run")  # the recomputed row was stored with its checksum
     assert clean.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 0
+
+
+def test_an_edited_task_result_is_scored_again_not_served(tmp_path, model_copy):
+    config = suite(model_copy, academic={"tasks": ["tiny_mc"], "limit": 6})
+    first = run_suite(config, tmp_path / "run")
+    with sqlite3.connect(tmp_path / "run" / "store.sqlite") as conn:
+        conn.execute("UPDATE samples SET records = replace(records, '\"value\": 0.', '\"value\": 1.') "
+                     "WHERE task_key LIKE 'result:%'")  # fmt: skip
+    again = run_suite(config, tmp_path / "run")
+    assert again.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 2  # baseline and variant
+    assert again.data["metrics"] == first.data["metrics"]
+    assert all(sum(c.values()) == 0 for c in calls(again).values())  # rescored from the cached answers
 
 
 def test_a_store_that_is_not_a_database_is_a_clear_error_before_any_model_loads(tmp_path, model_copy):

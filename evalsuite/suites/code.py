@@ -147,5 +147,11 @@ def run_code_task(lm, name: str, problems: list[dict], suite: CodeSuite, seed: i
     details = {**counts, "samples_per_problem": suite.n, "isolation": verdicts[0].isolation if verdicts else {}}
     if fallback:
         details["fallback"] = fallback
-    key = hashlib.sha256(json.dumps([name, problems, suite.model_dump()], sort_keys=True).encode()).hexdigest()[:16]
-    return TaskResult(name, f"{name}:{key}", "1", metrics, f"pass@{min(suite.k)}", samples, details)
+    return TaskResult(name, task_key(name, problems, suite), "1", metrics, f"pass@{min(suite.k)}", samples, details)
+
+
+def task_key(name: str, problems: list[dict], suite: CodeSuite) -> str:
+    """What a code task's results depend on besides the model: its problems (as limited) and the settings."""
+    problems = problems[: suite.limit] if suite.limit else problems
+    digest = hashlib.sha256(json.dumps([name, problems, suite.model_dump()], sort_keys=True).encode()).hexdigest()
+    return f"{name}:{digest[:16]}"

@@ -1,0 +1,56 @@
+"""A task's result kept in the run's store beside its per-document records, so that a rerun serves it without
+building the task again (lm-eval's task setup, the sandbox's executions).
+
+    result = cached(store, model_key, task.key, seed, iters) or stored(store, model_key, run(...), seed, iters)
+
+The stored result is keyed by the model, the task's own key, the settings that shape its numbers (seed,
+bootstrap resamples, sandbox limits) and SCORING_VERSION with lm-eval's version: change either and the task
+is scored again from the cached model responses. Records go through JSON in both paths, so a first run and a
+rerun hand the same types to the statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from evalsuite.store import Store
+from evalsuite.suites.academic import MetricResult, TaskResult
+
+SCORING_VERSION = 1  # bump when a change to scoring would make a stored task result wrong
+
+
+def _result_key(task_key: str, settings: tuple) -> str:
+    from importlib.metadata import version
+
+    payload = json.dumps([SCORING_VERSION, version("lm-eval"), task_key, *settings], default=str)
+    return f"result:{task_key}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def cached(store: Store, model_key: str, task_key: str, *settings) -> TaskResult | None:
+    found = store.get_samples(model_key, _result_key(task_key, settings))
+    samples = store.get_samples(model_key, task_key) if found else None
+    if not found or samples is None:
+        return None
+    record = found[0]
+    metrics = {name: MetricResult(**m) for name, m in record["metrics"].items()}
+    details = record["details"]
+    return TaskResult(record["task"], task_key, record["version"], metrics, record["primary"], samples, details)
+
+
+def stored(store: Store, model_key: str, result: TaskResult, *settings) -> TaskResult:
+    """Store the result (records first, then the result that points at them) and return it with its records as
+    a rerun will read them."""
+    store.put_samples(model_key, result.key, result.samples)
+    record = {
+        "task": result.task,
+        "version": result.version,
+        "metrics": {name: dataclasses.asdict(m) for name, m in result.metrics.items()},
+        "primary": result.primary,
+        "details": result.details,
+    }
+    store.put_samples(model_key, _result_key(result.key, settings), [record])
+    samples = json.loads(json.dumps(result.samples, default=str))
+    details = json.loads(json.dumps(result.details, default=str))
+    return dataclasses.replace(result, samples=samples, details=details)
