@@ -317,3 +317,16 @@ def test_the_fidelity_panel_is_served_from_the_store_on_a_rerun(tmp_path, model_
     third = run_suite(config, tmp_path / "run")
     assert third.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
     assert third.data["fidelity"]["W8A8_INT8"]["tokens"] == first.data["fidelity"]["W8A8_INT8"]["tokens"]
+
+
+def test_similarity_scores_are_served_from_the_store_when_the_answers_are_the_same(tmp_path, model_copy, monkeypatch):
+    from evalsuite.suites import similarity
+
+    config = suite(model_copy, similarity={"limit": 3, "max_gen_toks": 8})
+    first = run_suite(config, tmp_path / "run")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the answers were embedded again")
+
+    monkeypatch.setattr(similarity, "compare", must_not_run)
+    assert run_suite(config, tmp_path / "run").data["similarity"] == first.data["similarity"]
