@@ -19,7 +19,7 @@ class ExportVariantError(UserError, ValueError):
 
 def export_variant(config: SuiteConfig, variant: str, out_dir: str | Path) -> Path:
     from evalsuite.quant_schemes.export import ExportError, export_compressed_tensors
-    from evalsuite.runner import quantize_variant
+    from evalsuite.variants import quantize_variant
 
     spec = next((v for v in config.variants if v.name == variant), None)
     if spec is None:

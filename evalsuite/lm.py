@@ -76,9 +76,12 @@ class EvalLM(TemplateLM):
         share_context: bool = True,
         cuda_graphs: bool = True,
         shard=None,
+        device: torch.device | None = None,
     ):
+        """`model` is the module, or a zero-argument callable that loads it on first use (then `device` says
+        where it will live): a rerun served from the store never loads it."""
         super().__init__()
-        self.model = model
+        self._model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.store = store
@@ -92,7 +95,13 @@ class EvalLM(TemplateLM):
         self.model_calls = 0
         self.task_name = ""
         self._max_length = max_length
-        self._device = next(model.parameters()).device
+        self._device = device if device is not None else next(self.model.parameters()).device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if not isinstance(self._model, torch.nn.Module):
+            self._model = self._model()
+        return self._model
 
     # --- tokenization, as lm-eval's HF backend does it ---------------------------------------------------
 

@@ -193,6 +193,15 @@ def load_tokenizer(source: ModelSource):
     return AutoTokenizer.from_pretrained(source.path)
 
 
+def max_length(source: ModelSource, tokenizer) -> int:
+    """The context length lm-eval would use for this model, from its config alone (no weights loaded)."""
+    from lm_eval.models.utils import resolve_max_length
+    from transformers import AutoConfig
+
+    extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    return resolve_max_length(AutoConfig.from_pretrained(source.path, **extra), tokenizer)
+
+
 def gpus_of_rank(local_rank: int, world: int) -> list[int]:
     """The GPUs a rank spreads its model over when ranks share a host's GPUs evenly."""
     per_rank = max(1, torch.cuda.device_count() // world)

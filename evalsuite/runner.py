@@ -22,17 +22,24 @@ import torch
 
 from evalsuite import distributed, models, provenance, results, task_results
 from evalsuite.config import BASELINE, SuiteConfig
-from evalsuite.errors import UserError
 from evalsuite.lm import EvalLM
 from evalsuite.results import ComparabilityError
 from evalsuite.store import Store
 from evalsuite.suites import academic, code, fidelity, judge, similarity
+from evalsuite.variants import (
+    RunError,
+    _variant_info,
+    baseline_info,
+    checkpoint_source,
+    lazy_model,
+    load_checkpoint_variant,
+    model_key,
+    predicted,
+    quantize_variant,
+    set_fp8_accumulation,
+)
 
 log = logging.getLogger("evalsuite")
-
-
-class RunError(UserError, RuntimeError):
-    pass
 
 
 @dataclass
@@ -151,36 +158,6 @@ def check_writable(run_dir: Path) -> None:
         raise RunError(f"cannot write to the output directory {run_dir}: {err.strerror or err}") from None
 
 
-def model_key(
-    source: models.ModelSource, variant: dict, dtype: torch.dtype, device: torch.device, batch_size: int
-) -> str:
-    """What a model's responses depend on. The batch size is part of it: padding and GEMM shapes move scores
-    by float noise, and a baseline must be compared with variants scored at its own batch size."""
-    payload = {
-        "identity": source.identity,
-        "scheme": variant.get("scheme_hash"),
-        "algorithm": variant.get("algorithm"),
-        "options": variant.get("options"),
-        "rotation": variant.get("rotation"),
-        "calibration": variant.get("calibration_hash"),
-        "backend": variant.get("backend"),
-        **({"fp8_accumulation": variant["fp8_accumulation"]} if variant.get("fp8_accumulation") else {}),
-        "dtype": str(dtype),
-        "device_type": device.type,
-        "batch_size": batch_size,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def set_fp8_accumulation(model, info: dict, mode: str) -> None:
-    """Apply run.fp8_accumulation to a variant's fp8 layers and record it (it is part of the model key: the
-    two modes give different numbers on Hopper). The torch reference accumulates in fp32 whatever the mode."""
-    from evalsuite.quant_schemes.linear import use_fp8_accumulation
-
-    if use_fp8_accumulation(model, mode):
-        info["fp8_accumulation"] = mode if info["backend"] == "triton" else "fp32 (torch reference)"
-
-
 def _logged(name: str, result) -> None:
     log.info("  %-14s %-22s %.4f", name, result.primary, result.metrics[result.primary].value)
 
@@ -286,31 +263,6 @@ def backend_noise_floor(model, tokenizer, backend: str, plan: SuitePlan, config:
     return {"backends": ["triton", "torch-ref"], "tokens": tokens}
 
 
-def quantize_variant(spec, loaded, config: SuiteConfig, backend: str, calibrations: dict) -> tuple:
-    """Quantize a loaded copy of the baseline as the variant says; returns the report and the calibration
-    used (built once per calibration spec and shared by the variants that name the same one)."""
-    from evalsuite.calibration import build_calibration
-    from evalsuite.quant_schemes.apply import quantize
-
-    cal_spec = spec.calibration or config.run.calibration
-    calib = None
-    if cal_spec is not None:
-        key = cal_spec.model_dump_json()
-        if key not in calibrations:
-            calibrations[key] = build_calibration(cal_spec, EvalLM(loaded.model, loaded.tokenizer, progress=False))
-        calib = calibrations[key]
-    report = quantize(
-        loaded.model,
-        spec.resolved_scheme,
-        algorithm=spec.algorithm,
-        calib=calib.batches if calib else None,
-        backend=backend,
-        rotation=spec.rotation,
-        **spec.options,
-    )
-    return report, calib
-
-
 SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
 
 
@@ -324,100 +276,6 @@ def measure_speed(model, device: torch.device) -> dict:
         "prefill_tok_s": prefill_rate(model, 1, SPEED_PREFILL, vocab, device, repeats=3),
         "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3),
         "settings": f"batch 1, prefill {SPEED_PREFILL} tokens, decode {SPEED_STEPS} steps after {SPEED_CONTEXT}",
-    }
-
-
-def tokenizer_fingerprint(tokenizer) -> dict:
-    """What decides how prompts become tokens and answers end: the vocabulary, the special tokens and their ids,
-    and the chat template. Two tokenizers with equal fingerprints tokenize every request alike."""
-    return {
-        "vocab": tokenizer.get_vocab(),
-        "special tokens": {name: str(value) for name, value in tokenizer.special_tokens_map.items()},
-        "special token ids": {
-            name: getattr(tokenizer, f"{name}_id", None) for name in ("bos_token", "eos_token", "pad_token")
-        },
-        "chat template": tokenizer.chat_template,
-        "adds a BOS token": getattr(tokenizer, "add_bos_token", None),
-    }
-
-
-def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
-    """Check a pre-quantized checkpoint variant before any model loads: a model directory with a
-    quantization_config, and a tokenizer that behaves as the baseline's (same vocabulary, special tokens and
-    chat template)."""
-    from evalsuite.quant_schemes.checkpoints import CheckpointError, check_quantization_config, quantization_config
-
-    source = models.resolve_model(spec.path)
-    if quantization_config(source.path) is None:
-        raise RunError(f"variant {spec.name!r}: {spec.path} has no quantization_config in its config.json")
-    try:
-        check_quantization_config(source.path)
-    except CheckpointError as err:
-        raise RunError(f"variant {spec.name!r}: {err}") from None
-    ours, theirs = (
-        tokenizer_fingerprint(models.load_tokenizer(baseline)),
-        tokenizer_fingerprint(models.load_tokenizer(source)),
-    )
-    differs = [name for name in ours if ours[name] != theirs[name]]
-    if differs:
-        raise RunError(
-            f"variant {spec.name!r}: its tokenizer differs from the baseline's ({', '.join(differs)}); a comparison "
-            f"needs the same tokenizer: copy the baseline's tokenizer files into {spec.path}"
-        )
-    return source
-
-
-def load_checkpoint_variant(source: models.ModelSource, device, config: SuiteConfig, backend: str, baseline_bytes):
-    from evalsuite.quant_schemes.checkpoints import load_quantized
-
-    dtype = models.compute_dtype(config.model.dtype, device)
-    model, report = load_quantized(source.path, device, dtype, backend)
-    loaded = models.LoadedModel(source, model, models.load_tokenizer(source), device, dtype)
-    stored = models.stored_bytes(model, source.checkpoint_dtype)
-    info = {
-        "scheme": json.loads(report["scheme"].model_dump_json()),
-        "scheme_hash": report["scheme"].hash,
-        "description": f"{report['scheme'].describe()} (checkpoint, {report['quant_method']} {report['format']})",
-        "algorithm": f"checkpoint:{report['quant_method']}",
-        "checkpoint": str(source.path),
-        "checkpoint_identity": source.identity,
-        "backend": backend,
-        "kernels": report["kernels"],
-        "quantized_layers": len(report["layers"]),
-        "weight_bytes": stored,
-        "compression_ratio": baseline_bytes / stored if stored else None,
-    }
-    return loaded, info
-
-
-def _variant_info(report, stored: int, baseline_bytes: int, calib, sqnr_floor: float) -> dict:
-    from evalsuite.quant_schemes.algorithms import CALIBRATED
-
-    scheme = report.scheme
-    kv = scheme.kv_cache
-    outputs_depend_on_calibration = report.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
-    layers = [{"name": n, **s} for n, s in report.layer_stats.items()]
-    flagged = [layer["name"] for layer in layers if layer.get("sqnr_db") is not None and layer["sqnr_db"] < sqnr_floor]
-    return {
-        "scheme": json.loads(scheme.model_dump_json()),
-        "scheme_hash": scheme.hash,
-        "description": scheme.describe() + (f" + {report.rotation} rotation" if report.rotation else ""),
-        "algorithm": report.algorithm,
-        "rotation": report.rotation,
-        "calibration": calib.description if calib else None,
-        "calibration_hash": calib.hash if calib and outputs_depend_on_calibration else None,
-        "backend": report.backend,
-        "kernels": report.kernels,
-        "quantized_layers": len(report.layers),
-        "weight_bytes": stored,
-        "compression_ratio": baseline_bytes / stored if stored else None,
-        "quantized_layer_bytes": report.quantized_bytes,
-        "float_layer_bytes": report.float_bytes,
-        "saturated_weights": sum(s["saturated"] for s in report.layer_stats.values()),
-        "zero_scales": sum(s["zero_scales"] for s in report.layer_stats.values()),
-        "layers": layers,
-        "sqnr_floor_db": sqnr_floor,
-        "flagged_layers": flagged,
     }
 
 
@@ -458,10 +316,18 @@ def similarity_results(runs: dict[str, ModelRun], plan: SuitePlan, device: torch
 def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfig, store: Store, device) -> dict:
     spec = config.suites.judge.judge
     if spec.model:
-        loaded = models.load(plan.judge_source, device, "auto")
-        key = model_key(plan.judge_source, {"backend": "float"}, loaded.dtype, device, config.run.batch_size)
-        judge_lm = EvalLM(
-            loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label="judge"
+        source, dtype = plan.judge_source, models.compute_dtype("auto", device)
+        key = model_key(source, {"backend": "float"}, dtype, device, config.run.batch_size)
+        tokenizer = models.load_tokenizer(source)
+        judge_lm = EvalLM(  # loaded only for games missing from the store
+            lambda: models.load(source, device, "auto").model,
+            tokenizer,
+            config.run.batch_size,
+            models.max_length(source, tokenizer),
+            store,
+            key,
+            "judge",
+            device=device,
         )
         the_judge = judge.LocalJudge(judge_lm, spec.max_tokens, spec.template in judge.ONE_LINE_TEMPLATES)
         identity = f"{spec.model} ({plan.judge_source.identity[:12]})"
@@ -512,55 +378,59 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
     floor: dict = {}
     calibrations: dict = {}
     checkpoints = {v.name: checkpoint_source(v, source) for v in config.variants if v.path}  # checked up front
-    for name in [BASELINE] + [v.name for v in config.variants]:
-        started = time.time()
+
+    def build(name: str) -> tuple[models.LoadedModel, dict, str]:
+        """Load (and quantize) a model now: its loaded form, its record and its model key."""
+        nonlocal baseline_bytes
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
             loaded, info = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
             set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
-            key = model_key(checkpoints[name], info, loaded.dtype, device, config.run.batch_size)
+            return loaded, info, model_key(checkpoints[name], info, loaded.dtype, device, config.run.batch_size)
+        loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
+        if name == BASELINE:
+            baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
+            info = baseline_info(baseline_bytes)
         else:
-            loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
+            spec = next(v for v in config.variants if v.name == name)
+            report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+            stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+            info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
+            info["options"] = spec.options
+        set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
+        return loaded, info, model_key(source, info, loaded.dtype, device, config.run.batch_size)
+
+    for name in [BASELINE] + [v.name for v in config.variants]:
+        started = time.time()
+        known = None if name in checkpoints else predicted(name, config, source, backend, device, store)
+        if known is None:
+            loaded, info, key = build(name)
+            model, tokenizer, max_length = loaded.model, loaded.tokenizer, None
+        else:  # built by an earlier run: load it only if an answer is missing from the store
+            (info, key), loaded = known, None
+            model, tokenizer = lazy_model(name, key, build), models.load_tokenizer(source)
+            max_length = models.max_length(source, tokenizer)
             if name == BASELINE:
-                info = {
-                    "scheme": None,
-                    "algorithm": None,
-                    "backend": "float",
-                    "kernels": [],
-                    "description": "unquantized",
-                }
-                baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
-                info.update(weight_bytes=baseline_bytes, compression_ratio=1.0)
-            else:
-                spec = next(v for v in config.variants if v.name == name)
-                report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
-                stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
-                info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
-                info["options"] = spec.options
-            set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
-            key = model_key(source, info, loaded.dtype, device, config.run.batch_size)
-        tokenizer = loaded.tokenizer
+                baseline_bytes = info["weight_bytes"]
         info["model_key"] = key
         store.put_model(key, {"variant": name, "identity": source.identity, **info})
         log.info("%s: %s", name, info["description"])
-        lm = EvalLM(
-            loaded.model, loaded.tokenizer, config.run.batch_size, store=store, model_key=key, label=name, shard=shard
-        )
+        lm = EvalLM(model, tokenizer, config.run.batch_size, max_length, store, key, name, shard=shard, device=device)
         runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm if main else None)
         if config.run.noise_floor:
             if name == BASELINE:
                 floor["baseline"] = baseline_noise_floor(lm, store, plan, config, runs[name])
-            elif main and (twin := backend_noise_floor(loaded.model, loaded.tokenizer, backend, plan, config)):
+            elif main and (twin := backend_noise_floor(lm.model, tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
         if config.run.measure_speed and main:
-            info["speed"] = measure_speed(loaded.model, device)
+            info["speed"] = measure_speed(lm.model, device)
         info["model_calls"] = lm.model_calls
         info["model_calls_by_task"] = runs[name].model_calls
         info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
         if name == BASELINE and plan.fidelity and main:
             baseline_lm = lm  # kept resident: the fidelity panel runs both models on the same tokens
-        del lm, loaded
+        del lm, loaded, model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

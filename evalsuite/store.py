@@ -169,6 +169,10 @@ class Store:
             return None
         return json.loads(row[0])
 
+    def get_model(self, model_key: str) -> dict | None:
+        row = self.conn.execute("SELECT description FROM models WHERE model_key = ?", (model_key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def put_model(self, model_key: str, description: dict) -> None:
         with self.conn:
             self.conn.execute(

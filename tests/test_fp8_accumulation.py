@@ -7,7 +7,7 @@ import torch
 from evalsuite.config import ConfigError, parse_suite
 from evalsuite.quant_schemes.apply import quantize
 from evalsuite.quant_schemes.linear import QuantLinear
-from evalsuite.runner import model_key, set_fp8_accumulation
+from evalsuite.variants import model_key, set_fp8_accumulation
 
 
 class Tiny(torch.nn.Module):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from evalsuite.api import evaluate
 from evalsuite.models import EMBEDDED
 from evalsuite.quant_schemes.scheme import resolve
-from evalsuite.runner import _variant_info
+from evalsuite.variants import _variant_info
 
 ZEROED = "model.layers.0.mlp.up_proj"  # one output row of its weight is all zeros
 INT4_MSE = {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 64, "observer": "mse"}

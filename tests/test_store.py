@@ -330,3 +330,27 @@ def test_similarity_scores_are_served_from_the_store_when_the_answers_are_the_sa
 
     monkeypatch.setattr(similarity, "compare", must_not_run)
     assert run_suite(config, tmp_path / "run").data["similarity"] == first.data["similarity"]
+
+
+def test_a_rerun_served_from_the_store_loads_and_quantizes_nothing(tmp_path, model_copy, monkeypatch):
+    from evalsuite import models
+
+    config = suite(model_copy, ("W8A8_INT8", "W4A16"))
+    first = run_suite(config, tmp_path / "run")
+    loads = []
+    real_load = models.load
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(models, "load", counted)
+    again = run_suite(config, tmp_path / "run")
+    assert loads == []  # no model was loaded, so none was quantized
+    assert again.data["metrics"] == first.data["metrics"] and again.data["recovery"] == first.data["recovery"]
+    assert {k: v["model_key"] for k, v in again.data["variants"].items()} == {
+        k: v["model_key"] for k, v in first.data["variants"].items()
+    }
+    assert again.data["variants"]["W4A16"]["layers"] == first.data["variants"]["W4A16"]["layers"]
+    more = run_suite(suite(model_copy, ("W8A8_INT8", "W4A16", "NVFP4")), tmp_path / "run")
+    assert len(loads) == 1 and more.data["variants"]["NVFP4"]["model_calls"] > 0  # the new variant alone

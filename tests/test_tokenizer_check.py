@@ -4,7 +4,7 @@ import shutil
 from transformers import AutoTokenizer
 
 from evalsuite.models import EMBEDDED
-from evalsuite.runner import tokenizer_fingerprint
+from evalsuite.variants import tokenizer_fingerprint
 
 TINY = EMBEDDED["embedded:tiny"]
 FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")

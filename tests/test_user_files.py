@@ -131,7 +131,7 @@ def test_junit_stays_valid_xml_with_control_characters_in_names(tmp_path):
 def test_a_checkpoint_with_two_config_groups_is_refused_before_any_model_loads(tmp_path, capsys):
     from evalsuite.config import parse_suite
     from evalsuite.models import resolve_model
-    from evalsuite.runner import RunError, checkpoint_source
+    from evalsuite.variants import RunError, checkpoint_source
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

@@ -375,7 +375,7 @@ def test_a_checkpoint_with_another_tokenizer_is_refused(tmp_path):
 def test_export_loads_back_through_compressed_tensors(variant, tmp_path):
     from evalsuite.exporting import export_variant
     from evalsuite.quant_schemes.linear import QuantLinear
-    from evalsuite.runner import quantize_variant
+    from evalsuite.variants import quantize_variant
 
     config = suite([variant], calibration={"samples": 4, "seq_len": 64})
     spec = config.variants[0]
