@@ -10,10 +10,10 @@ Tables:
 Every write is one transaction committed at once, so a killed run loses at most the batch in flight and a
 rerun resumes from what is there.
 
-Each response row carries a checksum of its key, kind and value. A row whose checksum does not match (edited
-or damaged on disk) or that cannot be read is not served: it is recomputed, logged, and counted in
-`Store.recomputed` (results.json reports the count). Rows from a store written before checksums existed are
-recomputed the same way.
+Every row (answers, task records and results, model records) carries a checksum of its contents. A row whose
+checksum does not match (edited or damaged on disk) or that cannot be read is not served: it is recomputed,
+logged, and counted in `Store.recomputed` (results.json reports the count). Rows from a store written before
+checksums existed are recomputed the same way.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS samples (
     model_key TEXT NOT NULL, task_key TEXT NOT NULL, records TEXT NOT NULL, checksum TEXT,
     PRIMARY KEY (model_key, task_key)
 );
-CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, description TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, description TEXT NOT NULL, checksum TEXT);
 """
 
 
@@ -63,7 +63,7 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
-                for table in ("responses", "samples"):  # a store from before checksums: its rows are recomputed
+                for table in ("responses", "samples", "models"):  # from before checksums: rows are recomputed
                     columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
                     if "checksum" not in columns:
                         self.conn.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT")
@@ -127,12 +127,16 @@ class Store:
 
     def put_responses(self, model_key: str, rows: list[tuple[str, str, object]]) -> None:
         encoded = [(key, kind, json.dumps(value)) for key, kind, value in rows]
+        self._write(
+            "INSERT OR REPLACE INTO responses (key, model_key, kind, value, checksum) VALUES (?, ?, ?, ?, ?)",
+            [(key, model_key, kind, value, checksum(key, kind, value)) for key, kind, value in encoded],
+        )
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        """One transaction; a damaged file is a StoreError that says what to do."""
         try:
             with self.conn:
-                self.conn.executemany(
-                    "INSERT OR REPLACE INTO responses (key, model_key, kind, value, checksum) VALUES (?, ?, ?, ?, ?)",
-                    [(key, model_key, kind, value, checksum(key, kind, value)) for key, kind, value in encoded],
-                )
+                self.conn.executemany(sql, rows)
         except sqlite3.DatabaseError as err:
             raise StoreError(
                 f"cannot write to the run store {self.path}: {err}; it is damaged: move it away and rerun (the "
@@ -146,11 +150,10 @@ class Store:
 
     def put_samples(self, model_key: str, task_key: str, records: list[dict]) -> None:
         body = json.dumps(records, default=str)
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO samples (model_key, task_key, records, checksum) VALUES (?, ?, ?, ?)",
-                (model_key, task_key, body, checksum(model_key, task_key, body)),
-            )
+        self._write(
+            "INSERT OR REPLACE INTO samples (model_key, task_key, records, checksum) VALUES (?, ?, ?, ?)",
+            [(model_key, task_key, body, checksum(model_key, task_key, body))],
+        )
 
     def get_samples(self, model_key: str, task_key: str) -> list[dict] | None:
         """The stored records, or None when there are none or they fail their check (counted, recomputed)."""
@@ -170,12 +173,23 @@ class Store:
         return json.loads(row[0])
 
     def get_model(self, model_key: str) -> dict | None:
-        row = self.conn.execute("SELECT description FROM models WHERE model_key = ?", (model_key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        """A model's stored record (None where there is none or it cannot be read: the model is built again)."""
+        query = "SELECT description, checksum FROM models WHERE model_key = ?"
+        try:
+            row = self.conn.execute(query, (model_key,)).fetchone()
+        except sqlite3.DatabaseError:
+            self.recomputed["unreadable"] += 1
+            return None
+        if row is None:
+            return None
+        if row[1] != checksum(model_key, "model", row[0]):
+            self.recomputed["checksum mismatch" if row[1] else "no checksum (older store)"] += 1
+            return None
+        return json.loads(row[0])
 
     def put_model(self, model_key: str, description: dict) -> None:
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO models (model_key, description) VALUES (?, ?)",
-                (model_key, json.dumps(description, sort_keys=True)),
-            )
+        body = json.dumps(description, sort_keys=True)
+        self._write(
+            "INSERT OR REPLACE INTO models (model_key, description, checksum) VALUES (?, ?, ?)",
+            [(model_key, body, checksum(model_key, "model", body))],
+        )

@@ -354,3 +354,15 @@ def test_a_rerun_served_from_the_store_loads_and_quantizes_nothing(tmp_path, mod
     assert again.data["variants"]["W4A16"]["layers"] == first.data["variants"]["W4A16"]["layers"]
     more = run_suite(suite(model_copy, ("W8A8_INT8", "W4A16", "NVFP4")), tmp_path / "run")
     assert len(loads) == 1 and more.data["variants"]["NVFP4"]["model_calls"] > 0  # the new variant alone
+
+
+def test_an_edited_model_record_is_not_served_the_model_is_built_again(tmp_path, model_copy):
+    config = suite(model_copy, ("W4A16",))
+    first = run_suite(config, tmp_path / "run")
+    with sqlite3.connect(tmp_path / "run" / "store.sqlite") as conn:
+        ratio = """replace(description, '"compression_ratio": ', '"compression_ratio": 9')"""
+        conn.execute(f"UPDATE models SET description = {ratio} WHERE description LIKE '%W4A16%'")
+    again = run_suite(config, tmp_path / "run")
+    assert again.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
+    ratio = again.data["variants"]["W4A16"]["compression_ratio"]
+    assert ratio == first.data["variants"]["W4A16"]["compression_ratio"] and ratio < 9
