@@ -44,7 +44,9 @@ def programs(problems: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
 
 
 def sandbox_at(rev: str):
-    """The sandbox module as it was at `rev` (a file of its own: it runs itself as the harness script)."""
+    """The sandbox module as it was at `rev` (a file of its own: it runs itself as the harness script). Only for
+    revisions from before the sandbox was split into modules (sandbox_run, sandbox_harness): a later sandbox.py
+    would import the checked-out tree's modules, not those of `rev`."""
     source = subprocess.run(
         ["git", "show", f"{rev}:evalsuite/suites/sandbox.py"], capture_output=True, text=True, check=True
     ).stdout

@@ -15,15 +15,9 @@ from dataclasses import replace
 
 import pytest
 
-from evalsuite.suites.sandbox import (
-    EXIT_EXCEPTION,
-    Limits,
-    SandboxError,
-    Verdict,
-    _make_pids_cgroup,
-    execute_many,
-    run_check,
-)
+from evalsuite.suites.sandbox import Limits, SandboxError, Verdict, execute_many, run_check
+from evalsuite.suites.sandbox_harness import EXIT_EXCEPTION
+from evalsuite.suites.sandbox_run import _make_pids_cgroup
 
 ADD = "def add(a, b):\n    return a + b\n"
 CHECK_ADD = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"

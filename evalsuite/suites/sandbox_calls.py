@@ -213,7 +213,7 @@ def _call(names: dict, name: str, args: list, kwargs: dict) -> list:
     try:
         result = function(*args, **kwargs)
     except (MemoryError, SystemExit):
-        raise  # the process ends with its own status (see sandbox._serve_candidate)
+        raise  # the process ends with its own status (see sandbox_harness._candidate)
     except BaseException as err:  # noqa: BLE001 - the candidate's failure is the check's business
         traceback.print_exc()
         return ["raise", type(err).__name__, str(err)[:4000]]
