@@ -16,45 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
 from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
-from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
+from evalsuite.lm_sampling import Sampler, next_tokens, sampler
+from evalsuite.lm_scoring import Batch, gather_scores, packed_mask, plan_rows
 
 DEFAULT_MAX_GEN_TOKS = 256
-MIN_SHARED_CONTEXT = 8  # a shorter shared context is not worth packing its continuations behind it
-
-Batch = list[tuple[int, object]]  # (index into the request list, result)
 
 
 class GenerationError(UserError, ValueError):
     """Generation settings that cannot work with this model (say, more new tokens than it has positions)."""
-
-
-@dataclass
-class Sampler:
-    temperature: float
-    top_p: float
-    generator: torch.Generator
-
-
-@dataclass
-class _Row:
-    """One model input row: its tokens, position ids (packed rows only), how many leading tokens are the
-    shared context, the continuation segments, and what to score: (request index, positions, token ids)."""
-
-    tokens: list[int]
-    positions: list[int] | None
-    ctx_len: int
-    segments: list[tuple[int, int]]
-    targets: list[tuple[int, list[int], list[int]]]
 
 
 def request_key(model_key: str, kind: str, args: tuple) -> str:
@@ -188,59 +165,11 @@ class EvalLM(TemplateLM):
         check_logits(logits, self.model, lambda r: input_ids[r : r + 1], where, describe)
         return logits
 
-    def _plan_rows(self, items: list[tuple[int, list[int], list[int]]]) -> list[_Row]:
-        """Model inputs for scoring. Continuations that share a context are packed into one row after it (each
-        attends to the context and to itself only), so the context is computed once; others get a row each,
-        truncated on the left to max_length tokens as lm-eval does."""
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for index, ctx, cont in items:
-            groups.setdefault(tuple(ctx), []).append((index, cont))
-        rows = []
-        for ctx, members in groups.items():
-            packed_len = len(ctx) + sum(len(cont) - 1 for _, cont in members)
-            saved = (len(members) - 1) * len(ctx)  # context tokens not recomputed
-            worth = len(ctx) >= MIN_SHARED_CONTEXT and saved >= sum(len(cont) for _, cont in members)
-            if self.share_context and len(members) > 1 and worth and packed_len <= self.max_length:
-                tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
-                for index, cont in members:
-                    start = len(tokens)
-                    tokens += cont[:-1]
-                    positions += range(len(ctx), len(ctx) + len(cont) - 1)
-                    segments.append((start, len(tokens)))
-                    targets.append((index, [len(ctx) - 1] + list(range(start, len(tokens))), cont))
-                rows.append(_Row(tokens, positions, len(ctx), segments, targets))
-                continue
-            for index, cont in members:
-                tokens = (list(ctx) + cont)[-(self.max_length + 1) :][:-1]
-                n = len(tokens)
-                rows.append(_Row(tokens, None, n, [], [(index, list(range(n - len(cont), n)), cont)]))
-        return rows
-
-    def _packed_mask(self, rows: list[_Row], width: int) -> torch.Tensor:
-        """(B, 1, W, W) boolean: context causal; each continuation sees the context and its own past; padding
-        sees itself only."""
-        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
-        for b, row in enumerate(rows):
-            segment[b, : row.ctx_len] = 0
-            for i, (start, end) in enumerate(row.segments, start=1):
-                segment[b, start:end] = i
-        segment = segment.to(self.device)
-        q, k = segment[:, :, None], segment[:, None, :]  # (B, W, 1), (B, 1, W)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        mask = causal & (q != -1) & ((k == 0) | (k == q))
-        mask |= torch.eye(width, dtype=torch.bool, device=self.device) & (q == -1)
-        mask = mask[:, None]
-        if self.model.config._attn_implementation in ("sdpa", KV_ATTENTION):
-            return mask
-        return torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
-            ~mask, torch.finfo(self.model.dtype).min
-        )
-
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
         Rows longest first, right-padded, plain and packed rows in separate batches; in a distributed run
         (sharded) only this rank's batches."""
-        rows = self._plan_rows(items)
+        rows = plan_rows(items, self.max_length, self.share_context)
         rows.sort(key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         start, number = 0, -1
@@ -258,35 +187,13 @@ class EvalLM(TemplateLM):
                 positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
                 kwargs = {
                     "position_ids": torch.tensor(positions, device=self.device),
-                    "attention_mask": self._packed_mask(chunk, width),
+                    "attention_mask": packed_mask(chunk, width, self.model, self.device),
                 }
             keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
             where = {p: i for i, p in enumerate(keep)}
             describe = lambda b, chunk=chunk: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
             logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
-            yield self._gather_scores(chunk, logits, where)
-
-    def _gather_scores(self, chunk: list[_Row], logits: torch.Tensor, where: dict[int, int]) -> Batch:
-        """Every target token's log-probability and whether it is the argmax, for the whole batch at once; one
-        transfer to the host at the end."""
-        rows, cols, tokens, owner, order = [], [], [], [], []
-        for b, row in enumerate(chunk):
-            for index, preds, cont in row.targets:
-                rows += [b] * len(cont)
-                cols += [where[p] for p in preds]
-                tokens += cont
-                owner += [len(order)] * len(cont)
-                order.append(index)
-        rows_t, cols_t = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
-        picked = logits[rows_t, cols_t].float()  # (n_tokens, V)
-        logprobs = F.log_softmax(picked, dim=-1)
-        tokens_t = torch.tensor(tokens, device=self.device)
-        token_lp = logprobs.gather(1, tokens_t[:, None])[:, 0].double()
-        hits = (picked.argmax(dim=-1) == tokens_t).long()
-        owner_t = torch.tensor(owner, device=self.device)
-        totals = torch.zeros(len(order), dtype=torch.float64, device=self.device).index_add_(0, owner_t, token_lp)
-        misses = torch.zeros(len(order), dtype=torch.long, device=self.device).index_add_(0, owner_t, 1 - hits)
-        return [(i, (lp, miss == 0)) for i, lp, miss in zip(order, totals.tolist(), misses.tolist(), strict=True)]
+            yield gather_scores(chunk, logits, where, self.device)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
@@ -351,32 +258,6 @@ class EvalLM(TemplateLM):
 
     # --- generation ------------------------------------------------------------------------------------
 
-    def _sampler(self, context: str, kwargs: dict) -> Sampler | None:
-        """None for greedy decoding; else the row's temperature, top-p and its own seeded generator, so that
-        a sample does not depend on which other requests share its batch."""
-        if not kwargs.get("do_sample") or float(kwargs.get("temperature", 1.0)) == 0:
-            return None
-        if "seed" not in kwargs:
-            raise ValueError("sampling needs an explicit seed in the generation settings (seed: N)")
-        seed = int(hashlib.sha256(f"{kwargs['seed']}|{context}".encode()).hexdigest()[:15], 16)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return Sampler(float(kwargs.get("temperature", 1.0)), float(kwargs.get("top_p", 1.0)), generator)
-
-    @staticmethod
-    def _next_tokens(logits: torch.Tensor, samplers: list[Sampler | None]) -> torch.Tensor:
-        """(B, V) last-position logits -> (B,) next token ids: argmax, or a top-p sample at the row's temperature."""
-        next_ids = logits.argmax(dim=-1)
-        for b, sampler in enumerate(samplers):
-            if sampler is None:
-                continue
-            probs = torch.softmax(logits[b].float() / sampler.temperature, dim=-1)
-            sorted_probs, order = probs.sort(descending=True)
-            outside = sorted_probs.cumsum(0) - sorted_probs > sampler.top_p  # keep the smallest set reaching top_p
-            sorted_probs[outside] = 0
-            pick = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=sampler.generator)
-            next_ids[b] = order[pick[0]]
-        return next_ids
-
     def _decoder(self, batch: int, length: int):
         """On CUDA, a static-cache decoder with CUDA-graph steps for this batch size and a cache rounded up to
         128 tokens (the last one is kept, so consecutive batches of a task reuse its graph); elsewhere an
@@ -411,7 +292,7 @@ class EvalLM(TemplateLM):
                 where,
                 lambda r: repr(self.tok_decode(contexts[r])[-200:]),
             )
-            next_ids = self._next_tokens(logits[: len(contexts)], samplers)  # (B,)
+            next_ids = next_tokens(logits[: len(contexts)], samplers)  # (B,)
             for b, t in enumerate(next_ids.tolist()):
                 if done[b]:
                     continue
@@ -442,7 +323,7 @@ class EvalLM(TemplateLM):
             until = [until] if isinstance(until, str) else list(until)
             return until + ([eos] if eos not in until else []), int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
 
-        samplers = [self._sampler(context, kwargs) for context, kwargs in args]  # checks seeds up front
+        samplers = [sampler(context, kwargs, self.device) for context, kwargs in args]  # checks seeds up front
         longest = max((settings(kwargs)[1] for _, kwargs in args), default=0)
         if longest > self.max_length:  # the prompt would be cut from its start
             raise GenerationError(

@@ -1,0 +1,99 @@
+"""How `EvalLM` lays out scoring inputs and reads scores back: continuations that share a context packed into
+one row behind it, the attention mask of such rows, and every target token's log-probability gathered from a
+batch's logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
+
+MIN_SHARED_CONTEXT = 8  # a shorter shared context is not worth packing its continuations behind it
+
+Batch = list[tuple[int, object]]  # (index into the request list, result)
+
+
+@dataclass
+class Row:
+    """One model input row: its tokens, position ids (packed rows only), how many leading tokens are the
+    shared context, the continuation segments, and what to score: (request index, positions, token ids)."""
+
+    tokens: list[int]
+    positions: list[int] | None
+    ctx_len: int
+    segments: list[tuple[int, int]]
+    targets: list[tuple[int, list[int], list[int]]]
+
+
+def plan_rows(items: list[tuple[int, list[int], list[int]]], max_length: int, share_context: bool) -> list[Row]:
+    """Model inputs for scoring. Continuations that share a context are packed into one row after it (each
+    attends to the context and to itself only), so the context is computed once; others get a row each,
+    truncated on the left to max_length tokens as lm-eval does."""
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    for index, ctx, cont in items:
+        groups.setdefault(tuple(ctx), []).append((index, cont))
+    rows = []
+    for ctx, members in groups.items():
+        packed_len = len(ctx) + sum(len(cont) - 1 for _, cont in members)
+        saved = (len(members) - 1) * len(ctx)  # context tokens not recomputed
+        worth = len(ctx) >= MIN_SHARED_CONTEXT and saved >= sum(len(cont) for _, cont in members)
+        if share_context and len(members) > 1 and worth and packed_len <= max_length:
+            tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
+            for index, cont in members:
+                start = len(tokens)
+                tokens += cont[:-1]
+                positions += range(len(ctx), len(ctx) + len(cont) - 1)
+                segments.append((start, len(tokens)))
+                targets.append((index, [len(ctx) - 1] + list(range(start, len(tokens))), cont))
+            rows.append(Row(tokens, positions, len(ctx), segments, targets))
+            continue
+        for index, cont in members:
+            tokens = (list(ctx) + cont)[-(max_length + 1) :][:-1]
+            n = len(tokens)
+            rows.append(Row(tokens, None, n, [], [(index, list(range(n - len(cont), n)), cont)]))
+    return rows
+
+
+def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """(B, 1, W, W) boolean: context causal; each continuation sees the context and its own past; padding
+    sees itself only. As an additive float mask where `model`'s attention takes no boolean one."""
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
+    for b, row in enumerate(rows):
+        segment[b, : row.ctx_len] = 0
+        for i, (start, end) in enumerate(row.segments, start=1):
+            segment[b, start:end] = i
+    segment = segment.to(device)
+    q, k = segment[:, :, None], segment[:, None, :]  # (B, W, 1), (B, 1, W)
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    mask = causal & (q != -1) & ((k == 0) | (k == q))
+    mask |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
+    mask = mask[:, None]
+    if model.config._attn_implementation in ("sdpa", KV_ATTENTION):
+        return mask
+    return torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(~mask, torch.finfo(model.dtype).min)
+
+
+def gather_scores(chunk: list[Row], logits: torch.Tensor, where: dict[int, int], device: torch.device) -> Batch:
+    """Every target token's log-probability and whether it is the argmax, for the whole batch at once; one
+    transfer to the host at the end. `logits` is (B, K, V) at the positions that `where` maps to 0..K-1."""
+    rows, cols, tokens, owner, order = [], [], [], [], []
+    for b, row in enumerate(chunk):
+        for index, preds, cont in row.targets:
+            rows += [b] * len(cont)
+            cols += [where[p] for p in preds]
+            tokens += cont
+            owner += [len(order)] * len(cont)
+            order.append(index)
+    rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+    picked = logits[rows_t, cols_t].float()  # (n_tokens, V)
+    logprobs = F.log_softmax(picked, dim=-1)
+    tokens_t = torch.tensor(tokens, device=device)
+    token_lp = logprobs.gather(1, tokens_t[:, None])[:, 0].double()
+    hits = (picked.argmax(dim=-1) == tokens_t).long()
+    owner_t = torch.tensor(owner, device=device)
+    totals = torch.zeros(len(order), dtype=torch.float64, device=device).index_add_(0, owner_t, token_lp)
+    misses = torch.zeros(len(order), dtype=torch.long, device=device).index_add_(0, owner_t, 1 - hits)
+    return [(i, (lp, miss == 0)) for i, lp, miss in zip(order, totals.tolist(), misses.tolist(), strict=True)]
