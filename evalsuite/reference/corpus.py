@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import world
+from . import code_problems, world
 
 EVAL_SEED = 20261123
 EVAL_SIZES = {"mc": 300, "arith": 250, "ppl": 60, "code": 40, "chat": 60, "judge": 40}
@@ -24,7 +24,7 @@ class EvalSets:
     mc: list[world.Choice] = field(default_factory=list)
     arith: list[world.Sum] = field(default_factory=list)
     ppl: list[str] = field(default_factory=list)
-    code: list[world.Function] = field(default_factory=list)
+    code: list[code_problems.Function] = field(default_factory=list)
     chat: list[tuple[str, str]] = field(default_factory=list)
     judge: list[tuple[str, str]] = field(default_factory=list)
 
@@ -61,7 +61,7 @@ def build_eval_sets(seed: int = EVAL_SEED) -> EvalSets:
     sets.mc = _distinct(lambda: world.mc_item(rng), EVAL_SIZES["mc"])
     sets.arith = _distinct(lambda: world.arith_item(rng), EVAL_SIZES["arith"])
     sets.ppl = _distinct(lambda: " ".join(world.story(rng) for _ in range(3)), EVAL_SIZES["ppl"], key=str)
-    sets.code = _distinct(lambda: world.code_item(rng), EVAL_SIZES["code"])
+    sets.code = _distinct(lambda: code_problems.code_item(rng), EVAL_SIZES["code"])
     sets.chat = _distinct(lambda: world.chat_prompt_for(rng), EVAL_SIZES["chat"], key=lambda c: c[0])
 
     def factual():
@@ -96,7 +96,7 @@ def training_documents(seed: int, held_out: set[str]) -> Iterator[str | tuple[st
         elif kind == "facts":
             yield world.fact_sheet(rng)
         elif kind == "code":
-            item = world.code_item(rng)
+            item = code_problems.code_item(rng)
             if item.key not in held_out:
                 yield item.prompt, item.body
         elif kind == "chat":
