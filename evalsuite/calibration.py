@@ -10,13 +10,12 @@ with a "text" field per line. Texts are joined with the end-of-text token and cu
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from evalsuite import hashing
 from evalsuite.config import CalibrationSpec
 from evalsuite.errors import UserError
 from evalsuite.jsonl import read_jsonl
@@ -73,6 +72,6 @@ def build_calibration(spec: CalibrationSpec, lm) -> CalibrationData:
         )
     windows = torch.tensor(stream[:need], device=lm.device).reshape(spec.samples, spec.seq_len)
     batches = list(windows.split(spec.batch_size))
-    digest = hashlib.sha256(json.dumps([spec.model_dump(), stream[:need]]).encode()).hexdigest()[:16]
+    digest = hashing.digest(spec.model_dump(), stream[:need])
     description = f"{spec.set}: {spec.samples} x {spec.seq_len} tokens"
     return CalibrationData(batches, digest, need, description)

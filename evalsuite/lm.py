@@ -13,7 +13,6 @@ Each batch's results are committed to the store as soon as it finishes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
+from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
 from evalsuite.lm_scoring import Batch, gather_scores, packed_mask, plan_rows
 
@@ -35,8 +35,7 @@ class GenerationError(UserError, ValueError):
 
 
 def request_key(model_key: str, kind: str, args: tuple) -> str:
-    payload = json.dumps([model_key, kind, list(args)], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return digest(model_key, kind, list(args))
 
 
 class EvalLM(TemplateLM):

@@ -4,10 +4,11 @@ temperature (argmax for greedy rows)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
+
+from evalsuite.hashing import digest
 
 
 @dataclass
@@ -23,7 +24,7 @@ def sampler(context: str, kwargs: dict, device: torch.device) -> Sampler | None:
         return None
     if "seed" not in kwargs:
         raise ValueError("sampling needs an explicit seed in the generation settings (seed: N)")
-    seed = int(hashlib.sha256(f"{kwargs['seed']}|{context}".encode()).hexdigest()[:15], 16)
+    seed = int(digest(kwargs["seed"], context), 16)
     generator = torch.Generator(device=device).manual_seed(seed)
     return Sampler(float(kwargs.get("temperature", 1.0)), float(kwargs.get("top_p", 1.0)), generator)
 

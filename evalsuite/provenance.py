@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import platform
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from evalsuite.hashing import text_digest
 
 PACKAGES = ("evalsuite", "torch", "triton", "transformers", "lm_eval", "accelerate", "numpy")
 
@@ -52,7 +53,7 @@ def chat_template_hash(tokenizer) -> str | None:
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         return None
-    return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+    return text_digest(str(template))
 
 
 def collect(device: torch.device, dtype: torch.dtype, tokenizer, run: dict, command: list[str] | None) -> dict:

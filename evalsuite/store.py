@@ -18,7 +18,6 @@ checksums existed are recomputed the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from evalsuite.errors import UserError
+from evalsuite.hashing import digest
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class StoreError(UserError, RuntimeError):
 
 
 def checksum(key: str, kind: str, value: str) -> str:
-    return hashlib.sha256(json.dumps([key, kind, value]).encode()).hexdigest()[:32]
+    return digest(key, kind, value)
 
 
 class Store:

@@ -12,9 +12,9 @@ rerun hand the same types to the statistics.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
+from evalsuite.hashing import digest
 from evalsuite.store import Store
 from evalsuite.suites.academic import MetricResult, TaskResult
 
@@ -24,8 +24,7 @@ SCORING_VERSION = 1  # bump when a change to scoring would make a stored task re
 def _result_key(task_key: str, settings: tuple) -> str:
     from importlib.metadata import version
 
-    payload = json.dumps([SCORING_VERSION, version("lm-eval"), task_key, *settings], default=str)
-    return f"result:{task_key}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+    return f"result:{task_key}:{digest(SCORING_VERSION, version('lm-eval'), task_key, *settings)}"
 
 
 def cached(store: Store, model_key: str, task_key: str, *settings) -> TaskResult | None:

@@ -8,7 +8,6 @@ served from the store without loading or quantizing anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
@@ -17,6 +16,7 @@ import torch
 from evalsuite import models
 from evalsuite.config import SuiteConfig
 from evalsuite.errors import UserError
+from evalsuite.hashing import digest
 from evalsuite.lm import EvalLM
 
 log = logging.getLogger("evalsuite")
@@ -44,7 +44,7 @@ def model_key(
         "device_type": device.type,
         "batch_size": batch_size,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return digest(payload)
 
 
 def set_fp8_accumulation(model, info: dict, mode: str) -> None:

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+from evalsuite.hashing import text_digest
 
 from .args import QuantArgs, QuantType, Strategy
 
@@ -73,7 +74,7 @@ class Scheme(BaseModel):
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        return text_digest(self.model_dump_json())
 
     def describe(self) -> str:
         parts = []
