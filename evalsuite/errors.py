@@ -8,9 +8,9 @@ class UserError(Exception):
 
 def user_errors() -> tuple[type[Exception], ...]:
     from evalsuite.quant_schemes.algorithms import UnknownAlgorithmError
+    from evalsuite.quant_schemes.backends import KernelUnavailableError
     from evalsuite.quant_schemes.checkpoints import CheckpointError
     from evalsuite.quant_schemes.export import ExportError
-    from evalsuite.quant_schemes.linear import KernelUnavailableError
     from evalsuite.quant_schemes.scheme import UnknownSchemeError
 
     # quant_schemes does not import the harness (dependencies point one way): its user errors are listed here

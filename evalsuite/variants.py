@@ -197,7 +197,6 @@ def predicted(name: str, config: SuiteConfig, source: models.ModelSource, backen
     algorithm or static KV scales, whose key depends on calibration data, a GGUF file or a device map)."""
     from evalsuite.config import BASELINE
     from evalsuite.quant_schemes.algorithms import CALIBRATED
-    from evalsuite.quant_schemes.args import QuantType
 
     if source.gguf_file or config.model.device_map:
         return None
@@ -210,7 +209,7 @@ def predicted(name: str, config: SuiteConfig, source: models.ModelSource, backen
             return None
         key_fields = {"scheme_hash": scheme.hash, "algorithm": spec.algorithm, "options": spec.options}
         key_fields.update(rotation=spec.rotation, backend=backend)
-        if scheme.weights is not None and scheme.weights.type == QuantType.FLOAT:
+        if scheme.weights is not None and scheme.resolved_format().accumulation:
             mode = config.run.fp8_accumulation
             key_fields["fp8_accumulation"] = mode if backend == "triton" else "fp32 (torch reference)"
     dtype = models.compute_dtype(config.model.dtype, device)

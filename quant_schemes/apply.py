@@ -26,6 +26,7 @@ from . import kv_cache
 from .algorithms import CALIBRATED, check_combination, get_algorithm
 from .algorithms.rtn import rtn_weights
 from .algorithms.sequential import split_by_block
+from .backends import KernelBackend, get_backend
 from .formats import weight_stats
 from .linear import QuantLinear
 from .rotation import HadamardRotated
@@ -75,7 +76,7 @@ def quantize(
     scheme: str | dict | Scheme,
     algorithm: str = "rtn",
     calib: list | None = None,
-    backend: str = "torch-ref",
+    backend: str | KernelBackend = "torch-ref",
     rotation: str | None = None,
     **options,
 ) -> QuantizationReport:
@@ -83,7 +84,8 @@ def quantize(
     check_combination(scheme, algorithm, rotation)
     if algorithm in CALIBRATED and not calib:
         raise ValueError(f"{algorithm} needs calibration data and got none")
-    report = QuantizationReport(scheme, algorithm, backend, rotation)
+    backend = get_backend(backend)
+    report = QuantizationReport(scheme, algorithm, backend.name, rotation)
     if scheme.weights is not None:
         _quantize_weights(model, scheme, algorithm, calib, backend, rotation, report, options)
     if scheme.kv_cache is not None:

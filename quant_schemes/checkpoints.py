@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from .args import QuantArgs, Strategy
-from .formats import QuantizedWeight
+from .args import QuantArgs
 from .linear import QuantLinear, check_static_scale
 from .scheme import Scheme
+from .weight_formats import QuantizedWeight
 
 # AutoAWQ packs the eight 4-bit values of columns 8c..8c+7 into an int32 with element ORDER[i] at bits 4i;
 # unpacking reads element e from bits 4 * REVERSE[e].
@@ -153,48 +153,6 @@ def _unpack_int32_rows(packed: torch.Tensor, bits: int, order=None) -> torch.Ten
     return codes.reshape(*packed.shape[:-1], -1).to(torch.uint8)
 
 
-def _wna16(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group: int, args: QuantArgs):
-    """Unsigned codes (N, K) with (N, G) scales and unsigned zero points into the w4a16_gemm layout."""
-    from evalsuite.kernels.w4a16_gemm import pack_int4
-
-    n, k = codes.shape
-    storage = 4 if args.num_bits <= 4 else 8
-    qdata = pack_int4(codes) if storage == 4 else codes
-    zero_point = None if zero is None else zero.to(torch.uint8).contiguous()
-    return QuantizedWeight(
-        "wna16",
-        (n, k),
-        qdata.contiguous(),
-        scale.float().contiguous(),
-        zero_point,
-        group_size=group,
-        bits=args.num_bits,
-        storage_bits=storage,
-    )
-
-
-def _ct_int_weight(prefix: str, q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor | None, w: QuantArgs):
-    """compressed-tensors' signed integer codes q (N, K) and signed zero points (asymmetric) into the
-    w4a16_gemm layout: unsigned codes and zero points, both offset by the storage midpoint, so that
-    (code - zero) * scale is the package's own (q - zp) * scale."""
-    n, k = q.shape
-    storage = 4 if w.num_bits <= 4 else 8
-    if not w.symmetric and storage != w.num_bits:
-        raise CheckpointError(f"{prefix}: asymmetric {w.num_bits}-bit codes in {storage}-bit storage are not supported")
-    offset = 2 ** (storage - 1)
-    codes = (q.to(torch.int16) + offset).to(torch.uint8)  # (N, K)
-    zero = None if zp is None else (zp.to(torch.int16) + offset).to(torch.uint8)
-    if w.strategy == Strategy.GROUP:
-        group = w.group_size
-    elif w.strategy in (Strategy.CHANNEL, Strategy.TENSOR):
-        group = k
-        scale = scale.reshape(-1, 1).expand(n, 1)  # (N, 1)
-        zero = None if zero is None else zero.reshape(-1, 1).expand(n, 1)
-    else:
-        raise CheckpointError(f"{prefix}: int weights of strategy '{w.strategy.value}' are not supported")
-    return _wna16(codes, scale, zero, group, w)
-
-
 def _zero_point(prefix: str, t: _Tensors, name: str, symmetric: bool) -> torch.Tensor | None:
     """The layer's `name` zero point: required when asymmetric; when symmetric, absent or all zero."""
     key = f"{prefix}.{name}"
@@ -207,27 +165,11 @@ def _zero_point(prefix: str, t: _Tensors, name: str, symmetric: bool) -> torch.T
 
 
 def _ct_weight(prefix: str, t: _Tensors, scheme: Scheme, fmt: str) -> QuantizedWeight:
+    """The weight of layer `prefix`, read by the scheme's weight format from its compressed-tensors tensors."""
     w = scheme.weights
     scale = t[f"{prefix}.weight_scale"]
     zp = _zero_point(prefix, t, "weight_zero_point", w.symmetric)
-    if fmt == "pack-quantized":
-        from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
-
-        shape = torch.Size(t[f"{prefix}.weight_shape"].tolist())
-        q = unpack_from_int32(t[f"{prefix}.weight_packed"], w.num_bits, shape)  # signed codes
-        if zp is not None:
-            zp = unpack_from_int32(zp, w.num_bits, torch.Size(scale.shape), packed_dim=0)
-        return _ct_int_weight(prefix, q, scale, zp, w)
-    weight = t[f"{prefix}.weight"]
-    if weight.dtype == torch.int8:
-        if scheme.input_activations is None:  # weight-only int8 (W8A16): the w4a16_gemm, with any zero point
-            return _ct_int_weight(prefix, weight, scale, zp, w)
-        return QuantizedWeight("int8", tuple(weight.shape), weight.contiguous(), scale.float().reshape(-1, 1), bits=8)
-    if weight.dtype == torch.float8_e4m3fn:
-        s = scale.float()
-        s = s.reshape(-1, 1) if s.numel() in (1, weight.shape[0]) else s
-        return QuantizedWeight("fp8", tuple(weight.shape), weight.contiguous(), s.contiguous(), bits=8)
-    raise CheckpointError(f"{prefix}: compressed-tensors format {fmt!r} with {weight.dtype} weights is not supported")
+    return scheme.resolved_format().from_compressed_tensors(prefix, t, w, fmt, scale, zp)
 
 
 def _ct_input_scale(prefix: str, t: _Tensors, scheme: Scheme) -> torch.Tensor | None:
@@ -260,14 +202,15 @@ def _gptq_weight(prefix: str, t: dict, scheme: Scheme) -> QuantizedWeight:
         raise CheckpointError(f"{prefix}: act-order (desc_act) GPTQ groups are not contiguous; not supported")
     zeros = _unpack_int32_rows(qzeros, bits)[:, :n].t() + 1  # (N, G); stored minus one (GPTQ v1 format)
     zero = None if w.symmetric and bool((zeros == 2 ** (bits - 1)).all()) else zeros
-    return _wna16(codes, scales.t().float(), zero, w.group_size, w)
+    return scheme.resolved_format().stored(codes, scales.t().float(), zero, w.group_size, w)
 
 
 def _awq_weight(prefix: str, t: dict, scheme: Scheme) -> QuantizedWeight:
     w, bits = scheme.weights, scheme.weights.num_bits
     codes = _unpack_int32_rows(t[f"{prefix}.qweight"], bits, AWQ_REVERSE_ORDER).t()  # (K, N/8) packs along N
     zeros = _unpack_int32_rows(t[f"{prefix}.qzeros"], bits, AWQ_REVERSE_ORDER).t()  # (N, G)
-    return _wna16(codes.contiguous(), t[f"{prefix}.scales"].t().float(), zeros.contiguous(), w.group_size, w)
+    scales = t[f"{prefix}.scales"].t().float()
+    return scheme.resolved_format().stored(codes.contiguous(), scales, zeros.contiguous(), w.group_size, w)
 
 
 # --- the model ------------------------------------------------------------------------------------------

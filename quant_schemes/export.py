@@ -17,6 +17,7 @@ from torch import nn
 
 from .args import Strategy
 from .linear import QuantLinear
+from .weight_formats import WeightFormat
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -34,11 +35,10 @@ class ExportError(ValueError):
     pass
 
 
-def _format(kind: str) -> str:
-    formats = {"wna16": "pack-quantized", "int8": "int-quantized", "fp8": "float-quantized"}
-    if kind not in formats:
-        raise ExportError(f"exporting {kind} weights to compressed-tensors is not supported yet (int and fp8 are)")
-    return formats[kind]
+def _format(fmt: WeightFormat) -> str:
+    if fmt.checkpoint_format is None:
+        raise ExportError(f"exporting {fmt.name} weights to compressed-tensors is not supported yet (int and fp8 are)")
+    return fmt.checkpoint_format
 
 
 def _args_dict(args) -> dict | None:
@@ -59,25 +59,8 @@ def _args_dict(args) -> dict | None:
 
 
 def _layer_tensors(prefix: str, layer: QuantLinear) -> dict[str, torch.Tensor]:
-    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
-
-    from evalsuite.kernels.w4a16_gemm import unpack_int4
-
-    out = {}
-    n, k = layer.out_features, layer.in_features
-    if layer.kind == "wna16":
-        codes = unpack_int4(layer.qdata, k) if layer.storage_bits == 4 else layer.qdata  # (N, K) unsigned
-        offset = 2 ** (layer.storage_bits - 1) if layer.zero_point is None else 2 ** (layer.bits - 1)
-        q = codes.to(torch.int16) - offset  # signed codes, as compressed-tensors stores them
-        out[f"{prefix}.weight_packed"] = pack_to_int32(q.to(torch.int8), layer.bits)
-        out[f"{prefix}.weight_shape"] = torch.tensor([n, k])
-        out[f"{prefix}.weight_scale"] = layer.scale.float()
-        if layer.zero_point is not None:
-            zp = (layer.zero_point.to(torch.int16) - 2 ** (layer.bits - 1)).to(torch.int8)
-            out[f"{prefix}.weight_zero_point"] = pack_to_int32(zp, layer.bits, packed_dim=0)
-    else:
-        out[f"{prefix}.weight"] = layer.qdata
-        out[f"{prefix}.weight_scale"] = layer.scale.float()
+    tensors = layer.format.to_compressed_tensors(layer.quantized_weight())
+    out = {f"{prefix}.{name}": t for name, t in tensors.items()}
     if layer.bias is not None:
         out[f"{prefix}.bias"] = layer.bias
     return out
@@ -96,7 +79,7 @@ def export_compressed_tensors(
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not layers:
         raise ExportError("the model has no quantized layers to export")
-    fmt = _format(next(iter(layers.values())).kind)
+    fmt = _format(next(iter(layers.values())).format)
     tensors: dict[str, torch.Tensor] = {}
     for prefix, layer in layers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _layer_tensors(prefix, layer).items()})

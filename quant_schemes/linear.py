@@ -1,6 +1,7 @@
 """`QuantLinear`: an nn.Linear whose weight lives as low-precision codes plus scales, and whose forward calls
-the kernel of its format: the Triton kernel (`backend="triton"`) or its pure-torch reference
-(`backend="torch-ref"`, the CPU path). There is no float copy of the weight and no fallback between the two.
+the kernel of its weight format through a kernel backend: the Triton kernel (`backend="triton"`) or its
+pure-torch reference (`backend="torch-ref"`, the CPU path). There is no float copy of the weight and no
+fallback between backends.
 
     layer = QuantLinear.from_float(linear, scheme, backend="torch-ref")
     y = layer(x)                  # x: (..., in_features) -> (..., out_features)
@@ -13,33 +14,19 @@ W8A8 layers quantize their input first: dynamically (a scale from each input), o
 from __future__ import annotations
 
 import contextlib
-import importlib
 
 import torch
 from torch import nn
 
-from .args import QuantArgs, Strategy
-from .formats import QuantizedWeight, quantize_weight
+from .args import QuantArgs
+from .backends import KernelBackend, get_backend
 from .scheme import Scheme
-
-BACKENDS = ("triton", "torch-ref")
-# kind -> (kernel module, entry point); W8A8 kinds also quantize activations with act_quant first.
-GEMMS = {
-    "int8": ("int8_gemm", "int8_gemm"),
-    "fp8": ("fp8_gemm", "fp8_gemm"),
-    "wna16": ("w4a16_gemm", "w4a16_gemm"),
-    "mxfp4": ("fp4_gemm", "fp4_gemm"),
-    "nvfp4": ("fp4_gemm", "fp4_gemm"),
-}
-
-
-class KernelUnavailableError(RuntimeError):
-    pass
+from .weight_formats import QuantizedWeight, WeightFormat, get_format
 
 
 def use_fp8_accumulation(model: nn.Module, mode: str) -> int:
-    """Set the fp8 accumulation mode of every fp8 QuantLinear in model; returns how many there are."""
-    layers = [m for m in model.modules() if isinstance(m, QuantLinear) and m.kind == "fp8"]
+    """Set the fp8 accumulation mode of every layer whose format has one; returns how many there are."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear) and m.format.accumulation]
     for layer in layers:
         layer.use_fp8_accumulation(mode)
     return len(layers)
@@ -53,34 +40,7 @@ def on_device(x: torch.Tensor):
     return contextlib.nullcontext()
 
 
-def kernel(module: str, name: str, backend: str):
-    """The Triton launcher `name` or its reference `name_ref` from evalsuite.kernels.<module>."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    mod = importlib.import_module(f"evalsuite.kernels.{module}")
-    attr = name if backend == "triton" else f"{name}_ref"
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        raise KernelUnavailableError(f"evalsuite.kernels.{module} has no {attr}: backend {backend!r} cannot run it")
-    return fn
-
-
-def _granularity(args: QuantArgs | None):
-    if args is None:
-        return None
-    if not args.dynamic:
-        if args.strategy != Strategy.TENSOR:
-            raise ValueError(
-                f"static (dynamic: false) input_activations use strategy 'tensor', not '{args.strategy.value}'; "
-                "set dynamic: true for scales computed from each input"
-            )
-        return "tensor"
-    if args.strategy == Strategy.GROUP:
-        return args.group_size
-    return "tensor" if args.strategy == Strategy.TENSOR else "token"
-
-
-def _static_input_scale(args: QuantArgs | None, input_scale: torch.Tensor | None, kind: str) -> torch.Tensor | None:
+def _static_input_scale(args: QuantArgs | None, input_scale: torch.Tensor | None) -> torch.Tensor | None:
     """The (1, 1) fp32 input scale of static input_activations, checked once here (the kernels do not)."""
     static = args is not None and not args.dynamic
     if not static:
@@ -91,8 +51,6 @@ def _static_input_scale(args: QuantArgs | None, input_scale: torch.Tensor | None
                 "(dynamic: false) input_activations"
             )
         return None
-    if kind not in ("int8", "fp8"):
-        raise ValueError(f"static input_activations go with int8 or fp8 weights (W8A8), not {kind!r} weights")
     if input_scale is None:
         raise ValueError(
             "input_activations are static (dynamic: false) and need a calibrated per-tensor input_scale, which "
@@ -119,7 +77,7 @@ class QuantLinear(nn.Module):
         weight: QuantizedWeight,
         bias: torch.Tensor | None,
         input_activations: QuantArgs | None,
-        backend: str,
+        backend: str | KernelBackend,
         input_scale: torch.Tensor | None = None,
     ):
         super().__init__()
@@ -128,23 +86,28 @@ class QuantLinear(nn.Module):
         self.group_size = weight.group_size
         self.bits = weight.bits
         self.storage_bits = weight.storage_bits
-        self.act_granularity = _granularity(input_activations)
+        self.act_granularity = self.format.act_granularity(input_activations)
         tensors = weight.tensors()
         for name in ("qdata", "scale", "zero_point", "global_scale"):
             self.register_buffer(name, tensors.get(name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale, self.kind))
+        self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale))
         self.use_backend(backend)
         self.fp8_accumulation = "fast"  # see evalsuite.kernels.fp8_gemm; use_fp8_accumulation changes it
-        gemm = GEMMS[self.kind][1]
-        act = f"act_quant[{self._act_dtype}{' static' if self.input_scale is not None else ''}]"
-        self.kernels = ([act] if self._act_quant else []) + [gemm]
+        act = f"act_quant[{self.format.act_dtype}{' static' if self.input_scale is not None else ''}]"
+        self.kernels = ([act] if self.act_quant else []) + [self.format.kernel.entry]
 
-    def use_backend(self, backend: str) -> None:
-        """Switch between the Triton kernels and their torch references (e.g. to measure the noise floor)."""
-        module, name = GEMMS[self.kind]
-        self._gemm = kernel(module, name, backend)
-        self._act_quant = kernel("act_quant", "act_quant", backend) if self.act_granularity else None
+    @property
+    def format(self) -> WeightFormat:
+        return get_format(self.kind)
+
+    def use_backend(self, backend: str | KernelBackend) -> None:
+        """Switch kernel backend, e.g. between the Triton kernels and their torch references (to measure the
+        noise floor)."""
+        backend = get_backend(backend)
+        fmt = self.format
+        self.gemm = backend.resolve(fmt.kernel)
+        self.act_quant = backend.resolve(fmt.act_kernel) if self.act_granularity else None
         self.backend = backend
 
     def use_fp8_accumulation(self, mode: str) -> None:
@@ -156,13 +119,9 @@ class QuantLinear(nn.Module):
             raise ValueError(f"fp8 accumulation {mode!r} is not one of {', '.join(ACCUMULATIONS)}")
         self.fp8_accumulation = mode
 
-    @property
-    def _act_dtype(self) -> str:
-        return "int8" if self.kind == "int8" else "fp8"
-
     @classmethod
-    def from_float(cls, linear: nn.Linear, scheme: Scheme, backend: str) -> QuantLinear:
-        weight = quantize_weight(linear.weight.detach(), scheme.weights, scheme.input_activations is not None)
+    def from_float(cls, linear: nn.Linear, scheme: Scheme, backend: str | KernelBackend) -> QuantLinear:
+        weight = scheme.resolved_format().quantize(linear.weight.detach(), scheme.weights)
         return cls(weight, linear.bias, scheme.input_activations, backend)
 
     def quantized_weight(self) -> QuantizedWeight:
@@ -188,29 +147,12 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with on_device(x):
-            return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.kind in ("int8", "fp8"):
-            a_q, a_scale = self._act_quant(x2, self._act_dtype, self.act_granularity, self.input_scale)
-            b_scale = self.scale
-            tensorwise = self.kind == "fp8" and a_scale.numel() == 1 and b_scale.numel() == 1  # fp8_gemm has it
-            if self.act_granularity in ("token", "tensor") and not tensorwise:  # rowwise: broadcast per-tensor
-                a_scale = a_scale.expand(x2.shape[0], 1)  # (M, 1)
-                b_scale = b_scale.reshape(-1, 1).expand(self.out_features, 1)  # (N, 1)
-            extra = {"accumulation": self.fp8_accumulation} if self.kind == "fp8" and self.backend == "triton" else {}
-            y = self._gemm(a_q, a_scale, self.qdata, b_scale, self.bias, out_dtype=x.dtype, **extra)
-        elif self.kind == "wna16":
-            y = self._gemm(x2, self.qdata, self.scale, self.zero_point, self.group_size, self.storage_bits, self.bias)
-        else:
-            y = self._gemm(x2, self.qdata, self.scale, self.kind, self.global_scale, self.bias)
-        return y.reshape(*lead, self.out_features)
+            y = self.format.matmul(self, x.reshape(-1, self.in_features))  # (M, N)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}, "
-            f"bits={self.bits}, group_size={self.group_size}, backend={self.backend}"
-            + (f", fp8_accumulation={self.fp8_accumulation}" if self.kind == "fp8" else "")
+            f"bits={self.bits}, group_size={self.group_size}, backend={self.backend.name}"
+            + (f", fp8_accumulation={self.fp8_accumulation}" if self.format.accumulation else "")
         )

@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backends import TORCH_REF, Kernel, KernelBackend, get_backend
+
 MAX_BLOCK = 16384
+HADAMARD = Kernel("evalsuite.kernels.hadamard", "hadamard")
 
 
 def rotation_block(in_features: int) -> int:
@@ -35,14 +38,12 @@ class HadamardRotated(nn.Module):
     """A linear layer that rotates its input; its inner `linear` holds the rotated weight (and is what a
     quantization algorithm sees and replaces)."""
 
-    def __init__(self, linear: nn.Linear, backend: str):
+    def __init__(self, linear: nn.Linear, backend: str | KernelBackend):
         super().__init__()
-        from .linear import kernel
-
         self.block = rotation_block(linear.in_features)
-        self._hadamard = kernel("hadamard", "hadamard", backend)
+        self._hadamard = get_backend(backend).resolve(HADAMARD)
         with torch.no_grad():
-            reference = kernel("hadamard", "hadamard", "torch-ref")
+            reference = TORCH_REF.resolve(HADAMARD)
             rotated = rotate(linear.weight.float(), self.block, reference).to(linear.weight.dtype)
         linear.weight = nn.Parameter(rotated, requires_grad=linear.weight.requires_grad)
         self.linear = linear

@@ -3,17 +3,19 @@
 >>> scheme = resolve("W4A16")                    # a preset
 >>> scheme = resolve("W8A8_FP8+KV_FP8")          # a weight preset combined with a KV-cache preset
 >>> scheme.hash                                  # stable; goes into every cache key
+>>> scheme.resolved_format()                     # its WeightFormat: named by weight_format, else by weights.type
 """
 
 from __future__ import annotations
 
 import difflib
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
 from evalsuite.hashing import text_digest
 
 from .args import QuantArgs, QuantType, Strategy
+from .weight_formats import ONLY_8BIT_PAIRS, WeightFormat, format_for
 
 
 class Scheme(BaseModel):
@@ -24,6 +26,14 @@ class Scheme(BaseModel):
     kv_cache: QuantArgs | None = None
     targets: tuple[str, ...] = ("Linear",)
     ignore: tuple[str, ...] = ("lm_head",)
+    weight_format: str | None = None  # a registered WeightFormat; None: the one the weights' type picks
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        data = handler(self)
+        if self.weight_format is None:  # schemes that name no format dump (and hash) as before it existed
+            del data["weight_format"]
+        return data
 
     @model_validator(mode="after")
     def _legal(self) -> Scheme:
@@ -32,33 +42,13 @@ class Scheme(BaseModel):
             raise ValueError("a scheme quantizes something: set weights, input_activations or kv_cache")
         if w is not None and w.strategy == Strategy.TOKEN:
             raise ValueError("weights cannot use strategy 'token'; use tensor, channel, group or block")
-        if a is not None:
-            if w is None or w.num_bits != 8 or a.num_bits != 8 or a.type != w.type:
-                raise ValueError(
-                    "input_activations are only quantized together with weights of the same 8-bit type "
-                    "(int8 x int8 or fp8 x fp8); for weight-only quantization leave input_activations out"
-                )
-            if not a.symmetric or not w.symmetric:
-                raise ValueError("W8A8 weights and input_activations must be symmetric: the GEMMs apply no zero point")
-            if w.strategy == Strategy.BLOCK:
-                if w.type != QuantType.FLOAT or a.strategy != Strategy.GROUP or a.group_size != 128 or not a.dynamic:
-                    raise ValueError(
-                        "block-scaled weights are fp8 128x128 and go with dynamic fp8 input_activations of "
-                        "strategy 'group', group_size 128 (see preset W8A8_FP8_BLOCK)"
-                    )
-            elif w.strategy not in (Strategy.CHANNEL, Strategy.TENSOR):
-                raise ValueError(
-                    f"W8A8 weights use strategy 'channel', 'tensor' or (fp8) 'block', not '{w.strategy.value}'"
-                )
-            elif a.strategy not in (Strategy.TOKEN, Strategy.TENSOR):
-                raise ValueError(f"input_activations use strategy 'token' or 'tensor', not '{a.strategy.value}'")
-        elif w is not None and w.type == QuantType.FLOAT:
-            raise ValueError(
-                "fp8 weights run through the fp8 x fp8 GEMM: add fp8 input_activations (preset W8A8_FP8), "
-                "or use int, mxfp or nvfp weights for weight-only quantization"
-            )
-        if w is not None and w.strategy == Strategy.BLOCK and w.type != QuantType.FLOAT:
-            raise ValueError("strategy 'block' is for fp8 weights; int weights use 'group' (for example 128)")
+        if w is None:
+            if a is not None:
+                raise ValueError(ONLY_8BIT_PAIRS)
+            if self.weight_format is not None:
+                raise ValueError("weight_format names how weights are stored: set weights too, or leave it out")
+        else:
+            self.resolved_format().check(w, a)
         if kv is not None:
             if kv.num_bits != 8 or kv.type not in (QuantType.INT, QuantType.FLOAT):
                 raise ValueError("kv_cache is int8 or fp8: write num_bits: 8 and type: int or float")
@@ -71,6 +61,12 @@ class Scheme(BaseModel):
                     "dynamic kv_cache scales are per token (strategy: token); per-head and per-tensor ones are static"
                 )
         return self
+
+    def resolved_format(self) -> WeightFormat | None:
+        """The format the weights are stored in (None without weights)."""
+        if self.weights is None:
+            return None
+        return format_for(self.weights, self.input_activations is not None, self.weight_format)
 
     @property
     def hash(self) -> str:

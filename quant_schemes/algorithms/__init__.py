@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..args import QuantType, Strategy
+from ..args import Strategy
 from ..scheme import Scheme, suggest
 
 ALGORITHMS: dict[str, str] = {
@@ -26,6 +26,7 @@ LEGAL = {
 
 
 PER_ROW = (Strategy.GROUP, Strategy.CHANNEL)  # the weight strategies gptq and awq take
+PER_ROW_ALGORITHMS = frozenset({"gptq", "awq"})  # they find scales per output row
 
 
 class UnknownAlgorithmError(ValueError):
@@ -40,17 +41,17 @@ def check_algorithm(name: str, scheme: Scheme | None = None) -> None:
         )
     if scheme is None:
         return
-    w, a = scheme.weights, scheme.input_activations
-    weight_only_int = w is not None and w.type == QuantType.INT and a is None
+    w, fmt = scheme.weights, scheme.resolved_format()
+    produced = fmt is not None and name in fmt.algorithms  # the format's weights are what the algorithm yields
     legal = {
         "rtn": True,
-        "gptq": weight_only_int and w.strategy in PER_ROW,
-        "awq": weight_only_int and w.num_bits <= 4 and w.strategy in PER_ROW,
-        "smoothquant": w is not None and a is not None,
+        "gptq": produced and w.strategy in PER_ROW,
+        "awq": produced and w.num_bits <= 4 and w.strategy in PER_ROW,
+        "smoothquant": produced,
     }[name]
     if not legal:
         hint = ""
-        if weight_only_int and w.strategy not in PER_ROW:
+        if fmt is not None and not PER_ROW_ALGORITHMS.isdisjoint(fmt.algorithms) and w.strategy not in PER_ROW:
             hint = (
                 f" Strategy '{w.strategy.value}' shares one scale across the tensor, and {name} finds scales per "
                 "output row: write weights.strategy: group (with a group_size, e.g. 128) or channel."

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..formats import _grouped, _int_codes, _int_params, int_weight
 from ..scheme import Scheme
+from ..weight_formats.int_codec import grouped, int_codes, int_params, int_weight
 from .rtn import rtn_weights
 from .sequential import run_blocks
 from .smooth import fold, fold_pairs
@@ -24,9 +24,9 @@ def _fake_quant(w: torch.Tensor, scheme: Scheme, shrink=1.0) -> torch.Tensor:
     """Quantize-dequantize w (N, K) with the scheme's weight args, the range shrunk by `shrink` ((N, G) or 1)."""
     args = scheme.weights
     n, k = w.shape
-    g, _ = _grouped(w.float(), args)
-    scale, zero = _int_params(g, args.num_bits, args.symmetric, shrink)
-    q = _int_codes(g, scale, zero, args.num_bits, args.symmetric)
+    g, _ = grouped(w.float(), args)
+    scale, zero = int_params(g, args.num_bits, args.symmetric, shrink)
+    q = int_codes(g, scale, zero, args.num_bits, args.symmetric)
     deq = (q - (0 if zero is None else zero.unsqueeze(-1))) * scale.unsqueeze(-1)
     return deq.reshape(g.shape[0], -1)[:, : (n * k) // g.shape[0]].reshape(n, k)
 
@@ -51,13 +51,13 @@ def clipped_weight(w: torch.Tensor, x: torch.Tensor, scheme: Scheme, grid: int):
     """Per output row and group, the range shrink in {1, 1 - 0.5/grid, ...} that minimises the output error."""
     args = scheme.weights
     n, k = w.shape
-    g, group = _grouped(w.float(), args)  # (N, G, group)
+    g, group = grouped(w.float(), args)  # (N, G, group)
     xs = torch.nn.functional.pad(x[:CLIP_ROWS].float(), (0, -k % group)).reshape(-1, g.shape[1], group)  # (R, G, group)
     best_err, best_shrink = None, None
     for i in range(grid):
         shrink = 1.0 - i / (2 * grid)
-        scale, zero = _int_params(g, args.num_bits, args.symmetric, shrink)
-        q = _int_codes(g, scale, zero, args.num_bits, args.symmetric)
+        scale, zero = int_params(g, args.num_bits, args.symmetric, shrink)
+        q = int_codes(g, scale, zero, args.num_bits, args.symmetric)
         diff = g - (q - (0 if zero is None else zero.unsqueeze(-1))) * scale.unsqueeze(-1)  # (N, G, group)
         err = torch.einsum("rgc,ngc->rng", xs, diff).pow(2).sum(dim=0)  # (N, G)
         if best_err is None:
@@ -66,8 +66,8 @@ def clipped_weight(w: torch.Tensor, x: torch.Tensor, scheme: Scheme, grid: int):
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_shrink = torch.where(better, torch.full_like(err, shrink), best_shrink)
-    scale, zero = _int_params(g, args.num_bits, args.symmetric, best_shrink)
-    q = _int_codes(g, scale, zero, args.num_bits, args.symmetric).reshape(n, -1)[:, :k]
+    scale, zero = int_params(g, args.num_bits, args.symmetric, best_shrink)
+    q = int_codes(g, scale, zero, args.num_bits, args.symmetric).reshape(n, -1)[:, :k]
     return int_weight(q, scale, zero, group, args, with_activations=False)
 
 

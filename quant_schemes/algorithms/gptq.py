@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..args import QuantArgs, Strategy
-from ..formats import QuantizedWeight, _int_codes, int_scales, int_weight
 from ..scheme import Scheme
+from ..weight_formats import QuantizedWeight
+from ..weight_formats.int_codec import int_codes, int_scales, int_weight
 from .sequential import run_blocks
 
 
@@ -67,7 +68,7 @@ def gptq_weight(
                 scale[:, g] = s[:, 0]
                 if zero is not None:
                     zero[:, g] = z[:, 0]
-            q = _int_codes(
+            q = int_codes(
                 W1[:, i : i + 1][:, None, :],
                 scale[:, g : g + 1],
                 None if zero is None else zero[:, g : g + 1],

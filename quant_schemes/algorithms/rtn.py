@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..formats import quantize_weight
 from ..scheme import Scheme
 from .sequential import run_blocks
 
 
 def rtn_weights(linears: dict[str, nn.Linear], scheme: Scheme) -> dict:
-    with_activations = scheme.input_activations is not None
-    return {
-        name: quantize_weight(layer.weight.detach(), scheme.weights, with_activations)
-        for name, layer in linears.items()
-    }
+    fmt = scheme.resolved_format()
+    return {name: fmt.quantize(layer.weight.detach(), scheme.weights) for name, layer in linears.items()}
 
 
 def run(model: nn.Module, layers: dict[str, nn.Linear], scheme: Scheme, calib, make_quantized):
