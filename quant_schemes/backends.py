@@ -58,7 +58,7 @@ def register_backend(backend: KernelBackend) -> KernelBackend:
     return backend
 
 
-TRITON = register_backend(Backend("triton"))
+register_backend(Backend("triton"))
 TORCH_REF = register_backend(Backend("torch-ref", suffix="_ref", reference=True))
 
 
