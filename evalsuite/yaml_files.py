@@ -4,10 +4,14 @@ file:line: field.path: message.
 
     data, lines = load_yaml(path, ConfigError)       # lines[("run", "batch_size")] == 12
     data, lines = load_yaml(path, ConfigError, TagTolerantLoader)   # lm-eval task files (!function tags)
+    config = load_task_yaml(path, TaskFileError)     # an lm-eval task file as lm-eval reads it
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import yaml
@@ -21,6 +25,59 @@ class TagTolerantLoader(yaml.SafeLoader):
 
 
 TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+class FunctionTagError(yaml.MarkedYAMLError):
+    """A `!function module.fn` tag whose function cannot be found."""
+
+
+def task_loader(base_dir: Path) -> type[yaml.SafeLoader]:
+    """A loader for lm-eval task YAML in `base_dir` that resolves `!function module.fn` as lm-eval does: `fn` of
+    `base_dir/module.py` (dots in `module` are folders) where that file exists, else of the importable `module`."""
+
+    class TaskLoader(yaml.SafeLoader):
+        pass
+
+    def function(loader: yaml.SafeLoader, node: yaml.Node):
+        spec = loader.construct_scalar(node)
+        try:
+            return _task_function(spec, base_dir)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise FunctionTagError(problem=f"!function {spec}: {err}", problem_mark=node.start_mark) from None
+
+    TaskLoader.add_constructor("!function", function)
+    return TaskLoader
+
+
+def _task_function(spec: str, base_dir: Path):
+    module_name, _, name = spec.rpartition(".")
+    if not module_name:
+        raise ValueError("name the function with its module: !function module.function")
+    path = (base_dir / f"{module_name.replace('.', '/')}.py").resolve()
+    module = _module_from_file(path) if path.exists() else importlib.import_module(module_name)
+    if not hasattr(module, name):
+        raise AttributeError(f"{getattr(module, '__file__', None) or module_name} defines no {name}")
+    return getattr(module, name)
+
+
+def _module_from_file(path: Path):
+    """The module in `path`, loaded again only when the file changed, under the name lm-eval gives it (so a
+    task's functions are the same objects whichever of the two loaded them first)."""
+    text, tasks_dir = str(path), "/lm_eval/tasks/"
+    if tasks_dir in text:
+        name = "lm_eval.tasks." + text.split(tasks_dir, 1)[1].removesuffix(".py").replace("/", ".")
+    else:
+        name = str(path.with_suffix(""))
+    mtime = path.stat().st_mtime_ns
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__mtime__", None) == mtime:
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    module.__mtime__ = mtime
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
 
 
 def line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -64,9 +121,11 @@ def dotted(path: tuple) -> str:
     return text or "(top level)"
 
 
-def load_yaml(path: str | Path, error: type[Exception], loader: type = yaml.SafeLoader) -> tuple[object, dict]:
-    """The document in `path` and its line map; invalid YAML and repeated keys raise `error` naming
-    path:line."""
+def load_yaml(
+    path: str | Path, error: type[Exception], loader: type = yaml.SafeLoader, repeated_keys: bool = False
+) -> tuple[object, dict]:
+    """The document in `path` and its line map; invalid YAML and (unless `repeated_keys`, where the last one
+    wins) repeated keys raise `error` naming path:line."""
     text = Path(path).read_text()
     try:
         node = yaml.compose(text, Loader=loader)
@@ -74,8 +133,9 @@ def load_yaml(path: str | Path, error: type[Exception], loader: type = yaml.Safe
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise error(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
-    repeated = duplicate_keys(node)
+        what = "" if isinstance(err, FunctionTagError) else "not valid YAML: "
+        raise error(f"{where}: {what}{getattr(err, 'problem', None) or err}") from None
+    repeated = [] if repeated_keys else duplicate_keys(node)
     if repeated:
         raise error(
             "\n  ".join(
@@ -84,6 +144,34 @@ def load_yaml(path: str | Path, error: type[Exception], loader: type = yaml.Safe
             )
         )
     return data, line_map(node) if node is not None else {}
+
+
+def load_task_yaml(
+    path: str | Path, error: type[Exception], repeated_keys: bool = False, _including: tuple[Path, ...] = ()
+) -> dict:
+    """An lm-eval task (or group) file as lm-eval's loader reads it: the files named by `include:` merged
+    first, in order, then this file's own keys over them (an included file's `task_list` is not inherited);
+    `!function` tags resolved (see `task_loader`). Invalid YAML, a missing function or include, an include
+    cycle and (unless `repeated_keys`, for lm-eval's own files, some of which repeat a key and mean the last)
+    repeated keys raise `error` naming the file (and line)."""
+    path = Path(path).expanduser().resolve()
+    if path in _including:
+        raise error(f"{path}: includes itself through {' -> '.join(str(p) for p in _including)}")
+    if not path.is_file():
+        raise error(f"{_including[-1]}: include: no file {path}" if _including else f"{path}: no such file")
+    data, _ = load_yaml(path, error, task_loader(path.parent), repeated_keys)
+    if not isinstance(data, dict):
+        raise error(f"{path}: an lm-eval task file is a mapping of keys, not {type(data).__name__}")
+    if "include" not in data:
+        return data
+    includes = data.pop("include")
+    merged: dict = {}
+    for include in includes if isinstance(includes, list) else [includes]:
+        included = load_task_yaml(path.parent / include, error, repeated_keys, (*_including, path))
+        included.pop("task_list", None)
+        merged.update(included)
+    merged.update(data)
+    return merged
 
 
 def _field_path(loc: tuple, lines: dict[tuple, int]) -> tuple[tuple, str]:

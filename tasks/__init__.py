@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalsuite.errors import UserError
-from evalsuite.yaml_files import TagTolerantLoader, load_yaml
+from evalsuite.yaml_files import TagTolerantLoader, load_task_yaml, load_yaml
 
 HERE = Path(__file__).resolve().parent
 ACADEMIC_DIR = HERE / "academic"
@@ -44,7 +44,5 @@ def _absolute_data_files(config: dict, base: Path) -> dict:
 
 def task_config(name: str, include: tuple[str, ...] = ()) -> dict:
     """A local task's config, as lm-eval's loader reads it (includes resolved), with absolute data paths."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     path = builtin_tasks(include)[name]
-    return _absolute_data_files(load_yaml(path), path.parent)
+    return _absolute_data_files(load_task_yaml(path, TaskFileError), path.parent)

@@ -45,7 +45,7 @@ def test_a_task_reads_its_splits_from_data_dir(arc_dir):
 def test_a_group_expands_to_its_tasks():
     from evalsuite.suites.academic import task_manager
 
-    leaves = leaf_tasks("mmlu", task_manager(True).task_index)
+    leaves = leaf_tasks("mmlu", task_manager(True))
     assert len(leaves) == 57 and "mmlu_anatomy" in leaves and "mmlu" not in leaves
 
 
@@ -73,7 +73,7 @@ def test_leaderboard_tasks_run_offline_from_local_copies(tmp_path, arc_dir):
     mmlu = tmp_path / "mmlu"
     from evalsuite.suites.academic import task_manager
 
-    for leaf in leaf_tasks("mmlu", task_manager(True).task_index):
+    for leaf in leaf_tasks("mmlu", task_manager(True)):
         subject = leaf.removeprefix("mmlu_")
         rows = [
             {

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalsuite.errors import UserError
+from evalsuite.yaml_files import load_task_yaml
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLITS = ("test_split", "validation_split", "fewshot_split", "training_split")
@@ -23,26 +24,22 @@ class LocalDataError(UserError, ValueError):
     pass
 
 
-def leaf_tasks(name: str, index: dict) -> list[str]:
-    """The tasks a name stands for: itself, a group's members (recursively) or a tag's tasks."""
-    from lm_eval.tasks._index import Kind
-    from lm_eval.tasks._yaml_loader import load_yaml
-
+def leaf_tasks(name: str, manager) -> list[str]:
+    """The tasks a name stands for in an lm-eval `TaskManager`: itself, a group's members (recursively) or a
+    tag's tasks."""
+    index = manager.task_index
     entry = index.get(name)
-    if entry is None:
-        tagged = sorted(n for n, e in index.items() if name in e.tags and e.kind in (Kind.TASK, Kind.PY_TASK))
-        if tagged:
+    if entry is None or name in manager.all_tags:
+        tagged = sorted(n for n in manager.all_subtasks if name in index[n].tags)
+        if tagged or entry is not None:
             return tagged
         raise LocalDataError(f"{name!r} is not an lm-eval task, group or tag")
-    if entry.kind == Kind.TAG:
-        return sorted(n for n, e in index.items() if name in e.tags and e.kind in (Kind.TASK, Kind.PY_TASK))
-    if entry.kind != Kind.GROUP:
+    if name not in manager.all_groups:
         return [name]
-    members = load_yaml(entry.yaml_path, resolve_func=False).get("task", [])
     leaves = []
-    for member in members:
+    for member in entry.cfg.get("task", []):  # the group file as the index read it (includes merged)
         member_name = member if isinstance(member, str) else member.get("task") or member.get("group")
-        leaves += leaf_tasks(member_name, index)
+        leaves += leaf_tasks(member_name, manager)
     return leaves
 
 
@@ -52,9 +49,7 @@ def _split_file(folder: Path, split: str) -> Path | None:
 
 
 def local_config(name: str, data_dir: Path, index: dict) -> dict:
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    config = load_yaml(index[name].yaml_path, resolve_func=True)
+    config = load_task_yaml(index[name].yaml_path, LocalDataError, repeated_keys=True)  # lm-eval's own file
     dataset_name = config.get("dataset_name")
     folder = data_dir / dataset_name if dataset_name and (data_dir / dataset_name).is_dir() else data_dir
     files, missing = {}, []
@@ -92,8 +87,8 @@ def local_configs(name: str, data_dir: str | Path) -> list[dict]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise LocalDataError(f"data_dir {data_dir} for task {name} is not a directory")
-    index = task_manager(True).task_index
-    return [local_config(leaf, data_dir, index) for leaf in leaf_tasks(name, index)]
+    manager = task_manager(True)
+    return [local_config(leaf, data_dir, manager.task_index) for leaf in leaf_tasks(name, manager)]
 
 
 HUB_PROBE = ("huggingface.co", 443)
@@ -101,14 +96,12 @@ HUB_PROBE = ("huggingface.co", 443)
 
 def hub_datasets(name: str) -> list[str]:
     """The Hugging Face hub datasets an lm-eval task (or group) reads when no data_dir is given."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     from evalsuite.suites.academic import task_manager
 
-    index = task_manager(True).task_index
+    manager = task_manager(True)
     found = []
-    for leaf in leaf_tasks(name, index):
-        path = load_yaml(index[leaf].yaml_path, resolve_func=False).get("dataset_path")
+    for leaf in leaf_tasks(name, manager):
+        path = manager.task_index[leaf].cfg.get("dataset_path")  # the task file as the index read it
         if isinstance(path, str) and not Path(path).exists() and path not in found and path not in FORMATS.values():
             found.append(path)
     return found
