@@ -1,9 +1,10 @@
 """Print the algorithms benchmark as one Markdown table: per variant and model, the academic suite's
 recovery, each task's primary-metric recovery and the token-level KL divergence against the baseline."""
 
-import json
 import sys
 from pathlib import Path
+
+from evalsuite.results import load
 
 
 def cells(data: dict, variant: str) -> list[str]:
@@ -16,13 +17,13 @@ def cells(data: dict, variant: str) -> list[str]:
             continue
         ci = f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]" if r["ci_low"] is not None else ""
         out.append(f"{100 * r['recovery']:.1f}%{ci}")
-    tokens = data["fidelity"].get(variant, {}).get("tokens", {}).get("tiny_ppl")
+    tokens = data["suites"].get("fidelity", {}).get(variant, {}).get("tiny_ppl")
     out.append(f"{tokens['kld_mean']:.2e}" if tokens else "n/a")
     return out
 
 
 def main(paths: list[str]) -> None:
-    runs = [(Path(p).name, json.loads((Path(p) / "results.json").read_text())) for p in paths]
+    runs = [(Path(p).name, load(p).data) for p in paths]
     header = ["variant"]
     for name, data in runs:
         base = {m["task"]: m["value"] for m in data["metrics"] if m["variant"] == "baseline" and m["primary"]}

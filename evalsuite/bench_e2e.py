@@ -104,6 +104,20 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
     return batch * steps / _time(run, device, repeats)
 
 
+SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
+
+
+def measure_speed(model, device: torch.device) -> dict:
+    """Prefill and decode tokens/s at batch 1 on random tokens (decode as evaluation decodes: CUDA graphs on
+    a GPU), with the same settings for every variant of a run (`run.measure_speed`)."""
+    vocab = model.config.vocab_size
+    return {
+        "prefill_tok_s": prefill_rate(model, 1, SPEED_PREFILL, vocab, device, repeats=3),
+        "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3),
+        "settings": f"batch 1, prefill {SPEED_PREFILL} tokens, decode {SPEED_STEPS} steps after {SPEED_CONTEXT}",
+    }
+
+
 def run_variant(name: str, args, device, dtype) -> dict:
     """Build the seeded model afresh (so no other copy is resident), quantize it, and measure."""
     from evalsuite.models import stored_bytes

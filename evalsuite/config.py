@@ -9,6 +9,7 @@ algorithms are errors with the line they stand on and what to write instead.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -202,18 +203,52 @@ class FidelitySuite(_Strict):
     batch_size: int = Field(default=8, gt=0)
 
 
-class Suites(_Strict):
+class Suites(BaseModel):
+    """The built-in suites' settings, and those of any suite registered in `evalsuite.suites.base.REGISTRY`
+    (validated by its class's `Spec` model)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     academic: AcademicSuite | None = None
     code: CodeSuite | None = None
     similarity: SimilaritySuite | None = None
     judge: JudgeSuite | None = None
     fidelity: FidelitySuite | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registered(cls, data):
+        from evalsuite.suites.base import REGISTRY, suite_class
+
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            if name in cls.model_fields:
+                continue
+            if name not in REGISTRY:
+                close = difflib.get_close_matches(str(name), list(REGISTRY), n=1, cutoff=0.6)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown suite {name!r}.{hint} Suites: {', '.join(REGISTRY)}")
+            try:
+                out[name] = None if value is None else suite_class(name).Spec(**(value or {}))
+            except ValidationError as err:
+                problems = "; ".join(f"{'.'.join(map(str, (name, *e['loc'])))}: {e['msg']}" for e in err.errors())
+                raise ValueError(problems) from None
+        return out
+
     @model_validator(mode="after")
     def _some_suite(self) -> Suites:
-        if all(getattr(self, name) is None for name in type(self).model_fields):
+        if not self.named():
             raise ValueError("name at least one suite (for example academic: {tasks: [tiny_mc]})")
         return self
+
+    def named(self) -> list[tuple[str, BaseModel]]:
+        """(name, settings) of every suite the file names, in registry order."""
+        from evalsuite.suites.base import REGISTRY
+
+        given = {**{n: getattr(self, n) for n in type(self).model_fields}, **(self.model_extra or {})}
+        return [(name, given[name]) for name in REGISTRY if given.get(name) is not None]
 
 
 class RunSpec(_Strict):

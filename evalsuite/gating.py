@@ -48,6 +48,9 @@ class GateConfigError(UserError, ValueError):
 
 
 class Rule(BaseModel):
+    """One gate rule: which rows (suite, task, metric, variant) and one threshold. Besides the built-in
+    suites' keys, a registered suite's own gate key (`evalsuite.suites.base.GateKey`) is accepted."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     suite: str | None = None
@@ -59,29 +62,49 @@ class Rule(BaseModel):
     max_kld: float | None = Field(default=None, ge=0)
     min: float | None = None
     use: Literal["point", "lower_bound"] | None = None  # overrides the gate's `use` for this rule
+    registered: dict[str, float] = Field(default_factory=dict)  # thresholds of registered suites, by their key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _registered_keys(cls, data):
+        """Move the gate keys of registered suites (beyond the typed ones above) into `registered`; any other
+        unknown key stays, and is refused naming its line."""
+        if not isinstance(data, dict):
+            return data
+        keys = set(gate_suites.thresholds().values()) - set(cls.model_fields)
+        found = {k: v for k, v in data.items() if k in keys}
+        for key, value in found.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key} is a number, not {value!r}")
+        return {k: v for k, v in data.items() if k not in keys} | ({"registered": found} if found else {})
 
     @model_validator(mode="after")
     def _one_threshold(self) -> Rule:
-        given = [k for k in ("min_recovery", *gate_suites.SUITE_THRESHOLDS.values()) if getattr(self, k) is not None]
+        owners = {key: suite for suite, key in gate_suites.thresholds().items()}
+        given = [k for k in ("min_recovery", *owners) if self.value_of(k) is not None]
         if len(given) != 1:
+            suites = ", ".join(f"{key} (suite: {suite})" for key, suite in owners.items())
             raise ValueError(
-                "give a rule exactly one threshold: min_recovery (academic, code), min_win_rate (suite: judge), "
-                f"max_kld (suite: fidelity) or min (suite: similarity, with metric); got {', '.join(given) or 'none'}"
+                f"give a rule exactly one threshold: min_recovery (academic, code) or {suites}; "
+                f"got {', '.join(given) or 'none'}"
             )
-        wanted = {v: k for k, v in gate_suites.SUITE_THRESHOLDS.items()}.get(given[0])
+        wanted = owners.get(given[0])
         if wanted and self.suite != wanted:
             raise ValueError(f"{given[0]} is a threshold of suite: {wanted}; add suite: {wanted}")
-        if given[0] == "min_recovery" and self.suite in gate_suites.SUITE_THRESHOLDS:
-            threshold = gate_suites.SUITE_THRESHOLDS[self.suite]
-            raise ValueError(f"suite {self.suite} has no recovery rows: use {threshold}")
-        if self.suite == "similarity" and not self.metric:
-            raise ValueError("a similarity rule names its metric (e.g. rougeL, bertscore_f1, sts)")
+        if given[0] == "min_recovery" and self.suite in gate_suites.thresholds():
+            raise ValueError(f"suite {self.suite} has no recovery rows: use {gate_suites.thresholds()[self.suite]}")
+        if wanted and gate_suites.metric_of(wanted) is None and not self.metric:
+            raise ValueError(f"a {wanted} rule names its metric (e.g. rougeL, bertscore_f1, sts_cosine)")
         return self
+
+    def value_of(self, key: str) -> float | None:
+        return getattr(self, key) if key in type(self).model_fields else self.registered.get(key)
 
     @property
     def threshold(self) -> float:
-        return next(getattr(self, k) for k in ("min_recovery", *gate_suites.SUITE_THRESHOLDS.values())
-                    if getattr(self, k) is not None)  # fmt: skip
+        return next(
+            v for k in ("min_recovery", *gate_suites.thresholds().values()) if (v := self.value_of(k)) is not None
+        )
 
     def describe(self) -> str:
         parts = [f"{k}={getattr(self, k)}" for k in ("suite", "task", "metric", "variant") if getattr(self, k)]
@@ -213,7 +236,7 @@ def _suite_checks(rule: Rule, data: dict, use: str, outcome: GateOutcome) -> Non
             reason = f"no interval for {row['metric']}; gate on the point value (use: point on the rule)"
             outcome.checks.append(Check(rule, row, None, None, reason))
         else:
-            passed, shown, needed = gate_suites.DECIDE[rule.suite](observed, rule.threshold)
+            passed, shown, needed = gate_suites.decide(rule.suite, observed, rule.threshold)
             outcome.checks.append(Check(rule, row, observed, passed, shown=shown, needed=needed))
 
 

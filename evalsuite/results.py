@@ -11,7 +11,6 @@ published method); per-task recoveries stand beside it. Intervals: paired bootst
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,8 +18,9 @@ import numpy as np
 
 from evalsuite import stats
 from evalsuite.errors import UserError
+from evalsuite.hashing import text_digest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: suites' comparisons under `suites`, answer flips under `flips`
 RESULTS_FILE = "results.json"
 
 
@@ -29,7 +29,7 @@ class ComparabilityError(UserError, RuntimeError):
 
 
 def _seed(seed: int, *parts: str) -> int:
-    return int(hashlib.sha256("|".join([str(seed), *parts]).encode()).hexdigest()[:8], 16)
+    return int(text_digest("|".join([str(seed), *parts]))[:8], 16)
 
 
 SHOWN_CHARS = 40  # of each prompt around the first difference, in a comparability error
@@ -209,12 +209,12 @@ def build(
     task_results: dict[str, dict[str, dict]],
     bootstrap_iters: int,
     seed: int,
-    extra: dict | None = None,
+    sections: dict | None = None,
+    noise_floor: dict | None = None,
 ) -> dict:
     """results.json as a dict. task_results[variant][suite][task] -> TaskResult; 'baseline' is a variant.
-    extra: {"fidelity": {variant: {text set: token-level stats}}, "similarity": {...}, "judge": {...}}."""
-    extra = extra or {}
-    metrics, recovery, fidelity, details = [], [], {}, {}
+    sections: {suite: {variant: {set: summary}}} from the suites that compare answers or logits."""
+    metrics, recovery, flips, details = [], [], {}, {}
     for variant, suites in task_results.items():
         for suite, tasks in suites.items():
             for task in tasks.values():
@@ -241,15 +241,13 @@ def build(
             continue
         for suite, tasks in suites.items():
             for name, task in tasks.items():
-                rows, flips = task_recovery(suite, task, base[suite][name], variant, bootstrap_iters, seed)
+                rows, flip = task_recovery(suite, task, base[suite][name], variant, bootstrap_iters, seed)
                 recovery.extend(rows)
-                if flips:
-                    fidelity.setdefault(variant, {}).setdefault("flips", []).append(flips)
+                if flip:
+                    flips.setdefault(variant, []).append(flip)
             suite_row = suite_recovery(suite, variant, tasks, base[suite], bootstrap_iters, seed)
             if suite_row:
                 recovery.append(suite_row)
-    for variant, per_set in extra.get("fidelity", {}).items():
-        fidelity.setdefault(variant, {})["tokens"] = per_set
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": provenance,
@@ -257,10 +255,9 @@ def build(
         "variants": variants,
         "metrics": metrics,
         "recovery": recovery,
-        "fidelity": fidelity,
-        "similarity": extra.get("similarity", {}),
-        "judge": extra.get("judge", {}),
-        "noise_floor": extra.get("noise_floor", {}),
+        "flips": flips,
+        "suites": sections or {},
+        "noise_floor": noise_floor or {},
         "details": details,
         "prompts": prompt_hashes(task_results),
     }
@@ -332,6 +329,24 @@ def load(path: str | Path) -> Results:
     except json.JSONDecodeError as err:
         raise ResultsError(f"{file}: not valid JSON ({err})") from None
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ResultsError(f"{file}: schema_version {version!r}; this evalsuite reads version {SCHEMA_VERSION}")
+    if version == 1:
+        data = from_version_1(data)
+    elif version != SCHEMA_VERSION:
+        raise ResultsError(f"{file}: schema_version {version!r}; this evalsuite reads versions 1 and {SCHEMA_VERSION}")
     return Results(data, file)
+
+
+def from_version_1(data: dict) -> dict:
+    """A version-1 results.json in version 2's shape: the judge's and similarity's sections and the fidelity
+    panel's token statistics move under `suites`, answer flips (kept under `fidelity` then) under `flips`."""
+    out = {k: v for k, v in data.items() if k not in ("fidelity", "similarity", "judge")}
+    fidelity = data.get("fidelity", {})
+    out["flips"] = {v: f["flips"] for v, f in fidelity.items() if f.get("flips")}
+    sections = {
+        "fidelity": {v: f["tokens"] for v, f in fidelity.items() if f.get("tokens")},
+        "similarity": data.get("similarity", {}),
+        "judge": data.get("judge", {}),
+    }
+    out["suites"] = {name: section for name, section in sections.items() if section}
+    out["schema_version"] = SCHEMA_VERSION
+    return out

@@ -10,22 +10,20 @@ once per content key and shared by every variant and every later run.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from evalsuite import distributed, models, provenance, results, task_results
+from evalsuite import distributed, models, noise_floor, provenance, results
+from evalsuite.bench_e2e import measure_speed
 from evalsuite.config import BASELINE, SuiteConfig
 from evalsuite.lm import EvalLM
-from evalsuite.results import ComparabilityError
 from evalsuite.store import Store
-from evalsuite.suites import academic, code, fidelity, judge, similarity
+from evalsuite.suites.base import CompareContext, ModelContext, Suite, SuiteRun, configured
 from evalsuite.variants import (
     RunError,
     _variant_info,
@@ -49,65 +47,14 @@ class RunOutcome:
     data: dict
 
 
-@dataclass
-class SuitePlan:
-    """Everything loaded and checked before any model: tasks, problems, prompts, texts, sandbox, judge."""
-
-    academic: list[academic.ResolvedTask] = field(default_factory=list)
-    code: dict[str, list[dict]] = field(default_factory=dict)
-    code_limits: object = None
-    code_fallback: str | None = None
-    similarity: dict[str, list[dict]] = field(default_factory=dict)
-    judge: dict[str, list[dict]] = field(default_factory=dict)
-    judge_template: str | None = None
-    judge_source: models.ModelSource | None = None
-    fidelity: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass
-class ModelRun:
-    """What one model produced: scored tasks, answers to prompt sets, (variants) its fidelity panel, and
-    how many forward passes each part needed (0 when everything came from the store)."""
-
-    tasks: dict[str, dict] = field(default_factory=dict)
-    answers: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)  # set -> (outputs, hashes)
-    fidelity: dict[str, dict] = field(default_factory=dict)
-    model_calls: dict[str, int] = field(default_factory=dict)  # "suite/task" -> forward passes
-
-
-def _limited(rows: list, limit: int | None) -> list:
-    return rows[:limit] if limit else rows
-
-
-def plan_suites(config: SuiteConfig) -> SuitePlan:
-    suites, plan = config.suites, SuitePlan()
-    if suites.academic:
-        plan.academic = academic.resolve_tasks(suites.academic)
-    if suites.code:
-        plan.code = {name: code.load_problems(name) for name in suites.code.tasks}
-    if suites.similarity:
-        plan.similarity = {
-            Path(n).stem: _limited(similarity.load_prompts(n), suites.similarity.limit)
-            for n in suites.similarity.prompts
-        }
-    if suites.judge:
-        plan.judge = {
-            Path(n).stem: _limited(similarity.load_prompts(n, "judge"), suites.judge.limit)
-            for n in suites.judge.prompts
-        }
-        spec = suites.judge.judge
-        plan.judge_template = judge.template_text(spec.template)
-        if spec.model:
-            plan.judge_source = models.resolve_model(spec.model)
-        elif spec.api_key_env and not os.environ.get(spec.api_key_env):
-            raise RunError(f"suites.judge.judge.api_key_env: {spec.api_key_env} is not set in the environment")
-    if suites.fidelity:
-        plan.fidelity = {
-            Path(n).stem: _limited(fidelity.load_texts(n), suites.fidelity.limit) for n in suites.fidelity.texts
-        }
-    if suites.code:  # last: it runs a probe program
-        plan.code_limits, plan.code_fallback = code.sandbox_limits(suites.code)
-    return plan
+def plan_suites(config: SuiteConfig) -> list[Suite]:
+    """The suites of the file, each loaded and checked (then the checks that run programs or reach services)."""
+    suites = configured(config)
+    for suite in suites:
+        suite.plan()
+    for suite in suites:
+        suite.check_environment()
+    return suites
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
@@ -162,193 +109,17 @@ def _logged(name: str, result) -> None:
     log.info("  %-14s %-22s %.4f", name, result.primary, result.metrics[result.primary].value)
 
 
-def evaluate_model(
-    lm: EvalLM, key: str, store: Store, plan: SuitePlan, config: SuiteConfig, baseline_lm: EvalLM | None
-) -> ModelRun:
-    out = ModelRun()
-    seed, iters = config.run.seed, config.run.bootstrap_iters
-    for task in plan.academic:
-        calls = lm.model_calls
-        result = task_results.cached(store, key, task.key, seed, iters) or task_results.stored(
-            store, key, academic.run_task(lm, task, seed, iters), seed, iters
-        )
-        out.model_calls[f"academic/{task.name}"] = lm.model_calls - calls
-        _logged(task.name, result)
-        out.tasks.setdefault("academic", {})[task.name] = result
-    for name, problems in plan.code.items():
-        calls = lm.model_calls
-        suite, limits, fallback = config.suites.code, plan.code_limits, plan.code_fallback
-        task_key = code.task_key(Path(name).stem, problems, suite)
-        settings = (seed, iters, repr(limits), fallback)
-        result = task_results.cached(store, key, task_key, *settings) or task_results.stored(
-            store, key, code.run_code_task(lm, Path(name).stem, problems, suite, seed, limits, fallback), *settings
-        )
-        _logged(result.task, result)
-        out.tasks.setdefault("code", {})[result.task] = result
-        out.model_calls[f"code/{result.task}"] = lm.model_calls - calls
-    for kind, sets, max_new in (
-        ("similarity", plan.similarity, config.suites.similarity and config.suites.similarity.max_gen_toks),
-        ("judge", plan.judge, config.suites.judge and config.suites.judge.max_gen_toks),
-    ):
-        for name, prompts in sets.items():
-            calls = lm.model_calls
-            outputs, hashes = similarity.generate(lm, name, prompts, max_new)
-            out.model_calls[f"{kind}/{name}"] = lm.model_calls - calls
-            records = [
-                {"doc_id": i, "prompt": p["prompt"], "prompt_hash": h, "prediction": o}
-                for i, (p, o, h) in enumerate(zip(prompts, outputs, hashes, strict=True))
-            ]
-            store.put_samples(key, f"{kind}:{name}", records)
-            out.answers[f"{kind}:{name}"] = (outputs, hashes)
-    if baseline_lm is not None:
-        for name, texts in plan.fidelity.items():
-            out.fidelity[name] = cached_fidelity(store, baseline_lm, lm, name, texts, config.suites.fidelity.batch_size)
-            log.info("  %-14s %-22s %.5f", name, "kld_mean", out.fidelity[name]["kld_mean"])
+def evaluate_model(ctx: ModelContext, suites: list[Suite]) -> dict[str, SuiteRun]:
+    out = {}
+    for suite in suites:
+        out[suite.name] = suite.evaluate(ctx)
+        for result in out[suite.name].tasks.values():
+            _logged(result.task, result)
     return out
 
 
-def cached_fidelity(store: Store, baseline_lm: EvalLM, lm: EvalLM, name: str, texts: list[str], batch: int) -> dict:
-    """The fidelity panel of one variant against the baseline, from the store when both models and the texts
-    are those it was computed for (a rerun, or a resume after kill -9, skips it)."""
-    payload = json.dumps([name, texts, batch, baseline_lm.model_key], sort_keys=True)
-    task_key = f"fidelity:{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
-    found = store.get_samples(lm.model_key, task_key)
-    if found:
-        return found[0]
-    result = fidelity.compare(baseline_lm, lm, texts, batch)
-    store.put_samples(lm.model_key, task_key, [result])
-    return result
-
-
-def baseline_noise_floor(lm: EvalLM, store: Store, plan: SuitePlan, config: SuiteConfig, base: ModelRun) -> dict:
-    """The baseline against itself at another batch size: self-flips per task and self-KLD."""
-    other_bs = config.run.noise_floor_batch_size or max(1, config.run.batch_size // 4)
-    key = f"{lm.model_key}|batch={other_bs}"
-    twin = EvalLM(
-        lm.model, lm.tokenizer, other_bs, store=store, model_key=key, label=f"baseline@{other_bs}", shard=lm.shard
-    )
-    academic_only = SuitePlan(academic=plan.academic)
-    again = evaluate_model(twin, key, store, academic_only, config, None)
-    flips = []
-    for suite, tasks in again.tasks.items():
-        for name, result in tasks.items():
-            _, flip = results.task_recovery(suite, result, base.tasks[suite][name], "baseline", 0, config.run.seed)
-            if flip:
-                flips.append(flip)
-    main = lm.shard is None or lm.shard.main
-    tokens = {
-        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs)
-        for name, texts in (plan.fidelity.items() if main else [])
-    }
-    return {"batch_size": config.run.batch_size, "other_batch_size": other_bs, "flips": flips, "tokens": tokens}
-
-
-def backend_noise_floor(model, tokenizer, backend: str, plan: SuitePlan, config: SuiteConfig) -> dict | None:
-    """A variant against itself on the other kernel backend (Triton vs torch reference), where one exists."""
-    import copy
-
-    from evalsuite.quant_schemes.linear import QuantLinear
-
-    if backend != "triton" or not plan.fidelity:
-        return None
-    twin = copy.deepcopy(model)
-    for module in twin.modules():
-        if isinstance(module, QuantLinear):
-            module.use_backend("torch-ref")
-    a, b = EvalLM(model, tokenizer, config.run.batch_size), EvalLM(twin, tokenizer, config.run.batch_size)
-    tokens = {
-        name: fidelity.compare(a, b, texts, config.suites.fidelity.batch_size) for name, texts in plan.fidelity.items()
-    }
-    del twin
-    return {"backends": ["triton", "torch-ref"], "tokens": tokens}
-
-
-SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
-
-
-def measure_speed(model, device: torch.device) -> dict:
-    """Prefill and decode tokens/s at batch 1 on random tokens (decode as evaluation decodes: CUDA graphs on
-    a GPU), with the same settings for every variant of the run."""
-    from evalsuite.bench_e2e import decode_rate, prefill_rate
-
-    vocab = model.config.vocab_size
-    return {
-        "prefill_tok_s": prefill_rate(model, 1, SPEED_PREFILL, vocab, device, repeats=3),
-        "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3),
-        "settings": f"batch 1, prefill {SPEED_PREFILL} tokens, decode {SPEED_STEPS} steps after {SPEED_CONTEXT}",
-    }
-
-
-def _answers(runs: dict[str, ModelRun], variant: str, key: str) -> tuple[list[str], list[str]]:
-    base, var = runs[BASELINE].answers[key], runs[variant].answers[key]
-    if base[1] != var[1]:
-        first = next(i for i, (a, b) in enumerate(zip(base[1], var[1], strict=True)) if a != b)
-        raise ComparabilityError(
-            f"{key}: prompt {first} reached the baseline and {variant} differently (rendered-prompt hash "
-            f"{base[1][first]} vs {var[1][first]}: another chat template or generation setting); refusing to compare"
-        )
-    return base[0], var[0]
-
-
-def similarity_results(runs: dict[str, ModelRun], plan: SuitePlan, device: torch.device, store: Store) -> dict:
-    """Each variant's answers scored against the baseline's; kept in the store under the pair of answer lists
-    they were computed from, so that a rerun with the same answers does not embed them again."""
-    out: dict = {}
-    for variant in runs:
-        if variant == BASELINE:
-            continue
-        for name in plan.similarity:
-            base, var = _answers(runs, variant, f"similarity:{name}")
-            payload = json.dumps([similarity.METRICS, device.type, base, var]).encode()
-            key = f"similarity-scores:{name}:{hashlib.sha256(payload).hexdigest()[:16]}"
-            found = store.get_samples("answers", key)
-            if found:
-                out.setdefault(variant, {})[name] = found[0]
-                continue
-            scores = similarity.compare(base, var, device=str(device))
-            summary = {metric: similarity.summarize(values) for metric, values in scores.items()}
-            summary["identical"] = sum(b == v for b, v in zip(base, var, strict=True)) / len(base)
-            store.put_samples("answers", key, [summary])
-            out.setdefault(variant, {})[name] = summary
-    return out
-
-
-def judge_results(runs: dict[str, ModelRun], plan: SuitePlan, config: SuiteConfig, store: Store, device) -> dict:
-    spec = config.suites.judge.judge
-    if spec.model:
-        source, dtype = plan.judge_source, models.compute_dtype("auto", device)
-        key = model_key(source, {"backend": "float"}, dtype, device, config.run.batch_size)
-        tokenizer = models.load_tokenizer(source)
-        judge_lm = EvalLM(  # loaded only for games missing from the store
-            lambda: models.load(source, device, "auto").model,
-            tokenizer,
-            config.run.batch_size,
-            models.max_length(source, tokenizer),
-            store,
-            key,
-            "judge",
-            device=device,
-        )
-        the_judge = judge.LocalJudge(judge_lm, spec.max_tokens, spec.template in judge.ONE_LINE_TEMPLATES)
-        identity = f"{spec.model} ({plan.judge_source.identity[:12]})"
-    else:
-        the_judge = judge.EndpointJudge(
-            spec.endpoint, spec.name, spec.api_key_env, store, spec.max_tokens, spec.timeout_s
-        )
-        identity = f"{spec.name} at {spec.endpoint}"
-    template_hash = hashlib.sha256(plan.judge_template.encode()).hexdigest()[:16]
-    out: dict = {}
-    for variant in runs:
-        if variant == BASELINE:
-            continue
-        for name, prompts in plan.judge.items():
-            base, var = _answers(runs, variant, f"judge:{name}")
-            games = judge.play(the_judge, plan.judge_template, [p["prompt"] for p in prompts], base, var)
-            summary = judge.summarize(games, config.run.bootstrap_iters, config.run.seed)
-            summary.update(judge=identity, template_hash=template_hash)
-            out.setdefault(variant, {})[name] = summary
-            log.info("  judge %-10s %-12s win-rate %s", variant, name, summary["win_rate"])
-    return out
+def model_calls(runs: dict[str, SuiteRun]) -> dict[str, int]:
+    return {f"{suite}/{name}": n for suite, run in runs.items() for name, n in run.model_calls.items()}
 
 
 def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: list[str] | None = None) -> RunOutcome:
@@ -372,7 +143,7 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
     torch.manual_seed(config.run.seed)
     main = shard is None or shard.main  # the rank that scores similarity, judges, measures fidelity and writes
 
-    runs: dict[str, ModelRun] = {}
+    runs: dict[str, dict[str, SuiteRun]] = {}
     variants_info: dict[str, dict] = {}
     baseline_bytes, baseline_lm, tokenizer = None, None, None
     floor: dict = {}
@@ -416,20 +187,21 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         store.put_model(key, {"variant": name, "identity": source.identity, **info})
         log.info("%s: %s", name, info["description"])
         lm = EvalLM(model, tokenizer, config.run.batch_size, max_length, store, key, name, shard=shard, device=device)
-        runs[name] = evaluate_model(lm, key, store, plan, config, baseline_lm if main else None)
+        ctx = ModelContext(name, lm, key, store, config, baseline_lm if main else None, main)
+        runs[name] = evaluate_model(ctx, plan)
         if config.run.noise_floor:
             if name == BASELINE:
-                floor["baseline"] = baseline_noise_floor(lm, store, plan, config, runs[name])
-            elif main and (twin := backend_noise_floor(lm.model, tokenizer, backend, plan, config)):
+                floor["baseline"] = noise_floor.baseline(ctx, plan, runs[name])
+            elif main and (twin := noise_floor.backend(lm.model, tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
         if config.run.measure_speed and main:
             info["speed"] = measure_speed(lm.model, device)
         info["model_calls"] = lm.model_calls
-        info["model_calls_by_task"] = runs[name].model_calls
+        info["model_calls_by_task"] = model_calls(runs[name])
         info["seconds"] = round(time.time() - started, 2)
         variants_info[name] = info
-        if name == BASELINE and plan.fidelity and main:
-            baseline_lm = lm  # kept resident: the fidelity panel runs both models on the same tokens
+        if name == BASELINE and main and any(getattr(s, "needs_baseline", False) for s in plan):
+            baseline_lm = lm  # kept resident: a suite compares both models on the same tokens
         del lm, loaded, model
         gc.collect()
         if device.type == "cuda":
@@ -439,11 +211,8 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         shard.barrier()  # wait for rank 0 to write the results, then leave
         store.close()
         return RunOutcome(run_dir, run_dir / results.RESULTS_FILE, {})
-    extra = {"fidelity": {v: r.fidelity for v, r in runs.items() if r.fidelity}, "noise_floor": floor}
-    if plan.similarity:
-        extra["similarity"] = similarity_results(runs, plan, device, store)
-    if plan.judge:
-        extra["judge"] = judge_results(runs, plan, config, store, device)
+    compared = CompareContext(config, store, device)
+    sections = {s.name: s.compare({v: r[s.name] for v, r in runs.items()}, compared) for s in plan}
 
     run = {
         "batch_size": config.run.batch_size,
@@ -472,10 +241,11 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         provenance.collect(device, models.compute_dtype(config.model.dtype, device), tokenizer, run, command),
         model_info,
         variants_info,
-        {name: r.tasks for name, r in runs.items()},
+        {name: {suite: run.tasks for suite, run in r.items() if run.tasks} for name, r in runs.items()},
         config.run.bootstrap_iters,
         config.run.seed,
-        extra,
+        {name: section for name, section in sections.items() if section},
+        floor,
     )
     path = results.write(data, run_dir)
     store.close()

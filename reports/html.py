@@ -14,11 +14,14 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 def render_html(view: ReportView, variants: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
-    similarity_charts = [distribution_chart(name, values) for name, values in view.similarity_values.items()]
+    charts = {
+        section.id: [distribution_chart(name, values) for name, values in section.distributions.items()]
+        for section in view.sections
+    }
     return env.get_template("report.html.j2").render(
         view=view,
         chart=recovery_chart(view.chart_rows, variants),
-        similarity_charts=similarity_charts,
+        section_charts=charts,
         compression_chart=scatter_chart(
             "Recovery (first suite's average) against weight compression",
             view.compression_points,

@@ -21,15 +21,12 @@ def render_markdown(view: ReportView) -> str:
     parts += ["## Scores\n", table(view.scores)]
     parts += ["## Variants\n", table(view.variants)]
     parts += ["## Answer flips (primary metric, per sample)\n", table(view.flips)]
-    for title, t in (
-        ("Fidelity (token-level, against the baseline)", view.fidelity),
-        ("Text similarity to the baseline's answers", view.similarity),
-        ("Judged against the baseline (both orders)", view.judge),
-        ("Code execution", view.code),
-        ("Per-layer sensitivity (worst layers, output SQNR on calibration data)", view.sensitivity),
-    ):
-        if t.rows:
-            parts += [f"## {title}\n", table(t)]
+    for section in view.sections:
+        parts += [f"## {section.title}\n", table(Table(section.header, section.rows))]
+        if section.note:
+            parts += [section.note + "\n"]
+    if view.sensitivity.rows:
+        parts += ["## Per-layer sensitivity (worst layers, output SQNR on calibration data)\n", table(view.sensitivity)]
     parts += ["## Provenance\n", table(view.provenance)]
     parts += ["## Notes\n"] + [f"- {n}" for n in view.notes]
     return "\n".join(parts) + "\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .html import render_html
@@ -12,7 +11,9 @@ from .view import build_view
 
 def render_reports(results_path: str | Path) -> tuple[Path, Path]:
     results_path = Path(results_path)
-    data = json.loads(results_path.read_text())
+    from evalsuite.results import load
+
+    data = load(results_path).data
     view = build_view(data)
     variants = [v for v in data["variants"] if v != "baseline"]
     md = results_path.parent / "report.md"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from evalsuite.suites.base import Section
+
 from . import format as fmt
 
 WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table, beside every layer flagged below the floor
@@ -26,11 +28,7 @@ class ReportView:
     provenance: Table
     chart_rows: list[dict] = field(default_factory=list)  # primary-metric recovery rows with intervals
     notes: list[str] = field(default_factory=list)
-    fidelity: Table = field(default_factory=lambda: Table([], []))
-    similarity: Table = field(default_factory=lambda: Table([], []))
-    similarity_values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # set -> variant -> values
-    judge: Table = field(default_factory=lambda: Table([], []))
-    code: Table = field(default_factory=lambda: Table([], []))
+    sections: list[Section] = field(default_factory=list)  # each suite's own table, from its `report`
     sensitivity: Table = field(default_factory=lambda: Table([], []))
     cards: list[dict] = field(default_factory=list)  # one verdict per variant
     flipped: list[dict] = field(default_factory=list)  # flipped answers, both sides, for the explorer
@@ -108,8 +106,8 @@ def build_view(data: dict) -> ReportView:
     floor = data.get("noise_floor", {}).get("baseline") or {}
     floor_rate = {(f["suite"], f["task"]): f["flip_rate"] for f in floor.get("flips", [])}
     flip_rows = []
-    for v, fid in data.get("fidelity", {}).items():
-        for f in fid.get("flips", []):
+    for v, variant_flips in data.get("flips", {}).items():
+        for f in variant_flips:
             share = {
                 k: f" ({fmt.pct(f[k] / f['n'])})" if f.get("n") else ""
                 for k in ("correct_to_wrong", "wrong_to_correct")
@@ -202,81 +200,9 @@ def build_view(data: dict) -> ReportView:
 
 
 def _suite_tables(data: dict) -> dict:
-    fid_rows = []
-    entries = [(v, name, t) for v, fid in data.get("fidelity", {}).items() for name, t in fid.get("tokens", {}).items()]
-    floor = data.get("noise_floor", {})
-    if floor.get("baseline"):
-        b = floor["baseline"]
-        label = f"noise floor: baseline at batch {b['batch_size']} vs {b['other_batch_size']}"
-        entries += [(label, name, t) for name, t in b["tokens"].items()]
-    for v, twin in floor.get("variants", {}).items():
-        entries += [(f"noise floor: {v} triton vs torch-ref", name, t) for name, t in twin["tokens"].items()]
-    for v, name, t in entries:
-        fid_rows.append(
-            [
-                v,
-                name,
-                str(t["tokens"]),
-                f"{t['kld_mean']:.2e}",
-                f"{t['kld_median']:.2e}",
-                f"{t['kld_p90']:.2e}",
-                f"{t['kld_p99']:.2e}",
-                f"{t['kld_max']:.2e}",
-                fmt.pct(t["top1_agreement"], 2),
-                f"{t['ppl_ratio']:.4f}",
-            ]
-        )
-    fidelity = Table(
-        ["variant", "texts", "tokens", "KLD mean", "median", "p90", "p99", "max", "top-1 agreement", "PPL ratio"],
-        fid_rows,
-    )
-    sim_rows, sim_values = [], {}
-    metrics = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "sts_cosine")
-    for v, sets in data.get("similarity", {}).items():
-        for name, summary in sets.items():
-            cells = [f"{summary[m]['mean']:.3f} ({summary[m]['median']:.3f})" for m in metrics]
-            sim_rows.append([v, name, *cells, fmt.pct(summary["identical"])])
-            sim_values.setdefault(name, {})[v] = summary["rougeL"]["values"]
-            sim_values.setdefault(f"{name} (STS cosine)", {})[v] = summary["sts_cosine"]["values"]
-    similarity = Table(["variant", "prompts", *[f"{m} mean (median)" for m in metrics], "identical answers"], sim_rows)
-    judge_rows = []
-    for v, sets in data.get("judge", {}).items():
-        for name, j in sets.items():
-            rate = (
-                "n/a"
-                if j["win_rate"] is None
-                else f"{fmt.pct(j['win_rate'])} {fmt.interval(j['ci_low'], j['ci_high'])}"
-            )
-            judge_rows.append(
-                [v, name, f"{j['wins']} / {j['ties']} / {j['losses']}", str(j["unparseable"]), rate, j["judge"]]
-            )
-    judge = Table(
-        ["variant", "prompts", "wins / ties / losses", "unparseable", "win-rate vs baseline", "judge"], judge_rows
-    )
-    code_rows = []
-    recovery = {(r["variant"], r["task"], r["metric"]): r for r in data.get("recovery", []) if r["scope"] == "task"}
-    for v, per_suite in data.get("details", {}).items():
-        for name, d in per_suite.get("code", {}).items():
-            scores = []
-            for m in data.get("metrics", []):
-                if (m["suite"], m["task"], m["variant"]) != ("code", name, v):
-                    continue
-                r = recovery.get((v, name, m["metric"]))
-                parts = [] if r is None else [fmt.pct(r["recovery"]), fmt.interval(r["ci_low"], r["ci_high"])]
-                rec = f" ({' '.join(p for p in parts if p)})" if parts else ""
-                scores.append(f"{m['metric']} {m['value']:.3f}{rec}")
-            code_rows.append(
-                [
-                    v,
-                    name,
-                    "; ".join(scores),
-                    str(d["passed"]),
-                    str(d["failed"]),
-                    str(d["timeout"]),
-                    d["isolation"].get("user", ""),
-                ]
-            )
-    code = Table(["variant", "task", "pass@k (recovery)", "passed", "failed", "timeouts", "sandbox user"], code_rows)
+    from evalsuite.suites.base import REGISTRY, suite_class
+
+    sections = [section for name in REGISTRY if (section := suite_class(name).report(data)) is not None]
     layer_rows = []
     for v, info in data.get("variants", {}).items():
         measured = sorted(
@@ -291,14 +217,7 @@ def _suite_tables(data: dict) -> dict:
                 [v, layer["name"], f"{layer['sqnr_db']:.1f}", str(layer["saturated"]), str(layer["zero_scales"]), flag]
             )
     sensitivity = Table(["variant", "layer", "output SQNR (dB)", "saturated weights", "zero scales", ""], layer_rows)
-    return {
-        "fidelity": fidelity,
-        "similarity": similarity,
-        "similarity_values": sim_values,
-        "judge": judge,
-        "code": code,
-        "sensitivity": sensitivity,
-    }
+    return {"sections": sections, "sensitivity": sensitivity}
 
 
 VERDICTS = (  # thresholds of the published study: >= 99% (OpenLLM v1), >= 96% (v2)
@@ -362,8 +281,8 @@ def _word_diff(a: str, b: str) -> tuple[str, str]:
 
 def _flipped(data: dict) -> list[dict]:
     rows = []
-    for v, fid in data.get("fidelity", {}).items():
-        for f in fid.get("flips", []):
+    for v, variant_flips in data.get("flips", {}).items():
+        for f in variant_flips:
             for sample in f.get("samples", []):
                 base_html, var_html = _word_diff(sample["baseline"], sample["variant"])
                 rows.append(

@@ -105,12 +105,13 @@ def test_same_prompts_in_another_order_are_aligned():
 
 
 def test_prompt_sets_rendered_differently_are_refused_naming_the_prompt():
-    from evalsuite.runner import ModelRun, _answers
+    from evalsuite.suites.base import SuiteRun
+    from evalsuite.suites.similarity import paired_answers
 
-    base = ModelRun(answers={"similarity:tiny_chat": (["a", "b", "c"], ["h0", "h1", "h2"])})
-    other = ModelRun(answers={"similarity:tiny_chat": (["a", "b", "c"], ["h0", "x1", "h2"])})
-    same = ModelRun(answers={"similarity:tiny_chat": (["a", "z", "c"], ["h0", "h1", "h2"])})
+    base = SuiteRun(outputs={"tiny_chat": (["a", "b", "c"], ["h0", "h1", "h2"])})
+    other = SuiteRun(outputs={"tiny_chat": (["a", "b", "c"], ["h0", "x1", "h2"])})
+    same = SuiteRun(outputs={"tiny_chat": (["a", "z", "c"], ["h0", "h1", "h2"])})
     runs = {"baseline": base, "W4A16": other, "W8A8_INT8": same}
-    assert _answers(runs, "W8A8_INT8", "similarity:tiny_chat") == (["a", "b", "c"], ["a", "z", "c"])
-    with pytest.raises(ComparabilityError, match=r"similarity:tiny_chat: prompt 1 reached the baseline and W4A16"):
-        _answers(runs, "W4A16", "similarity:tiny_chat")
+    assert paired_answers(runs, "W8A8_INT8", "tiny_chat") == (["a", "b", "c"], ["a", "z", "c"])
+    with pytest.raises(ComparabilityError, match=r"tiny_chat: prompt 1 reached the baseline and W4A16"):
+        paired_answers(runs, "W4A16", "tiny_chat")

@@ -6,7 +6,7 @@ import pytest
 
 from evalsuite.config import ConfigError, load_suite, parse_suite
 from evalsuite.models import ModelLoadError, resolve_model
-from evalsuite.suites.academic import UnknownTaskError, check_task_names
+from evalsuite.suites.task_checks import UnknownTaskError, check_task_names
 
 
 def write(tmp_path, text):

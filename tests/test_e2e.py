@@ -69,7 +69,7 @@ def run_dir(run):
 def test_results_have_recovery_for_every_variant_and_task(run_dir):
     results = load(run_dir)
     data = results.data
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert set(data["variants"]) == {"baseline", "W8A8_INT8", "W4A16", "int3"}
     primary = {(r["variant"], r["task"]) for r in data["recovery"] if r["scope"] == "task" and r["primary"]}
     assert primary == {(v, t) for v in ("W8A8_INT8", "W4A16", "int3") for t in ("tiny_mc", "tiny_arith", "tiny_ppl")}

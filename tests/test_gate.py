@@ -6,6 +6,7 @@ import pytest
 
 from evalsuite.cli import main
 from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config, parse_gate_config
+from evalsuite.results import load
 
 
 def row(variant, recovery, task=None, metric="acc", primary=True, ci=(None, None), scope="task"):
@@ -152,7 +153,7 @@ def test_a_gate_that_cannot_load_its_inputs_still_reports_to_ci(tmp_path, monkey
     assert summary.read_text().count("### evalsuite gate: could not decide") == 2
 
 
-SUITES = {
+SUITES_V1 = {  # results.json version 1: the suites' sections at the top level, flips under fidelity
     "schema_version": 1,
     "variants": {"baseline": {}, "W4A16": {}, "MXFP4": {}},
     "recovery": [],
@@ -160,12 +161,31 @@ SUITES = {
         "W4A16": {"arena": {"win_rate": 0.48, "ci_low": 0.40, "ci_high": 0.56}},
         "MXFP4": {"arena": {"win_rate": 0.38, "ci_low": 0.30, "ci_high": 0.46}},
     },
-    "fidelity": {"W4A16": {"tokens": {"ppl": {"kld_mean": 0.002}}}, "MXFP4": {"tokens": {"ppl": {"kld_mean": 0.03}}}},
+    "fidelity": {
+        "W4A16": {"tokens": {"ppl": {"kld_mean": 0.002}}, "flips": [{"task": "mc"}]},
+        "MXFP4": {"tokens": {"ppl": {"kld_mean": 0.03}}},
+    },
     "similarity": {
         "W4A16": {"chat": {"rougeL": {"mean": 0.9, "values": [0.8, 1.0] * 20}, "identical": 0.5}},
         "MXFP4": {"chat": {"rougeL": {"mean": 0.7, "values": [0.6, 0.8] * 20}, "identical": 0.1}},
     },
 }
+SUITES = {
+    "schema_version": 2,
+    "variants": SUITES_V1["variants"],
+    "recovery": [],
+    "flips": {"W4A16": [{"task": "mc"}]},
+    "suites": {
+        "similarity": SUITES_V1["similarity"],
+        "judge": SUITES_V1["judge"],
+        "fidelity": {"W4A16": {"ppl": {"kld_mean": 0.002}}, "MXFP4": {"ppl": {"kld_mean": 0.03}}},
+    },
+}
+
+
+def test_version_1_results_are_read_in_version_2_shape(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(SUITES_V1))
+    assert load(tmp_path).data == SUITES
 
 
 def _failed(config: dict) -> tuple[int, set]:

@@ -122,7 +122,7 @@ def test_leaderboard_tasks_run_offline_from_local_copies(tmp_path, arc_dir):
 
 @pytest.mark.parametrize("name", ["openllm_v1", "openllm_v2", "realworld"])
 def test_preset_suites_use_lm_eval_task_names(name):
-    from evalsuite.suites.academic import check_task_names
+    from evalsuite.suites.task_checks import check_task_names
 
     config = load_suite(name)
     if config.suites.academic:
@@ -136,7 +136,7 @@ def test_a_task_missing_its_packages_is_refused_before_any_model_loads(monkeypat
 
     from evalsuite import models
     from evalsuite.runner import run_suite
-    from evalsuite.suites.academic import TASK_PACKAGES, TaskDataError
+    from evalsuite.suites.task_checks import TASK_PACKAGES, TaskDataError
 
     real, needed = importlib.util.find_spec, {p for packages in TASK_PACKAGES.values() for p in packages}
 

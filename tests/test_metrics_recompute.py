@@ -46,5 +46,5 @@ def test_a_crash_while_building_results_recomputes_only_the_metrics(tmp_path, mo
 
     straight = run_suite(suite(), tmp_path / "straight")
     assert all(c > 0 for info in straight.data["variants"].values() for c in info["model_calls_by_task"].values())
-    for key in ("metrics", "recovery", "fidelity"):
+    for key in ("metrics", "recovery", "flips", "suites"):
         assert resumed.data[key] == straight.data[key], f"{key} after the crash differ from an uninterrupted run"

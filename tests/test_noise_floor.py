@@ -56,9 +56,9 @@ def test_results_record_self_flips_per_task_and_self_kld(run_dir):
     tokens = floor["tokens"]
     assert set(tokens) == {"tiny_ppl"}, tokens
     self_kld = tokens["tiny_ppl"]
-    assert self_kld["tokens"] == data["fidelity"]["int3"]["tokens"]["tiny_ppl"]["tokens"] > 0
+    assert self_kld["tokens"] == data["suites"]["fidelity"]["int3"]["tiny_ppl"]["tokens"] > 0
     assert 0 <= self_kld["kld_mean"] < 1e-4 and self_kld["top1_agreement"] > 0.99, self_kld
-    assert data["fidelity"]["int3"]["tokens"]["tiny_ppl"]["kld_mean"] > self_kld["kld_mean"]
+    assert data["suites"]["fidelity"]["int3"]["tiny_ppl"]["kld_mean"] > self_kld["kld_mean"]
 
 
 def test_the_floor_was_computed_at_the_other_batch_size_not_served_from_the_baseline(run_dir):
@@ -94,7 +94,7 @@ def test_report_shows_each_variants_flips_and_kld_next_to_the_floor(run_dir):
     assert "noise floor (baseline at batch 2)" in header, header
     column = header.index("noise floor (baseline at batch 2)")
     floor = {f["task"]: f["flip_rate"] for f in data["noise_floor"]["baseline"]["flips"]}
-    variant = {f["task"]: f["flip_rate"] for f in data["fidelity"]["int3"]["flips"]}
+    variant = {f["task"]: f["flip_rate"] for f in data["flips"]["int3"]}
     shown = {r[1]: r for r in rows if r[0] == "int3"}
     assert set(shown) == set(TASKS), rows
     for task in TASKS:

@@ -105,7 +105,8 @@ def test_truncated_weights_and_missing_shards_are_caught_before_loading(tmp_path
 
 
 def test_malformed_and_empty_task_data_are_errors_with_the_line(tmp_path):
-    from evalsuite.suites.academic import TaskDataError, resolve_tasks
+    from evalsuite.suites.academic import resolve_tasks
+    from evalsuite.suites.task_checks import TaskDataError
 
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -308,7 +309,7 @@ def test_the_fidelity_panel_is_served_from_the_store_on_a_rerun(tmp_path, model_
 
     monkeypatch.setattr(fidelity, "compare", must_not_run)
     again = run_suite(config, tmp_path / "run")
-    assert again.data["fidelity"]["W8A8_INT8"]["tokens"] == first.data["fidelity"]["W8A8_INT8"]["tokens"]
+    assert again.data["suites"]["fidelity"]["W8A8_INT8"] == first.data["suites"]["fidelity"]["W8A8_INT8"]
     with sqlite3.connect(tmp_path / "run" / "store.sqlite") as conn:  # an edited panel is recomputed, not served
         conn.execute(
             "UPDATE samples SET records = replace(records, 'kld_mean', 'kld_mean ') WHERE task_key LIKE 'fidelity:%'"
@@ -316,7 +317,7 @@ def test_the_fidelity_panel_is_served_from_the_store_on_a_rerun(tmp_path, model_
     monkeypatch.undo()
     third = run_suite(config, tmp_path / "run")
     assert third.data["provenance"]["store_rows_recomputed"]["checksum mismatch"] == 1
-    assert third.data["fidelity"]["W8A8_INT8"]["tokens"] == first.data["fidelity"]["W8A8_INT8"]["tokens"]
+    assert third.data["suites"]["fidelity"]["W8A8_INT8"] == first.data["suites"]["fidelity"]["W8A8_INT8"]
 
 
 def test_similarity_scores_are_served_from_the_store_when_the_answers_are_the_same(tmp_path, model_copy, monkeypatch):
@@ -329,7 +330,7 @@ def test_similarity_scores_are_served_from_the_store_when_the_answers_are_the_sa
         raise AssertionError("the answers were embedded again")
 
     monkeypatch.setattr(similarity, "compare", must_not_run)
-    assert run_suite(config, tmp_path / "run").data["similarity"] == first.data["similarity"]
+    assert run_suite(config, tmp_path / "run").data["suites"]["similarity"] == first.data["suites"]["similarity"]
 
 
 def test_a_rerun_served_from_the_store_loads_and_quantizes_nothing(tmp_path, model_copy, monkeypatch):

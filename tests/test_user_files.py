@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from evalsuite.cli import main
 from evalsuite.config import ConfigError, load_suite
 from evalsuite.gating import GateConfig, GateConfigError, Rule, evaluate_gate, load_gate_config
-from evalsuite.suites.academic import TaskDataError, UnknownTaskError, check_task_file, check_task_names
+from evalsuite.suites.task_checks import TaskDataError, UnknownTaskError, check_task_file, check_task_names
 from evalsuite.tasks import ACADEMIC_DIR
 
 SUITE = """\

@@ -7,23 +7,28 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from evalsuite import stats
 from evalsuite.config import AcademicSuite
-from evalsuite.errors import UserError
-from evalsuite.jsonl import read_jsonl
+from evalsuite.hashing import text_digest
+from evalsuite.suites.base import ModelContext, Suite, SuiteRun
 from evalsuite.suites.local_data import check_hub_access, local_configs
+from evalsuite.suites.task_checks import (
+    UnknownTaskError,
+    check_jsonl,
+    check_task_file,
+    check_task_names,
+    check_task_packages,
+    task_manager,
+)
 from evalsuite.tasks import builtin_tasks, task_config
-from evalsuite.yaml_files import TagTolerantLoader, load_yaml
 
 # The metric that stands for a task in suite averages, where the task does not say (leaderboard practice).
 PRIMARY_METRICS = {
@@ -37,14 +42,6 @@ PRIMARY_METRICS = {
     "tiny_arith": "exact_match",
     "tiny_ppl": "word_perplexity",
 }
-
-
-class UnknownTaskError(UserError, ValueError):
-    pass
-
-
-class TaskDataError(UserError, ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -78,13 +75,6 @@ class TaskResult:
     details: dict = field(default_factory=dict)  # suite-specific counts, e.g. code-execution timeouts
 
 
-@lru_cache(maxsize=2)
-def task_manager(include_defaults: bool):
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_defaults=include_defaults)
-
-
 def _file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else path
 
@@ -108,130 +98,7 @@ def _task_key(name: str, config: dict | list[dict] | None, num_fewshot, limit) -
     """Hashes the task's name, settings and content (data files by their bytes, not their paths)."""
     configs = config if isinstance(config, list) else [config or {"task": name}]
     payload = json.dumps([name, [_content(c) for c in configs], num_fewshot, limit], sort_keys=True, default=_stable)
-    return f"{name}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
-
-
-# lm-eval tasks whose code imports packages that lm-eval installs only with one of its extras.
-TASK_PACKAGES = {
-    "ifeval": ("langdetect", "immutabledict", "nltk", "pkg_resources"),
-    "leaderboard_ifeval": ("langdetect", "immutabledict", "nltk", "pkg_resources"),
-    "leaderboard_math_hard": ("sympy", "math_verify"),
-    "minerva_math": ("sympy", "math_verify"),
-}
-
-
-def check_task_packages(names: list[str]) -> None:
-    """Raise TaskDataError, before any model loads, for a task whose lm-eval code needs a package not installed."""
-    import importlib.util
-
-    for name in names:
-        missing = [p for p in TASK_PACKAGES.get(name, ()) if importlib.util.find_spec(p) is None]
-        if missing:
-            raise TaskDataError(
-                f"task {name!r} needs the Python packages {', '.join(missing)}, which are not installed: "
-                "pip install 'evalsuite[leaderboard]' (lm-eval's ifeval and math extras, and setuptools)"
-            )
-
-
-def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
-    """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task."""
-    missing = [p for p in include if not Path(p).exists()]
-    if missing:
-        raise UnknownTaskError(f"academic.include: {', '.join(missing)} does not exist")
-    try:
-        builtin = builtin_tasks(include)
-    except ValueError as err:
-        raise UnknownTaskError(str(err)) from None
-    unknown = [n for n in names if n not in builtin]
-    if not unknown:
-        return
-    known = set(task_manager(True).all_tasks) | set(builtin)
-    for name in unknown:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownTaskError(
-                f"unknown task {name!r}.{hint} Built-in tasks: {', '.join(builtin)}; "
-                "`evalsuite list tasks` lists them all"
-            )
-
-
-@lru_cache(maxsize=1)
-def task_fields() -> frozenset[str]:
-    """The keys lm-eval reads from a task or group YAML file."""
-    import dataclasses
-
-    from lm_eval.api.group import GroupConfig
-    from lm_eval.api.task import TaskConfig
-
-    fields = {f.name for f in dataclasses.fields(TaskConfig)} | {f.name for f in dataclasses.fields(GroupConfig)}
-    return frozenset(fields | {"include", "class"})
-
-
-def check_task_file(path: Path, _seen: tuple[Path, ...] = ()) -> None:
-    """A task YAML file (and the files it includes) has no repeated key and no key lm-eval does not read:
-    lm-eval would drop a misspelt `doc_to_txt` and fail, or score wrongly, after the model loads."""
-    data, lines = load_yaml(path, TaskDataError, TagTolerantLoader)
-    if not isinstance(data, dict):
-        raise TaskDataError(f"{path}: a task file is a mapping of lm-eval task fields (task, dataset_path, ...)")
-    allowed = task_fields()
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TaskDataError(f"{path}:{lines.get((key,), '?')}: unknown task field {key!r}.{hint}")
-    included = data.get("include")
-    if isinstance(included, str):
-        target = (path.parent / included).resolve()
-        if target not in _seen and target.is_file():
-            check_task_file(target, _seen + (path.resolve(),))
-
-
-TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_decontamination_query")
-
-
-def fields_read(config: dict) -> dict[str, str]:
-    """The document fields a task's templates read: {field: the key that reads it}. A template is Jinja
-    ({{question}}) or a bare field name (doc_to_target: gold); tasks that transform their documents first
-    (process_docs) or use functions are not inspected."""
-    import jinja2
-    import jinja2.meta
-
-    if config.get("process_docs"):
-        return {}
-    fields: dict[str, str] = {}
-    env = jinja2.Environment()
-    for key in TEMPLATE_KEYS:
-        template = config.get(key)
-        if not isinstance(template, str):
-            continue
-        if "{{" in template or "{%" in template:
-            names = jinja2.meta.find_undeclared_variables(env.parse(template))
-        else:
-            names = {template} if template.isidentifier() else set()
-        for name in names:
-            fields.setdefault(name, key)
-    return fields
-
-
-def check_jsonl(path: str, config: dict | None = None) -> None:
-    """Every line of a task's local JSONL parses, has the fields the task's templates read (a missing one
-    would make lm-eval score that document 0 or fail after the model loaded), and there is at least one."""
-    file = Path(path)
-    if not file.is_file():
-        raise TaskDataError(f"data file {file} does not exist")
-    needed = fields_read(config or {})
-    rows = 0
-    for number, row in read_jsonl(file, TaskDataError):
-        missing = sorted(name for name in needed if name not in row)
-        if missing:
-            raise TaskDataError(
-                f"{file}:{number}: the document has no field {missing[0]!r}, which the task's "
-                f"{needed[missing[0]]} reads" + (f" (nor {', '.join(missing[1:])})" if missing[1:] else "")
-            )
-        rows += 1
-    if rows == 0:
-        raise TaskDataError(f"{file}: the dataset is empty")
+    return f"{name}:{text_digest(payload)}"
 
 
 def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
@@ -283,7 +150,7 @@ def _record(sample: dict, label_of: dict[str, str]) -> dict:
         "choices": [str(a[1]) for a in args] if len(args) > 1 else None,
         "target": sample["target"],
         "prediction": _prediction(sample),
-        "prompt_hash": hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "prompt_hash": text_digest(json.dumps(args, sort_keys=True, default=str)),
     }
     for metric in sample["metrics"]:
         record[label_of.get((metric, sample["filter"]), metric)] = sample[metric]
@@ -379,3 +246,27 @@ def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iter
     version = str(versions.get(task.name) or ",".join(sorted({str(versions.get(leaf, "")) for leaf in leaves})))
     details = {"subtasks": leaves} if group else {}
     return TaskResult(task.name, task.key, version, metrics, primary, samples, details)
+
+
+class Academic(Suite):
+    """lm-eval tasks, scored per task: recovery rows with paired-bootstrap intervals."""
+
+    name, title = "academic", "Academic tasks"
+    Spec = AcademicSuite
+
+    def plan(self) -> None:
+        self.tasks = resolve_tasks(self.spec)
+
+    def evaluate(self, ctx: ModelContext) -> SuiteRun:
+        from evalsuite import task_results
+
+        out = SuiteRun()
+        seed, iters = ctx.config.run.seed, ctx.config.run.bootstrap_iters
+        for task in self.tasks:
+            calls = ctx.lm.model_calls
+            result = task_results.cached(ctx.store, ctx.key, task.key, seed, iters) or task_results.stored(
+                ctx.store, ctx.key, run_task(ctx.lm, task, seed, iters), seed, iters
+            )
+            out.model_calls[task.name] = ctx.lm.model_calls - calls
+            out.tasks[task.name] = result
+        return out

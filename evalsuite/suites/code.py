@@ -9,7 +9,6 @@ n samples per problem (n = 1 with temperature 0 is greedy pass@1); every k must 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,9 +20,12 @@ from lm_eval.api.instance import Instance
 from evalsuite import stats
 from evalsuite.config import CodeSuite
 from evalsuite.errors import UserError
+from evalsuite.hashing import text_digest
 from evalsuite.jsonl import read_jsonl
+from evalsuite.reports import format as fmt
 from evalsuite.suites import sandbox
 from evalsuite.suites.academic import MetricResult, TaskResult
+from evalsuite.suites.base import ModelContext, Section, Suite, SuiteRun
 from evalsuite.tasks import HERE as TASKS_DIR
 
 log = logging.getLogger("evalsuite")
@@ -129,7 +131,7 @@ def run_code_task(lm, name: str, problems: list[dict], suite: CodeSuite, seed: i
             "filter": "none",
             "task_id": p["task_id"],
             "prompt": p["prompt"],
-            "prompt_hash": hashlib.sha256((p["prompt"] + settings).encode()).hexdigest()[:16],
+            "prompt_hash": text_digest(p["prompt"] + settings),
             "completions": completions[index * suite.n : (index + 1) * suite.n],
             "statuses": [v.status for v in mine],
             "reasons": [v.reason for v in mine],
@@ -153,5 +155,55 @@ def run_code_task(lm, name: str, problems: list[dict], suite: CodeSuite, seed: i
 def task_key(name: str, problems: list[dict], suite: CodeSuite) -> str:
     """What a code task's results depend on besides the model: its problems (as limited) and the settings."""
     problems = problems[: suite.limit] if suite.limit else problems
-    digest = hashlib.sha256(json.dumps([name, problems, suite.model_dump()], sort_keys=True).encode()).hexdigest()
-    return f"{name}:{digest[:16]}"
+    return f"{name}:{text_digest(json.dumps([name, problems, suite.model_dump()], sort_keys=True))}"
+
+
+class Code(Suite):
+    """Completions executed in the sandbox, scored per task by pass@k: recovery rows like academic tasks."""
+
+    name, title = "code", "Code execution"
+    Spec = CodeSuite
+
+    def plan(self) -> None:
+        self.problems = {Path(name).stem: load_problems(name) for name in self.spec.tasks}
+
+    def check_environment(self) -> None:
+        self.limits, self.fallback = sandbox_limits(self.spec)
+
+    def evaluate(self, ctx: ModelContext) -> SuiteRun:
+        from evalsuite import task_results
+
+        out, seed, iters = SuiteRun(), ctx.config.run.seed, ctx.config.run.bootstrap_iters
+        for name, problems in self.problems.items():
+            calls = ctx.lm.model_calls
+            settings = (seed, iters, repr(self.limits), self.fallback)
+            result = task_results.cached(
+                ctx.store, ctx.key, task_key(name, problems, self.spec), *settings
+            ) or task_results.stored(
+                ctx.store,
+                ctx.key,
+                run_code_task(ctx.lm, name, problems, self.spec, seed, self.limits, self.fallback),
+                *settings,
+            )
+            out.tasks[name] = result
+            out.model_calls[name] = ctx.lm.model_calls - calls
+        return out
+
+    @classmethod
+    def report(cls, data: dict) -> Section | None:
+        rows = []
+        recovery = {(r["variant"], r["task"], r["metric"]): r for r in data.get("recovery", []) if r["scope"] == "task"}
+        for v, per_suite in data.get("details", {}).items():
+            for name, d in per_suite.get("code", {}).items():
+                scores = []
+                for m in data.get("metrics", []):
+                    if (m["suite"], m["task"], m["variant"]) != ("code", name, v):
+                        continue
+                    r = recovery.get((v, name, m["metric"]))
+                    parts = [] if r is None else [fmt.pct(r["recovery"]), fmt.interval(r["ci_low"], r["ci_high"])]
+                    rec = f" ({' '.join(p for p in parts if p)})" if parts else ""
+                    scores.append(f"{m['metric']} {m['value']:.3f}{rec}")
+                cells = [str(d["passed"]), str(d["failed"]), str(d["timeout"]), d["isolation"].get("user", "")]
+                rows.append([v, name, "; ".join(scores), *cells])
+        header = ["variant", "task", "pass@k (recovery)", "passed", "failed", "timeouts", "sandbox user"]
+        return Section("code", cls.title, header, rows) if rows else None

@@ -12,6 +12,8 @@ never stored, and memory stays bounded by batch x chunk x vocabulary at any cont
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -19,10 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evalsuite.config import FidelitySuite
 from evalsuite.errors import UserError
+from evalsuite.hashing import text_digest
 from evalsuite.jsonl import read_jsonl
+from evalsuite.reports import format as fmt
+from evalsuite.suites.base import BASELINE, CompareContext, ModelContext, Section, Suite, SuiteRun, measure
 from evalsuite.tasks import ACADEMIC_DIR
 
+log = logging.getLogger("evalsuite")
 CHUNK = 128  # positions projected to the vocabulary at a time
 
 
@@ -126,3 +133,83 @@ def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_
         "variant_ppl": var_ppl,
         "ppl_ratio": var_ppl / base_ppl,
     }
+
+
+def cached(store, baseline_lm, lm, name: str, texts: list[str], batch: int) -> dict:
+    """The fidelity panel of one variant against the baseline, from the store when both models and the texts
+    are those it was computed for (a rerun, or a resume after kill -9, skips it)."""
+    payload = json.dumps([name, texts, batch, baseline_lm.model_key], sort_keys=True)
+    task_key = f"fidelity:{name}:{text_digest(payload)}"
+    found = store.get_samples(lm.model_key, task_key)
+    if found:
+        return found[0]
+    result = compare(baseline_lm, lm, texts, batch)
+    store.put_samples(lm.model_key, task_key, [result])
+    return result
+
+
+class Fidelity(Suite):
+    """Each variant's next-token distributions against the baseline's on the same tokens; the baseline stays
+    resident while the variants run (`needs_baseline`)."""
+
+    name, title = "fidelity", "Fidelity (token-level, against the baseline)"
+    Spec = FidelitySuite
+    needs_baseline = True
+
+    def plan(self) -> None:
+        self.sets = {Path(n).stem: load_texts(n)[: self.spec.limit] for n in self.spec.texts}
+
+    def evaluate(self, ctx: ModelContext) -> SuiteRun:
+        out = SuiteRun()
+        if ctx.baseline_lm is None or ctx.name == BASELINE:
+            return out
+        for name, texts in self.sets.items():
+            out.outputs[name] = cached(ctx.store, ctx.baseline_lm, ctx.lm, name, texts, self.spec.batch_size)
+            log.info("  %-14s %-22s %.5f", name, "kld_mean", out.outputs[name]["kld_mean"])
+        return out
+
+    def compare(self, runs: dict[str, SuiteRun], ctx: CompareContext) -> dict:
+        return {variant: run.outputs for variant, run in runs.items() if run.outputs}
+
+    @classmethod
+    def measures(cls, section: dict) -> list[dict]:
+        return [
+            measure(cls.name, name, "kld_mean", variant, t.get("kld_mean"))
+            for variant, sets in section.items()
+            for name, t in sets.items()
+        ]
+
+    @classmethod
+    def report(cls, data: dict) -> Section | None:
+        entries = [(v, n, t) for v, sets in data.get("suites", {}).get(cls.name, {}).items() for n, t in sets.items()]
+        floor = data.get("noise_floor", {})
+        if floor.get("baseline"):
+            b = floor["baseline"]
+            label = f"noise floor: baseline at batch {b['batch_size']} vs {b['other_batch_size']}"
+            entries += [(label, name, t) for name, t in b["tokens"].items()]
+        for v, twin in floor.get("variants", {}).items():
+            entries += [(f"noise floor: {v} triton vs torch-ref", name, t) for name, t in twin["tokens"].items()]
+        rows = [
+            [
+                v,
+                name,
+                str(t["tokens"]),
+                *(f"{t[k]:.2e}" for k in ("kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_max")),
+                fmt.pct(t["top1_agreement"], 2),
+                f"{t['ppl_ratio']:.4f}",
+            ]
+            for v, name, t in entries
+        ]
+        header = [
+            "variant",
+            "texts",
+            "tokens",
+            "KLD mean",
+            "median",
+            "p90",
+            "p99",
+            "max",
+            "top-1 agreement",
+            "PPL ratio",
+        ]
+        return Section("fidelity", cls.title, header, rows) if rows else None

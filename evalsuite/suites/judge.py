@@ -9,21 +9,26 @@ named by `api_key_env`). Verdicts are cached in the run's store per (judge, temp
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from lm_eval.api.instance import Instance
 
+from evalsuite.config import JudgeSuite
 from evalsuite.errors import UserError
-from evalsuite.lm import request_key
+from evalsuite.hashing import text_digest
+from evalsuite.reports import format as fmt
+from evalsuite.suites.base import BASELINE, CompareContext, ModelContext, Section, Suite, SuiteRun, measure
 
+log = logging.getLogger("evalsuite")
 VERDICT = re.compile(r"\[\[(A>>B|A>B|A=B|B>A|B>>A)\]\]")
 TEMPLATES = {
     # The embedded model's own format: it was trained to check answers about its world this way (it recalls
@@ -96,7 +101,7 @@ class EndpointJudge:
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         # max_tokens is part of the answer's key: a verdict cut short must not be served after raising it
-        self.identity = hashlib.sha256(f"{self.url}|{model}|max_tokens={max_tokens}".encode()).hexdigest()[:24]
+        self.identity = text_digest(f"{self.url}|{model}|max_tokens={max_tokens}")
         self.calls = 0
 
     def _ask(self, prompt: str) -> str:
@@ -131,6 +136,8 @@ class EndpointJudge:
         raise JudgeError(f"judge endpoint {self.url} kept failing (HTTP 429/5xx)")
 
     def judge(self, prompts: list[str]) -> list[str]:
+        from evalsuite.lm import request_key
+
         keys = [request_key(self.identity, "judge", (p,)) for p in prompts]
         found = self.store.get_responses(keys) if self.store is not None else {}
         out = []
@@ -199,3 +206,100 @@ def summarize(games: list[Game], iters: int, seed: int) -> dict:
         rates = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
         out["ci_low"], out["ci_high"] = float(np.quantile(rates, 0.025)), float(np.quantile(rates, 0.975))
     return out
+
+
+class Judge(Suite):
+    """Pairwise judging of each variant's answers against the baseline's, both orders: a win-rate."""
+
+    name, title = "judge", "Judged against the baseline (both orders)"
+    Spec = JudgeSuite
+
+    def plan(self) -> None:
+        from evalsuite import models
+        from evalsuite.suites.similarity import limited, load_prompts
+
+        self.sets = {Path(n).stem: limited(load_prompts(n, "judge"), self.spec.limit) for n in self.spec.prompts}
+        judge = self.spec.judge
+        self.template = template_text(judge.template)
+        self.source = models.resolve_model(judge.model) if judge.model else None
+        if judge.endpoint and judge.api_key_env and not os.environ.get(judge.api_key_env):
+            raise JudgeError(f"suites.judge.judge.api_key_env: {judge.api_key_env} is not set in the environment")
+
+    def evaluate(self, ctx: ModelContext) -> SuiteRun:
+        from evalsuite.suites.similarity import answer_sets
+
+        return answer_sets(ctx, self.name, self.sets, self.spec.max_gen_toks)
+
+    def _judge(self, ctx: CompareContext):
+        spec, run = self.spec.judge, ctx.config.run
+        if not spec.model:
+            judge = EndpointJudge(
+                spec.endpoint, spec.name, spec.api_key_env, ctx.store, spec.max_tokens, spec.timeout_s
+            )
+            return judge, f"{spec.name} at {spec.endpoint}"
+        from evalsuite import models
+        from evalsuite.lm import EvalLM
+        from evalsuite.variants import model_key
+
+        source, dtype = self.source, models.compute_dtype("auto", ctx.device)
+        key = model_key(source, {"backend": "float"}, dtype, ctx.device, run.batch_size)
+        tokenizer = models.load_tokenizer(source)
+        judge_lm = EvalLM(  # loaded only for games missing from the store
+            lambda: models.load(source, ctx.device, "auto").model,
+            tokenizer,
+            run.batch_size,
+            models.max_length(source, tokenizer),
+            ctx.store,
+            key,
+            "judge",
+            device=ctx.device,
+        )
+        judge = LocalJudge(judge_lm, spec.max_tokens, spec.template in ONE_LINE_TEMPLATES)
+        return judge, f"{spec.model} ({source.identity[:12]})"
+
+    def compare(self, runs: dict[str, SuiteRun], ctx: CompareContext) -> dict:
+        from evalsuite.suites.similarity import paired_answers
+
+        judge, identity = self._judge(ctx)
+        template_hash = text_digest(self.template)
+        iters, seed = ctx.config.run.bootstrap_iters, ctx.config.run.seed
+        out: dict = {}
+        for variant in runs:
+            if variant == BASELINE:
+                continue
+            for name, prompts in self.sets.items():
+                base, var = paired_answers(runs, variant, name)
+                games = play(judge, self.template, [p["prompt"] for p in prompts], base, var)
+                summary = summarize(games, iters, seed)
+                summary.update(judge=identity, template_hash=template_hash)
+                out.setdefault(variant, {})[name] = summary
+                log.info("  judge %-10s %-12s win-rate %s", variant, name, summary["win_rate"])
+        return out
+
+    @classmethod
+    def measures(cls, section: dict) -> list[dict]:
+        return [
+            measure(cls.name, name, "win_rate", variant, s.get("win_rate"), s.get("ci_low"))
+            for variant, sets in section.items()
+            for name, s in sets.items()
+        ]
+
+    @classmethod
+    def report(cls, data: dict) -> Section | None:
+        rows = []
+        for v, sets in data.get("suites", {}).get(cls.name, {}).items():
+            for name, j in sets.items():
+                rate = (
+                    "n/a"
+                    if j["win_rate"] is None
+                    else f"{fmt.pct(j['win_rate'])} {fmt.interval(j['ci_low'], j['ci_high'])}"
+                )
+                rows.append(
+                    [v, name, f"{j['wins']} / {j['ties']} / {j['losses']}", str(j["unparseable"]), rate, j["judge"]]
+                )
+        header = ["variant", "prompts", "wins / ties / losses", "unparseable", "win-rate vs baseline", "judge"]
+        note = (
+            "Win-rate counts a win as 1 and a tie as ½ over the games whose verdict parsed; 50% means the judge "
+            "cannot tell the variant from the baseline. Unparseable verdicts are excluded."
+        )
+        return Section("judge", cls.title, header, rows, note=note) if rows else None

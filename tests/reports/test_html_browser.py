@@ -84,7 +84,7 @@ def test_report_renders_without_console_errors(browser, report, tmp_path):
         assert element in dom, element
     assert dom.count('class="card ') == 2
     assert "<svg" in dom and any(v in dom for v in ("recovers", "small loss", "loses accuracy"))
-    flipped = sum(len(f.get("samples", [])) for v in data["fidelity"].values() for f in v.get("flips", []))
+    flipped = sum(len(f.get("samples", [])) for flips in data["flips"].values() for f in flips)
     assert len(re.findall(r"<tr data-variant=", dom)) == flipped
     assert re.search(r'id="flip-count"[^>]*>\d+ shown<', dom) or flipped == 0
 

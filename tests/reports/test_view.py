@@ -1,4 +1,5 @@
 from evalsuite.reports.view import WORST_LAYERS, _suite_tables
+from evalsuite.suites.code import Code
 
 
 def test_sensitivity_lists_the_worst_layers_and_every_flagged_one():
@@ -19,5 +20,5 @@ def test_code_table_shows_every_pass_at_k_with_its_recovery():
             {**metric, "scope": "task", "metric": "pass@5", "recovery": 1.0, "ci_low": None, "ci_high": None},
         ],
     }
-    (row,) = _suite_tables(data)["code"].rows
+    (row,) = Code.report(data).rows
     assert row[2] == "pass@1 0.500 (80.0% [70.0, 90.0]); pass@5 0.900 (100.0%)"

@@ -1,0 +1,61 @@
+"""The noise floor: how much a model differs from itself, to read a variant's differences against.
+
+- The baseline at another batch size: academic tasks' answer flips, and the fidelity panel of the baseline
+  against itself (numerics of other batch shapes alone).
+- A variant on the other kernel backend (Triton against the torch reference): its fidelity panel.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from evalsuite import results
+from evalsuite.lm import EvalLM
+from evalsuite.suites import fidelity
+from evalsuite.suites.base import ModelContext, Suite, SuiteRun
+
+
+def _of(suites: list[Suite], name: str) -> Suite | None:
+    return next((s for s in suites if s.name == name), None)
+
+
+def baseline(ctx: ModelContext, suites: list[Suite], base: dict[str, SuiteRun]) -> dict:
+    """The baseline against itself at another batch size: self-flips per academic task and self-KLD."""
+    config, lm = ctx.config, ctx.lm
+    other_bs = config.run.noise_floor_batch_size or max(1, config.run.batch_size // 4)
+    key = f"{lm.model_key}|batch={other_bs}"
+    twin = EvalLM(
+        lm.model, lm.tokenizer, other_bs, store=ctx.store, model_key=key, label=f"baseline@{other_bs}", shard=lm.shard
+    )
+    flips = []
+    academic = _of(suites, "academic")
+    if academic is not None:
+        again = academic.evaluate(ModelContext(ctx.name, twin, key, ctx.store, config, main=ctx.main))
+        for name, result in again.tasks.items():
+            seed = config.run.seed
+            _, flip = results.task_recovery("academic", result, base["academic"].tasks[name], "baseline", 0, seed)
+            if flip:
+                flips.append(flip)
+    panel = _of(suites, "fidelity")
+    tokens = {
+        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs)
+        for name, texts in (panel.sets.items() if panel is not None and ctx.main else [])
+    }
+    return {"batch_size": config.run.batch_size, "other_batch_size": other_bs, "flips": flips, "tokens": tokens}
+
+
+def backend(model, tokenizer, backend: str, suites: list[Suite], config) -> dict | None:
+    """A variant against itself on the other kernel backend (Triton vs torch reference), where one exists."""
+    from evalsuite.quant_schemes.linear import QuantLinear
+
+    panel = _of(suites, "fidelity")
+    if backend != "triton" or panel is None:
+        return None
+    twin = copy.deepcopy(model)
+    for module in twin.modules():
+        if isinstance(module, QuantLinear):
+            module.use_backend("torch-ref")
+    a, b = EvalLM(model, tokenizer, config.run.batch_size), EvalLM(twin, tokenizer, config.run.batch_size)
+    tokens = {name: fidelity.compare(a, b, texts, panel.spec.batch_size) for name, texts in panel.sets.items()}
+    del twin
+    return {"backends": ["triton", "torch-ref"], "tokens": tokens}
