@@ -21,5 +21,10 @@ except metadata.PackageNotFoundError:
     print("Hugging Face kernels: not installed")
 PY
 workers=$(( $(nproc) - 2 ))
-timeout "${PYTEST_LIMIT_S:-520}" python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider --durations 25 \
-  --junitxml "$OUT/junit.xml" "${@:-tests}" 2>&1 | tee "$OUT/pytest.log" | grep -v "^\[gw" | tail -80
+# one CPU thread per worker: torch's default (every core, in every worker) oversubscribes the CPUs many times
+# over and the CPU-heavy tests (calibration, AWQ, export) then crawl past their timeouts
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# SIGINT at the limit: pytest then stops the workers and still prints the failures so far and the durations.
+timeout -s INT "${PYTEST_LIMIT_S:-520}" python3 -m pytest -q -n "$workers" --timeout 300 -p no:cacheprovider \
+  -p no:benchmark -rfEs --tb=short --durations 40 --junitxml "$OUT/junit.xml" "${@:-tests}" 2>&1 \
+  | tee "$OUT/pytest.log" | grep -v "^\[gw" | tail -120

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from evalsuite.quant_schemes.backends import pick_backend
+
 SHAPES = {
     "llama-3.1-8b": dict(
         hidden_size=4096,
@@ -172,14 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=32, help="decode steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--backend", default="auto", choices=["auto", "triton", "torch-ref"])
+    parser.add_argument("--backend", default="auto", help="auto or a registered kernel backend")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-e2e"))
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     device = torch.device(args.device)
-    if args.backend == "auto":
-        args.backend = "triton" if device.type == "cuda" else "torch-ref"
+    args.backend = pick_backend(args.backend, device.type).name
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
     for name in args.variants.split(","):

@@ -20,23 +20,12 @@ GENERATION_TASKS = ("tiny_arith",)
 
 
 def _evaluate(lm, task: str, limit: int | None) -> tuple[dict, float]:
-    from lm_eval import simple_evaluate
-
-    from evalsuite.suites.academic import quiet_lm_eval, task_manager
+    from evalsuite.suites.academic import evaluate_tasks, task_manager
     from evalsuite.tasks import task_config
 
-    with quiet_lm_eval():
-        started = time.perf_counter()
-        out = simple_evaluate(
-            model=lm,
-            tasks=[task_config(task)],
-            limit=limit,
-            log_samples=True,
-            bootstrap_iters=0,
-            task_manager=task_manager(False),
-        )
-        seconds = time.perf_counter() - started
-    return out, seconds
+    started = time.perf_counter()
+    out = evaluate_tasks(lm, [task_config(task)], None, limit, 1234, task_manager(False))
+    return out, time.perf_counter() - started
 
 
 def _responses(out: dict, task: str) -> list:

@@ -253,7 +253,7 @@ class Suites(BaseModel):
 
 class RunSpec(_Strict):
     device: str = "auto"
-    backend: Literal["auto", "triton", "torch-ref"] = "auto"
+    backend: str = "auto"  # auto, or a registered kernel backend (triton, torch-ref, or one a plugin registers)
     # how the Triton fp8 GEMM sums on Hopper: as deployed (fast) or promoted to fp32 every 128 columns
     fp8_accumulation: Literal["fast", "precise"] = "fast"
     batch_size: int = Field(default=32, gt=0)
@@ -265,6 +265,15 @@ class RunSpec(_Strict):
     noise_floor: bool = False  # also evaluate the baseline against itself (other batch size, other backend)
     measure_speed: bool = False  # time prefill and decode of every variant; the report shows speed beside accuracy
     noise_floor_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size // 4
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_known(cls, value):
+        from evalsuite.quant_schemes.backends import BACKENDS
+
+        if value != "auto" and value not in BACKENDS:
+            raise ValueError(f"unknown kernel backend {value!r}; use auto or one of {', '.join(BACKENDS)}")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
+from evalsuite.errors import UserError
+
+
+class DistributedError(UserError, RuntimeError):
+    pass
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -44,6 +50,12 @@ def from_environment() -> Shard | None:
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
+            if local_rank >= torch.cuda.device_count():
+                raise DistributedError(
+                    f"rank {rank} is local rank {local_rank} but this machine has {torch.cuda.device_count()} "
+                    "GPU(s): start as many ranks per node as there are GPUs (torchrun --nproc-per-node), or hide "
+                    "the GPUs (CUDA_VISIBLE_DEVICES=) to run the ranks on the CPU"
+                )
             torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group(backend=backend)
     return Shard(rank, world, local_rank)

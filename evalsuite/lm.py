@@ -117,8 +117,11 @@ class EvalLM(TemplateLM):
 
     # --- the cache -------------------------------------------------------------------------------------
 
-    def _cached(self, kind: str, args: list[tuple], compute: Callable[[list[int]], Iterator[Batch]]) -> list:
-        """Serve cached results, compute the rest batch by batch, committing each batch to the store."""
+    def cached(self, kind: str, args: list[tuple], compute: Callable[[list[int]], Iterator[Batch]]) -> list:
+        """Serve cached results of one request kind, compute the rest batch by batch (`compute(todo)` yields
+        [(index, JSON-able value)] per batch; in a distributed run only the batches for which `skips` is
+        False), committing each batch to the store. The built-in kinds go through it, and so does any request
+        kind a suite defines (fidelity's per-text panels)."""
         keys = [request_key(self.model_key, kind, a) for a in args]
         if self.shard is not None:
             self.shard.barrier()  # every rank reads the same snapshot of the store before any writes to it
@@ -149,7 +152,7 @@ class EvalLM(TemplateLM):
                 raise RuntimeError(f"{kind}: results of other ranks are missing from the store after the barrier")
         return [tuple(r) if isinstance(r, list) else r for r in results]
 
-    def _skip(self, batch_number: int) -> bool:
+    def skips(self, batch_number: int) -> bool:
         """In a distributed run, whether this batch belongs to another rank."""
         return self.shard is not None and not self.shard.mine(batch_number)
 
@@ -177,7 +180,7 @@ class EvalLM(TemplateLM):
             chunk = [r for r in rows[start : start + self.batch_size] if (r.positions is not None) == packed]
             start += len(chunk)
             number += 1
-            if sharded and self._skip(number):
+            if sharded and self.skips(number):
                 continue
             width = max(len(r.tokens) for r in chunk)
             input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
@@ -200,7 +203,7 @@ class EvalLM(TemplateLM):
         def compute(todo: list[int]) -> Iterator[Batch]:
             yield from self._score_batches([(i, *self._encode_request(*args[i])) for i in todo])
 
-        return self._cached("loglikelihood", args, compute)
+        return self.cached("loglikelihood", args, compute)
 
     def _loglikelihood_tokens(self, requests, **kwargs) -> list[tuple[float, bool]]:
         results: dict[int, tuple[float, bool]] = {}
@@ -253,7 +256,7 @@ class EvalLM(TemplateLM):
                 if done:
                     yield done
 
-        return self._cached("loglikelihood_rolling", args, compute)
+        return self.cached("loglikelihood_rolling", args, compute)
 
     # --- generation ------------------------------------------------------------------------------------
 
@@ -342,10 +345,10 @@ class EvalLM(TemplateLM):
                 members.sort(key=lambda i: (-len(encoded[i]), encoded[i]))
                 for start in range(0, len(members), self.batch_size):
                     number += 1
-                    if self._skip(number):
+                    if self.skips(number):
                         continue
                     chunk = members[start : start + self.batch_size]
                     texts = self._decode([encoded[i] for i in chunk], until, max_new, [samplers[i] for i in chunk])
                     yield list(zip(chunk, texts, strict=True))
 
-        return self._cached("generate_until", [(c, json.dumps(k, sort_keys=True)) for c, k in args], compute)
+        return self.cached("generate_until", [(c, json.dumps(k, sort_keys=True)) for c, k in args], compute)

@@ -2,7 +2,7 @@
 
 - The baseline at another batch size: academic tasks' answer flips, and the fidelity panel of the baseline
   against itself (numerics of other batch shapes alone).
-- A variant on the other kernel backend (Triton against the torch reference): its fidelity panel.
+- A variant on the reference backend (say Triton against the torch reference): its fidelity panel.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def baseline(ctx: ModelContext, suites: list[Suite], base: dict[str, SuiteRun]) 
     """The baseline against itself at another batch size: self-flips per academic task and self-KLD."""
     config, lm = ctx.config, ctx.lm
     other_bs = config.run.noise_floor_batch_size or max(1, config.run.batch_size // 4)
-    key = f"{lm.model_key}|batch={other_bs}"
+    key = ctx.rekey(other_bs)
     twin = EvalLM(
         lm.model, lm.tokenizer, other_bs, store=ctx.store, model_key=key, label=f"baseline@{other_bs}", shard=lm.shard
     )
@@ -38,24 +38,32 @@ def baseline(ctx: ModelContext, suites: list[Suite], base: dict[str, SuiteRun]) 
                 flips.append(flip)
     panel = _of(suites, "fidelity")
     tokens = {
-        name: fidelity.compare(lm, lm, texts, config.run.batch_size, other_bs)
+        name: fidelity.compare(lm, twin, texts, config.run.batch_size, other_bs)
         for name, texts in (panel.sets.items() if panel is not None and ctx.main else [])
     }
-    return {"batch_size": config.run.batch_size, "other_batch_size": other_bs, "flips": flips, "tokens": tokens}
+    return {
+        "batch_size": config.run.batch_size,
+        "other_batch_size": other_bs,
+        "model_key": key,
+        "flips": flips,
+        "tokens": tokens,
+    }
 
 
 def backend(model, tokenizer, backend: str, suites: list[Suite], config) -> dict | None:
-    """A variant against itself on the other kernel backend (Triton vs torch reference), where one exists."""
+    """A variant against itself on the reference backend (Triton vs torch reference), unless it runs on it."""
+    from evalsuite.quant_schemes.backends import BACKENDS, get_backend
     from evalsuite.quant_schemes.linear import QuantLinear
 
     panel = _of(suites, "fidelity")
-    if backend != "triton" or panel is None:
+    reference = next((b for b in BACKENDS.values() if b.reference), None)
+    if get_backend(backend).reference or reference is None or panel is None:
         return None
     twin = copy.deepcopy(model)
     for module in twin.modules():
         if isinstance(module, QuantLinear):
-            module.use_backend("torch-ref")
+            module.use_backend(reference)
     a, b = EvalLM(model, tokenizer, config.run.batch_size), EvalLM(twin, tokenizer, config.run.batch_size)
     tokens = {name: fidelity.compare(a, b, texts, panel.spec.batch_size) for name, texts in panel.sets.items()}
     del twin
-    return {"backends": ["triton", "torch-ref"], "tokens": tokens}
+    return {"backends": [backend, reference.name], "tokens": tokens}

@@ -26,14 +26,15 @@ from evalsuite.store import Store
 from evalsuite.suites.base import CompareContext, ModelContext, Suite, SuiteRun, configured
 from evalsuite.variants import (
     RunError,
-    _variant_info,
-    baseline_info,
+    VariantRecord,
+    baseline_record,
     checkpoint_source,
     lazy_model,
     load_checkpoint_variant,
     model_key,
     predicted,
     quantize_variant,
+    quantized_record,
     set_fp8_accumulation,
 )
 
@@ -58,11 +59,12 @@ def plan_suites(config: SuiteConfig) -> list[Suite]:
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
-    if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch-ref"
-    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RunError("backend 'triton' needs a CUDA device (or TRITON_INTERPRET=1 to interpret kernels on CPU)")
-    return backend
+    from evalsuite.quant_schemes.backends import KernelUnavailableError, pick_backend
+
+    try:
+        return pick_backend(backend, device.type).name
+    except KernelUnavailableError as err:
+        raise RunError(f"run.backend: {err}") from None
 
 
 def default_run_dir(config: SuiteConfig) -> Path:
@@ -144,50 +146,53 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
     main = shard is None or shard.main  # the rank that scores similarity, judges, measures fidelity and writes
 
     runs: dict[str, dict[str, SuiteRun]] = {}
-    variants_info: dict[str, dict] = {}
+    records: dict[str, VariantRecord] = {}
     baseline_bytes, baseline_lm, tokenizer = None, None, None
     floor: dict = {}
     calibrations: dict = {}
     checkpoints = {v.name: checkpoint_source(v, source) for v in config.variants if v.path}  # checked up front
 
-    def build(name: str) -> tuple[models.LoadedModel, dict, str]:
+    def build(name: str) -> tuple[models.LoadedModel, VariantRecord, str]:
         """Load (and quantize) a model now: its loaded form, its record and its model key."""
         nonlocal baseline_bytes
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
-            loaded, info = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
-            set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
-            return loaded, info, model_key(checkpoints[name], info, loaded.dtype, device, config.run.batch_size)
-        loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
-        if name == BASELINE:
-            baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
-            info = baseline_info(baseline_bytes)
+            loaded, record = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
         else:
-            spec = next(v for v in config.variants if v.name == name)
-            report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
-            stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
-            info = _variant_info(report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
-            info["options"] = spec.options
-        set_fp8_accumulation(loaded.model, info, config.run.fp8_accumulation)
-        return loaded, info, model_key(source, info, loaded.dtype, device, config.run.batch_size)
+            loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
+            if name == BASELINE:
+                baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                record = baseline_record(baseline_bytes)
+            else:
+                spec = next(v for v in config.variants if v.name == name)
+                report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+                stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                record = quantized_record(spec, report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
+        set_fp8_accumulation(loaded.model, record, config.run.fp8_accumulation)
+        origin = checkpoints.get(name, source)
+        return loaded, record, model_key(origin, record, loaded.dtype, device, config.run.batch_size)
 
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
-        known = None if name in checkpoints else predicted(name, config, source, backend, device, store)
-        if known is None:
-            loaded, info, key = build(name)
+        record = None if name in checkpoints else predicted(name, config, source, backend, device, store)
+        if record is None:
+            loaded, record, key = build(name)
             model, tokenizer, max_length = loaded.model, loaded.tokenizer, None
         else:  # built by an earlier run: load it only if an answer is missing from the store
-            (info, key), loaded = known, None
+            key, loaded = record.model_key, None
             model, tokenizer = lazy_model(name, key, build), models.load_tokenizer(source)
             max_length = models.max_length(source, tokenizer)
             if name == BASELINE:
-                baseline_bytes = info["weight_bytes"]
-        info["model_key"] = key
-        store.put_model(key, {"variant": name, "identity": source.identity, **info})
-        log.info("%s: %s", name, info["description"])
+                baseline_bytes = record.weight_bytes
+        record.model_key = key
+        store.put_model(key, {"variant": name, "identity": source.identity, **record.to_json(run=False)})
+        log.info("%s: %s", name, record.description)
         lm = EvalLM(model, tokenizer, config.run.batch_size, max_length, store, key, name, shard=shard, device=device)
-        ctx = ModelContext(name, lm, key, store, config, baseline_lm if main else None, main)
+        origin = checkpoints.get(name, source)
+        rekey = lambda batch, record=record, origin=origin: model_key(  # noqa: E731
+            origin, record, models.compute_dtype(config.model.dtype, device), device, batch
+        )
+        ctx = ModelContext(name, lm, key, store, config, baseline_lm if main else None, main, rekey)
         runs[name] = evaluate_model(ctx, plan)
         if config.run.noise_floor:
             if name == BASELINE:
@@ -195,11 +200,11 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
             elif main and (twin := noise_floor.backend(lm.model, tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
         if config.run.measure_speed and main:
-            info["speed"] = measure_speed(lm.model, device)
-        info["model_calls"] = lm.model_calls
-        info["model_calls_by_task"] = model_calls(runs[name])
-        info["seconds"] = round(time.time() - started, 2)
-        variants_info[name] = info
+            record.speed = measure_speed(lm.model, device)
+        record.model_calls = lm.model_calls
+        record.model_calls_by_task = model_calls(runs[name])
+        record.seconds = round(time.time() - started, 2)
+        records[name] = record
         if name == BASELINE and main and any(getattr(s, "needs_baseline", False) for s in plan):
             baseline_lm = lm  # kept resident: a suite compares both models on the same tokens
         del lm, loaded, model
@@ -240,7 +245,7 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
     data = results.build(
         provenance.collect(device, models.compute_dtype(config.model.dtype, device), tokenizer, run, command),
         model_info,
-        variants_info,
+        {name: record.to_json() for name, record in records.items()},
         {name: {suite: run.tasks for suite, run in r.items() if run.tasks} for name, r in runs.items()},
         config.run.bootstrap_iters,
         config.run.seed,

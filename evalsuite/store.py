@@ -143,10 +143,17 @@ class Store:
                 "answers it held are recomputed)"
             ) from None
 
-    def count_responses(self, model_key: str | None = None) -> int:
-        if model_key is None:
-            return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM responses WHERE model_key = ?", (model_key,)).fetchone()[0]
+    def count_responses(self, model_key: str | None = None, kinds: tuple[str, ...] | None = None) -> int:
+        """Stored responses, of one model and of some request kinds when given."""
+        where, params = [], []
+        if model_key is not None:
+            where.append("model_key = ?")
+            params.append(model_key)
+        if kinds is not None:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        sql = "SELECT COUNT(*) FROM responses" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self.conn.execute(sql, params).fetchone()[0]
 
     def put_samples(self, model_key: str, task_key: str, records: list[dict]) -> None:
         body = json.dumps(records, default=str)

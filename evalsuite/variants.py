@@ -2,14 +2,17 @@
 loaded from a checkpoint), what its numbers depend on (its model key), and, for a rerun, whether it can be
 served from the store without loading or quantizing anything.
 
-    info, key = predicted(name, config, source, backend, device, store)   # None: it must be built now
+    record = predicted(name, config, source, backend, device, store)   # None: it must be built now
     report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+    record = quantized_record(spec, report, stored_bytes, baseline_bytes, calib, sqnr_floor)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 import torch
 
@@ -26,20 +29,81 @@ class RunError(UserError, RuntimeError):
     pass
 
 
+@dataclass
+class VariantRecord:
+    """One model of a run: what results.json says of it (`to_json`) and what its model key is made of
+    (`key_fields`). The baseline, a quantized variant and a checkpoint variant are records of the same type;
+    fields that do not apply stay None and are left out of results.json."""
+
+    description: str
+    backend: str = "float"  # the kernel backend's name; "float" for the unquantized baseline
+    scheme: dict | None = None
+    scheme_hash: str | None = None
+    algorithm: str | None = None
+    options: dict | None = None
+    rotation: str | None = None
+    calibration: str | None = None  # the calibration set's description
+    calibration_hash: str | None = None  # set only when the outputs depend on the calibration data
+    fp8_accumulation: str | None = None
+    kernels: list[str] = field(default_factory=list)
+    weight_bytes: int | None = None
+    compression_ratio: float | None = None
+    checkpoint: str | None = None
+    checkpoint_identity: str | None = None
+    quantized_layers: int | None = None
+    quantized_layer_bytes: int | None = None
+    float_layer_bytes: int | None = None
+    saturated_weights: int | None = None
+    zero_scales: int | None = None
+    layers: list[dict] | None = None
+    sqnr_floor_db: float | None = None
+    flagged_layers: list[str] | None = None
+    model_key: str | None = None
+    # what one run measured of it (not part of what the store keeps about the model)
+    speed: dict | None = None
+    model_calls: int | None = None
+    model_calls_by_task: dict | None = None
+    seconds: float | None = None
+
+    SHOWN_WHEN_NONE: ClassVar[tuple[str, ...]] = ("scheme", "algorithm", "compression_ratio")
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("speed", "model_calls", "model_calls_by_task", "seconds")
+
+    def key_fields(self) -> dict:
+        """What the model's responses depend on besides the model files, dtype, device and batch size."""
+        fields = {
+            "scheme": self.scheme_hash,
+            "algorithm": self.algorithm,
+            "options": self.options,
+            "rotation": self.rotation,
+            "calibration": self.calibration_hash,
+            "backend": self.backend,
+        }
+        return fields | ({"fp8_accumulation": self.fp8_accumulation} if self.fp8_accumulation else {})
+
+    def to_json(self, run: bool = True) -> dict:
+        """The record as results.json (run=True) or the store's model table (run=False) keeps it."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (value is not None or f.name in self.SHOWN_WHEN_NONE) and (run or f.name not in self.RUN_FIELDS):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> VariantRecord:
+        """A record read back from the store (fields it does not know, from another version, are dropped)."""
+        known = {f.name for f in fields(cls)} - set(cls.RUN_FIELDS)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 def model_key(
-    source: models.ModelSource, variant: dict, dtype: torch.dtype, device: torch.device, batch_size: int
+    source: models.ModelSource, record: VariantRecord, dtype: torch.dtype, device: torch.device, batch_size: int
 ) -> str:
     """What a model's responses depend on. The batch size is part of it: padding and GEMM shapes move scores
     by float noise, and a baseline must be compared with variants scored at its own batch size."""
     payload = {
         "identity": source.identity,
-        "scheme": variant.get("scheme_hash"),
-        "algorithm": variant.get("algorithm"),
-        "options": variant.get("options"),
-        "rotation": variant.get("rotation"),
-        "calibration": variant.get("calibration_hash"),
-        "backend": variant.get("backend"),
-        **({"fp8_accumulation": variant["fp8_accumulation"]} if variant.get("fp8_accumulation") else {}),
+        **record.key_fields(),
         "dtype": str(dtype),
         "device_type": device.type,
         "batch_size": batch_size,
@@ -47,13 +111,32 @@ def model_key(
     return digest(payload)
 
 
-def set_fp8_accumulation(model, info: dict, mode: str) -> None:
+def depends_on_calibration(algorithm: str | None, scheme) -> bool:
+    """Whether a variant's outputs depend on its calibration data: a calibrated algorithm, or static KV scales."""
+    from evalsuite.quant_schemes.algorithms import CALIBRATED
+
+    kv = scheme.kv_cache
+    return algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
+
+
+def fp8_accumulation(scheme, backend: str, mode: str) -> str | None:
+    """The fp8 accumulation a variant runs with, as recorded: run.fp8_accumulation on a backend that honours
+    it, fp32 on a reference backend; None for schemes without fp8 GEMMs."""
+    from evalsuite.quant_schemes.backends import get_backend
+
+    if scheme.weights is None or not scheme.resolved_format().accumulation:
+        return None
+    return "fp32 (torch reference)" if get_backend(backend).reference else mode
+
+
+def set_fp8_accumulation(model, record: VariantRecord, mode: str) -> None:
     """Apply run.fp8_accumulation to a variant's fp8 layers and record it (it is part of the model key: the
     two modes give different numbers on Hopper). The torch reference accumulates in fp32 whatever the mode."""
+    from evalsuite.quant_schemes.backends import get_backend
     from evalsuite.quant_schemes.linear import use_fp8_accumulation
 
     if use_fp8_accumulation(model, mode):
-        info["fp8_accumulation"] = mode if info["backend"] == "triton" else "fp32 (torch reference)"
+        record.fp8_accumulation = "fp32 (torch reference)" if get_backend(record.backend).reference else mode
 
 
 def quantize_variant(spec, loaded, config: SuiteConfig, backend: str, calibrations: dict) -> tuple:
@@ -128,96 +211,96 @@ def load_checkpoint_variant(source: models.ModelSource, device, config: SuiteCon
     model, report = load_quantized(source.path, device, dtype, backend)
     loaded = models.LoadedModel(source, model, models.load_tokenizer(source), device, dtype)
     stored = models.stored_bytes(model, source.checkpoint_dtype)
-    info = {
-        "scheme": json.loads(report["scheme"].model_dump_json()),
-        "scheme_hash": report["scheme"].hash,
-        "description": f"{report['scheme'].describe()} (checkpoint, {report['quant_method']} {report['format']})",
-        "algorithm": f"checkpoint:{report['quant_method']}",
-        "checkpoint": str(source.path),
-        "checkpoint_identity": source.identity,
-        "backend": backend,
-        "kernels": report["kernels"],
-        "quantized_layers": len(report["layers"]),
-        "weight_bytes": stored,
-        "compression_ratio": baseline_bytes / stored if stored else None,
-    }
-    return loaded, info
+    scheme = report["scheme"]
+    record = VariantRecord(
+        description=f"{scheme.describe()} (checkpoint, {report['quant_method']} {report['format']})",
+        backend=backend,
+        scheme=json.loads(scheme.model_dump_json()),
+        scheme_hash=scheme.hash,
+        algorithm=f"checkpoint:{report['quant_method']}",
+        checkpoint=str(source.path),
+        checkpoint_identity=source.identity,
+        kernels=report["kernels"],
+        quantized_layers=len(report["layers"]),
+        weight_bytes=stored,
+        compression_ratio=baseline_bytes / stored if stored else None,
+    )
+    return loaded, record
 
 
-def _variant_info(report, stored: int, baseline_bytes: int, calib, sqnr_floor: float) -> dict:
-    from evalsuite.quant_schemes.algorithms import CALIBRATED
-
+def quantized_record(spec, report, stored: int, baseline_bytes: int, calib, sqnr_floor: float) -> VariantRecord:
+    """The record of a variant quantized in this run, from its quantization report."""
     scheme = report.scheme
-    kv = scheme.kv_cache
-    outputs_depend_on_calibration = report.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)
     layers = [{"name": n, **s} for n, s in report.layer_stats.items()]
-    flagged = [layer["name"] for layer in layers if layer.get("sqnr_db") is not None and layer["sqnr_db"] < sqnr_floor]
-    return {
-        "scheme": json.loads(scheme.model_dump_json()),
-        "scheme_hash": scheme.hash,
-        "description": scheme.describe() + (f" + {report.rotation} rotation" if report.rotation else ""),
-        "algorithm": report.algorithm,
-        "rotation": report.rotation,
-        "calibration": calib.description if calib else None,
-        "calibration_hash": calib.hash if calib and outputs_depend_on_calibration else None,
-        "backend": report.backend,
-        "kernels": report.kernels,
-        "quantized_layers": len(report.layers),
-        "weight_bytes": stored,
-        "compression_ratio": baseline_bytes / stored if stored else None,
-        "quantized_layer_bytes": report.quantized_bytes,
-        "float_layer_bytes": report.float_bytes,
-        "saturated_weights": sum(s["saturated"] for s in report.layer_stats.values()),
-        "zero_scales": sum(s["zero_scales"] for s in report.layer_stats.values()),
-        "layers": layers,
-        "sqnr_floor_db": sqnr_floor,
-        "flagged_layers": flagged,
-    }
+    return VariantRecord(
+        description=scheme.describe() + (f" + {report.rotation} rotation" if report.rotation else ""),
+        backend=report.backend,
+        scheme=json.loads(scheme.model_dump_json()),
+        scheme_hash=scheme.hash,
+        algorithm=report.algorithm,
+        options=spec.options,
+        rotation=report.rotation,
+        calibration=calib.description if calib else None,
+        calibration_hash=calib.hash if calib and depends_on_calibration(report.algorithm, scheme) else None,
+        kernels=report.kernels,
+        quantized_layers=len(report.layers),
+        weight_bytes=stored,
+        compression_ratio=baseline_bytes / stored if stored else None,
+        quantized_layer_bytes=report.quantized_bytes,
+        float_layer_bytes=report.float_bytes,
+        saturated_weights=sum(s["saturated"] for s in report.layer_stats.values()),
+        zero_scales=sum(s["zero_scales"] for s in report.layer_stats.values()),
+        layers=layers,
+        sqnr_floor_db=sqnr_floor,
+        flagged_layers=[x["name"] for x in layers if x.get("sqnr_db") is not None and x["sqnr_db"] < sqnr_floor],
+    )
 
 
-def baseline_info(weight_bytes: int) -> dict:
-    return {
-        "scheme": None,
-        "algorithm": None,
-        "backend": "float",
-        "kernels": [],
-        "description": "unquantized",
-        "weight_bytes": weight_bytes,
-        "compression_ratio": 1.0,
-    }
+def baseline_record(weight_bytes: int) -> VariantRecord:
+    return VariantRecord(description="unquantized", weight_bytes=weight_bytes, compression_ratio=1.0)
 
 
-# What a stored model record holds about one run rather than about the model.
-RUN_FIELDS = ("variant", "identity", "model_key", "model_calls", "model_calls_by_task", "seconds", "speed")
+def planned_record(spec, config: SuiteConfig, backend: str) -> VariantRecord | None:
+    """The key fields of a variant known before it is built; None when its key depends on calibration data."""
+    scheme = spec.resolved_scheme
+    if depends_on_calibration(spec.algorithm, scheme):
+        return None
+    return VariantRecord(
+        description="",
+        backend=backend,
+        scheme_hash=scheme.hash,
+        algorithm=spec.algorithm,
+        options=spec.options,
+        rotation=spec.rotation,
+        fp8_accumulation=fp8_accumulation(scheme, backend, config.run.fp8_accumulation),
+    )
 
 
-def predicted(name: str, config: SuiteConfig, source: models.ModelSource, backend: str, device, store) -> tuple | None:
-    """(record, model key) of a model that an earlier run in this store built with the same settings, found
-    without loading or quantizing anything; None when it must be built now (first run, a calibrated
-    algorithm or static KV scales, whose key depends on calibration data, a GGUF file or a device map)."""
+def predicted(
+    name: str, config: SuiteConfig, source: models.ModelSource, backend: str, device, store
+) -> VariantRecord | None:
+    """The record (with its model key) of a model that an earlier run in this store built with the same
+    settings, found without loading or quantizing anything; None when it must be built now (first run, a
+    calibrated algorithm or static KV scales, whose key depends on calibration data, a GGUF file or a device
+    map)."""
     from evalsuite.config import BASELINE
-    from evalsuite.quant_schemes.algorithms import CALIBRATED
 
     if source.gguf_file or config.model.device_map:
         return None
     if name == BASELINE:
-        key_fields = {"backend": "float"}
+        planned = baseline_record(0)
     else:
-        spec = next(v for v in config.variants if v.name == name)
-        scheme = spec.resolved_scheme
-        if spec.algorithm in CALIBRATED or (scheme.kv_cache is not None and not scheme.kv_cache.dynamic):
+        planned = planned_record(next(v for v in config.variants if v.name == name), config, backend)
+        if planned is None:
             return None
-        key_fields = {"scheme_hash": scheme.hash, "algorithm": spec.algorithm, "options": spec.options}
-        key_fields.update(rotation=spec.rotation, backend=backend)
-        if scheme.weights is not None and scheme.resolved_format().accumulation:
-            mode = config.run.fp8_accumulation
-            key_fields["fp8_accumulation"] = mode if backend == "triton" else "fp32 (torch reference)"
     dtype = models.compute_dtype(config.model.dtype, device)
-    key = model_key(source, key_fields, dtype, device, config.run.batch_size)
-    record = store.get_model(key)
-    if record is None or record.get("variant") != name:
+    key = model_key(source, planned, dtype, device, config.run.batch_size)
+    stored = store.get_model(key)
+    if stored is None or stored.get("variant") != name:
         return None
-    return {k: v for k, v in record.items() if k not in RUN_FIELDS}, key
+    record = VariantRecord.from_json(stored)
+    record.model_key = key
+    return record
 
 
 def lazy_model(name: str, key: str, build):

@@ -4,13 +4,15 @@ are resolved to backend objects here, at the boundary.
 
     gemm = get_backend("torch-ref").resolve(Kernel("evalsuite.kernels.int8_gemm", "int8_gemm"))  # int8_gemm_ref
 
-A third backend is any object with `name`, `reference` and `resolve(kernel)`, added with `register_backend`.
+A third backend is any object with `name`, `reference`, `resolve(kernel)` and `check_device(device_type)`,
+added with `register_backend`; a suite file then selects it by name (`run.backend`).
 Importing this module imports no torch or Triton; `resolve` imports the kernel's module.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -30,6 +32,9 @@ class KernelBackend(Protocol):
 
     def resolve(self, kernel: Kernel): ...
 
+    def check_device(self, device_type: str) -> None:
+        """Raise KernelUnavailableError, saying what would fix it, if the kernels cannot run on this device."""
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -39,6 +44,16 @@ class Backend:
     name: str
     suffix: str = ""
     reference: bool = False
+    gpu: bool = False  # its kernels need a CUDA device...
+    interpreter_env: str | None = None  # ...unless this environment variable is 1 (an interpreter on the CPU)
+
+    def check_device(self, device_type: str) -> None:
+        if not self.gpu or device_type == "cuda":
+            return
+        if self.interpreter_env and os.environ.get(self.interpreter_env) == "1":
+            return
+        interpret = f" (or {self.interpreter_env}=1 to interpret its kernels on the CPU)" * bool(self.interpreter_env)
+        raise KernelUnavailableError(f"kernel backend {self.name!r} needs a CUDA device{interpret}")
 
     def resolve(self, kernel: Kernel):
         attr = kernel.entry + self.suffix
@@ -58,7 +73,7 @@ def register_backend(backend: KernelBackend) -> KernelBackend:
     return backend
 
 
-register_backend(Backend("triton"))
+register_backend(Backend("triton", gpu=True, interpreter_env="TRITON_INTERPRET"))
 TORCH_REF = register_backend(Backend("torch-ref", suffix="_ref", reference=True))
 
 
@@ -69,3 +84,13 @@ def get_backend(backend: str | KernelBackend) -> KernelBackend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown kernel backend {backend!r}; use one of {', '.join(BACKENDS)}")
     return BACKENDS[backend]
+
+
+def pick_backend(name: str, device_type: str) -> KernelBackend:
+    """The backend a run uses: "auto" is Triton on a CUDA device and the torch reference elsewhere; a named
+    one must be registered and able to run on the device."""
+    if name == "auto":
+        return get_backend("triton" if device_type == "cuda" else TORCH_REF.name)
+    backend = get_backend(name)
+    backend.check_device(device_type)
+    return backend

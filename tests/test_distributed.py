@@ -32,7 +32,8 @@ def samples(run_dir):
 def test_two_ranks_match_one_process(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # both runs on the CPU (gloo ranks), also on a GPU machine that has fewer GPUs than ranks
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     one = subprocess.run(
         [sys.executable, "-m", "evalsuite", "run", str(suite), "--out", str(tmp_path / "one")],
         env=env,

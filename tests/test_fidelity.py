@@ -54,8 +54,43 @@ def test_streaming_panel_equals_the_full_logits_computation(tiny, monkeypatch):
 @torch.no_grad()
 def test_a_model_against_itself_at_another_batch_shape_is_identical_up_to_float_noise(tiny):
     lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=4, progress=False)
-    got = fidelity.compare(lm, lm, TEXTS, batch_size=4, variant_batch=1)
+    got = fidelity.compare(lm, lm, TEXTS, batch_size=4, sub_batch=1)
     assert got["kld_max"] < 1e-6 and got["top1_agreement"] == 1.0 and got["ppl_ratio"] == pytest.approx(1, abs=1e-6)
+
+
+def test_the_panel_is_stored_text_by_text_and_resumes_where_it_stopped(tiny, tmp_path, monkeypatch):
+    from evalsuite.store import Store
+
+    variant = copy.deepcopy(tiny.model)
+    quantize(variant, "W8A8_INT8")
+    store = Store(tmp_path / "store.sqlite")
+    base_lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=3, store=store, model_key="base", progress=False)
+    whole = fidelity.compare(base_lm, EvalLM(variant, tiny.tokenizer, 3, progress=False), TEXTS, batch_size=3)
+
+    def lm():
+        return EvalLM(variant, tiny.tokenizer, 3, store=store, model_key="variant", progress=False)
+
+    real, batches = fidelity._panel_batch, []
+
+    def killed_after_two(reference, lm, chunk, sub_batch):
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        batches.append(len(chunk))
+        return real(reference, lm, chunk, sub_batch)
+
+    monkeypatch.setattr(fidelity, "_panel_batch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        fidelity.compare(base_lm, lm(), TEXTS, batch_size=3)
+    assert store.count_responses("variant", kinds=("fidelity",)) == 6  # two batches of three texts committed
+    monkeypatch.setattr(fidelity, "_panel_batch", real)
+    resumed = lm()
+    got = fidelity.compare(base_lm, resumed, TEXTS, batch_size=3)
+    assert resumed.model_calls == 2  # the four texts left, in batches of three
+    assert got["tokens"] == whole["tokens"] and got["top1_agreement"] == whole["top1_agreement"]
+    assert got["kld_mean"] == pytest.approx(whole["kld_mean"], rel=1e-5)
+    again = lm()
+    assert fidelity.compare(base_lm, again, TEXTS, batch_size=3) == got and again.model_calls == 0
+    store.close()
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "cohere"])

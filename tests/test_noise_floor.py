@@ -63,13 +63,20 @@ def test_results_record_self_flips_per_task_and_self_kld(run_dir):
 
 def test_the_floor_was_computed_at_the_other_batch_size_not_served_from_the_baseline(run_dir):
     data = json.loads((run_dir / "results.json").read_text())
-    key = data["variants"]["baseline"]["model_key"]
+    key, twin_key = data["variants"]["baseline"]["model_key"], data["noise_floor"]["baseline"]["model_key"]
     store = Store(run_dir / "store.sqlite")
     try:
-        twin, base = store.count_responses(f"{key}|batch=2"), store.count_responses(key)
+        twin = store.count_responses(twin_key, kinds=SCORED)
+        base = store.count_responses(key, kinds=SCORED)
+        panels = store.count_responses(twin_key, kinds=("fidelity",))
     finally:
         store.close()
+    assert twin_key != key
     assert twin == base > 0, f"the baseline at batch 2 has {twin} responses of its own, the baseline {base}"
+    assert panels == 4, f"{panels} fidelity panels of the baseline at batch 2 against itself, expected one per text"
+
+
+SCORED = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
 def _table(md: str, first_header: str) -> tuple[list[str], list[list[str]]]:
@@ -103,4 +110,5 @@ def test_report_shows_each_variants_flips_and_kld_next_to_the_floor(run_dir):
     fidelity_section = md.split("## Fidelity", 1)[1]
     _, fid_rows = _table(fidelity_section, "variant")
     labels = [r[0] for r in fid_rows]
-    assert labels == ["int3", "noise floor: baseline at batch 8 vs 2"], labels
+    twins = ["noise floor: int3 triton vs torch-ref"] if data["provenance"]["backend"] == "triton" else []
+    assert labels == ["int3", "noise floor: baseline at batch 8 vs 2", *twins], labels

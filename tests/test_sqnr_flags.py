@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from evalsuite.api import evaluate
 from evalsuite.models import EMBEDDED
 from evalsuite.quant_schemes.scheme import resolve
-from evalsuite.variants import _variant_info
+from evalsuite.variants import quantized_record
 
 ZEROED = "model.layers.0.mlp.up_proj"  # one output row of its weight is all zeros
 INT4_MSE = {"num_bits": 4, "type": "int", "strategy": "group", "group_size": 64, "observer": "mse"}
@@ -110,7 +110,7 @@ def test_the_floor_flags_layers_strictly_below_it_and_never_unmeasured_ones():
         float_bytes=4,
         layer_stats=stats,
     )
-    info = _variant_info(report, 10, 40, None, 20.0)
-    assert info["flagged_layers"] == ["under"]
-    assert (info["saturated_weights"], info["zero_scales"]) == (3, 1)
-    assert [layer["name"] for layer in info["layers"]] == list(stats)
+    info = quantized_record(SimpleNamespace(options={}), report, 10, 40, None, 20.0)
+    assert info.flagged_layers == ["under"]
+    assert (info.saturated_weights, info.zero_scales) == (3, 1)
+    assert [layer["name"] for layer in info.layers] == list(stats)

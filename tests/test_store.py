@@ -307,12 +307,14 @@ def test_the_fidelity_panel_is_served_from_the_store_on_a_rerun(tmp_path, model_
     def must_not_run(*args, **kwargs):
         raise AssertionError("the fidelity panel was recomputed")
 
-    monkeypatch.setattr(fidelity, "compare", must_not_run)
+    monkeypatch.setattr(fidelity, "_panel_batch", must_not_run)
     again = run_suite(config, tmp_path / "run")
     assert again.data["suites"]["fidelity"]["W8A8_INT8"] == first.data["suites"]["fidelity"]["W8A8_INT8"]
+    assert again.data["variants"]["W8A8_INT8"]["model_calls_by_task"]["fidelity/tiny_ppl"] == 0
     with sqlite3.connect(tmp_path / "run" / "store.sqlite") as conn:  # an edited panel is recomputed, not served
         conn.execute(
-            "UPDATE samples SET records = replace(records, 'kld_mean', 'kld_mean ') WHERE task_key LIKE 'fidelity:%'"
+            "UPDATE responses SET value = replace(value, 'agree', 'agree ') WHERE rowid IN "
+            "(SELECT rowid FROM responses WHERE kind = 'fidelity' LIMIT 1)"
         )
     monkeypatch.undo()
     third = run_suite(config, tmp_path / "run")

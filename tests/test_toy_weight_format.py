@@ -68,6 +68,10 @@ class CountingBackend:
 
         return run
 
+    def check_device(self, device_type: str) -> None:
+        if device_type != "cpu":
+            raise backends.KernelUnavailableError("the counting backend runs on the CPU only")
+
 
 class Tiny(nn.Module):
     def __init__(self):
@@ -181,3 +185,33 @@ def test_a_third_backend_runs_a_registered_format(toy, counting):
     layer = QuantLinear.from_float(nn.Linear(16, 8), toy, "counting")
     layer(torch.randn(2, 16))
     assert counting.calls == ["toy_int6_gemm"]
+
+
+def test_a_third_backend_is_chosen_in_the_suite_file_and_recorded(tmp_path, counting):
+    from evalsuite.config import ConfigError, parse_suite
+    from evalsuite.models import EMBEDDED
+    from evalsuite.runner import run_suite
+
+    suite = {
+        "name": "toy",
+        "model": {"path": str(EMBEDDED["embedded:tiny"])},
+        "variants": ["W8A8_INT8"],
+        "suites": {"academic": {"tasks": ["tiny_mc"], "limit": 3}},
+        "run": {"batch_size": 4, "bootstrap_iters": 0, "calibration": None, "backend": "counting", "device": "cpu"},
+    }
+    outcome = run_suite(parse_suite(suite), tmp_path / "run")
+    assert outcome.data["provenance"]["backend"] == "counting"
+    assert outcome.data["variants"]["W8A8_INT8"]["backend"] == "counting"
+    assert counting.calls[:2] == ["act_quant", "int8_gemm"]
+    with pytest.raises(ConfigError, match=r"suite\.yaml.*run\.backend.*unknown kernel backend 'cuda'"):
+        parse_suite({**suite, "run": {"backend": "cuda"}}, "suite.yaml")
+
+
+def test_a_gpu_backend_is_refused_on_the_cpu_unless_interpreted(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert backends.pick_backend("auto", "cpu") is backends.TORCH_REF
+    assert backends.pick_backend("auto", "cuda").name == "triton"
+    with pytest.raises(backends.KernelUnavailableError, match="'triton' needs a CUDA device .or TRITON_INTERPRET=1"):
+        backends.pick_backend("triton", "cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backends.pick_backend("triton", "cpu").name == "triton"

@@ -1,5 +1,5 @@
 """The academic suite: lm-eval tasks (built-in ones over local JSONL, or any lm-eval task name) run through
-`lm_eval.simple_evaluate` with our `EvalLM`, offline, logging every sample.
+lm-eval's `evaluate` with our `EvalLM`, offline, logging every sample.
 
     tasks = resolve_tasks(config.suites.academic)           # checked before any model loads
     result = run_task(lm, tasks[0], seed=1234)              # TaskResult: metrics and per-sample records
@@ -158,45 +158,51 @@ def _record(sample: dict, label_of: dict[str, str]) -> dict:
 
 
 @contextmanager
-def quiet_lm_eval():
-    """lm-eval draws a progress bar per task while it builds requests and asks `git describe` in the current
-    directory (printing 'fatal: not a git repository' outside one); our own bar and provenance replace both.
-    Under torchrun it returns results on LOCAL_RANK 0 only, while our ranks share the work in EvalLM and
-    each needs the results, so every rank is shown to lm-eval as a single process."""
-    from functools import partial
-    from unittest import mock
+def no_request_bars():
+    """lm-eval draws a progress bar per task while it builds requests; our own bar replaces it. tqdm reads
+    TQDM_DISABLE for the bars that do not set `disable` themselves (ours set it)."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
-    from tqdm import tqdm
 
-    from evalsuite.provenance import git_sha
+def evaluate_tasks(lm, tasks: list, num_fewshot: int | None, limit: int | None, seed: int, manager) -> dict:
+    """Tasks (names or config dicts) through lm-eval's public `TaskManager.load` and `evaluate`, set up as
+    `simple_evaluate` sets them up (seeds, few-shot count and seed) without what it adds around them: a
+    `git describe` in the current directory, and results on LOCAL_RANK 0 only (our ranks share the work in
+    EvalLM and each needs them). lm-eval's results dict, samples logged."""
+    import random
+
+    import numpy as np
+    import torch
+    from lm_eval.evaluator import evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    with (
-        mock.patch("lm_eval.api.task.tqdm", partial(tqdm, disable=True)),
-        mock.patch("lm_eval.evaluator.get_git_commit_hash", git_sha),
-        mock.patch.dict(os.environ, {"LOCAL_RANK": "0"}),  # under torchrun every rank needs the results back
-    ):
-        yield
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    loaded = manager.load(tasks)
+    for task_obj in loaded["tasks"].values():
+        default = task_obj.get_config("num_fewshot")
+        if num_fewshot is not None and default != 0:  # a task file's explicit 0 is kept, as lm-eval does
+            task_obj.set_config(key="num_fewshot", value=num_fewshot)
+        elif num_fewshot is None and default is None:
+            task_obj.set_config(key="num_fewshot", value=0)
+        task_obj.set_fewshot_seed(seed=seed)
+    with no_request_bars():
+        return evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0, log_samples=True)
 
 
 def run_task(lm, task: ResolvedTask, seed: int, bootstrap_iters: int) -> TaskResult:
-    from lm_eval import simple_evaluate
-
     lm.task_name = task.name
-    with quiet_lm_eval():
-        out = simple_evaluate(
-            model=lm,
-            tasks=task.config if isinstance(task.config, list) else [task.config or task.name],
-            num_fewshot=task.num_fewshot,
-            limit=task.limit,
-            log_samples=True,
-            bootstrap_iters=0,
-            task_manager=task_manager(task.config is None),
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+    tasks = task.config if isinstance(task.config, list) else [task.config or task.name]
+    out = evaluate_tasks(lm, tasks, task.num_fewshot, task.limit, seed, task_manager(task.config is None))
     return _task_result(out, task, seed, bootstrap_iters)
 
 

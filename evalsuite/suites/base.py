@@ -80,6 +80,7 @@ class ModelContext:
     config: Any  # SuiteConfig
     baseline_lm: Any = None  # the resident baseline, for suites that compare on the fly; None on other ranks
     main: bool = True  # the rank that compares, scores and writes
+    rekey: Any = None  # batch size -> this model's key at that batch size (the noise floor's twin)
 
 
 @dataclass

@@ -4,7 +4,9 @@ the perplexity ratio.
 
 Computed streaming: both models run on the same batch, their final hidden states are projected to the
 vocabulary a chunk of positions at a time, and only per-token scalars are kept. Full-vocabulary logits are
-never stored, and memory stays bounded by batch x chunk x vocabulary at any context length.
+never stored, and memory stays bounded by batch x chunk x vocabulary at any context length. Each text's
+record is a request of the variant's `EvalLM` ("fidelity"), so the panel is cached in the run's store,
+resumable after a kill, and split across ranks like every other request.
 
     texts = load_texts("tiny_ppl")
     stats = compare(baseline_lm, variant_lm, texts, batch_size=8)
@@ -12,7 +14,6 @@ never stored, and memory stays bounded by batch x chunk x vocabulary at any cont
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 
 from evalsuite.config import FidelitySuite
 from evalsuite.errors import UserError
-from evalsuite.hashing import text_digest
 from evalsuite.jsonl import read_jsonl
 from evalsuite.reports import format as fmt
 from evalsuite.suites.base import BASELINE, CompareContext, ModelContext, Section, Suite, SuiteRun, measure
@@ -80,47 +80,85 @@ def project(model, head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def token_rows(lm, texts: list[str]) -> list[list[int]]:
+    """Each text as the model reads it: the prefix token, then the text, cut at the model's length."""
+    rows = [[lm.prefix_token_id] + lm.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    return [r[: lm.max_length] for r in rows]
+
+
 @torch.no_grad()
-def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_batch: int | None = None) -> dict:
-    """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`. With
-    `variant_batch`, the second model sees the same rows in batches of that size."""
-    tokenizer = baseline_lm.tokenizer
-    rows = [[baseline_lm.prefix_token_id] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    rows = [r[: baseline_lm.max_length] for r in rows if len(r) > 1]
-    rows.sort(key=len, reverse=True)
-    device = baseline_lm.device
-    kld_values, agree, base_nll, var_nll, count = [], 0, 0.0, 0.0, 0
-    heads = (baseline_lm.model.get_output_embeddings(), variant_lm.model.get_output_embeddings())
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        width = max(len(r) for r in chunk)
-        input_ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
-        valid = torch.tensor([[i < len(r) - 1 for i in range(width)] for r in chunk], device=device)  # predicts t+1
-        targets = torch.roll(input_ids, -1, dims=1)
-        hidden = (
-            _hidden(baseline_lm.model, input_ids, chunk, None),
-            _hidden(variant_lm.model, input_ids, chunk, variant_batch),
+def _panel_batch(reference, lm, chunk: list[list[int]], sub_batch: int | None) -> list[dict]:
+    """Per-text records of one batch: the per-token KL(reference || lm), how many tokens agree on the top-1
+    prediction, and both models' summed negative log-likelihood of the text."""
+    device = reference.device
+    width = max(len(r) for r in chunk)
+    input_ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk], device=device)
+    valid = torch.tensor([[i < len(r) - 1 for i in range(width)] for r in chunk], device=device)  # predicts t+1
+    targets = torch.roll(input_ids, -1, dims=1)
+    lm.model_calls += 1
+    hidden = (_hidden(reference.model, input_ids, chunk, None), _hidden(lm.model, input_ids, chunk, sub_batch))
+    heads = (reference.model.get_output_embeddings(), lm.model.get_output_embeddings())
+    kld = torch.zeros(valid.shape, device=device)
+    agree = torch.zeros(valid.shape, dtype=torch.bool, device=device)
+    nll = torch.zeros((2, *valid.shape), dtype=torch.float64, device=device)
+    for t0 in range(0, width, CHUNK):
+        sl = slice(t0, t0 + CHUNK)
+        mask = valid[:, sl]
+        if not mask.any():
+            continue
+        lp_b = F.log_softmax(project(reference.model, heads[0], hidden[0][:, sl]).float(), dim=-1)[mask]
+        lp_v = F.log_softmax(project(lm.model, heads[1], hidden[1][:, sl]).float(), dim=-1)[mask]  # (n, V)
+        if not (torch.isfinite(lp_b).all() and torch.isfinite(lp_v).all()):
+            raise FidelityError(f"{lm.label or 'variant'}: non-finite log-probabilities in the fidelity panel")
+        kld[:, sl][mask] = (lp_b.exp() * (lp_b - lp_v)).sum(dim=-1).clamp(min=0)
+        agree[:, sl][mask] = lp_b.argmax(-1) == lp_v.argmax(-1)
+        tgt = targets[:, sl][mask][:, None]
+        nll[0][:, sl][mask] = -lp_b.gather(1, tgt)[:, 0].double()
+        nll[1][:, sl][mask] = -lp_v.gather(1, tgt)[:, 0].double()
+    out = []
+    for b, row in enumerate(chunk):
+        n = len(row) - 1
+        out.append(
+            {
+                "tokens": n,
+                "kld": kld[b, :n].tolist(),
+                "agree": int(agree[b, :n].sum()),
+                "reference_nll": float(nll[0, b, :n].sum()),
+                "nll": float(nll[1, b, :n].sum()),
+            }
         )
-        for t0 in range(0, width, CHUNK):
-            sl = slice(t0, t0 + CHUNK)
-            mask = valid[:, sl]
-            if not mask.any():
+    return out
+
+
+def per_text(reference, lm, texts: list[str], batch_size: int, sub_batch: int | None = None) -> list[dict]:
+    """The panel's record of each text (texts of fewer than two tokens are left out), through `lm`'s request
+    cache: computed once per text, reference model and batch shape, committed batch by batch (a run killed
+    midway resumes where it stopped), and split across ranks in a distributed run. Both models run on the
+    same batch; with `sub_batch`, `lm` sees the rows in batches of that size (the batch-size noise floor)."""
+    rows = token_rows(reference, texts)
+    keep = [i for i, r in enumerate(rows) if len(r) > 1]
+    args = [(texts[i], reference.model_key, batch_size, sub_batch) for i in keep]
+
+    def compute(todo: list[int]):
+        order = sorted(todo, key=lambda j: (-len(rows[keep[j]]), j))
+        for number, start in enumerate(range(0, len(order), batch_size)):
+            if lm.skips(number):
                 continue
-            lp_b = F.log_softmax(project(baseline_lm.model, heads[0], hidden[0][:, sl]).float(), dim=-1)[mask]
-            lp_v = F.log_softmax(project(variant_lm.model, heads[1], hidden[1][:, sl]).float(), dim=-1)[mask]  # (n, V)
-            if not (torch.isfinite(lp_b).all() and torch.isfinite(lp_v).all()):
-                raise FidelityError("non-finite log-probabilities in the fidelity panel")
-            kld = (lp_b.exp() * (lp_b - lp_v)).sum(dim=-1).clamp(min=0)  # (n,)
-            kld_values.append(kld.cpu().numpy())
-            agree += int((lp_b.argmax(-1) == lp_v.argmax(-1)).sum())
-            tgt = targets[:, sl][mask]
-            base_nll -= float(lp_b.gather(1, tgt[:, None]).sum())
-            var_nll -= float(lp_v.gather(1, tgt[:, None]).sum())
-            count += int(mask.sum())
+            chosen = order[start : start + batch_size]
+            records = _panel_batch(reference, lm, [rows[keep[j]] for j in chosen], sub_batch)
+            yield list(zip(chosen, records, strict=True))
+
+    return lm.cached("fidelity", args, compute)
+
+
+def summarize(records: list[dict]) -> dict:
+    """The panel over all texts: KLD mean, median, p90, p99 and max over tokens, top-1 agreement, perplexities."""
+    count = sum(r["tokens"] for r in records)
     if count == 0:
         raise FidelityError("the fidelity texts hold no tokens to compare")
-    kld = np.concatenate(kld_values)
-    base_ppl, var_ppl = math.exp(base_nll / count), math.exp(var_nll / count)
+    kld = np.concatenate([np.asarray(r["kld"], dtype=np.float64) for r in records])
+    base_ppl = math.exp(sum(r["reference_nll"] for r in records) / count)
+    var_ppl = math.exp(sum(r["nll"] for r in records) / count)
     return {
         "tokens": count,
         "kld_mean": float(kld.mean()),
@@ -128,24 +166,16 @@ def compare(baseline_lm, variant_lm, texts: list[str], batch_size: int, variant_
         "kld_p90": float(np.quantile(kld, 0.9)),
         "kld_p99": float(np.quantile(kld, 0.99)),
         "kld_max": float(kld.max()),
-        "top1_agreement": agree / count,
+        "top1_agreement": sum(r["agree"] for r in records) / count,
         "baseline_ppl": base_ppl,
         "variant_ppl": var_ppl,
         "ppl_ratio": var_ppl / base_ppl,
     }
 
 
-def cached(store, baseline_lm, lm, name: str, texts: list[str], batch: int) -> dict:
-    """The fidelity panel of one variant against the baseline, from the store when both models and the texts
-    are those it was computed for (a rerun, or a resume after kill -9, skips it)."""
-    payload = json.dumps([name, texts, batch, baseline_lm.model_key], sort_keys=True)
-    task_key = f"fidelity:{name}:{text_digest(payload)}"
-    found = store.get_samples(lm.model_key, task_key)
-    if found:
-        return found[0]
-    result = compare(baseline_lm, lm, texts, batch)
-    store.put_samples(lm.model_key, task_key, [result])
-    return result
+def compare(reference, lm, texts: list[str], batch_size: int, sub_batch: int | None = None) -> dict:
+    """Per-token KL divergence, top-1 agreement and perplexity of both models over `texts`."""
+    return summarize(per_text(reference, lm, texts, batch_size, sub_batch))
 
 
 class Fidelity(Suite):
@@ -164,7 +194,9 @@ class Fidelity(Suite):
         if ctx.baseline_lm is None or ctx.name == BASELINE:
             return out
         for name, texts in self.sets.items():
-            out.outputs[name] = cached(ctx.store, ctx.baseline_lm, ctx.lm, name, texts, self.spec.batch_size)
+            calls = ctx.lm.model_calls
+            out.outputs[name] = compare(ctx.baseline_lm, ctx.lm, texts, self.spec.batch_size)
+            out.model_calls[name] = ctx.lm.model_calls - calls
             log.info("  %-14s %-22s %.5f", name, "kld_mean", out.outputs[name]["kld_mean"])
         return out
 
@@ -188,7 +220,8 @@ class Fidelity(Suite):
             label = f"noise floor: baseline at batch {b['batch_size']} vs {b['other_batch_size']}"
             entries += [(label, name, t) for name, t in b["tokens"].items()]
         for v, twin in floor.get("variants", {}).items():
-            entries += [(f"noise floor: {v} triton vs torch-ref", name, t) for name, t in twin["tokens"].items()]
+            label = f"noise floor: {v} {' vs '.join(twin['backends'])}"
+            entries += [(label, name, t) for name, t in twin["tokens"].items()]
         rows = [
             [
                 v,

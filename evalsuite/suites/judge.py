@@ -239,10 +239,10 @@ class Judge(Suite):
             return judge, f"{spec.name} at {spec.endpoint}"
         from evalsuite import models
         from evalsuite.lm import EvalLM
-        from evalsuite.variants import model_key
+        from evalsuite.variants import baseline_record, model_key
 
         source, dtype = self.source, models.compute_dtype("auto", ctx.device)
-        key = model_key(source, {"backend": "float"}, dtype, ctx.device, run.batch_size)
+        key = model_key(source, baseline_record(0), dtype, ctx.device, run.batch_size)
         tokenizer = models.load_tokenizer(source)
         judge_lm = EvalLM(  # loaded only for games missing from the store
             lambda: models.load(source, ctx.device, "auto").model,

@@ -65,7 +65,7 @@ def test_fp8_accumulation_errs_as_scaled_mm_in_the_same_mode(accumulation, confi
     m, n, k = 512, 4096, 4096
     torch.manual_seed(0)
     a_q, a_scale, b_q, b_scale = _operands(m, n, k, "fp8")
-    config = None if config_name == "heuristic" else _scaled_gemm.GemmConfig(128, 256, 128, 8, 8, 3, persistent=True)
+    config = None if config_name == "heuristic" else _scaled_gemm.GemmConfig(128, 128, 128, 8, 8, 3, persistent=True)
     ref = fp8_gemm_ref(a_q, a_scale, b_q, b_scale, None, torch.float32)
 
     def err(y):
