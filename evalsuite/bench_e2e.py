@@ -122,7 +122,7 @@ def measure_speed(model, device: torch.device) -> dict:
 
 def run_variant(name: str, args, device, dtype) -> dict:
     """Build the seeded model afresh (so no other copy is resident), quantize it, and measure."""
-    from evalsuite.models import stored_bytes
+    from evalsuite.models import memory_bytes
     from evalsuite.quant_schemes.apply import quantize
 
     model = build_model(args.shape, args.layers, device, dtype, args.seed)
@@ -132,7 +132,7 @@ def run_variant(name: str, args, device, dtype) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     vocab = model.config.vocab_size
-    row = {"variant": name, "kernels": kernels, "weight_bytes": stored_bytes(model, "bfloat16")}
+    row = {"variant": name, "kernels": kernels, "weight_bytes": memory_bytes(model)}
     for b in args.batches:
         row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
         row[f"decode_tok_s_b{b}"] = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats)

@@ -41,12 +41,39 @@ class ModelSpec(_Strict):
 
 
 class CalibrationSpec(_Strict):
-    """A calibration set cut into `samples` windows of `seq_len` tokens."""
+    """A calibration set cut into `samples` windows of `seq_len` tokens. Fields a suite file leaves out take
+    the defaults for its model (`calibration_defaults`), filled in when the suite file is read."""
 
-    set: str = "tiny_calib"
-    samples: int = Field(default=32, gt=0)
-    seq_len: int = Field(default=128, gt=1)
+    set: str | None = None
+    samples: int | None = Field(default=None, gt=0)
+    seq_len: int | None = Field(default=None, gt=1)
     batch_size: int = Field(default=8, gt=0)
+    chat_template: bool | None = None  # render each text as a chat turn with the model's template (None: if it has one)
+    origin: str = "suite file"  # where `set` came from: the suite file, or the default for this model (and why)
+    defaulted: tuple[str, ...] = ()  # the fields filled by calibration_defaults (refilled if the model changes)
+
+
+DEMO_MODEL = Path(__file__).resolve().parent / "reference" / "tiny"
+# The demo model was trained on its own small world's text: its calibration set is that text. Any other model
+# gets a general text set shipped with Python itself (see evalsuite/calibration.py), in longer windows.
+DEMO_CALIBRATION = {"set": "tiny_calib", "samples": 32, "seq_len": 128, "chat_template": False}
+MODEL_CALIBRATION = {"set": "python_reference", "samples": 128, "seq_len": 512, "chat_template": None}
+
+
+def is_demo_model(path: str) -> bool:
+    return path == "embedded:tiny" or Path(path).expanduser().resolve() == DEMO_MODEL
+
+
+def calibration_defaults(spec: CalibrationSpec, model_path: str) -> CalibrationSpec:
+    """The spec with every field it leaves out set to the default for this model."""
+    demo = is_demo_model(model_path)
+    defaults = DEMO_CALIBRATION if demo else MODEL_CALIBRATION
+    given = {k: getattr(spec, k) for k in defaults if k not in spec.defaulted}
+    update = {k: v for k, v in defaults.items() if given.get(k) is None}
+    origin = "suite file"
+    if "set" in update:
+        origin = f"default ({'the demo model' if demo else 'a model other than the demo'}, no set named)"
+    return spec.model_copy(update={**given, **update, "origin": origin, "defaulted": tuple(update)})
 
 
 class VariantSpec(_Strict):
@@ -308,6 +335,22 @@ class SuiteConfig(_Strict):
                 out.append(v)
             return out
         return value
+
+    @model_validator(mode="after")
+    def _calibration_defaults(self) -> SuiteConfig:
+        """Fill what calibration specs leave out with the defaults for this suite's model."""
+        run = self.run
+        if run.calibration is not None:
+            run = run.model_copy(update={"calibration": calibration_defaults(run.calibration, self.model.path)})
+        variants = [
+            v.model_copy(update={"calibration": calibration_defaults(v.calibration, self.model.path)})
+            if v.calibration is not None
+            else v
+            for v in self.variants
+        ]
+        object.__setattr__(self, "run", run)
+        object.__setattr__(self, "variants", variants)
+        return self
 
     @model_validator(mode="after")
     def _calibration_available(self) -> SuiteConfig:

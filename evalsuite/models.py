@@ -39,7 +39,7 @@ class ModelSource:
     checkpoint_dtype: str
     gguf_file: str | None = None  # a GGUF baseline, which transformers dequantizes as it loads
     gguf_types: dict | None = None  # tensor type -> count, for the provenance
-    file_bytes: int | None = None
+    file_bytes: int | None = None  # the weight files on disk (the GGUF file, or the safetensors / .bin files)
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -158,7 +158,8 @@ def resolve_model(spec: str) -> ModelSource:
     for file in files:
         if file.suffix == ".safetensors":
             check_safetensors(file)
-    return ModelSource(spec, path, identity_of(path, files), _checkpoint_dtype(files, config))
+    disk = sum(f.stat().st_size for f in files)
+    return ModelSource(spec, path, identity_of(path, files), _checkpoint_dtype(files, config), file_bytes=disk)
 
 
 def pick_device(device: str) -> torch.device:
@@ -244,16 +245,16 @@ def load(
     return LoadedModel(source, model, load_tokenizer(source), device, torch_dtype)
 
 
-def stored_bytes(model: torch.nn.Module, checkpoint_dtype: str) -> int:
-    """Bytes of the weights as they would be stored: float parameters at the checkpoint's dtype, quantized
-    layers at the size of their codes, scales and zero points. Tied weights count once."""
+def memory_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights as the model holds them for evaluation: float parameters at their evaluation
+    dtype, quantized layers at the size of their codes, scales and zero points. Tied weights count once. The
+    baseline and its variants are compared on this measure (the file on disk is recorded beside it)."""
     from evalsuite.quant_schemes.linear import QuantLinear
 
-    float_size = torch.empty(0, dtype=DTYPES.get(checkpoint_dtype, torch.float32)).element_size()
     total = sum(m.nbytes for m in model.modules() if isinstance(m, QuantLinear))
     seen = set()
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
-            total += p.numel() * (float_size if p.is_floating_point() else p.element_size())
+            total += p.numel() * p.element_size()
     return total

@@ -228,6 +228,7 @@ def build(
                             "task_version": task.version,
                             "metric": m.name,
                             "primary": m.name == task.primary,
+                            **({"primary_reason": task.primary_reason} if m.name == task.primary else {}),
                             "variant": variant,
                             "value": m.value,
                             "stderr": m.stderr,

@@ -161,12 +161,12 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         else:
             loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
             if name == BASELINE:
-                baseline_bytes = source.file_bytes or models.stored_bytes(loaded.model, source.checkpoint_dtype)
-                record = baseline_record(baseline_bytes)
+                baseline_bytes = models.memory_bytes(loaded.model)
+                record = baseline_record(baseline_bytes, source, loaded.dtype)
             else:
                 spec = next(v for v in config.variants if v.name == name)
                 report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
-                stored = models.stored_bytes(loaded.model, source.checkpoint_dtype)
+                stored = models.memory_bytes(loaded.model)
                 record = quantized_record(spec, report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
         set_fp8_accumulation(loaded.model, record, config.run.fp8_accumulation)
         origin = checkpoints.get(name, source)
@@ -187,6 +187,8 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         record.model_key = key
         store.put_model(key, {"variant": name, "identity": source.identity, **record.to_json(run=False)})
         log.info("%s: %s", name, record.description)
+        if record.calibration:
+            log.info("  calibration: %s", record.calibration)
         lm = EvalLM(model, tokenizer, config.run.batch_size, max_length, store, key, name, shard=shard, device=device)
         origin = checkpoints.get(name, source)
         rekey = lambda batch, record=record, origin=origin: model_key(  # noqa: E731

@@ -18,7 +18,7 @@ from evalsuite.hashing import digest
 from evalsuite.store import Store
 from evalsuite.suites.academic import MetricResult, TaskResult
 
-SCORING_VERSION = 1  # bump when a change to scoring would make a stored task result wrong
+SCORING_VERSION = 2  # bump when a change to scoring would make a stored task result wrong
 
 
 def _result_key(task_key: str, settings: tuple) -> str:
@@ -35,7 +35,8 @@ def cached(store: Store, model_key: str, task_key: str, *settings) -> TaskResult
     record = found[0]
     metrics = {name: MetricResult(**m) for name, m in record["metrics"].items()}
     details = record["details"]
-    return TaskResult(record["task"], task_key, record["version"], metrics, record["primary"], samples, details)
+    primary, reason = record["primary"], record["primary_reason"]
+    return TaskResult(record["task"], task_key, record["version"], metrics, primary, samples, details, reason)
 
 
 def stored(store: Store, model_key: str, result: TaskResult, *settings) -> TaskResult:
@@ -47,6 +48,7 @@ def stored(store: Store, model_key: str, result: TaskResult, *settings) -> TaskR
         "version": result.version,
         "metrics": {name: dataclasses.asdict(m) for name, m in result.metrics.items()},
         "primary": result.primary,
+        "primary_reason": result.primary_reason,
         "details": result.details,
     }
     store.put_samples(model_key, _result_key(result.key, settings), [record])

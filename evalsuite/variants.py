@@ -4,7 +4,7 @@ served from the store without loading or quantizing anything.
 
     record = predicted(name, config, source, backend, device, store)   # None: it must be built now
     report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
-    record = quantized_record(spec, report, stored_bytes, baseline_bytes, calib, sqnr_floor)
+    record = quantized_record(spec, report, memory_bytes, baseline_bytes, calib, sqnr_floor)
 """
 
 from __future__ import annotations
@@ -46,14 +46,18 @@ class VariantRecord:
     calibration_hash: str | None = None  # set only when the outputs depend on the calibration data
     fp8_accumulation: str | None = None
     kernels: list[str] = field(default_factory=list)
-    weight_bytes: int | None = None
-    compression_ratio: float | None = None
+    weight_bytes: int | None = None  # in memory, float parts at the evaluation dtype
+    compression_ratio: float | None = None  # the baseline's weight_bytes over this one's
+    weights_dtype: str | None = None  # the evaluation dtype of the float weights (baseline)
+    file_bytes: int | None = None  # the weight files on disk (baseline)
     checkpoint: str | None = None
     checkpoint_identity: str | None = None
     quantized_layers: int | None = None
     quantized_layer_bytes: int | None = None
     float_layer_bytes: int | None = None
     saturated_weights: int | None = None
+    quantized_weights: int | None = None  # elements of the quantized layers
+    saturation_note: str | None = None  # what the saturated count means for the format
     zero_scales: int | None = None
     layers: list[dict] | None = None
     sqnr_floor_db: float | None = None
@@ -210,7 +214,7 @@ def load_checkpoint_variant(source: models.ModelSource, device, config: SuiteCon
     dtype = models.compute_dtype(config.model.dtype, device)
     model, report = load_quantized(source.path, device, dtype, backend)
     loaded = models.LoadedModel(source, model, models.load_tokenizer(source), device, dtype)
-    stored = models.stored_bytes(model, source.checkpoint_dtype)
+    stored = models.memory_bytes(model)
     scheme = report["scheme"]
     record = VariantRecord(
         description=f"{scheme.describe()} (checkpoint, {report['quant_method']} {report['format']})",
@@ -249,6 +253,8 @@ def quantized_record(spec, report, stored: int, baseline_bytes: int, calib, sqnr
         quantized_layer_bytes=report.quantized_bytes,
         float_layer_bytes=report.float_bytes,
         saturated_weights=sum(s["saturated"] for s in report.layer_stats.values()),
+        quantized_weights=sum(s.get("elements", 0) for s in report.layer_stats.values()),
+        saturation_note=scheme.resolved_format().saturation_note if scheme.weights is not None else None,
         zero_scales=sum(s["zero_scales"] for s in report.layer_stats.values()),
         layers=layers,
         sqnr_floor_db=sqnr_floor,
@@ -256,8 +262,20 @@ def quantized_record(spec, report, stored: int, baseline_bytes: int, calib, sqnr
     )
 
 
-def baseline_record(weight_bytes: int) -> VariantRecord:
-    return VariantRecord(description="unquantized", weight_bytes=weight_bytes, compression_ratio=1.0)
+def baseline_record(weight_bytes: int, source: models.ModelSource | None = None, dtype=None) -> VariantRecord:
+    """The baseline's record: its weights in memory at the evaluation dtype (what variants are compared
+    with), and the file on disk beside it; a GGUF file says what it was dequantized from."""
+    description = "unquantized"
+    if source is not None and source.gguf_file:
+        types = ", ".join(f"{t} x{n}" for t, n in sorted(source.gguf_types.items()))
+        description = f"GGUF {source.gguf_file} ({types}), dequantized to {str(dtype).removeprefix('torch.')}"
+    return VariantRecord(
+        description=description,
+        weight_bytes=weight_bytes,
+        compression_ratio=1.0,
+        weights_dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
+        file_bytes=source.file_bytes if source is not None else None,
+    )
 
 
 def planned_record(spec, config: SuiteConfig, backend: str) -> VariantRecord | None:

@@ -44,6 +44,14 @@ def _cell(row: dict | None) -> str:
     return f"{text} {ci}".strip()
 
 
+def _primary(metric_row: dict) -> str:
+    """'yes (why)' on the metric that stands for its task; results.json version 1 has no reason."""
+    if not metric_row.get("primary"):
+        return ""
+    reason = metric_row.get("primary_reason")
+    return f"yes ({reason})" if reason else "yes"
+
+
 def build_view(data: dict) -> ReportView:
     variants = [v for v in data["variants"] if v != "baseline"]
     rec = data["recovery"]
@@ -70,12 +78,12 @@ def build_view(data: dict) -> ReportView:
             x for x in metrics if (x["suite"], x["task"], x["metric"]) == (s, t, m)
         )
         arrow = "↑" if first["higher_is_better"] else "↓"
-        cells = [t, f"{m} {arrow}", str(first["n"])]
+        cells = [t, f"{m} {arrow}", str(first["n"]), _primary(first)]
         for v in ["baseline"] + variants:
             x = by_key.get((s, t, m, v))
             cells.append(fmt.value(x["value"], x["stderr"]) if x else "n/a")
         score_rows.append(cells)
-    scores = Table(["task", "metric", "n", "baseline"] + variants, score_rows)
+    scores = Table(["task", "metric", "n", "primary metric (why)", "baseline"] + variants, score_rows)
 
     var_rows = []
     for name, info in data["variants"].items():
@@ -87,11 +95,15 @@ def build_view(data: dict) -> ReportView:
                 info.get("backend", "")
                 + (f" (fp8 accumulation: {info['fp8_accumulation']})" if info.get("fp8_accumulation") else ""),
                 ", ".join(info.get("kernels", [])) or "none",
-                fmt.nbytes(info.get("weight_bytes")),
+                fmt.nbytes(info.get("weight_bytes"))
+                + (f" ({fmt.nbytes(info['file_bytes'])} on disk)" if info.get("file_bytes") else ""),
                 f"{info['compression_ratio']:.2f}×" if info.get("compression_ratio") else "n/a",
+                info.get("calibration") or ("none" if info.get("scheme") else "-"),
             ]
         )
-    header = ["variant", "scheme", "algorithm", "backend", "kernels", "weights", "compression"]
+    dtype = data["variants"].get("baseline", {}).get("weights_dtype")
+    weights = f"weights in memory ({dtype} float parts)" if dtype else "weights"
+    header = ["variant", "scheme", "algorithm", "backend", "kernels", weights, "compression", "calibration"]
     speeds = {name: info.get("speed") for name, info in data["variants"].items()}
     base_speed = speeds.get("baseline") or {}
     if any(speeds.values()):
@@ -171,6 +183,14 @@ def build_view(data: dict) -> ReportView:
             "deployed FP8 models do (torch._scaled_mm with use_fast_accum, vLLM); 'precise' promotes the sums "
             "to fp32 every 128 columns, as cuBLAS does by default. Other GPUs accumulate in fp32 in both."
         )
+    for v, info in data["variants"].items():
+        if info.get("saturated_weights") and info.get("quantized_weights"):
+            share = info["saturated_weights"] / info["quantized_weights"]
+            note = f": {info['saturation_note']}" if info.get("saturation_note") else ""
+            notes.append(
+                f"{v}: {info['saturated_weights']:,} saturated weights ({share:.2%} of {info['quantized_weights']:,}; "
+                f"weights beyond the largest code of their group, clipped){note}."
+            )
     recomputed = {k: v for k, v in (prov.get("store_rows_recomputed") or {}).items() if v}
     if recomputed:
         notes.append(

@@ -30,14 +30,28 @@ from evalsuite.suites.task_checks import (
 )
 from evalsuite.tasks import builtin_tasks, task_config
 
-# The metric that stands for a task in suite averages, where the task does not say (leaderboard practice).
+# The metric that stands for an lm-eval task in suite averages, as the leaderboards report it (OpenLLM v1 and
+# v2, and the papers that follow them). Other tasks: the suite's `metric:`, the task file's `primary_metric`,
+# else the first metric its YAML lists (first filter).
 PRIMARY_METRICS = {
     "arc_challenge": "acc_norm",
     "arc_easy": "acc_norm",
     "hellaswag": "acc_norm",
     "truthfulqa_mc2": "acc",
     "winogrande": "acc",
+    "mmlu": "acc",
+    "piqa": "acc_norm",
+    "openbookqa": "acc_norm",
+    "boolq": "acc",
+    "lambada_openai": "acc",
     "gsm8k": "exact_match (strict-match)",
+    "gsm8k_cot": "exact_match (strict-match)",
+    "leaderboard_bbh": "acc_norm",
+    "leaderboard_gpqa": "acc_norm",
+    "leaderboard_musr": "acc_norm",
+    "leaderboard_mmlu_pro": "acc",
+    "leaderboard_math_hard": "exact_match",
+    "leaderboard_ifeval": "prompt_level_strict_acc",
     "tiny_mc": "acc_norm",
     "tiny_arith": "exact_match",
     "tiny_ppl": "word_perplexity",
@@ -52,6 +66,7 @@ class ResolvedTask:
     limit: int | None
     metric: str | None
     key: str  # hashes name, version, settings and the task's content
+    declared: str | None = None  # the task file's own primary_metric
 
 
 @dataclass
@@ -73,6 +88,7 @@ class TaskResult:
     primary: str
     samples: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # suite-specific counts, e.g. code-execution timeouts
+    primary_reason: str = ""  # why this metric stands for the task (shown in the report)
 
 
 def _file_digest(path: str) -> str:
@@ -124,8 +140,24 @@ def resolve_tasks(suite: AcademicSuite) -> list[ResolvedTask]:
         fewshot = spec.num_fewshot if spec.num_fewshot is not None else suite.num_fewshot
         limit = spec.limit if spec.limit is not None else suite.limit
         key = _task_key(spec.name, config, fewshot, limit)
-        resolved.append(ResolvedTask(spec.name, config, fewshot, limit, spec.metric, key))
+        config, declared = _without_primary_metric(config)
+        resolved.append(ResolvedTask(spec.name, config, fewshot, limit, spec.metric, key, declared))
     return resolved
+
+
+def _without_primary_metric(config):
+    """The task configs without our `primary_metric` key (lm-eval does not know it), and its value."""
+    if config is None:
+        return None, None
+    configs = [
+        {k: v for k, v in c.items() if k != "primary_metric"}
+        for c in (config if isinstance(config, list) else [config])
+    ]
+    declared = next(
+        (c["primary_metric"] for c in (config if isinstance(config, list) else [config]) if c.get("primary_metric")),
+        None,
+    )
+    return (configs if isinstance(config, list) else configs[0]), declared
 
 
 def _metric_label(metric: str, filter_name: str, filters_of_metric: set[str]) -> str:
@@ -245,13 +277,35 @@ def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iter
                 values = None  # an aggregation other than the ones we can resample: no interval, not a wrong one
         err = stats.stderr(values, bootstrap_iters, seed) if values is not None else None
         metrics[label] = MetricResult(label, value, err, bool(higher), len(per_sample), values is not None)
-    primary = task.metric or PRIMARY_METRICS.get(task.name) or next(iter(metrics))
+    primary, reason = choose_primary(task, out.get("configs", {}), leaves, label_of, metrics)
     if primary not in metrics:
         raise UnknownTaskError(f"task {task.name!r} has no metric {primary!r}; it has: {', '.join(metrics)}")
     versions = out.get("versions", {})
     version = str(versions.get(task.name) or ",".join(sorted({str(versions.get(leaf, "")) for leaf in leaves})))
     details = {"subtasks": leaves} if group else {}
-    return TaskResult(task.name, task.key, version, metrics, primary, samples, details)
+    return TaskResult(task.name, task.key, version, metrics, primary, samples, details, reason)
+
+
+def choose_primary(task: ResolvedTask, configs: dict, leaves: list[str], label_of: dict, metrics: dict):
+    """(metric, why): the suite's `metric:`, the task file's `primary_metric`, the leaderboard convention of an
+    lm-eval task, or the first metric the task's YAML lists (with its first filter); never an alphabetical
+    accident."""
+    if task.metric:
+        return task.metric, "named in the suite file (metric:)"
+    if task.declared:
+        return task.declared, "named in the task file (primary_metric)"
+    if task.name in PRIMARY_METRICS:
+        return PRIMARY_METRICS[task.name], "the leaderboards' metric for this lm-eval task"
+    for leaf in leaves:
+        config = configs.get(leaf) or {}
+        listed = [m.get("metric") for m in config.get("metric_list") or [] if isinstance(m.get("metric"), str)]
+        filters = [f.get("name") for f in config.get("filter_list") or [] if isinstance(f, dict)] or ["none"]
+        for metric in listed:
+            for filt in filters:
+                if (metric, filt) in label_of and label_of[(metric, filt)] in metrics:
+                    return label_of[(metric, filt)], "the first metric the task's YAML lists"
+    first = next(iter(metrics))
+    return first, "the task's YAML lists no metric: the first lm-eval reported"
 
 
 class Academic(Suite):

@@ -149,7 +149,8 @@ def run_code_task(lm, name: str, problems: list[dict], suite: CodeSuite, seed: i
     details = {**counts, "samples_per_problem": suite.n, "isolation": verdicts[0].isolation if verdicts else {}}
     if fallback:
         details["fallback"] = fallback
-    return TaskResult(name, task_key(name, problems, suite), "1", metrics, f"pass@{min(suite.k)}", samples, details)
+    primary, reason = f"pass@{min(suite.k)}", "pass@k at the smallest k the suite asks for"
+    return TaskResult(name, task_key(name, problems, suite), "1", metrics, primary, samples, details, reason)
 
 
 def task_key(name: str, problems: list[dict], suite: CodeSuite) -> str:

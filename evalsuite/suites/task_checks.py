@@ -82,7 +82,7 @@ def task_fields() -> frozenset[str]:
     from lm_eval.api.task import TaskConfig
 
     fields = {f.name for f in dataclasses.fields(TaskConfig)} | {f.name for f in dataclasses.fields(GroupConfig)}
-    return frozenset(fields | {"include", "class"})
+    return frozenset(fields | {"include", "class", "primary_metric"})  # primary_metric: ours (academic.py)
 
 
 def check_task_file(path: Path, _seen: tuple[Path, ...] = ()) -> None:

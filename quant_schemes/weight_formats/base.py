@@ -71,6 +71,11 @@ class WeightFormat:
     algorithms: ClassVar[tuple[str, ...]] = ()  # calibrated algorithms that produce its weights (rtn always does)
     accumulation: ClassVar[bool] = False  # its Triton GEMM has the fp8 accumulation modes (fast / precise)
     checkpoint_format: ClassVar[str | None] = None  # compressed-tensors `format` it exports as; None: not exported
+    # what a count of saturated weights (clipped at the largest code) means for this format, for the report
+    saturation_note: ClassVar[str] = (
+        "expected 0 with round-to-nearest absmax scales (the largest weight of each group maps to the largest "
+        "code); clipping observers (mse) and calibrated algorithms may clip on purpose"
+    )
 
     def check(self, weights: QuantArgs, acts: QuantArgs | None) -> None:
         """Refuse arguments this format cannot store or run, with the fix in the message."""

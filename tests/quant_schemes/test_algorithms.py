@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from evalsuite.calibration import CalibrationError, build_calibration
-from evalsuite.config import CalibrationSpec, ConfigError, parse_suite
+from evalsuite.config import CalibrationSpec, ConfigError, load_suite, parse_suite
 from evalsuite.kernels.hadamard import hadamard_ref
 from evalsuite.lm import EvalLM
 from evalsuite.quant_schemes import PRESETS
@@ -64,7 +64,7 @@ def calib_batches():
     from evalsuite import models
 
     loaded = models.load(models.resolve_model("embedded:tiny"), "cpu", "float32")
-    spec = CalibrationSpec(samples=8, seq_len=64, batch_size=4)
+    spec = CalibrationSpec(set="tiny_calib", samples=8, seq_len=64, batch_size=4)
     return build_calibration(spec, EvalLM(loaded.model, loaded.tokenizer, progress=False)).batches
 
 
@@ -189,7 +189,7 @@ def test_awq_run_on_the_embedded_model_keeps_the_float_function_and_beats_rtn(fr
     model = fresh.model
     layers = target_layers(model, W4)
     float_weights = {n: m.weight.detach().clone() for n, m in layers.items()}
-    spec = CalibrationSpec(samples=24, seq_len=64, batch_size=8)
+    spec = CalibrationSpec(set="tiny_calib", samples=24, seq_len=64, batch_size=8)
     batches = build_calibration(spec, EvalLM(model, fresh.tokenizer, progress=False)).batches
     calib, held = batches[:2], batches[2:]  # 1024 rows to search on, 512 held out
     seen = _inputs_of(
@@ -331,13 +331,48 @@ def test_refused_in_the_suite_file_before_any_model_loads():
 def test_calibration_too_small_or_empty_is_an_error(tiny, tmp_path):
     lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
     with pytest.raises(CalibrationError, match="needs 2560000"):
-        build_calibration(CalibrationSpec(samples=10000, seq_len=256), lm)
+        build_calibration(CalibrationSpec(set="tiny_calib", samples=10000, seq_len=256), lm)
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\n')
     with pytest.raises(CalibrationError, match="is empty"):
-        build_calibration(CalibrationSpec(set=str(empty)), lm)
+        build_calibration(CalibrationSpec(set=str(empty), samples=2, seq_len=8), lm)
     with pytest.raises(CalibrationError, match="neither built in"):
-        build_calibration(CalibrationSpec(set="no_such_set"), lm)
+        build_calibration(CalibrationSpec(set="no_such_set", samples=2, seq_len=8), lm)
+    with pytest.raises(CalibrationError, match="needs set, samples and seq_len"):
+        build_calibration(CalibrationSpec(set="tiny_calib"), lm)
+
+
+def test_a_model_other_than_the_demo_never_gets_the_demo_text():
+    suite = {
+        "name": "x",
+        "variants": [{"scheme": "W4A16", "algorithm": "gptq"}],
+        "suites": {"academic": {"tasks": ["tiny_mc"]}},
+    }
+    demo = parse_suite(suite).run.calibration
+    assert (demo.set, demo.samples, demo.seq_len) == ("tiny_calib", 32, 128) and demo.origin.startswith("default")
+    other = parse_suite({**suite, "model": {"path": "/models/SmolLM2-135M-Instruct"}}).run.calibration
+    assert (other.set, other.samples, other.seq_len) == ("python_reference", 128, 512), other
+    assert "a model other than the demo" in other.origin
+    # a demo suite pointed at another model (the CLI's --model) takes that model's defaults, not the demo's
+    moved = parse_suite({**load_suite("demo").model_dump(exclude={"source"}), "model": {"path": "/models/x"}})
+    assert moved.run.calibration.set == "python_reference"
+    named = parse_suite({**suite, "model": {"path": "/m"}, "run": {"calibration": {"set": "tiny_ppl", "seq_len": 64}}})
+    assert (named.run.calibration.set, named.run.calibration.seq_len, named.run.calibration.samples) == (
+        "tiny_ppl",
+        64,
+        128,
+    )
+    assert named.run.calibration.origin == "suite file"
+
+
+def test_the_general_set_is_large_enough_for_its_default_windows(tiny):
+    from evalsuite.calibration import load_texts
+
+    texts = load_texts("python_reference")
+    assert len(texts) > 50 and sum(len(t) for t in texts) > 300_000
+    lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
+    data = build_calibration(CalibrationSpec(set="python_reference", samples=128, seq_len=512, chat_template=False), lm)
+    assert data.tokens == 128 * 512 and data.description.startswith("python_reference: 128 x 512 tokens")
 
 
 def test_static_activations_of_our_own_schemes_are_refused_in_the_suite_file():

@@ -32,7 +32,7 @@ def fresh(tiny):
 
 
 def small_calib(loaded, samples=2, seq_len=16, batch_size=2):
-    spec = CalibrationSpec(samples=samples, seq_len=seq_len, batch_size=batch_size)
+    spec = CalibrationSpec(set="tiny_calib", samples=samples, seq_len=seq_len, batch_size=batch_size)
     return build_calibration(spec, EvalLM(loaded.model, loaded.tokenizer, progress=False)).batches
 
 
