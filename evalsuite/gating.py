@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evalsuite import gate_suites
 from evalsuite.errors import UserError
+from evalsuite.recovery import reason_text
 from evalsuite.yaml_files import format_errors, load_yaml
 
 PASS, FAIL, UNDECIDED = 0, 1, 2
@@ -203,18 +204,24 @@ def evaluate_gate(data: dict, config: GateConfig) -> GateOutcome:
         for row in matched:
             observed = row["recovery"] if use == "point" else row.get("ci_low")
             if row["recovery"] is None:
-                reason = "recovery undefined: the baseline score is missing or zero"
+                reason = f"recovery undefined: {_why(row)}"
                 outcome.checks.append(Check(rule, row, None, None, reason))
             elif not math.isfinite(row["recovery"]) or (observed is not None and not math.isfinite(observed)):
                 reason = f"recovery is not a number ({row['recovery']}): a score of the run is NaN or infinite"
                 outcome.checks.append(Check(rule, row, None, None, reason))
             elif observed is None:
-                reason = "no confidence interval for this metric; gate on the point estimate instead"
+                reason = f"no confidence interval: {_why(row)}; gate on the point estimate instead (use: point)"
                 outcome.checks.append(Check(rule, row, None, None, reason))
             else:
                 passed, shown = 100 * observed >= rule.min_recovery, f"{100 * observed:.2f}%"
                 outcome.checks.append(Check(rule, row, observed, passed, shown=shown, needed=_needed(rule)))
     return outcome
+
+
+def _why(row: dict) -> str:
+    """The row's recorded reason for a missing interval or recovery: its code and what it means."""
+    code = f"[{row['reason']}] " if row.get("reason") else ""
+    return code + reason_text(row)
 
 
 def _suite_checks(rule: Rule, data: dict, use: str, outcome: GateOutcome) -> None:

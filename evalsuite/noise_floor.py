@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from evalsuite import results
+from evalsuite import recovery
 from evalsuite.lm import EvalLM
 from evalsuite.suites import fidelity
 from evalsuite.suites.base import ModelContext, Suite, SuiteRun
@@ -31,9 +31,9 @@ def baseline(ctx: ModelContext, suites: list[Suite], base: dict[str, SuiteRun]) 
     academic = _of(suites, "academic")
     if academic is not None:
         again = academic.evaluate(ModelContext(ctx.name, twin, key, ctx.store, config, main=ctx.main))
+        no_bootstrap = recovery.resamples(config.run.seed, "baseline", 0)  # flips only
         for name, result in again.tasks.items():
-            seed = config.run.seed
-            _, flip = results.task_recovery("academic", result, base["academic"].tasks[name], "baseline", 0, seed)
+            _, flip = recovery.task_recovery("academic", result, base["academic"].tasks[name], "baseline", no_bootstrap)
             if flip:
                 flips.append(flip)
     panel = _of(suites, "fidelity")

@@ -3,7 +3,8 @@ McNemar's test for paired correct/wrong outcomes.
 
 A metric's per-sample values are either numbers (aggregated by their mean: accuracy, exact match) or
 (loglikelihood, count) pairs (perplexities and bits per byte, aggregated as lm-eval does). Intervals come
-from a seeded paired bootstrap: the same resampled documents for the baseline and the variant.
+from a seeded paired bootstrap (`Resamples`): the same resampled documents for the baseline and the variant,
+for every metric of a task and for every average over tasks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from evalsuite.hashing import text_digest
 
 PAIR_AGGREGATES = {"word_perplexity": "perplexity", "byte_perplexity": "perplexity", "bits_per_byte": "bpb"}
 
@@ -36,6 +39,38 @@ class Values:
         den = self.den if idx is None else self.den[idx]
         ratio = num.sum(axis=-1) / den.sum(axis=-1)
         return np.exp(-ratio) if self.kind == "perplexity" else -ratio / math.log(2)
+
+    def resampled(self, counts: np.ndarray) -> np.ndarray:
+        """The aggregate in each resample, from how often each sample was drawn: counts (R, n) -> (R,)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.kind == "mean":
+                return counts @ self.num / counts.sum(axis=-1)
+            ratio = (counts @ self.num) / (counts @ self.den)
+        return np.exp(-ratio) if self.kind == "perplexity" else -ratio / math.log(2)
+
+
+class Resamples:
+    """One paired bootstrap: `iters` draws with replacement of each task's documents, kept as draw counts so
+    that every metric of the task, and every average over tasks, reads the same draws.
+
+        boot = Resamples(seed, 1000)
+        counts = boot.counts("academic/gsm8k", 50)     # (1000, 50): how often each document was drawn
+        values.resampled(counts)                        # (1000,): the metric's aggregate in each resample
+
+    A task's draws depend only on the seed, its key and its number of documents, not on the other tasks."""
+
+    def __init__(self, seed: int, iters: int):
+        self.seed, self.iters = seed, iters
+        self._counts: dict[tuple[str, int], np.ndarray] = {}
+
+    def counts(self, key: str, n: int) -> np.ndarray:
+        if (key, n) not in self._counts:
+            rng = np.random.default_rng([self.seed, int(text_digest(key), 16), n])
+            idx = rng.integers(0, n, size=(self.iters, n))  # (R, n) document indices
+            flat = (idx + n * np.arange(self.iters)[:, None]).ravel()
+            counts = np.bincount(flat, minlength=self.iters * n).reshape(self.iters, n)  # (R, n)
+            self._counts[(key, n)] = counts.astype(np.float64)
+        return self._counts[(key, n)]
 
 
 def values_of(metric: str, raw: list) -> Values | None:
@@ -69,15 +104,20 @@ def recovery(base: float, variant: float, higher_is_better: bool) -> float | Non
     return None if den == 0 else num / den
 
 
-def _ratio(base: np.ndarray, variant: np.ndarray, higher_is_better: bool) -> np.ndarray:
+MIN_DEFINED = 0.99  # share of resamples in which the recovery must be defined for an interval to be given
+
+
+def recovery_samples(base: np.ndarray, variant: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Recovery in each resample; NaN where the score it divides by is 0."""
     num, den = (variant, base) if higher_is_better else (base, variant)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den != 0, num / den, np.nan)
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float] | None:
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """The percentile interval of the finite samples; None when fewer than MIN_DEFINED of them are finite."""
     finite = samples[np.isfinite(samples)]
-    if len(finite) < len(samples) * 0.99 or len(finite) == 0:
+    if len(finite) < len(samples) * MIN_DEFINED or len(finite) == 0:
         return None
     alpha = (1 - level) / 2
     return float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha))
@@ -86,26 +126,12 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float] | None:
 def paired_bootstrap_recovery(
     base: Values, variant: Values, higher_is_better: bool, iters: int, seed: int, level: float = 0.95
 ) -> tuple[float, float] | None:
-    """Percentile interval of the recovery over paired resamples of the same documents."""
+    """Percentile interval of the recovery over paired resamples of the same documents (one metric alone)."""
     if iters <= 0 or base.n != variant.n or base.n < 2:
         return None
-    idx = np.random.default_rng(seed).integers(0, base.n, size=(iters, base.n))
-    return _interval(_ratio(base.aggregate(idx), variant.aggregate(idx), higher_is_better), level)
-
-
-def suite_bootstrap_recovery(
-    pairs: list[tuple[Values, Values]], iters: int, seed: int, level: float = 0.95
-) -> tuple[float, float] | None:
-    """Interval of the recovery of the average score over tasks (higher is better), each task resampled."""
-    if iters <= 0 or not pairs or any(b.n != v.n or b.n < 2 for b, v in pairs):
-        return None
-    rng = np.random.default_rng(seed)
-    base_avg, var_avg = np.zeros(iters), np.zeros(iters)
-    for base, variant in pairs:
-        idx = rng.integers(0, base.n, size=(iters, base.n))
-        base_avg += base.aggregate(idx) / len(pairs)
-        var_avg += variant.aggregate(idx) / len(pairs)
-    return _interval(_ratio(base_avg, var_avg, True), level)
+    counts = Resamples(seed, iters).counts("", base.n)
+    samples = recovery_samples(base.resampled(counts), variant.resampled(counts), higher_is_better)
+    return percentile_interval(samples, level)
 
 
 def mcnemar(base_correct: np.ndarray, variant_correct: np.ndarray) -> dict:

@@ -18,7 +18,8 @@ from evalsuite.hashing import digest
 from evalsuite.store import Store
 from evalsuite.suites.academic import MetricResult, TaskResult
 
-SCORING_VERSION = 2  # bump when a change to scoring would make a stored task result wrong
+SCORING_VERSION = 2  # bump when a change to scoring would make a stored task result wrong (2: skipped metrics,
+# primary-metric reasons)
 
 
 def _result_key(task_key: str, settings: tuple) -> str:

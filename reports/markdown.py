@@ -6,12 +6,13 @@ from .view import ReportView, Table
 
 
 def table(t: Table) -> str:
+    notes = ["", *(f"- {note}" for note in t.footnotes)] if t.footnotes else []
     if not t.rows:
-        return "_none_\n"
+        return "\n".join(["_none_", *notes]) + "\n"
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(esc, t.header)) + " |", "|" + "---|" * len(t.header)]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in t.rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
 
 
 def render_markdown(view: ReportView) -> str:

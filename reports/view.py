@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from evalsuite.recovery import explain
 from evalsuite.suites.base import Section
 
 from . import format as fmt
@@ -15,6 +16,36 @@ WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table, beside ever
 class Table:
     header: list[str]
     rows: list[list[str]]
+    footnotes: list[str] = field(default_factory=list)  # shown under the table
+
+
+class Footnotes:
+    """One marker (†1, †2, ...) per distinct reason a shown recovery lacks its interval or its value; the
+    reasons are listed under the recovery table."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, row: dict) -> str:
+        text = explain(row)
+        if text is None:
+            return ""
+        if text not in self.texts:
+            self.texts.append(text)
+        return f" †{self.texts.index(text) + 1}"
+
+    def lines(self) -> list[str]:
+        return [f"†{i} {text}" for i, text in enumerate(self.texts, 1)]
+
+
+def _unshown(rows: list[dict]) -> list[str]:
+    """Rows of results.json the recovery table does not show (other metrics, skipped ones) that lack an
+    interval or a recovery: one line per reason, naming them."""
+    named: dict[str, list[str]] = {}
+    for r in rows:
+        if r["scope"] == "task" and not r["primary"] and (text := explain(r)) is not None:
+            named.setdefault(text, []).append(f"{r['variant']} {r['task']} · {r['metric']}")
+    return [f"Not in the table, {text}: {', '.join(labels)}" for text, labels in named.items()]
 
 
 @dataclass
@@ -36,12 +67,12 @@ class ReportView:
     speed_points: list[dict] = field(default_factory=list)
 
 
-def _cell(row: dict | None) -> str:
+def _cell(row: dict | None, marks: Footnotes | None = None) -> str:
     if row is None:
         return "n/a"
     text = fmt.pct(row["recovery"])
     ci = fmt.interval(row.get("ci_low"), row.get("ci_high"))
-    return f"{text} {ci}".strip()
+    return f"{text} {ci}".strip() + (marks.mark(row) if marks else "")
 
 
 def _primary(metric_row: dict) -> str:
@@ -61,11 +92,11 @@ def build_view(data: dict) -> ReportView:
     suites = list(dict.fromkeys(s for s, _, _ in tasks))
 
     header = ["variant"] + [f"{s} (average)" for s in suites] + [f"{t} · {m}" for _, t, m in tasks]
-    rows = []
+    rows, marks = [], Footnotes()
     for v in variants:
-        row = [v] + [_cell(suite_rows.get((s, v))) for s in suites]
+        row = [v] + [_cell(suite_rows.get((s, v)), marks) for s in suites]
         lookup = {(r["suite"], r["task"]): r for r in task_rows if r["variant"] == v}
-        row += [_cell(lookup.get((s, t))) for s, t, _ in tasks]
+        row += [_cell(lookup.get((s, t)), marks) for s, t, _ in tasks]
         rows.append(row)
     recovery = Table(header, rows)
 
@@ -160,7 +191,7 @@ def build_view(data: dict) -> ReportView:
 
     summary = []
     for v in variants:
-        parts = [f"{s}: {_cell(suite_rows.get((s, v)))}" for s in suites]
+        parts = [f"{s}: {_cell(suite_rows.get((s, v)), marks)}" for s in suites]
         mine = [r for r in task_rows if r["variant"] == v and r["recovery"] is not None]
         worst = min(mine, key=lambda r: r["recovery"], default=None)
         if worst:
@@ -170,7 +201,9 @@ def build_view(data: dict) -> ReportView:
     notes = [
         "Recovery = variant ÷ baseline for higher-is-better metrics, baseline ÷ variant for lower-is-better ones "
         "(perplexity). A suite's average is the recovery of the mean primary score over its higher-is-better "
-        "tasks. Brackets: 95% paired-bootstrap interval.",
+        "tasks. Brackets: 95% paired-bootstrap interval over documents, one bootstrap per variant: every task's "
+        "and every average's interval comes from the same resampled documents. † marks a recovery without an "
+        "interval or without a value; the reason is listed under the recovery table.",
     ]
     if any(info.get("backend") == "torch-ref" for info in data["variants"].values()):
         notes.append(
@@ -199,7 +232,8 @@ def build_view(data: dict) -> ReportView:
             + ")."
         )
     view_extra = _suite_tables(data)
-    view_extra.update(_cards_and_points(data, variants, suites, suite_rows, task_rows))
+    recovery.footnotes = marks.lines() + _unshown(rec)
+    view_extra.update(_cards_and_points(data, variants, suites, suite_rows, task_rows, marks))
     view_extra["flipped"] = _flipped(data)
     for v, per_suite in data.get("details", {}).items():
         for fallback in {d.get("fallback") for tasks in per_suite.values() for d in tasks.values()} - {None}:
@@ -247,7 +281,9 @@ VERDICTS = (  # thresholds of the published study: >= 99% (OpenLLM v1), >= 96% (
 )
 
 
-def _cards_and_points(data: dict, variants: list[str], suites: list[str], suite_rows: dict, task_rows: list) -> dict:
+def _cards_and_points(
+    data: dict, variants: list[str], suites: list[str], suite_rows: dict, task_rows: list, marks: Footnotes
+) -> dict:
     info = data["variants"]
     base_speed = (info.get("baseline", {}).get("speed") or {}).get("decode_tok_s")
     cards, compression, speed = [], [], []
@@ -258,7 +294,7 @@ def _cards_and_points(data: dict, variants: list[str], suites: list[str], suite_
             label, css = "undetermined", "warn"
         else:
             label, css = next((text, c) for floor, text, c in VERDICTS if min(recs) >= floor)
-        lines = [f"{r['suite']}: {_cell(r)}" for r in rows]
+        lines = [f"{r['suite']}: {_cell(r, marks)}" for r in rows]
         mine = [r for r in task_rows if r["variant"] == v and r["recovery"] is not None]
         worst = min(mine, key=lambda r: r["recovery"], default=None)
         if worst:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from evalsuite.config import parse_suite
-from evalsuite.results import ComparabilityError, _aligned
+from evalsuite.pairing import ComparabilityError, aligned
 from evalsuite.runner import run_suite
 from evalsuite.suites import academic
 
@@ -57,7 +57,7 @@ def test_the_differing_part_is_shown_from_the_middle_of_a_long_prompt():
     base = [record(0, "same"), record(7, shared + "Question: which river?\nAnswer:")]
     variant = [record(0, "same"), record(7, shared + "Question: which sea?\nAnswer:")]
     with pytest.raises(ComparabilityError) as caught:
-        _aligned(base, variant, "academic/t (v)")
+        aligned(base, variant, "academic/t (v)")
     message = str(caught.value)
     at = len(shared) + len("Question: which ")
     assert "document 7 was given different prompts to the baseline and the variant (the prompt first " in message
@@ -71,7 +71,7 @@ def test_differing_choices_are_shown_when_the_prompts_are_equal():
     base = [record(3, "Question: colour?\nAnswer:", (" red", " blue"))]
     variant = [record(3, "Question: colour?\nAnswer:", (" red", " green"))]
     with pytest.raises(ComparabilityError) as caught:
-        _aligned(base, variant, "academic/t (v)")
+        aligned(base, variant, "academic/t (v)")
     message = str(caught.value)
     assert "document 3 was given different prompts" in message, message
     assert (
@@ -84,14 +84,14 @@ def test_equal_text_with_another_hash_says_another_argument_differs():
     base = [record(1, "Question: 2+2?\nAnswer:", prompt_hash="aaaa")]
     variant = [record(1, "Question: 2+2?\nAnswer:", prompt_hash="bbbb")]
     with pytest.raises(ComparabilityError, match=r"another argument of the request differs \(generation settings\)"):
-        _aligned(base, variant, "academic/t (v)")
+        aligned(base, variant, "academic/t (v)")
 
 
 def test_different_documents_are_named():
     base = [record(i, f"p{i}") for i in (0, 1, 2, 3)]
     variant = [record(i, f"p{i}") for i in (0, 1, 5)]
     with pytest.raises(ComparabilityError) as caught:
-        _aligned(base, variant, "academic/t (v)")
+        aligned(base, variant, "academic/t (v)")
     message = str(caught.value)
     assert "different documents (4 vs 3 records; baseline only: 2, 3; variant only: 5)" in message, message
     assert "same task data and limit" in message, message
@@ -100,7 +100,7 @@ def test_different_documents_are_named():
 def test_same_prompts_in_another_order_are_aligned():
     base = [record(i, f"p{i}") for i in (2, 0, 1)]
     variant = [record(i, f"p{i}") for i in (1, 2, 0)]
-    b, v = _aligned(base, variant, "academic/t (v)")
+    b, v = aligned(base, variant, "academic/t (v)")
     assert [r["doc_id"] for r in b] == [r["doc_id"] for r in v] == [0, 1, 2]
 
 

@@ -49,3 +49,13 @@ def test_mcnemar_counts_and_exact_p_value():
 def test_stderr_of_a_mean_is_the_sample_standard_error():
     values = stats.values_of("acc", [1, 0, 1, 1])
     assert stats.stderr(values, 0, 0) == pytest.approx(np.std([1, 0, 1, 1], ddof=1) / 2)
+
+
+def test_resampled_aggregates_equal_those_of_the_drawn_documents():
+    """Draw counts are the drawn indices in another form: the same aggregates, perplexity included."""
+    values = stats.values_of("word_perplexity", [(-10.0, 5), (-20.0, 7), (-3.0, 2)])
+    counts = stats.Resamples(7, 50).counts("academic/t", 3)  # (50, 3)
+    assert (counts.sum(axis=1) == 3).all()
+    idx = np.stack([np.repeat(np.arange(3), row.astype(int)) for row in counts])  # (50, 3)
+    np.testing.assert_allclose(values.resampled(counts), values.aggregate(idx), rtol=1e-12, atol=0)
+    assert np.array_equal(stats.Resamples(7, 50).counts("academic/t", 3), counts)  # seeded

@@ -259,7 +259,7 @@ def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iter
             if group:
                 record["doc_id"], record["subtask"] = f"{leaf}/{record['doc_id']}", leaf
             samples.append(record)
-    metrics = {}
+    metrics, skipped = {}, {}
     for metric, filt in pairs:
         label = label_of[(metric, filt)]
         per_sample = [r[label] for r in samples if r["filter"] == filt and label in r]
@@ -268,8 +268,9 @@ def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iter
             out["higher_is_better"][leaf][metric] for leaf in leaves if metric in out["higher_is_better"][leaf]
         )
         if group:
-            if values is None:
-                continue  # pooling needs per-sample values we can aggregate; lm-eval's own group number stands
+            if values is None:  # pooling needs per-sample values we can aggregate; lm-eval's own group number stands
+                skipped[label] = "no per-document values to pool over the group's subtasks"
+                continue
             value = float(values.aggregate())
         else:
             value = float(out["results"][task.name][f"{metric},{filt}"])
@@ -283,6 +284,8 @@ def _task_result(out: dict | None, task: ResolvedTask, seed: int, bootstrap_iter
     versions = out.get("versions", {})
     version = str(versions.get(task.name) or ",".join(sorted({str(versions.get(leaf, "")) for leaf in leaves})))
     details = {"subtasks": leaves} if group else {}
+    if skipped:
+        details["skipped_metrics"] = skipped  # {metric: why}: recovery rows say why they have no value
     return TaskResult(task.name, task.key, version, metrics, primary, samples, details, reason)
 
 

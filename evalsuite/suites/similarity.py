@@ -151,7 +151,7 @@ def answer_sets(ctx: ModelContext, kind: str, sets: dict[str, list[dict]], max_g
 
 def paired_answers(runs: dict[str, SuiteRun], variant: str, name: str) -> tuple[list[str], list[str]]:
     """The baseline's and a variant's answers to one prompt set, refused when a prompt reached them differently."""
-    from evalsuite.results import ComparabilityError
+    from evalsuite.pairing import ComparabilityError
 
     base, var = runs[BASELINE].outputs[name], runs[variant].outputs[name]
     if base[1] != var[1]:
