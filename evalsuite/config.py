@@ -3,8 +3,8 @@
     config = load_suite("suite.yaml")        # validated; errors name the file, the line and the field
     config = load_suite(None)                # the built-in demo suite on embedded:tiny
 
-Everything here is checked before any model loads. Unknown keys, wrong types, unknown schemes and
-algorithms are errors with the line they stand on and what to write instead.
+Everything here is checked before any model loads. Unknown keys, wrong types, unknown schemes, algorithms and
+task names are errors with the line they stand on and what to write instead.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evalsuite.errors import UserError
 from evalsuite.quant_schemes.algorithms import check_algorithm, check_combination
 from evalsuite.quant_schemes.scheme import Scheme, resolve
+from evalsuite.task_names import task_problems
 from evalsuite.tasks import HERE as TASKS_DIR
-from evalsuite.yaml_files import format_errors, load_yaml
+from evalsuite.yaml_files import format_errors, format_problems, load_yaml
 
 SUITES_DIR = TASKS_DIR / "suites"  # inside the installed package, editable or not
 BASELINE = "baseline"
@@ -383,9 +384,26 @@ def parse_suite(data: Any, source: str = "<dict>", lines: dict[tuple, int] | Non
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a suite file is a mapping with name, model, variants and suites")
     try:
-        return SuiteConfig(**{**data, "source": source})
+        config = SuiteConfig(**{**data, "source": source})
     except ValidationError as err:
         raise ConfigError(format_errors(err, source, lines or {})) from None
+    problems = task_name_problems(config, lines or {})
+    if problems:
+        raise ConfigError(format_problems(problems, source, lines or {}, "suite file"))
+    return config
+
+
+def task_name_problems(config: SuiteConfig, lines: dict[tuple, int]) -> list[tuple[tuple, str]]:
+    """The academic suite's task names that are neither built in nor lm-eval's, and include folders that do not
+    exist, with their field paths (read from lm-eval's task files line by line, not from its full index)."""
+    academic = config.suites.academic
+    if academic is None:
+        return []
+    problems = []
+    for at, message in task_problems([t.name for t in academic.tasks], academic.include):
+        path = ("suites", "academic", *at)
+        problems.append((path + ("name",) if path + ("name",) in lines else path, message))
+    return problems
 
 
 def builtin_suites() -> dict[str, Path]:

@@ -174,29 +174,36 @@ def load_task_yaml(
     return merged
 
 
-def _field_path(loc: tuple, lines: dict[tuple, int]) -> tuple[tuple, str]:
-    """Drop pydantic's union/type markers from an error location and render it like variants[1].scheme."""
+def _field_path(loc: tuple, lines: dict[tuple, int]) -> tuple:
+    """Drop pydantic's union/type markers from an error location (rendered as variants[1].scheme by `dotted`)."""
     path: tuple = ()
     for part in loc:
         if path + (part,) in lines or isinstance(part, int):
             path += (part,)
         elif isinstance(part, str) and not part[:1].isupper() and part not in ("str", "dict[str,any]", "int"):
             path += (part,)
-    return path, dotted(path)
+    return path
+
+
+def format_problems(problems: list[tuple[tuple, str]], source: str, lines: dict[tuple, int], what: str) -> str:
+    """(field path, message) pairs as one line each, under a heading: file:line: field.path: message (the line
+    of the field, else of the nearest enclosing one)."""
+    out = []
+    for path, msg in problems:
+        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
+        problem = f"{f'{source}:{line}' if line else source}: {dotted(path)}: {msg}"
+        if problem not in out:
+            out.append(problem)
+    return f"invalid {what}:\n  " + "\n  ".join(out)
 
 
 def format_errors(err: ValidationError, source: str, lines: dict[tuple, int], what: str = "suite file") -> str:
     """Pydantic's errors as one line each: file:line: field.path: message."""
-    problems, seen = [], set()
+    problems = []
     for e in err.errors():
-        path, text = _field_path(tuple(e["loc"]), lines)
-        line = next((lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in lines), None)
+        path = _field_path(tuple(e["loc"]), lines)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown field {path[-1]!r}; remove it or check its spelling"
-        where = f"{source}:{line}" if line else source
-        problem = f"{where}: {text}: {msg}"
-        if problem not in seen:
-            seen.add(problem)
-            problems.append(problem)
-    return f"invalid {what}:\n  " + "\n  ".join(problems)
+        problems.append((path, msg))
+    return format_problems(problems, source, lines, what)

@@ -26,8 +26,8 @@ from evalsuite.suites.task_checks import (
     check_task_file,
     check_task_names,
     check_task_packages,
-    task_manager,
 )
+from evalsuite.task_names import task_manager
 from evalsuite.tasks import builtin_tasks, task_config
 
 # The metric that stands for an lm-eval task in suite averages, as the leaderboards report it (OpenLLM v1 and

@@ -9,15 +9,8 @@ from pathlib import Path
 
 from evalsuite.errors import UserError
 from evalsuite.jsonl import read_jsonl
-from evalsuite.tasks import builtin_tasks
-from evalsuite.yaml_files import TagTolerantLoader, load_yaml
-
-
-@lru_cache(maxsize=2)
-def task_manager(include_defaults: bool):
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_defaults=include_defaults)
+from evalsuite.task_names import task_problems
+from evalsuite.yaml_files import TagTolerantLoader, dotted, load_yaml
 
 
 class UnknownTaskError(UserError, ValueError):
@@ -51,26 +44,14 @@ def check_task_packages(names: list[str]) -> None:
 
 
 def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
-    """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task."""
-    missing = [p for p in include if not Path(p).exists()]
-    if missing:
-        raise UnknownTaskError(f"academic.include: {', '.join(missing)} does not exist")
+    """Raise UnknownTaskError, with a close match, for a name that is neither built in nor an lm-eval task (a
+    suite file's names are checked as it loads, with their lines: `config.parse_suite`)."""
     try:
-        builtin = builtin_tasks(include)
+        problems = task_problems(names, include)
     except ValueError as err:
         raise UnknownTaskError(str(err)) from None
-    unknown = [n for n in names if n not in builtin]
-    if not unknown:
-        return
-    known = set(task_manager(True).all_tasks) | set(builtin)
-    for name in unknown:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownTaskError(
-                f"unknown task {name!r}.{hint} Built-in tasks: {', '.join(builtin)}; "
-                "`evalsuite list tasks` lists them all"
-            )
+    if problems:
+        raise UnknownTaskError("\n  ".join(f"academic.{dotted(path)}: {message}" for path, message in problems))
 
 
 @lru_cache(maxsize=1)
