@@ -236,7 +236,8 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         "path": config.model.path,
         "identity": source.identity,
         "checkpoint_dtype": source.checkpoint_dtype,
-        "weight_bytes": baseline_bytes,
+        "weight_bytes": baseline_bytes,  # in memory, at the evaluation dtype
+        "file_bytes": source.file_bytes,  # the weight files on disk
     }
     if source.gguf_file:
         model_info["gguf"] = {

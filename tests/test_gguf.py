@@ -86,7 +86,12 @@ def test_a_gguf_file_is_a_baseline(tmp_path):
     data = run_suite(config, tmp_path / "run").data
     assert data["model"]["gguf"]["tensor_types"] == {"F32": 10, "Q8_0": 28}
     assert "dequantized" in data["model"]["gguf"]["dequantized"]
-    assert data["model"]["weight_bytes"] == path.stat().st_size
+    # sizes: the dequantized weights in memory (float32 here), the file beside them; W8A8 is smaller than that
+    assert data["model"]["file_bytes"] == path.stat().st_size
+    assert data["model"]["weight_bytes"] == models.memory_bytes(loaded.model) > path.stat().st_size
+    assert data["variants"]["W8A8_INT8"]["compression_ratio"] > 1.5
+    base = data["variants"]["baseline"]
+    assert base["description"] == "GGUF tiny-q8_0.gguf (F32 x10, Q8_0 x28), dequantized to float32", base
 
 
 def test_a_broken_gguf_file_is_a_clear_error(tmp_path):
