@@ -126,21 +126,24 @@ def depends_on_calibration(algorithm: str | None, scheme) -> bool:
 def fp8_accumulation(scheme, backend: str, mode: str) -> str | None:
     """The fp8 accumulation a variant runs with, as recorded: run.fp8_accumulation on a backend that honours
     it, fp32 on a reference backend; None for schemes without fp8 GEMMs."""
-    from evalsuite.quant_schemes.backends import get_backend
-
     if scheme.weights is None or not scheme.resolved_format().accumulation:
         return None
+    return _recorded_mode(backend, mode)
+
+
+def _recorded_mode(backend: str, mode: str) -> str:
+    from evalsuite.quant_schemes.backends import get_backend
+
     return "fp32 (torch reference)" if get_backend(backend).reference else mode
 
 
 def set_fp8_accumulation(model, record: VariantRecord, mode: str) -> None:
     """Apply run.fp8_accumulation to a variant's fp8 layers and record it (it is part of the model key: the
     two modes give different numbers on Hopper). The torch reference accumulates in fp32 whatever the mode."""
-    from evalsuite.quant_schemes.backends import get_backend
     from evalsuite.quant_schemes.linear import use_fp8_accumulation
 
     if use_fp8_accumulation(model, mode):
-        record.fp8_accumulation = "fp32 (torch reference)" if get_backend(record.backend).reference else mode
+        record.fp8_accumulation = _recorded_mode(record.backend, mode)
 
 
 def quantize_variant(spec, loaded, config: SuiteConfig, backend: str, calibrations: dict) -> tuple:

@@ -149,15 +149,10 @@ def _without_primary_metric(config):
     """The task configs without our `primary_metric` key (lm-eval does not know it), and its value."""
     if config is None:
         return None, None
-    configs = [
-        {k: v for k, v in c.items() if k != "primary_metric"}
-        for c in (config if isinstance(config, list) else [config])
-    ]
-    declared = next(
-        (c["primary_metric"] for c in (config if isinstance(config, list) else [config]) if c.get("primary_metric")),
-        None,
-    )
-    return (configs if isinstance(config, list) else configs[0]), declared
+    configs = config if isinstance(config, list) else [config]
+    declared = next((c["primary_metric"] for c in configs if c.get("primary_metric")), None)
+    stripped = [{k: v for k, v in c.items() if k != "primary_metric"} for c in configs]
+    return (stripped if isinstance(config, list) else stripped[0]), declared
 
 
 def _metric_label(metric: str, filter_name: str, filters_of_metric: set[str]) -> str:
