@@ -9,6 +9,7 @@ once per content key and shared by every variant and every later run.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -28,6 +29,7 @@ from evalsuite.variants import (
     RunError,
     VariantRecord,
     baseline_record,
+    calibration_lm,
     checkpoint_source,
     lazy_model,
     load_checkpoint_variant,
@@ -148,13 +150,16 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
     runs: dict[str, dict[str, SuiteRun]] = {}
     records: dict[str, VariantRecord] = {}
     baseline_bytes, baseline_lm, tokenizer = None, None, None
+    source_tokenizer = functools.cache(lambda: models.load_tokenizer(source))  # one for every model not built
     floor: dict = {}
     calibrations: dict = {}
     checkpoints = {v.name: checkpoint_source(v, source) for v in config.variants if v.path}  # checked up front
+    built: list[str] = []  # the models loaded in this run (a rerun served from the store loads none)
 
     def build(name: str) -> tuple[models.LoadedModel, VariantRecord, str]:
         """Load (and quantize) a model now: its loaded form, its record and its model key."""
         nonlocal baseline_bytes
+        built.append(name)
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
             loaded, record = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
@@ -172,15 +177,26 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         origin = checkpoints.get(name, source)
         return loaded, record, model_key(origin, record, loaded.dtype, device, config.run.batch_size)
 
+    def calibration_hash(spec) -> str:
+        """A calibration set's hash from its tokens alone (the set is kept for quantize_variant to reuse)."""
+        key = spec.model_dump_json()
+        if key not in calibrations:
+            from evalsuite.calibration import build_calibration
+
+            calibrations[key] = build_calibration(spec, calibration_lm(source_tokenizer(), device))
+        return calibrations[key].hash
+
     for name in [BASELINE] + [v.name for v in config.variants]:
         started = time.time()
-        record = None if name in checkpoints else predicted(name, config, source, backend, device, store)
+        record = None
+        if name not in checkpoints:
+            record = predicted(name, config, source, backend, device, store, calibration_hash)
         if record is None:
             loaded, record, key = build(name)
             model, tokenizer, max_length = loaded.model, loaded.tokenizer, None
         else:  # built by an earlier run: load it only if an answer is missing from the store
             key, loaded = record.model_key, None
-            model, tokenizer = lazy_model(name, key, build), models.load_tokenizer(source)
+            model, tokenizer = lazy_model(name, key, build), source_tokenizer()
             max_length = models.max_length(source, tokenizer)
             if name == BASELINE:
                 baseline_bytes = record.weight_bytes
@@ -210,9 +226,11 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         if name == BASELINE and main and any(getattr(s, "needs_baseline", False) for s in plan):
             baseline_lm = lm  # kept resident: a suite compares both models on the same tokens
         del lm, loaded, model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        if built:  # free a loaded model's memory before the next loads (a second of nothing on a cached rerun)
+            built.clear()
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     del baseline_lm
     if not main:
         shard.barrier()  # wait for rank 0 to write the results, then leave

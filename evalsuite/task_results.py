@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import lru_cache
 
 from evalsuite.hashing import digest
 from evalsuite.store import Store
@@ -22,10 +23,15 @@ SCORING_VERSION = 2  # bump when a change to scoring would make a stored task re
 # primary-metric reasons)
 
 
-def _result_key(task_key: str, settings: tuple) -> str:
+@lru_cache(maxsize=1)
+def _lm_eval_version() -> str:
     from importlib.metadata import version
 
-    return f"result:{task_key}:{digest(SCORING_VERSION, version('lm-eval'), task_key, *settings)}"
+    return version("lm-eval")  # read once: a metadata lookup costs milliseconds, and a rerun asks per task
+
+
+def _result_key(task_key: str, settings: tuple) -> str:
+    return f"result:{task_key}:{digest(SCORING_VERSION, _lm_eval_version(), task_key, *settings)}"
 
 
 def cached(store: Store, model_key: str, task_key: str, *settings) -> TaskResult | None:

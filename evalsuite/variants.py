@@ -2,7 +2,7 @@
 loaded from a checkpoint), what its numbers depend on (its model key), and, for a rerun, whether it can be
 served from the store without loading or quantizing anything.
 
-    record = predicted(name, config, source, backend, device, store)   # None: it must be built now
+    record = predicted(name, config, source, backend, device, store, calibration)  # None: build it now
     report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
     record = quantized_record(spec, report, memory_bytes, baseline_bytes, calib, sqnr_floor)
 """
@@ -281,11 +281,17 @@ def baseline_record(weight_bytes: int, source: models.ModelSource | None = None,
     )
 
 
-def planned_record(spec, config: SuiteConfig, backend: str) -> VariantRecord | None:
-    """The key fields of a variant known before it is built; None when its key depends on calibration data."""
+def planned_record(spec, config: SuiteConfig, backend: str, calibration=None) -> VariantRecord | None:
+    """The key fields of a variant known before it is built. Where its outputs depend on calibration data (a
+    calibrated algorithm, static KV scales), `calibration` gives the set's hash (calibration spec -> hash, from
+    the tokenizer alone: the hash covers the spec and its tokens, not the model); None without it."""
     scheme = spec.resolved_scheme
-    if depends_on_calibration(spec.algorithm, scheme):
-        return None
+    calibration_hash = None
+    cal_spec = spec.calibration or config.run.calibration
+    if depends_on_calibration(spec.algorithm, scheme) and cal_spec is not None:
+        if calibration is None:
+            return None
+        calibration_hash = calibration(cal_spec)
     return VariantRecord(
         description="",
         backend=backend,
@@ -293,17 +299,28 @@ def planned_record(spec, config: SuiteConfig, backend: str) -> VariantRecord | N
         algorithm=spec.algorithm,
         options=spec.options,
         rotation=spec.rotation,
+        calibration_hash=calibration_hash,
         fp8_accumulation=fp8_accumulation(scheme, backend, config.run.fp8_accumulation),
     )
 
 
+def calibration_lm(tokenizer, device) -> EvalLM:
+    """An EvalLM with a tokenizer and no model, for `build_calibration`: a calibration set's batches and hash
+    are tokens, so a rerun finds a calibrated variant's key without loading a model."""
+
+    def no_model():
+        raise RunError("internal error: the calibration set asked for a model where it needs only tokens")
+
+    return EvalLM(no_model, tokenizer, progress=False, device=device)
+
+
 def predicted(
-    name: str, config: SuiteConfig, source: models.ModelSource, backend: str, device, store
+    name: str, config: SuiteConfig, source: models.ModelSource, backend: str, device, store, calibration=None
 ) -> VariantRecord | None:
     """The record (with its model key) of a model that an earlier run in this store built with the same
-    settings, found without loading or quantizing anything; None when it must be built now (first run, a
-    calibrated algorithm or static KV scales, whose key depends on calibration data, a GGUF file or a device
-    map)."""
+    settings, found without loading or quantizing anything; None when it must be built now (first run, a GGUF
+    file or a device map, or a variant whose outputs depend on calibration data when `calibration`, a
+    calibration spec -> its hash, is not given)."""
     from evalsuite.config import BASELINE
 
     if source.gguf_file or config.model.device_map:
@@ -311,7 +328,7 @@ def predicted(
     if name == BASELINE:
         planned = baseline_record(0)
     else:
-        planned = planned_record(next(v for v in config.variants if v.name == name), config, backend)
+        planned = planned_record(next(v for v in config.variants if v.name == name), config, backend, calibration)
         if planned is None:
             return None
     dtype = models.compute_dtype(config.model.dtype, device)

@@ -122,11 +122,15 @@ def dotted(path: tuple) -> str:
 
 
 def load_yaml(
-    path: str | Path, error: type[Exception], loader: type = yaml.SafeLoader, repeated_keys: bool = False
+    path: str | Path,
+    error: type[Exception],
+    loader: type = yaml.SafeLoader,
+    repeated_keys: bool = False,
+    text: str | None = None,
 ) -> tuple[object, dict]:
-    """The document in `path` and its line map; invalid YAML and (unless `repeated_keys`, where the last one
-    wins) repeated keys raise `error` naming path:line."""
-    text = Path(path).read_text()
+    """The document in `path` (or `text`, already read from it) and its line map; invalid YAML and (unless
+    `repeated_keys`, where the last one wins) repeated keys raise `error` naming path:line."""
+    text = Path(path).read_text() if text is None else text
     try:
         node = yaml.compose(text, Loader=loader)
         data = yaml.load(text, Loader=loader)  # noqa: S506 - loader is SafeLoader or a subclass of it

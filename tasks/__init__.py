@@ -6,6 +6,7 @@ task_config("tiny_mc")     # the task's lm-eval config dict, with its data files
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from evalsuite.errors import UserError
@@ -23,11 +24,18 @@ def builtin_tasks(include: tuple[str, ...] = ()) -> dict[str, Path]:
         files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     tasks = {}
     for path in files:
-        data, _ = load_yaml(path, TaskFileError, TagTolerantLoader)
-        name = data.get("task") if isinstance(data, dict) else None
-        if isinstance(name, str):
+        name = _task_name(path, path.read_text())
+        if name is not None:
             tasks[name] = path
     return tasks
+
+
+@lru_cache(maxsize=256)
+def _task_name(path: Path, text: str) -> str | None:
+    """The task a YAML file defines, None if none: parsed once per content (a run asks for the list often)."""
+    data, _ = load_yaml(path, TaskFileError, TagTolerantLoader, text=text)
+    name = data.get("task") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
 
 
 class TaskFileError(UserError, ValueError):

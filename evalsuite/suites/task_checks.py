@@ -56,11 +56,17 @@ def check_task_names(names: list[str], include: tuple[str, ...] = ()) -> None:
 
 @lru_cache(maxsize=1)
 def task_fields() -> frozenset[str]:
-    """The keys lm-eval reads from a task or group YAML file."""
+    """The keys lm-eval reads from a task or group YAML file. TaskConfig comes from the module that defines it
+    where this lm-eval has one (`lm_eval.config.task`, 0.4.10 on): `lm_eval.api.task` imports `datasets`, a
+    second of a rerun that builds no task."""
     import dataclasses
 
     from lm_eval.api.group import GroupConfig
-    from lm_eval.api.task import TaskConfig
+
+    try:
+        from lm_eval.config.task import TaskConfig
+    except ModuleNotFoundError:  # lm-eval 0.4.8 and 0.4.9 define it in lm_eval.api.task
+        from lm_eval.api.task import TaskConfig
 
     fields = {f.name for f in dataclasses.fields(TaskConfig)} | {f.name for f in dataclasses.fields(GroupConfig)}
     return frozenset(fields | {"include", "class", "primary_metric"})  # primary_metric: ours (academic.py)
