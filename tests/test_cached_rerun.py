@@ -118,6 +118,7 @@ def test_a_calibrated_variant_is_served_from_the_store_without_loading_or_calibr
     assert len(loads) == 1 and quantized == ["gptq"]
     calls = {name: record["model_calls"] for name, record in other.data["variants"].items()}
     assert calls["baseline"] == calls["W8A8_INT8"] == 0 and calls["W4A16-gptq"] > 0
-    assert other.data["variants"]["W4A16-gptq"]["calibration_hash"] != first.data["variants"]["W4A16-gptq"][
-        "calibration_hash"
-    ]
+    assert (
+        other.data["variants"]["W4A16-gptq"]["calibration_hash"]
+        != first.data["variants"]["W4A16-gptq"]["calibration_hash"]
+    )
