@@ -25,7 +25,7 @@ from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
-from evalsuite.lm_scoring import Batch, gather_scores, packed_mask, plan_rows
+from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, packed_mask, plan_rows, shared_prefixes
 
 DEFAULT_MAX_GEN_TOKS = 256
 
@@ -159,43 +159,72 @@ class EvalLM(TemplateLM):
     # --- scoring ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], **kwargs) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], inputs_of=None, **kwargs) -> torch.Tensor:
         """Logits at the sequence positions `keep` only: (B, len(keep), V)."""
         self.model_calls += 1
         logits = self.model(input_ids=input_ids, logits_to_keep=torch.tensor(keep, device=self.device), **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
-        check_logits(logits, self.model, lambda r: input_ids[r : r + 1], where, describe)
+        inputs_of = inputs_of or (lambda r: input_ids[r : r + 1])
+        check_logits(logits, self.model, inputs_of, where, describe)
         return logits
+
+    @torch.no_grad()
+    def _prefix_cache(self, prefix: list[int]):
+        """Run a shared prefix once; its keys and values per layer, (1, H, P, D) each."""
+        from transformers import DynamicCache
+
+        from evalsuite.graphs import cache_argument
+
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([prefix], device=self.device)
+        self.model_calls += 1
+        self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(self.model): cache})
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _cache_for(self, prefix_kv, batch: int) -> dict:
+        """A fresh cache holding the shared prefix for every row of a batch, as the model's cache argument."""
+        from transformers import DynamicCache
+
+        from evalsuite.graphs import cache_argument
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in enumerate(prefix_kv):
+            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
+        return {cache_argument(self.model): cache, "use_cache": True}
 
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Rows longest first, right-padded, plain and packed rows in separate batches; in a distributed run
-        (sharded) only this rank's batches."""
+        Rows that share a long prefix are batched together behind it, computed once; rows longest first,
+        right-padded, plain and packed rows in separate batches; in a distributed run (sharded) only this
+        rank's batches."""
         rows = plan_rows(items, self.max_length, self.share_context)
-        rows.sort(key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
+        groups, alone = shared_prefixes(rows) if self.share_context else ([], rows)
+        number = -1
+        for prefix, members in [*groups, ([], alone)]:
+            prefix_kv = None
+            for chunk in batches(members, self.batch_size):
+                number += 1
+                if sharded and self.skips(number):
+                    continue
+                if prefix and prefix_kv is None:
+                    prefix_kv = self._prefix_cache(prefix)
+                yield self._score_chunk(chunk, prefix, prefix_kv)
+
+    def _score_chunk(self, chunk: list[Row], prefix: list[int], prefix_kv) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        start, number = 0, -1
-        while start < len(rows):
-            packed = rows[start].positions is not None
-            chunk = [r for r in rows[start : start + self.batch_size] if (r.positions is not None) == packed]
-            start += len(chunk)
-            number += 1
-            if sharded and self.skips(number):
-                continue
-            width = max(len(r.tokens) for r in chunk)
-            input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
-            kwargs = {}
-            if packed:
-                positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
-                kwargs = {
-                    "position_ids": torch.tensor(positions, device=self.device),
-                    "attention_mask": packed_mask(chunk, width, self.model, self.device),
-                }
-            keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
-            where = {p: i for i, p in enumerate(keep)}
-            describe = lambda b, chunk=chunk: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
-            logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
-            yield gather_scores(chunk, logits, where, self.device)
+        width = max(len(r.tokens) for r in chunk)
+        input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
+        kwargs = self._cache_for(prefix_kv, len(chunk)) if prefix else {}
+        if chunk[0].positions is not None:
+            positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
+            kwargs["position_ids"] = torch.tensor(positions, device=self.device)
+            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device, past=len(prefix))
+        keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
+        where = {p: i for i, p in enumerate(keep)}
+        describe = lambda b: repr(self.tok_decode(prefix + chunk[b].tokens)[-200:])  # noqa: E731
+        inputs_of = lambda b: torch.tensor([prefix + chunk[b].tokens], device=self.device)  # noqa: E731
+        logits = self._forward(input_ids, describe, keep, inputs_of, **kwargs)  # (B, K, V)
+        return gather_scores(chunk, logits, where, self.device)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
