@@ -47,8 +47,9 @@ class Row:
 
 def plan_rows(items: list[tuple[int, list[int], list[int]]], max_length: int, share_context: bool) -> list[Row]:
     """Model inputs for scoring. Continuations that share a context are packed into one row after it (each
-    attends to the context and to itself only), so the context is computed once; others get a row each,
-    truncated on the left to max_length tokens as lm-eval does."""
+    attends to the context and to itself only), so the context is computed once (one-token continuations
+    are all read at the context's last position: no packing, no mask); others get a row each, truncated on
+    the left to max_length tokens as lm-eval does."""
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for index, ctx, cont in items:
         groups.setdefault(tuple(ctx), []).append((index, cont))
@@ -58,6 +59,10 @@ def plan_rows(items: list[tuple[int, list[int], list[int]]], max_length: int, sh
         saved = (len(members) - 1) * len(ctx)  # context tokens not recomputed
         worth = len(ctx) >= MIN_SHARED_CONTEXT and saved >= sum(len(cont) for _, cont in members)
         if share_context and len(members) > 1 and worth and packed_len <= max_length:
+            if all(len(cont) == 1 for _, cont in members):  # read at the context's end: a plain causal row
+                targets = [(index, [len(ctx) - 1], cont) for index, cont in members]
+                rows.append(Row(list(ctx), None, len(ctx), [], targets))
+                continue
             tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
             for index, cont in members:
                 start = len(tokens)
