@@ -97,6 +97,17 @@ def compare(task: str, ours: dict, theirs: dict) -> dict:
     return row
 
 
+def single_token_letters(tokenizer):
+    """The embedded tokenizer spells " C" and " D" in two tokens; Llama-3's vocabulary (and most others) has
+    " A" to " D" as single tokens, which decides how lm-eval batches MMLU's answers (one-token continuations
+    of a context are scored from one forward). For a random-weight model of a large vocabulary, add them."""
+    from tokenizers import AddedToken
+
+    missing = [f" {c}" for c in "ABCD" if len(tokenizer.encode(f" {c}", add_special_tokens=False)) > 1]
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    return tokenizer
+
+
 def load_model(args, device: torch.device):
     from evalsuite import models
 
@@ -109,7 +120,7 @@ def load_model(args, device: torch.device):
         from evalsuite.bench_e2e import build_model
 
         model = build_model(args.shape, args.layers, device, dtype, args.seed)
-        tokenizer = models.load_tokenizer(models.resolve_model("embedded:tiny"))
+        tokenizer = single_token_letters(models.load_tokenizer(models.resolve_model("embedded:tiny")))
         label = f"{args.shape} (seeded random weights)"
     else:
         loaded = models.load(models.resolve_model(args.model), device, args.dtype)

@@ -62,8 +62,8 @@ def _mmlu(root: Path, text: Text, subjects: list[str], scale: float) -> list[str
     left, used = _count("mmlu", scale), []
 
     def doc(subject: str) -> dict:
-        choices = [text(6, 0.8, 1, 80) for _ in range(4)]
-        return {"question": text(45, 0.7, 8, 400), "subject": subject, "choices": choices, "answer": text.rng.randrange(4)}
+        choices = [text(5, 0.8, 1, 80) for _ in range(4)]
+        return {"question": text(35, 0.7, 8, 400), "subject": subject, "choices": choices, "answer": text.rng.randrange(4)}
 
     for subject, size in zip(subjects, sizes, strict=True):
         if left <= 0:
@@ -78,7 +78,7 @@ def _mmlu(root: Path, text: Text, subjects: list[str], scale: float) -> list[str
 
 def _hellaswag(root: Path, text: Text, scale: float) -> None:
     def doc(i: int) -> dict:
-        ctx_a, ctx_b = text(35, 0.5, 5, 200), text(8, 0.6, 1, 60).lower()
+        ctx_a, ctx_b = text(28, 0.5, 5, 200), text(8, 0.6, 1, 60).lower()
         return {
             "ind": i,
             "activity_label": text(3, 0.4, 1, 10),
@@ -99,8 +99,8 @@ def _hellaswag(root: Path, text: Text, scale: float) -> None:
 def _arc(root: Path, text: Text, scale: float) -> None:
     def doc(i: int) -> dict:
         labels = ["A", "B", "C", "D"]
-        choices = {"text": [text(5, 0.7, 1, 40) for _ in labels], "label": labels}
-        return {"id": f"arc-{i}", "question": text(25, 0.5, 5, 150), "choices": choices, "answerKey": text.rng.choice(labels)}
+        choices = {"text": [text(4, 0.7, 1, 40) for _ in labels], "label": labels}
+        return {"id": f"arc-{i}", "question": text(20, 0.5, 5, 150), "choices": choices, "answerKey": text.rng.choice(labels)}
 
     folder = root / "ARC-Challenge"
     _write(folder / "train.jsonl", [doc(i) for i in range(1119)])
