@@ -72,7 +72,13 @@ def plan_rows(items: list[tuple[int, list[int], list[int]]], max_length: int, sh
                 targets.append((index, [len(ctx) - 1] + list(range(start, len(tokens))), cont))
             rows.append(Row(tokens, positions, len(ctx), segments, targets))
             continue
+        single = [(index, cont) for index, cont in members if len(cont) == 1] if share_context else []
+        if len(single) > 1:  # all read at the (truncated) context's last position, as lm-eval dedups them
+            tokens = list(ctx)[-max_length:]
+            rows.append(Row(tokens, None, len(tokens), [], [(i, [len(tokens) - 1], c) for i, c in single]))
         for index, cont in members:
+            if len(single) > 1 and len(cont) == 1:
+                continue
             tokens = (list(ctx) + cont)[-(max_length + 1) :][:-1]
             n = len(tokens)
             rows.append(Row(tokens, None, n, [], [(index, list(range(n - len(cont), n)), cont)]))

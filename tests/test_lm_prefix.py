@@ -46,3 +46,14 @@ def test_prefix_shared_scores_match_the_unbatched_reference(tiny, batch_size):
     for (context, continuation), (logprob, _) in zip(PAIRS, got, strict=True):
         expected = reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation)
         assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_one_token_answers_of_a_truncated_context_share_one_row(tiny):
+    lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=4, progress=False, max_length=16)
+    pairs = [(SHOTS + QUESTIONS[0], c) for c in (" A", " B", " twelve apples")]
+    items = [(i, *lm._encode_request(*p)) for i, p in enumerate(pairs)]
+    rows = plan_rows(items, 16, True)
+    assert sorted(len(r.targets) for r in rows) == [1, 2]
+    got = lm.loglikelihood(ll_requests(pairs))
+    plain = EvalLM(tiny.model, tiny.tokenizer, batch_size=4, progress=False, max_length=16, share_context=False)
+    assert [lp for lp, _ in plain.loglikelihood(ll_requests(pairs))] == pytest.approx([lp for lp, _ in got], abs=1e-4)
