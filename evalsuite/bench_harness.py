@@ -62,7 +62,9 @@ def _evaluate(lm, configs: list, limit: int | None) -> tuple[dict, float]:
 
 def _responses(out: dict) -> list:
     return [
-        s["resps"] for leaf in sorted(out["samples"]) for s in sorted(out["samples"][leaf], key=lambda s: (s["doc_id"], s["filter"]))
+        s["resps"]
+        for leaf in sorted(out["samples"])
+        for s in sorted(out["samples"][leaf], key=lambda s: (s["doc_id"], s["filter"]))
     ]
 
 
@@ -192,7 +194,11 @@ def table(rows: list[dict], head: str) -> str:
         lines += ["| task | all on | " + " | ".join(ABLATIONS) + " |", "|---|---|" + "---|" * len(ABLATIONS)]
         for r in rows:
             off = r.get("ablations_requests_s", {})
-            lines.append(f"| {r['task']} | {r['evalsuite_requests_s']} | " + " | ".join(str(off.get(n, "")) for n in ABLATIONS) + " |")
+            lines.append(
+                f"| {r['task']} | {r['evalsuite_requests_s']} | "
+                + " | ".join(str(off.get(n, "")) for n in ABLATIONS)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         row = compare(task, ours, theirs)
         row.update(lm_eval_hf_s=round(t_hf, 3), evalsuite_s=round(t_ours, 3), speedup=round(t_hf / t_ours, 2))
         row.update(
-            lm_eval_requests_s=round(r_hf, 3), evalsuite_requests_s=round(r_ours, 3), requests_speedup=round(r_hf / r_ours, 2)
+            lm_eval_requests_s=round(r_hf, 3),
+            evalsuite_requests_s=round(r_ours, 3),
+            requests_speedup=round(r_hf / r_ours, 2),
         )
         if args.ablations:
             row["ablations_requests_s"] = ablations(model, tokenizer, args, task_configs_)

@@ -63,7 +63,12 @@ def _mmlu(root: Path, text: Text, subjects: list[str], scale: float) -> list[str
 
     def doc(subject: str) -> dict:
         choices = [text(5, 0.8, 1, 80) for _ in range(4)]
-        return {"question": text(35, 0.7, 8, 400), "subject": subject, "choices": choices, "answer": text.rng.randrange(4)}
+        return {
+            "question": text(35, 0.7, 8, 400),
+            "subject": subject,
+            "choices": choices,
+            "answer": text.rng.randrange(4),
+        }
 
     for subject, size in zip(subjects, sizes, strict=True):
         if left <= 0:
@@ -100,7 +105,12 @@ def _arc(root: Path, text: Text, scale: float) -> None:
     def doc(i: int) -> dict:
         labels = ["A", "B", "C", "D"]
         choices = {"text": [text(4, 0.7, 1, 40) for _ in labels], "label": labels}
-        return {"id": f"arc-{i}", "question": text(20, 0.5, 5, 150), "choices": choices, "answerKey": text.rng.choice(labels)}
+        return {
+            "id": f"arc-{i}",
+            "question": text(20, 0.5, 5, 150),
+            "choices": choices,
+            "answerKey": text.rng.choice(labels),
+        }
 
     folder = root / "ARC-Challenge"
     _write(folder / "train.jsonl", [doc(i) for i in range(1119)])

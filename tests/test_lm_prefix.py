@@ -1,11 +1,11 @@
 """Rows that share a long prefix (a subject's few-shot examples) compute it once and score as if alone."""
 
 import pytest
-from tests.test_lm import ll_requests, reference_loglikelihood
 
 from evalsuite import lm_scoring
 from evalsuite.lm import EvalLM
 from evalsuite.lm_scoring import plan_rows, shared_prefixes
+from tests.test_lm import ll_requests, reference_loglikelihood
 
 SHOTS = "".join(
     f"Question: What is {a} plus {b}?\nAnswer: {a + b}\n\n" for a, b in ((1, 2), (3, 4), (10, 5), (7, 7), (2, 9))
