@@ -1,9 +1,15 @@
 """`evalsuite bench harness`: the same tasks on the same model through lm-eval's own HF backend (what
 `lm_eval --model hf` runs) and through our runner, in one process: both wall times (model loading excluded
-for both), their ratio, and how far the scores and per-sample log-likelihoods differ.
+for both), the time spent answering requests, their ratios, and how far the scores and per-sample
+log-likelihoods differ.
 
-    evalsuite bench harness                                    # embedded:tiny on the built-in tasks, CPU
-    evalsuite bench harness --shape llama-3.1-8b --device cuda  # seeded random weights at 8B shapes
+    evalsuite bench harness                                    # embedded:tiny on the built-in tiny tasks, CPU
+    evalsuite bench harness --scale 0.02 --shape llama-3.1-8b --device cuda --dtype bfloat16
+                                                               # leaderboard-shaped task sets, 2% of full size
+
+`--scale` writes seeded synthetic task sets shaped like MMLU 5-shot, HellaSwag 10-shot, ARC-Challenge
+25-shot and GSM8K 5-shot (evalsuite.bench_tasks) at that fraction of their real sizes; `--variant` quantizes
+the model first (through our kernels) so both harnesses run the quantized model.
 """
 
 from __future__ import annotations
@@ -17,19 +23,49 @@ import torch
 
 LOGLIKELIHOOD_TASKS = ("tiny_mc", "tiny_ppl")
 GENERATION_TASKS = ("tiny_arith",)
+LEADERBOARD_TASKS = ("mmlu", "hellaswag", "arc_challenge", "gsm8k")
+REQUEST_KINDS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+ABLATIONS = {  # our runner with one optimization switched off (and those it builds on), for --ablations
+    "no prefix sharing": {"share_prefix": False},
+    "no prefix sharing, no context packing": {"share_prefix": False, "share_context": False},
+    "no CUDA graphs": {"cuda_graphs": False},
+}
 
 
-def _evaluate(lm, task: str, limit: int | None) -> tuple[dict, float]:
+def timed_requests(lm) -> dict:
+    """Wrap the request methods of an lm (instance attributes, as lm-eval's evaluate looks them up) to add
+    up the seconds spent in them; the returned dict holds the running total under "s"."""
+    total = {"s": 0.0}
+    for kind in REQUEST_KINDS:
+        method = getattr(lm, kind)
+
+        def wrapped(requests, *args, method=method, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(requests, *args, **kwargs)
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                total["s"] += time.perf_counter() - started
+
+        setattr(lm, kind, wrapped)
+    return total
+
+
+def _evaluate(lm, configs: list, limit: int | None) -> tuple[dict, float]:
     from evalsuite.suites.academic import evaluate_tasks, task_manager
-    from evalsuite.tasks import task_config
 
     started = time.perf_counter()
-    out = evaluate_tasks(lm, [task_config(task)], None, limit, 1234, task_manager(False))
+    out = evaluate_tasks(lm, configs, None, limit, 1234, task_manager(False))
     return out, time.perf_counter() - started
 
 
-def _responses(out: dict, task: str) -> list:
-    return [s["resps"] for s in sorted(out["samples"][task], key=lambda s: (s["doc_id"], s["filter"]))]
+def _responses(out: dict) -> list:
+    return [
+        s["resps"]
+        for leaf in sorted(out["samples"])
+        for s in sorted(out["samples"][leaf], key=lambda s: (s["doc_id"], s["filter"]))
+    ]
 
 
 def _max_ll_diff(a: list, b: list) -> float | None:
@@ -47,14 +83,31 @@ def _max_ll_diff(a: list, b: list) -> float | None:
 
 
 def compare(task: str, ours: dict, theirs: dict) -> dict:
-    res_o, res_t = ours["results"][task], theirs["results"][task]
-    metric_diff = {k: abs(float(res_o[k]) - float(res_t[k])) for k in res_o if "," in k and "stderr" not in k}
-    a, b = _responses(ours, task), _responses(theirs, task)
-    row = {"task": task, "metric_abs_diff": metric_diff, "max_loglikelihood_diff": _max_ll_diff(a, b)}
+    """Metric and response differences over every leaf task (MMLU's subjects) of a task."""
+    metric_diff: dict[str, float] = {}
+    for leaf, res_o in ours["results"].items():
+        res_t = theirs["results"][leaf]
+        for k in res_o:
+            if "," in k and "stderr" not in k and isinstance(res_o[k], (int, float)):
+                metric_diff[k] = max(metric_diff.get(k, 0.0), abs(float(res_o[k]) - float(res_t[k])))
+    a, b = _responses(ours), _responses(theirs)
+    docs = len({(leaf, s["doc_id"]) for leaf, samples in ours["samples"].items() for s in samples})
+    row = {"task": task, "docs": docs, "metric_abs_diff": metric_diff, "max_loglikelihood_diff": _max_ll_diff(a, b)}
     if row["max_loglikelihood_diff"] is None:
         row["identical_generations"] = sum(x == y for x, y in zip(a, b, strict=True))
         row["generations"] = len(a)
     return row
+
+
+def single_token_letters(tokenizer):
+    """The embedded tokenizer spells " C" and " D" in two tokens; Llama-3's vocabulary (and most others) has
+    " A" to " D" as single tokens, which decides how lm-eval batches MMLU's answers (one-token continuations
+    of a context are scored from one forward). For a random-weight model of a large vocabulary, add them."""
+    from tokenizers import AddedToken
+
+    missing = [f" {c}" for c in "ABCD" if len(tokenizer.encode(f" {c}", add_special_tokens=False)) > 1]
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    return tokenizer
 
 
 def load_model(args, device: torch.device):
@@ -69,10 +122,84 @@ def load_model(args, device: torch.device):
         from evalsuite.bench_e2e import build_model
 
         model = build_model(args.shape, args.layers, device, dtype, args.seed)
-        tokenizer = models.load_tokenizer(models.resolve_model("embedded:tiny"))
-        return model, tokenizer, f"{args.shape} (seeded random weights)"
-    loaded = models.load(models.resolve_model(args.model), device, args.dtype)
-    return loaded.model, loaded.tokenizer, args.model
+        tokenizer = single_token_letters(models.load_tokenizer(models.resolve_model("embedded:tiny")))
+        label = f"{args.shape} (seeded random weights)"
+    else:
+        loaded = models.load(models.resolve_model(args.model), device, args.dtype)
+        model, tokenizer, label = loaded.model, loaded.tokenizer, args.model
+    kernels = []
+    if args.variant:
+        from evalsuite.quant_schemes.apply import quantize
+        from evalsuite.quant_schemes.backends import pick_backend
+
+        kernels = quantize(model, args.variant, backend=pick_backend("auto", device.type)).kernels
+        label += f", variant {args.variant}"
+    return model, tokenizer, label, kernels
+
+
+def task_configs(args, tokenizer, max_length: int) -> dict[str, list]:
+    """{task: configs for evaluate_tasks}: built-in task names, or the leaderboard-shaped sets at --scale
+    (GSM8K's 256 new tokens capped at a quarter of the model's positions)."""
+    if args.scale is None:
+        from evalsuite.tasks import task_config
+
+        names = args.tasks or ",".join(LOGLIKELIHOOD_TASKS + GENERATION_TASKS)
+        return {task: [task_config(task)] for task in names.split(",")}
+    from evalsuite.bench_tasks import tokens_per_word, write_task_sets
+
+    args.max_gen_toks = min(256, max_length // 4)
+    configs = write_task_sets(args.out / "data", args.scale, args.seed, tokens_per_word(tokenizer), args.max_gen_toks)
+    wanted = args.tasks.split(",") if args.tasks else LEADERBOARD_TASKS
+    unknown = sorted(set(wanted) - set(configs))
+    if unknown:
+        raise SystemExit(f"--tasks {','.join(unknown)}: with --scale the tasks are {','.join(LEADERBOARD_TASKS)}")
+    return {task: configs[task] for task in wanted}
+
+
+def header(args, model, label: str, device: torch.device) -> str:
+    import lm_eval
+    import transformers
+
+    from evalsuite import __version__
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    scale = "built-in tiny tasks"
+    if args.scale is not None:
+        scale = f"scale {args.scale} of leaderboard sizes (GSM8K up to {args.max_gen_toks} new tokens)"
+    return (
+        f"Model: {label}, {next(model.parameters()).dtype}; device: {gpu}; batch size {args.batch_size}; {scale}; "
+        f"{time.strftime('%Y-%m-%d')}; evalsuite {__version__}, lm-eval {lm_eval.__version__}, torch "
+        f"{torch.__version__}, transformers {transformers.__version__}"
+    )
+
+
+def table(rows: list[dict], head: str) -> str:
+    lines = [
+        head,
+        "",
+        "| task | docs | lm-eval HF (s) | evalsuite (s) | speedup | requests: lm-eval (s) | requests: evalsuite (s) | "
+        "requests speedup | max metric diff | max loglikelihood diff | identical generations |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gens = f"{r['identical_generations']}/{r['generations']}" if "generations" in r else "n/a"
+        ll = "n/a" if r["max_loglikelihood_diff"] is None else f"{r['max_loglikelihood_diff']:.2e}"
+        lines.append(
+            f"| {r['task']} | {r['docs']} | {r['lm_eval_hf_s']} | {r['evalsuite_s']} | {r['speedup']}x | "
+            f"{r['lm_eval_requests_s']} | {r['evalsuite_requests_s']} | {r['requests_speedup']}x | "
+            f"{max(r['metric_abs_diff'].values(), default=0):.2e} | {ll} | {gens} |"
+        )
+    if any("ablations_requests_s" in r for r in rows):
+        lines += ["", "Seconds on requests, our runner with one optimization off (--ablations):", ""]
+        lines += ["| task | all on | " + " | ".join(ABLATIONS) + " |", "|---|---|" + "---|" * len(ABLATIONS)]
+        for r in rows:
+            off = r.get("ablations_requests_s", {})
+            lines.append(
+                f"| {r['task']} | {r['evalsuite_requests_s']} | "
+                + " | ".join(str(off.get(n, "")) for n in ABLATIONS)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="embedded:tiny")
     parser.add_argument("--shape", default=None, help="instead of --model: a model shape from bench e2e")
     parser.add_argument("--layers", type=int, default=None)
-    parser.add_argument("--tasks", default=",".join(LOGLIKELIHOOD_TASKS + GENERATION_TASKS))
+    parser.add_argument("--variant", default=None, help="quantize the model with this scheme first (e.g. W4A16)")
+    parser.add_argument("--tasks", default=None, help="comma-separated; default: all of the chosen set")
+    parser.add_argument("--scale", type=float, default=None, help="leaderboard-shaped task sets at this fraction")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -97,42 +226,57 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="float32 makes the equality check meaningful (bf16 rounding differs with batch shapes)",
     )
+    parser.add_argument("--ablations", action="store_true", help="also time our runner without each optimization")
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 for both harnesses
-    model, tokenizer, label = load_model(args, device)
+    model, tokenizer, label, kernels = load_model(args, device)
     ours_lm = EvalLM(model, tokenizer, batch_size=args.batch_size, progress=False)
+    configs = task_configs(args, tokenizer, ours_lm.max_length)
     hf_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=str(device))
+    spent = {"hf": timed_requests(hf_lm), "ours": timed_requests(ours_lm)}
     rows = []
-    for task in args.tasks.split(","):
+    for task, task_configs_ in configs.items():
         for lm in (hf_lm, ours_lm):  # warm-up: dataset preparation and first-call costs stay out of the timing
-            _evaluate(lm, task, 1)
-        theirs, t_hf = _evaluate(hf_lm, task, args.limit)
-        ours, t_ours = _evaluate(ours_lm, task, args.limit)
+            _evaluate(lm, task_configs_, 1)
+        before = {k: v["s"] for k, v in spent.items()}
+        theirs, t_hf = _evaluate(hf_lm, task_configs_, args.limit)
+        ours, t_ours = _evaluate(ours_lm, task_configs_, args.limit)
+        r_hf, r_ours = (spent[k]["s"] - before[k] for k in ("hf", "ours"))
         row = compare(task, ours, theirs)
         row.update(lm_eval_hf_s=round(t_hf, 3), evalsuite_s=round(t_ours, 3), speedup=round(t_hf / t_ours, 2))
+        row.update(
+            lm_eval_requests_s=round(r_hf, 3),
+            evalsuite_requests_s=round(r_ours, 3),
+            requests_speedup=round(r_hf / r_ours, 2),
+        )
+        if args.ablations:
+            row["ablations_requests_s"] = ablations(model, tokenizer, args, task_configs_)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    lines = [
-        f"Model: {label}, {next(model.parameters()).dtype}; device: "
-        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; "
-        f"batch size {args.batch_size}; {time.strftime('%Y-%m-%d')}",
-        "",
-        "| task | lm-eval HF (s) | evalsuite (s) | speedup | max metric diff | max loglikelihood diff | "
-        "identical generations |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        gens = f"{r['identical_generations']}/{r['generations']}" if "generations" in r else "n/a"
-        ll = "n/a" if r["max_loglikelihood_diff"] is None else f"{r['max_loglikelihood_diff']:.2e}"
-        lines.append(
-            f"| {r['task']} | {r['lm_eval_hf_s']} | {r['evalsuite_s']} | {r['speedup']}x | "
-            f"{max(r['metric_abs_diff'].values(), default=0):.2e} | {ll} | {gens} |"
-        )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench-harness.json").write_text(json.dumps({"model": label, "rows": rows}, indent=2) + "\n")
-    (args.out / "bench-harness.md").write_text(table)
+        write(args, rows, header(args, model, label, device), kernels)  # each task's row kept as it finishes
+    print(table(rows, header(args, model, label, device)))
     return 0
+
+
+def ablations(model, tokenizer, args, configs: list) -> dict[str, float]:
+    """Seconds our runner spends on the task's requests with each optimization of ABLATIONS switched off."""
+    from evalsuite.lm import EvalLM
+
+    seconds = {}
+    for name, switches in ABLATIONS.items():
+        lm = EvalLM(model, tokenizer, batch_size=args.batch_size, progress=False, **switches)
+        spent = timed_requests(lm)
+        _evaluate(lm, configs, 1)
+        spent["s"] = 0.0
+        _evaluate(lm, configs, args.limit)
+        seconds[name] = round(spent["s"], 3)
+    return seconds
+
+
+def write(args, rows: list[dict], head: str, kernels: list[str]) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"model": head, "scale": args.scale, "batch_size": args.batch_size, "kernels": kernels, "rows": rows}
+    (args.out / "bench-harness.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "bench-harness.md").write_text(table(rows, head))

@@ -25,9 +25,10 @@ from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
-from evalsuite.lm_scoring import Batch, gather_scores, packed_mask, plan_rows
+from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, packed_mask, plan_rows, shared_prefixes
 
 DEFAULT_MAX_GEN_TOKS = 256
+STOP_CHECK_EVERY = 8  # decode steps between reads of the new tokens by the host
 
 
 class GenerationError(UserError, ValueError):
@@ -50,6 +51,7 @@ class EvalLM(TemplateLM):
         label: str = "",
         progress: bool = True,
         share_context: bool = True,
+        share_prefix: bool = True,
         cuda_graphs: bool = True,
         shard=None,
         device: torch.device | None = None,
@@ -65,6 +67,7 @@ class EvalLM(TemplateLM):
         self.label = label
         self.progress = progress
         self.share_context = share_context
+        self.share_prefix = share_prefix
         self.cuda_graphs = cuda_graphs
         self.shard = shard  # evalsuite.distributed.Shard: compute only this rank's share of the batches
         self._static = None
@@ -159,43 +162,72 @@ class EvalLM(TemplateLM):
     # --- scoring ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], **kwargs) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], inputs_of=None, **kwargs) -> torch.Tensor:
         """Logits at the sequence positions `keep` only: (B, len(keep), V)."""
         self.model_calls += 1
         logits = self.model(input_ids=input_ids, logits_to_keep=torch.tensor(keep, device=self.device), **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
-        check_logits(logits, self.model, lambda r: input_ids[r : r + 1], where, describe)
+        inputs_of = inputs_of or (lambda r: input_ids[r : r + 1])
+        check_logits(logits, self.model, inputs_of, where, describe)
         return logits
+
+    @torch.no_grad()
+    def _prefix_cache(self, prefix: list[int]):
+        """Run a shared prefix once; its keys and values per layer, (1, H, P, D) each."""
+        from transformers import DynamicCache
+
+        from evalsuite.graphs import cache_argument
+
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([prefix], device=self.device)
+        self.model_calls += 1
+        self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(self.model): cache})
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _cache_for(self, prefix_kv, batch: int) -> dict:
+        """A fresh cache holding the shared prefix for every row of a batch, as the model's cache argument."""
+        from transformers import DynamicCache
+
+        from evalsuite.graphs import cache_argument
+
+        cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in enumerate(prefix_kv):
+            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
+        return {cache_argument(self.model): cache, "use_cache": True}
 
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Rows longest first, right-padded, plain and packed rows in separate batches; in a distributed run
-        (sharded) only this rank's batches."""
+        Rows that share a long prefix are batched together behind it, computed once; rows longest first,
+        right-padded, plain and packed rows in separate batches; in a distributed run (sharded) only this
+        rank's batches."""
         rows = plan_rows(items, self.max_length, self.share_context)
-        rows.sort(key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
+        groups, alone = shared_prefixes(rows) if self.share_prefix else ([], rows)
+        number = -1
+        for prefix, members in [*groups, ([], alone)]:
+            prefix_kv = None
+            for chunk in batches(members, self.batch_size):
+                number += 1
+                if sharded and self.skips(number):
+                    continue
+                if prefix and prefix_kv is None:
+                    prefix_kv = self._prefix_cache(prefix)
+                yield self._score_chunk(chunk, prefix, prefix_kv)
+
+    def _score_chunk(self, chunk: list[Row], prefix: list[int], prefix_kv) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        start, number = 0, -1
-        while start < len(rows):
-            packed = rows[start].positions is not None
-            chunk = [r for r in rows[start : start + self.batch_size] if (r.positions is not None) == packed]
-            start += len(chunk)
-            number += 1
-            if sharded and self.skips(number):
-                continue
-            width = max(len(r.tokens) for r in chunk)
-            input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
-            kwargs = {}
-            if packed:
-                positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
-                kwargs = {
-                    "position_ids": torch.tensor(positions, device=self.device),
-                    "attention_mask": packed_mask(chunk, width, self.model, self.device),
-                }
-            keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
-            where = {p: i for i, p in enumerate(keep)}
-            describe = lambda b, chunk=chunk: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
-            logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
-            yield gather_scores(chunk, logits, where, self.device)
+        width = max(len(r.tokens) for r in chunk)
+        input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
+        kwargs = self._cache_for(prefix_kv, len(chunk)) if prefix else {}
+        if chunk[0].positions is not None:
+            positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
+            kwargs["position_ids"] = torch.tensor(positions, device=self.device)
+            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device, past=len(prefix))
+        keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
+        where = {p: i for i, p in enumerate(keep)}
+        describe = lambda b: repr(self.tok_decode(prefix + chunk[b].tokens)[-200:])  # noqa: E731
+        inputs_of = lambda b: torch.tensor([prefix + chunk[b].tokens], device=self.device)  # noqa: E731
+        logits = self._forward(input_ids, describe, keep, inputs_of, **kwargs)  # (B, K, V)
+        return gather_scores(chunk, logits, where, self.device)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
@@ -278,42 +310,61 @@ class EvalLM(TemplateLM):
         self, contexts: list[list[int]], until: list[str], max_new: int, samplers: list[Sampler | None]
     ) -> list[str]:
         """Decode a batch over a static KV cache (CUDA-graph steps on GPU); each row stops at its first stop
-        string or the end-of-text token."""
-        width = max(len(c) for c in contexts)
-        decoder = self._decoder(len(contexts), width + max_new)
-        where = f"{self.label or 'model'} / {self.task_name}"
+        string or the end-of-text token. The new tokens stay on the device and are read once every
+        STOP_CHECK_EVERY steps, so the host queues steps without waiting for each; a row's stop strings are
+        looked for in the decoded tail it grew by. Tokens past a stop are cut from the text, as lm-eval does."""
+        n = len(contexts)
+        decoder = self._decoder(n, max(len(c) for c in contexts) + max_new)
         logits = decoder.prefill(contexts)
         self.model_calls += 1
-        generated = [[] for _ in contexts]
-        done = [False] * len(contexts)
+        new_ids = torch.empty(n, max_new, dtype=torch.long, device=self.device)
+        finite = torch.ones(n, dtype=torch.bool, device=self.device)
+        generated: list[list[int]] = [[] for _ in contexts]
+        done = [False] * n
+        stops = [s for s in until if s]
+        window = max((len(s) for s in stops), default=0) + 4  # tokens enough to spell any stop string
+        read = 0
         for step in range(max_new):
-            check_logits(
-                logits[: len(contexts), None],
-                self.model,
-                lambda r: torch.tensor([contexts[r] + generated[r]], device=self.device),
-                where,
-                lambda r: repr(self.tok_decode(contexts[r])[-200:]),
-            )
-            next_ids = next_tokens(logits[: len(contexts)], samplers)  # (B,)
-            for b, t in enumerate(next_ids.tolist()):
-                if done[b]:
-                    continue
-                generated[b].append(t)
-                text = self.tok_decode(generated[b])
-                if t == self.eot_token_id or any(s and s in text for s in until):
-                    done[b] = True
-            if all(done) or step == max_new - 1:
-                break
-            logits = decoder.step(next_ids)
-            self.model_calls += 1
+            finite &= torch.isfinite(logits[:n]).all(dim=-1)
+            next_ids = next_tokens(logits[:n], samplers)  # (B,)
+            new_ids[:, step] = next_ids
+            if (step + 1) % STOP_CHECK_EVERY == 0 or step == max_new - 1:
+                self._check_finite(finite, contexts, generated)
+                block = new_ids[:, read : step + 1].tolist()
+                read = step + 1
+                for b in range(n):
+                    if not done[b]:
+                        done[b] = self._extend(generated[b], block[b], stops, window)
+                if all(done):
+                    break
+            if step < max_new - 1:
+                logits = decoder.step(next_ids)
+                self.model_calls += 1
         texts = []
         for ids in generated:
-            text = self.tok_decode([t for t in ids if t != self.eot_token_id])
-            for stop in until:
-                if stop:
-                    text = text.split(stop)[0]
+            text = self.tok_decode(ids)
+            for stop in stops:
+                text = text.split(stop)[0]
             texts.append(text)
         return texts
+
+    def _extend(self, ids: list[int], block: list[int], stops: list[str], window: int) -> bool:
+        """Append a block of new tokens to a row up to its end-of-text token; whether the row is finished."""
+        for t in block:
+            if t == self.eot_token_id:
+                return True
+            ids.append(t)
+        tail = self.tok_decode(ids[-(len(block) + window) :])
+        return any(s in tail for s in stops)
+
+    def _check_finite(self, finite: torch.Tensor, contexts: list[list[int]], generated: list[list[int]]) -> None:
+        check_logits(
+            torch.where(finite, 0.0, float("nan"))[:, None],
+            self.model,
+            lambda r: torch.tensor([contexts[r] + generated[r]], device=self.device),
+            f"{self.label or 'model'} / {self.task_name}",
+            lambda r: repr(self.tok_decode(contexts[r])[-200:]),
+        )
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Greedy continuations, or seeded samples where a request's settings say do_sample with a seed."""
