@@ -220,10 +220,10 @@ def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
     """GEMV tiles: 512 columns (256 bytes of 4-bit codes) per row and step; K split only when the row blocks
     alone leave the GPU under about four programs per SM."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
-        return WeightOnlyConfig(8, triton.next_power_of_2(m), 64, 2 if k > 64 else 1, 4, 1, gemv=True)
+        return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
     block_n, block_k = 16, 512
     split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
-    return WeightOnlyConfig(block_n, triton.next_power_of_2(m), block_k, split_k, 4, 2, gemv=True)
+    return WeightOnlyConfig(block_n, 1, block_k, split_k, 4, 2, gemv=True)
 
 
 def pick_config(m: int, n: int, k: int, group_size: int, fmt: int, gemv: bool = False) -> WeightOnlyConfig:

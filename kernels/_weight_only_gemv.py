@@ -30,8 +30,10 @@ TWO_POW_126 = tl.constexpr(8.507059173023462e37)
 def _shift(w, SHIFT: tl.constexpr):
     """w << SHIFT for SHIFT >= 0, else w >> -SHIFT (the bits that matter never come from the sign fill)."""
     if SHIFT >= 0:
-        return w << SHIFT
-    return w >> (-SHIFT)
+        r = w << SHIFT
+    else:
+        r = w >> (-SHIFT)
+    return r
 
 
 @triton.jit
@@ -39,14 +41,13 @@ def _code_value(w, J: tl.constexpr, FMT: tl.constexpr):
     """fp32 (BLOCK_N, BLOCK_W) from code J of each word: 1 + code / 2**BITS for integer codes, the E2M1 value
     for FP4."""
     if FMT == 0:  # int4: code bits 4J .. 4J+3 -> mantissa bits 19 .. 22
-        v = (_shift(w, 19 - 4 * J) & 0x00780000) | 0x3F800000
-        return v.to(tl.float32, bitcast=True)
-    if FMT == 1:  # int8: code bits 8J .. 8J+7 -> mantissa bits 15 .. 22
-        v = (_shift(w, 15 - 8 * J) & 0x007F8000) | 0x3F800000
-        return v.to(tl.float32, bitcast=True)
-    # E2M1: exponent and mantissa bits 4J .. 4J+2 -> fp32 bits 22 .. 24, sign bit 4J+3 -> bit 31
-    v = (_shift(w, 22 - 4 * J) & 0x01C00000) | (_shift(w, 28 - 4 * J) & -2147483648)
-    return v.to(tl.float32, bitcast=True) * TWO_POW_126
+        v = ((_shift(w, 19 - 4 * J) & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
+    elif FMT == 1:  # int8: code bits 8J .. 8J+7 -> mantissa bits 15 .. 22
+        v = ((_shift(w, 15 - 8 * J) & 0x007F8000) | 0x3F800000).to(tl.float32, bitcast=True)
+    else:  # E2M1: exponent and mantissa bits 4J .. 4J+2 -> fp32 bits 22 .. 24, sign bit 4J+3 -> bit 31
+        v = (_shift(w, 22 - 4 * J) & 0x01C00000) | (_shift(w, 28 - 4 * J) & -2147483648)
+        v = v.to(tl.float32, bitcast=True) * TWO_POW_126
+    return v
 
 
 @triton.jit
@@ -57,13 +58,14 @@ def _per_group(
     """The tile's per-group values, compact: (BLOCK_N, 1) when the tile lies in one group, (BLOCK_N, G) when it
     holds G whole groups, else gathered per word (BLOCK_N, BLOCK_W)."""
     if GROUPS_PER_TILE == 1:
-        return tl.load(ptr + offs_wn * stride + w0 // group_words)[:, None]
-    if GROUPS_PER_TILE > 1:
+        v = tl.load(ptr + offs_wn * stride + w0 // group_words)[:, None]
+    elif GROUPS_PER_TILE > 1:
         offs_g = w0 // group_words + tl.arange(0, GROUPS_PER_TILE)
-        return tl.load(ptr + offs_wn[:, None] * stride + offs_g[None, :], mask=offs_g[None, :] < num_groups,
-                       other=OTHER)  # fmt: skip
-    g = offs_w // group_words
-    return tl.load(ptr + offs_wn[:, None] * stride + g[None, :], mask=offs_w[None, :] < KW, other=OTHER)
+        v = tl.load(ptr + offs_wn[:, None] * stride + offs_g[None, :], mask=offs_g[None, :] < num_groups, other=OTHER)
+    else:
+        g = offs_w // group_words
+        v = tl.load(ptr + offs_wn[:, None] * stride + g[None, :], mask=offs_w[None, :] < KW, other=OTHER)
+    return v
 
 
 @triton.jit
@@ -71,7 +73,7 @@ def _to_words(v, GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: 
     """(BLOCK_N, G) per-group values -> (BLOCK_N, BLOCK_W) per word; other shapes pass through."""
     if GROUPS_PER_TILE > 1:
         v = tl.broadcast_to(v[:, :, None], (BLOCK_N, GROUPS_PER_TILE, BLOCK_W // GROUPS_PER_TILE))
-        return tl.reshape(v, (BLOCK_N, BLOCK_W))
+        v = tl.reshape(v, (BLOCK_N, BLOCK_W))
     return v
 
 
@@ -107,11 +109,11 @@ def _gemv_kernel(
     GROUPS_PER_TILE: tl.constexpr,
     EVEN_K: tl.constexpr,
     BF16_RNE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    """acc (BLOCK_M, BLOCK_N, BLOCK_W): per token, row and word column; summed over words at the end. KW, the
+    """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
+    the end, so the loop has no cross-thread traffic. KW, the
     word count of a row, and group_words, words per group, count in 32-bit words."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
@@ -119,14 +121,12 @@ def _gemv_kernel(
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)  # edge rows read row 0 and are never stored
-    offs_xm = tl.where(offs_m < M, offs_m, 0).to(tl.int64)
     w_rows = w_ptr + offs_wn[:, None] * stride_wn
-    x_rows = x_ptr + offs_xm[:, None] * stride_xm  # (BLOCK_M, 1)
+    x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
     if FMT == 3:
         gs = tl.load(gs_ptr).to(tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_W), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
     w_lo = pid_k * w_per_split
     w_hi = tl.minimum(w_lo + w_per_split, KW)
     for w0 in range(w_lo, w_hi, BLOCK_W):
@@ -135,17 +135,17 @@ def _gemv_kernel(
             words = tl.load(w_rows + offs_w[None, :])
         else:
             words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
-        part = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_W), dtype=tl.float32)
-        sx = tl.zeros((BLOCK_M, 1, BLOCK_W), dtype=tl.float32)
+        part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
+        sx = tl.zeros((BLOCK_W,), dtype=tl.float32)
         for j in tl.static_range(CPW):
-            x_ptrs = x_rows + offs_w[None, :] * CPW + j  # (BLOCK_M, BLOCK_W)
+            x_ptrs = x_row + offs_w * CPW + j  # (BLOCK_W,)
             if EVEN_K:
                 xj = tl.load(x_ptrs).to(tl.float32)
             else:
-                xj = tl.load(x_ptrs, mask=offs_w[None, :] < KW, other=0.0).to(tl.float32)
-            part += xj[:, None, :] * _code_value(words, j, FMT)[None, :, :]
+                xj = tl.load(x_ptrs, mask=offs_w < KW, other=0.0).to(tl.float32)
+            part += xj[None, :] * _code_value(words, j, FMT)
             if FMT <= 1:
-                sx += xj[:, None, :]
+                sx += xj
         if FMT <= 1:
             s = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 0.0).to(tl.float32)  # fmt: skip
@@ -156,7 +156,7 @@ def _gemv_kernel(
             else:
                 zc = tl.full((BLOCK_N, 1), (1 << BITS) + (1 << (BITS - 1)), tl.float32)
             s = _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
-            acc += s[None, :, :] * (part * (1 << BITS) - zc[None, :, :] * sx)
+            acc += s * (part * (1 << BITS) - zc * sx[None, :])
         else:
             e = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 127 if FMT == 2 else 0).to(tl.int32)  # fmt: skip
@@ -164,21 +164,21 @@ def _gemv_kernel(
                 s = exp2_int(e - 127)
             else:
                 s = e4m3_value(e)  # the division by the global scale is left to the end
-            acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)[None, :, :] * part
+            acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
 
-    out = tl.sum(acc, axis=2)  # (BLOCK_M, BLOCK_N)
+    out = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    mask = offs_n < N
     if SPLIT_K == 1:
         if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_wn).to(tl.float32)[None, :]
+            out += tl.load(bias_ptr + offs_wn).to(tl.float32)
         if BF16_RNE:
             out = bf16_rne(out)
-        out_ptrs = out_ptr + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+        out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
         tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
     else:
-        out_ptrs = out_ptr + pid_k * stride_os + offs_m[:, None].to(tl.int64) * stride_om + offs_n[None, :]
+        out_ptrs = out_ptr + pid_k * stride_os + pid_m.to(tl.int64) * stride_om + offs_n
         tl.store(out_ptrs, out, mask=mask)
 
 
@@ -212,7 +212,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     block_w = cfg.block_k // cpw
     group_words = group_size // cpw
     dummy = scale
-    grid = (triton.cdiv(n, cfg.block_n), triton.cdiv(m, cfg.block_m), split_k)
+    grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
         global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, target,
@@ -221,6 +221,6 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         n if split_k > 1 else out.stride(0), m * n,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=(k // cpw) % block_w == 0, BF16_RNE=rne,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
