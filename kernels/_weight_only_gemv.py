@@ -2,14 +2,14 @@
 bytes of W rather than by instructions.
 
 Each program reads W as 32-bit words (8 int4/FP4 codes or 4 int8 codes in K order, the canonical packing seen
-through an int32 view: no layout change, no shuffle) and keeps the tile in the layout it was loaded in. Code j of
-a word turns into an fp32 with one shift and one mask-or, and feeds one FMA per token:
-- integer codes: the code is placed in the top mantissa bits of 1.0, giving v = 1 + code / 2**BITS exactly;
-  per word, sum_j x_j * v_j = sum x + sum_j x_j * code_j / 2**BITS, so the group's contribution
-  scale * sum_j x_j * (code_j - zero) is scale * (2**BITS * A - (2**BITS + zero) * sum_j x_j): three FMAs per
-  word and row, none per code, and no cross-thread reduction until the end;
+through an int32 view: no layout change, no shuffle) and keeps the tile in the layout it was loaded in:
+- integer codes: code j becomes an exact fp32 with one mask-or (an exponent set above the code where it lies)
+  and one subtraction, then one FMA with x; per word and row, the group's contribution
+  scale * sum_j x_j * (code_j - zero) is applied as scale * (sum_j x_j * code_j - zero * sum_j x_j): two FMAs
+  per word, none per code, and no cross-thread reduction until the end;
 - E2M1 codes: sign, exponent and mantissa bits go to their fp32 places (value * 2**-126, exactly) and one
-  multiply restores the value; the group scale (E8M0, or E4M3 / global scale) multiplies once per word.
+  multiply restores the value; the group scale (E8M0, or E4M3; the global scale divides the result once)
+  multiplies once per word.
 K is split over SPLIT_K programs when N alone does not fill the GPU; the partial sums are added in split order
 by `_weight_only._split_k_reduce_kernel`.
 """
@@ -37,13 +37,18 @@ def _shift(w, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _code_value(w, J: tl.constexpr, FMT: tl.constexpr):
-    """fp32 (BLOCK_N, BLOCK_W) from code J of each word: 1 + code / 2**BITS for integer codes, the E2M1 value
-    for FP4."""
-    if FMT == 0:  # int4: code bits 4J .. 4J+3 -> mantissa bits 19 .. 22
-        v = ((_shift(w, 19 - 4 * J) & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
-    elif FMT == 1:  # int8: code bits 8J .. 8J+7 -> mantissa bits 15 .. 22
-        v = ((_shift(w, 15 - 8 * J) & 0x007F8000) | 0x3F800000).to(tl.float32, bitcast=True)
+def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr):
+    """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): the code itself for
+    integer formats, the E2M1 value for FP4."""
+    if FMT <= 1:
+        # Integer code c at bits P .. P+BITS-1 (P <= 15, the upper half read from w_hi) stays where it is; an
+        # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) leaves
+        # c exactly: one mask-or and one add per code, no shift.
+        BITS: tl.constexpr = 8 if FMT == 1 else 4
+        P: tl.constexpr = (J * BITS) % 16
+        src = w_hi if J * BITS >= 16 else w
+        v = ((src & (((1 << BITS) - 1) << P)) | ((150 - P) << 23)).to(tl.float32, bitcast=True)
+        v = v - (1 << (23 - P))
     else:  # E2M1: exponent and mantissa bits 4J .. 4J+2 -> fp32 bits 22 .. 24, sign bit 4J+3 -> bit 31
         v = (_shift(w, 22 - 4 * J) & 0x01C00000) | (_shift(w, 28 - 4 * J) & -2147483648)
         v = v.to(tl.float32, bitcast=True) * TWO_POW_126
@@ -135,6 +140,7 @@ def _gemv_kernel(
             words = tl.load(w_rows + offs_w[None, :])
         else:
             words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
+        words_hi = words >> 16
         part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
         sx = tl.zeros((BLOCK_W,), dtype=tl.float32)
         for j in tl.static_range(CPW):
@@ -143,20 +149,20 @@ def _gemv_kernel(
                 xj = tl.load(x_ptrs).to(tl.float32)
             else:
                 xj = tl.load(x_ptrs, mask=offs_w < KW, other=0.0).to(tl.float32)
-            part += xj[None, :] * _code_value(words, j, FMT)
+            part += xj[None, :] * _code_value(words, words_hi, j, FMT)
             if FMT <= 1:
                 sx += xj
         if FMT <= 1:
             s = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 0.0).to(tl.float32)  # fmt: skip
             if HAS_ZP:
-                zc = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
-                                BLOCK_N, BLOCK_W, 0).to(tl.float32) + (1 << BITS)  # fmt: skip
-                zc = _to_words(zc, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
+                z = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+                               BLOCK_N, BLOCK_W, 0).to(tl.float32)  # fmt: skip
+                z = _to_words(z, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
             else:
-                zc = tl.full((BLOCK_N, 1), (1 << BITS) + (1 << (BITS - 1)), tl.float32)
+                z = tl.full((BLOCK_N, 1), 1 << (BITS - 1), tl.float32)
             s = _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
-            acc += s * (part * (1 << BITS) - zc * sx[None, :])
+            acc += s * (part - z * sx[None, :])
         else:
             e = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 127 if FMT == 2 else 0).to(tl.int32)  # fmt: skip
