@@ -12,7 +12,7 @@ for step in "$@"; do
   case $step in
     tests)
       n=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12" || echo "")
-      timeout 90 python3 -m pytest -q -x $n -p no:cacheprovider tests/kernels/test_weight_only.py 2>&1 | tail -15 | tee "$OUT/tests.log" ;;
+      timeout 90 python3 -m pytest -q -x $n -p no:cacheprovider tests/kernels/test_weight_only.py tests/kernels/test_act_quant.py 2>&1 | tail -15 | tee "$OUT/tests.log" ;;
     tune)
       timeout 110 python3 -m evalsuite.kernels.bench --tune --rep 15 --out "$OUT" 2>&1 | tee "$OUT/tune.log" | grep -v "^wo" | tail -20 ;;
     bench)
