@@ -217,11 +217,11 @@ def _decode_block_k(group_size: int) -> int:
 
 
 def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
-    """GEMV tiles: 512 columns (256 bytes of 4-bit codes) per row and step; K split only when the row blocks
-    alone leave the GPU under about four programs per SM."""
+    """GEMV tiles: 128 rows x 256 columns per step with 4 warps, so each thread holds 8 rows of the same words and
+    every x value it loads feeds 8 rows (NOTES-kernels.md, issue 17); K split for about four programs per SM."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
-    block_n, block_k = 16, 512
+    block_n, block_k = 128, 256
     split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
     return WeightOnlyConfig(block_n, 1, block_k, split_k, 4, 2, gemv=True)
 
