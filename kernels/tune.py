@@ -12,20 +12,19 @@ from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
 
 W = WeightOnlyConfig
 # The decode GEMV (M = 1): rows per program x columns per step x warps, K split by the heuristic (split_k 0:
-# about four programs per SM), not at all, or 16 ways; pipelining depth 1-3 on one shape.
+# about four programs per SM) or not at all; pipelining depth 1-3 on one tile.
 GEMV = [
-    W(bn, 1, bk, split, warps, 2, gemv=True)
+    W(bn, 1, bk, 0, warps, 2, gemv=True)
     for bn, bk, warps in ((128, 256, 4), (64, 256, 4), (64, 512, 4), (32, 256, 1), (32, 512, 2), (128, 512, 8),
-                          (256, 256, 8), (64, 256, 2), (16, 512, 4))
-    for split in (0, 1, 16)
-] + [W(128, 1, 256, 0, 4, 1, gemv=True), W(128, 1, 256, 0, 4, 3, gemv=True)]
+                          (256, 256, 8), (64, 256, 2), (16, 512, 4), (128, 128, 4), (256, 128, 4))
+] + [W(128, 1, 256, 1, 4, 2, gemv=True), W(128, 1, 256, 0, 4, 1, gemv=True), W(128, 1, 256, 0, 4, 3, gemv=True)]
 TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
 
 def _cases() -> list[tuple]:
     cases = []
     for fmt in (FMT_INT4, FMT_MXFP4, FMT_NVFP4):
-        shapes = ((8192, 8192), (28672, 4096), (4096, 4096)) if fmt == FMT_INT4 else ((8192, 8192), (28672, 4096))
+        shapes = ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),)
         for n, k in shapes:
             cases += [(f"wo{fmt}", 1, n, k, c) for c in GEMV]
     cases += [(f"wo{FMT_INT4}", 16, 8192, 8192, c) for c in TC_DECODE]
