@@ -15,8 +15,19 @@ W = WeightOnlyConfig
 # about four programs per SM) or not at all; pipelining depth 1-3 on one tile.
 GEMV = [
     W(bn, 1, bk, 0, warps, 2, gemv=True)
-    for bn, bk, warps in ((128, 256, 4), (64, 256, 4), (64, 512, 4), (32, 256, 1), (32, 512, 2), (128, 512, 8),
-                          (256, 256, 8), (64, 256, 2), (16, 512, 4), (128, 128, 4), (256, 128, 4))
+    for bn, bk, warps in (
+        (128, 256, 4),
+        (64, 256, 4),
+        (64, 512, 4),
+        (32, 256, 1),
+        (32, 512, 2),
+        (128, 512, 8),
+        (256, 256, 8),
+        (64, 256, 2),
+        (16, 512, 4),
+        (128, 128, 4),
+        (256, 128, 4),
+    )
 ] + [W(128, 1, 256, 1, 4, 2, gemv=True), W(128, 1, 256, 0, 4, 1, gemv=True), W(128, 1, 256, 0, 4, 3, gemv=True)]
 TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
