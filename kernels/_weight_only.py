@@ -25,7 +25,8 @@ import triton.language as tl
 
 from ._bits import bf16_rne
 from ._launch import interpreting
-from ._weight_only_dequant import _dequant, _groups_per_tile, _load_codes, dequantize
+from ._weight_only_dequant import _groups_per_tile, _load_codes, dequant_tile, dequantize
+from ._weight_only_gemv import codes_per_word, gemv_applies, launch_gemv
 
 FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
 DEQUANT_GEMM_MIN_M = 256  # from here on, dequantize-then-cuBLAS beats the fused kernel (NOTES-kernels.md)
@@ -42,6 +43,7 @@ class WeightOnlyConfig:
     swap_ab: bool = True
     epilogue_scale: bool = True  # when the codes allow it (integer formats, tiles inside one group)
     dequant_gemm: bool = False  # large M: dequantize W once into a workspace, then one cuBLAS matmul
+    gemv: bool = False  # M <= GEMV_MAX_M: the CUDA-core GEMV of _weight_only_gemv (block_k counts columns)
 
 
 @triton.jit
@@ -148,21 +150,8 @@ def _weight_only_kernel(
                 sx = tl.sum(xv.to(tl.float32), axis=1)  # (BLOCK_M,)
                 acc += (part - sx[:, None] * z[None, :]) * s[None, :]
         else:
-            if FMT != 1 and GROUPS_PER_TILE == 0:  # the two nibbles of a byte may belong to different groups
-                offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-                if EVEN_K:
-                    packed = tl.load(w_rows + offs_b[None, :]).to(tl.int32)
-                else:
-                    packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
-                lo = _dequant(packed & 15, offs_wn, k0, offs_b * 2, K, group_size, num_groups, s_ptr, z_ptr,
-                              stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
-                hi = _dequant(packed >> 4, offs_wn, k0, offs_b * 2 + 1, K, group_size, num_groups, s_ptr, z_ptr,
-                              stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
-                w = tl.interleave(lo, hi)
-            else:
-                codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
-                w = _dequant(codes, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
-                             stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, BLOCK_N, BLOCK_K)  # fmt: skip
+            w = dequant_tile(w_rows, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
+                             stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, EVEN_K, BLOCK_N, BLOCK_K)  # fmt: skip
             if BF16_RNE:
                 w = bf16_rne(w)
             w = w.to(xv.dtype)  # (BLOCK_N, BLOCK_K): the reference's rounding of the dequantized weight
@@ -227,8 +216,20 @@ def _decode_block_k(group_size: int) -> int:
     return group_size
 
 
-def pick_config(m: int, n: int, k: int, group_size: int, fmt: int) -> WeightOnlyConfig:
-    """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md)."""
+def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
+    """GEMV tiles: 128 rows x 256 columns per step with 4 warps, so each thread holds 8 rows of the same words and
+    every x value it loads feeds 8 rows (NOTES-kernels.md, issue 17); K split for about four programs per SM."""
+    if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
+        return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
+    block_n, block_k = 128, 256
+    split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
+    return WeightOnlyConfig(block_n, 1, block_k, split_k, 4, 2, gemv=True)
+
+
+def pick_config(m: int, n: int, k: int, group_size: int, fmt: int, gemv: bool = False) -> WeightOnlyConfig:
+    """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md); `gemv`: the GEMV applies."""
+    if gemv:
+        return _gemv_config(m, n, k, 132)
     if interpreting():
         return WeightOnlyConfig(32, 16, 32, 2 if k > 64 else 1, 4, 1, swap_ab=m <= 16)
     sms = 132
@@ -273,7 +274,9 @@ def launch(
 ) -> torch.Tensor:
     """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous."""
     (m, k), n = x.shape, w.shape[0]
-    cfg = config or pick_config(m, n, k, group_size, fmt)
+    cfg = config or pick_config(m, n, k, group_size, fmt, gemv_applies(m, k, group_size, fmt, w))
+    if cfg.gemv:
+        return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
     if cfg.dequant_gemm:
         w_full = dequantize(w, scale, zero_point, global_scale, group_size, fmt, k, x.dtype, cfg)  # (N, K)
         y = x @ w_full.t()  # (M, N): the reference's own matmul
@@ -305,9 +308,34 @@ def launch(
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     if split_k > 1:
-        block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
-            target, bias if bias is not None else dummy, out, m, n, m * n,
-            SPLIT_K=split_k, HAS_BIAS=bias is not None, BF16_RNE=rne, BLOCK=block, num_warps=4,
-        )  # fmt: skip
+        _reduce(target, bias, out, split_k, rne, dummy)
     return out
+
+
+def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg) -> torch.Tensor:
+    (m, k), n = x.shape, w.shape[0]
+    if not gemv_applies(1, k, group_size, fmt, w):
+        raise ValueError(f"weight-only GEMV: K={k} and group_size={group_size} must be multiples of "
+                         f"{codes_per_word(fmt)} and W 4-byte aligned; pick another config")  # fmt: skip
+    block_w = cfg.block_k // codes_per_word(fmt)
+    w_tiles = triton.cdiv(k // codes_per_word(fmt), block_w)
+    split_k = max(1, min(cfg.split_k, w_tiles))
+    w_per_split = triton.cdiv(w_tiles, split_k) * block_w
+    split_k = triton.cdiv(k // codes_per_word(fmt), w_per_split)
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    target = out if split_k == 1 else torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
+    rne = interpreting() and x.dtype == torch.bfloat16
+    launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, target, split_k, w_per_split,
+                rne)  # fmt: skip
+    if split_k > 1:
+        _reduce(target, bias, out, split_k, rne, scale)
+    return out
+
+
+def _reduce(target, bias, out, split_k, rne, dummy) -> None:
+    m, n = out.shape
+    block = 1024
+    _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+        target, bias if bias is not None else dummy, out, m, n, m * n,
+        SPLIT_K=split_k, HAS_BIAS=bias is not None, BF16_RNE=rne, BLOCK=block, num_warps=4,
+    )  # fmt: skip

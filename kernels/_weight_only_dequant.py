@@ -98,6 +98,28 @@ def _load_codes(w_rows, k0, offs_k, K, FMT: tl.constexpr, EVEN_K: tl.constexpr, 
 
 
 @triton.jit
+def dequant_tile(
+    w_rows, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn, stride_zn, gs,
+    FMT: tl.constexpr, HAS_ZP: tl.constexpr, GROUPS_PER_TILE: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """fp32 weights (BLOCK_N, BLOCK_K) of columns k0 .. k0 + BLOCK_K - 1, the one dequantized tile that both the
+    fused GEMM and the dequantize kernel use. Where the two nibbles of a byte may lie in different groups
+    (4-bit codes, groups neither holding nor inside the tile), even and odd columns dequantize separately."""
+    if FMT != 1 and GROUPS_PER_TILE == 0:
+        offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
+        lo = _dequant(packed & 15, offs_wn, k0, offs_b * 2, K, group_size, num_groups, s_ptr, z_ptr,
+                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+        hi = _dequant(packed >> 4, offs_wn, k0, offs_b * 2 + 1, K, group_size, num_groups, s_ptr, z_ptr,
+                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
+        return tl.interleave(lo, hi)
+    codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
+    return _dequant(codes, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
+                    stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, BLOCK_N, BLOCK_K)  # fmt: skip
+
+
+@triton.jit
 def _dequant_kernel(
     # pointers
     w_ptr,
@@ -134,18 +156,8 @@ def _dequant_kernel(
         gs = tl.load(gs_ptr).to(tl.float32)
     else:
         gs = 1.0
-    if FMT != 1 and GROUPS_PER_TILE == 0:
-        offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-        packed = tl.load(w_rows + offs_b[None, :], mask=offs_b[None, :] * 2 < K, other=0).to(tl.int32)
-        lo = _dequant(packed & 15, offs_wn, k0, offs_b * 2, K, group_size, num_groups, s_ptr, z_ptr,
-                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
-        hi = _dequant(packed >> 4, offs_wn, k0, offs_b * 2 + 1, K, group_size, num_groups, s_ptr, z_ptr,
-                      stride_sn, stride_zn, gs, FMT, HAS_ZP, 0, BLOCK_N, BLOCK_K // 2)  # fmt: skip
-        w = tl.interleave(lo, hi)
-    else:
-        codes = _load_codes(w_rows, k0, offs_k, K, FMT, EVEN_K, BLOCK_K)
-        w = _dequant(codes, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn,
-                     stride_zn, gs, FMT, HAS_ZP, GROUPS_PER_TILE, BLOCK_N, BLOCK_K)  # fmt: skip
+    w = dequant_tile(w_rows, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn, stride_zn,
+                     gs, FMT, HAS_ZP, GROUPS_PER_TILE, EVEN_K, BLOCK_N, BLOCK_K)  # fmt: skip
     if BF16_RNE:
         w = bf16_rne(w)
     out_ptrs = out_ptr + offs_n[:, None].to(tl.int64) * stride_on + offs_k[None, :]

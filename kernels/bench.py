@@ -56,9 +56,16 @@ TARGETS = {
     ("w4a16", 8192, 8192, 8192): 0.8,
     ("mxfp4", 8192, 8192, 1): 2.8,
     ("nvfp4", 8192, 8192, 1): 2.8,
-    ("act_quant", 0, 4096, 8192): 0.7,
-    ("act_quant", 0, 8192, 8192): 0.7,
+    ("w4a16", 28672, 4096, 1): 3.0,  # Llama-3.1-8B gate_up at decode
+    ("mxfp4", 28672, 4096, 1): 3.0,
+    ("nvfp4", 28672, 4096, 1): 3.0,
+    ("act_quant", 0, 4096, 1): 0.85,
+    ("act_quant", 0, 4096, 2048): 0.85,
+    ("act_quant", 0, 8192, 2048): 0.85,
+    ("act_quant", 0, 4096, 8192): 0.85,
+    ("act_quant", 0, 8192, 8192): 0.85,
 }
+DECODE_MAX_M = 64  # rows up to this M report their weight bandwidth against the copy bandwidth
 
 
 @dataclass
@@ -189,12 +196,20 @@ def time_gpu(fn: Callable, rep: int) -> float:
     return triton.testing.do_bench(graph.replay, warmup=max(5, rep // 4), rep=rep, return_mode="median") * 1e3
 
 
-def _weight_bytes(op: str, n: int, k: int) -> int:
+def weight_bytes(op: str, n: int, k: int) -> int:
     per = {"w4a16": 0.5 + 4 / GROUP_SIZE, "mxfp4": 0.5 + 1 / 32, "nvfp4": 0.5 + 1 / 16, "int8": 1, "fp8": 1}
     return int(n * k * per.get(op.split("_")[0], 1))
 
 
-def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
+def copy_bandwidth(rep: int) -> float:
+    """GB/s of a 1 GiB device-to-device copy, counting bytes read plus bytes written."""
+    src = torch.randn(2**28, device="cuda")
+    dst = torch.empty_like(src)
+    us = time_gpu(lambda: dst.copy_(src), rep)
+    return 2 * src.numel() * 4 / us * 1e-3
+
+
+def run(cases, rep: int, log: Callable[[str], None], copy_gbps: float) -> list[Row]:
     rows: list[Row] = []
     inputs: Inputs | None = None
     ops = {c[0] for c in cases}
@@ -232,8 +247,11 @@ def run(cases, rep: int, log: Callable[[str], None]) -> list[Row]:
         else:
             rate = work / t_ours * 1e-6  # TFLOP/s
             ratio = None if t_torch is None else t_torch / t_ours
-        if op in ("w4a16", "mxfp4", "nvfp4") and m <= 16:
-            extra["weight_GBps"] = round(_weight_bytes(op, n, k) / t_ours * 1e-3, 1)
+        if op != "act_quant" and m <= DECODE_MAX_M:
+            extra["weight_GBps"] = round(weight_bytes(op, n, k) / t_ours * 1e-3, 1)
+            extra["weight_pct_copy"] = round(100 * weight_bytes(op, n, k) / t_ours * 1e-3 / copy_gbps, 1)
+            if t_torch is not None and base == "bf16 matmul":
+                extra["bf16_pct_copy"] = round(100 * 2 * n * k / t_torch * 1e-3 / copy_gbps, 1)
         row = Row(op, shape, m, n, k, round(t_ours, 2), None if t_torch is None else round(t_torch, 2),
                   None if ratio is None else round(ratio, 3), round(rate, 1), unit, base, note, extra)  # fmt: skip
         rows.append(row)
@@ -310,13 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         from .tune import tune
 
         rows = tune(args.rep, args.jobs, lambda s: print(s, flush=True))
-        kind, accuracy = "tune", {}
+        kind, accuracy, copy_gbps = "tune", {}, None
     else:
         cases = _cases(args.quick, ops)
         t0 = time.time()
         precompile(cases, args.jobs)
         print(f"precompiled {len(cases)} cases in {time.time() - t0:.0f}s", flush=True)
-        rows = [asdict(r) for r in run(cases, args.rep, lambda s: print(s, flush=True))]
+        copy_gbps = copy_bandwidth(args.rep)
+        print(f"device copy: {copy_gbps:.0f} GB/s (read + write)", flush=True)
+        rows = [asdict(r) for r in run(cases, args.rep, lambda s: print(s, flush=True), copy_gbps)]
         kind = "kernels"
         accuracy = fp8_accuracy(lambda s: print(s, flush=True)) if any("fp8" in c[0] for c in cases) else {}
     if args.tune:
@@ -332,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = os.path.join(args.out, f"{kind}-{_device_slug()}")
         meta = {"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
                 "argv": argv if argv is not None else sys.argv[1:], "rep_ms": args.rep, "fp8_accuracy": accuracy,
+                "copy_GBps": None if copy_gbps is None else round(copy_gbps, 1),
                 "timing": "CUDA-graph replay of one call, median of triton.testing.do_bench (L2 flushed)"}  # fmt: skip
         with open(stem + ".json", "w") as f:
             json.dump({"meta": meta, "targets": targets, "rows": rows}, f, indent=1)

@@ -11,20 +11,25 @@ import torch
 from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
 
 W = WeightOnlyConfig
-DECODE = [  # split_k 0: the heuristic's. Longer contiguous runs per weight row (BLOCK_K up to 1024 columns =
-    # 512 bytes), fewer rows per tile, HMMA (swap_ab=False) and wgmma register-A (swap_ab=True) orientations.
-    W(64, 16, 128, 0, 4, 4),
-    W(64, 16, 256, 0, 4, 3, swap_ab=False, epilogue_scale=False),
-    W(32, 16, 256, 0, 4, 4, swap_ab=False, epilogue_scale=False),
-    W(32, 16, 512, 0, 4, 3, swap_ab=False, epilogue_scale=False),
-    W(32, 16, 512, 0, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(16, 16, 512, 0, 4, 4, swap_ab=False, epilogue_scale=False),
-    W(16, 16, 1024, 0, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(64, 16, 512, 0, 8, 3, swap_ab=False, epilogue_scale=False),
-    W(64, 16, 256, 0, 4, 4, swap_ab=True, epilogue_scale=False),
-    W(64, 16, 512, 0, 8, 3, swap_ab=True, epilogue_scale=False),
-    W(32, 16, 256, 0, 2, 4, swap_ab=False, epilogue_scale=False),
-]
+# The decode GEMV (M = 1): rows per program x columns per step x warps, K split by the heuristic (split_k 0:
+# about four programs per SM) or not at all; pipelining depth 1-3 on one tile.
+GEMV = [
+    W(bn, 1, bk, 0, warps, 2, gemv=True)
+    for bn, bk, warps in (
+        (128, 256, 4),
+        (64, 256, 4),
+        (64, 512, 4),
+        (32, 256, 1),
+        (32, 512, 2),
+        (128, 512, 8),
+        (256, 256, 8),
+        (64, 256, 2),
+        (16, 512, 4),
+        (128, 128, 4),
+        (256, 128, 4),
+    )
+] + [W(128, 1, 256, 1, 4, 2, gemv=True), W(128, 1, 256, 0, 4, 1, gemv=True), W(128, 1, 256, 0, 4, 3, gemv=True)]
+TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
 
 def _cases() -> list[tuple]:
@@ -32,8 +37,8 @@ def _cases() -> list[tuple]:
     for fmt in (FMT_INT4, FMT_MXFP4, FMT_NVFP4):
         shapes = ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),)
         for n, k in shapes:
-            for m in (1, 16) if fmt == FMT_INT4 and n == 8192 else (1,):
-                cases += [(f"wo{fmt}", m, n, k, c) for c in DECODE if fmt == FMT_INT4 or not c.epilogue_scale]
+            cases += [(f"wo{fmt}", 1, n, k, c) for c in GEMV]
+    cases += [(f"wo{FMT_INT4}", 16, 8192, 8192, c) for c in TC_DECODE]
     return cases
 
 
@@ -80,7 +85,7 @@ def _worker(cases) -> None:
 
 
 def tune(rep: int, jobs: int, log: Callable[[str], None]) -> list[dict]:
-    from .bench import time_gpu
+    from .bench import time_gpu, weight_bytes
 
     cases = _cases()
     if jobs > 1:
@@ -96,11 +101,13 @@ def tune(rep: int, jobs: int, log: Callable[[str], None]) -> list[dict]:
         else:
             err = ""
         flops = 2.0 * m * n * k
+        op = {f"wo{FMT_INT4}": "w4a16", f"wo{FMT_MXFP4}": "mxfp4", f"wo{FMT_NVFP4}": "nvfp4"}[kind]
         row = {"kind": kind, "M": m, "N": n, "K": k, "config": cfg.__dict__, "us": us, "error": err,
-               "tflops": None if us is None else round(flops / us * 1e-6, 1)}  # fmt: skip
+               "tflops": None if us is None else round(flops / us * 1e-6, 1),
+               "weight_GBps": None if us is None else round(weight_bytes(op, n, k) / us * 1e-3, 1)}  # fmt: skip
         rows.append(row)
         log(f"{kind:6s} M={m:<5d} N={n:<6d} K={k:<6d} {cfg} -> {us if us is None else round(us, 1)} us "
-            f"{row['tflops']} T {err}")  # fmt: skip
+            f"{row['weight_GBps']} GB/s {err}")  # fmt: skip
     best: dict = {}
     for r in rows:
         key = (r["kind"], r["M"], r["N"], r["K"])

@@ -127,3 +127,60 @@ def test_dequantize_fp4_is_bit_exact(fmt):
     out = _weight_only.dequantize(packed, scale.view(torch.uint8), None, gs, group, code, 130, torch.bfloat16)
     ref = dequantize_fp4(packed.cpu(), scale.cpu(), fmt, 130, None if gs is None else gs.cpu())
     assert_close(out.cpu(), ref.to(torch.bfloat16), what=f"{fmt} dequantized weights")
+
+
+GEMV_CONFIGS = {  # tiles inside a group, holding several groups, gathered per word; K split or not
+    "n8-k64-split2": _weight_only.WeightOnlyConfig(8, 4, 64, 2, 4, 1, gemv=True),
+    "n16-k128": _weight_only.WeightOnlyConfig(16, 4, 128, 1, 4, 1, gemv=True),
+    "n4-k32-split5": _weight_only.WeightOnlyConfig(4, 4, 32, 5, 2, 1, gemv=True),
+}
+
+
+@pytest.mark.parametrize("config", GEMV_CONFIGS.values(), ids=GEMV_CONFIGS.keys())
+@pytest.mark.parametrize("variant", VARIANTS + [(4, True, 8, torch.bfloat16)], ids=VARIANT_IDS + ["int4-asym-g8-bf16"])
+def test_weight_only_gemv(config, variant):
+    """The decode GEMV against the reference: odd N, M from 1 to 4, K with a partial last tile."""
+    bits, asymmetric, group_size, dtype = variant
+    for m, n, k in ((1, 37, 200), (4, 9, 96)):
+        if k % group_size and group_size % 8:
+            k = 240  # whole words per group (40 -> 5 words)
+        x = torch.randn(m, k, device=DEVICE).to(dtype)
+        qweight, scale, zero_point = _int_weights(n, k, bits, asymmetric, group_size)
+        bias = torch.randn(n, device=DEVICE).to(dtype) if m == 1 else None
+        fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+        y = _weight_only.launch(x, qweight, scale, zero_point, None, bias, group_size, fmt, config)
+        _check(y, w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, bits, bias), f"gemv M={m} N={n} K={k}")
+
+
+@pytest.mark.parametrize("config", GEMV_CONFIGS.values(), ids=GEMV_CONFIGS.keys())
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+def test_fp4_gemv(config, fmt):
+    m, n, k = 3, 21, 160
+    x = torch.randn(m, k, device=DEVICE).to(torch.bfloat16)
+    w = torch.randn(n, k, device=DEVICE) * torch.logspace(-3, 1, k, device=DEVICE)
+    if fmt == "mxfp4":
+        (packed, scale), gs = mxfp4_quantize_ref(w), None
+    else:
+        packed, scale, gs = nvfp4_quantize_ref(w)
+    code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
+    y = _weight_only.launch(x, packed, scale.view(torch.uint8), None, gs, None, 32 if fmt == "mxfp4" else 16, code,
+                            config)  # fmt: skip
+    ref = fp4_gemm_ref(x, packed, scale, fmt, gs)
+    _check(y / ref.abs().max(), ref / ref.abs().max(), f"{fmt} gemv")
+
+
+def test_gemv_dispatch():
+    """Decode shapes with whole words take the GEMV; K or groups that split a word, and M > 4, do not."""
+    w = torch.zeros(8, 64, dtype=torch.uint8, device=DEVICE)
+    assert _weight_only.pick_config(1, 8, 128, 128, 0, _weight_only.gemv_applies(1, 128, 128, 0, w)).gemv
+    assert _weight_only.pick_config(4, 8, 128, 16, 2, _weight_only.gemv_applies(4, 128, 16, 2, w)).gemv
+    assert not _weight_only.gemv_applies(1, 130, 128, 0, w)
+    assert not _weight_only.gemv_applies(1, 128, 6, 1, w)
+    assert not _weight_only.gemv_applies(5, 128, 128, 0, w)
+
+
+def test_gemv_refuses_partial_words():
+    x = torch.randn(1, 36, device=DEVICE).to(torch.bfloat16)
+    qweight, scale, _ = _int_weights(8, 36, 4, False, 12)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _weight_only.launch(x, qweight, scale, None, None, None, 12, 0, GEMV_CONFIGS["n16-k128"])

@@ -1,0 +1,232 @@
+"""Decode GEMV for weight-only formats (M <= GEMV_MAX_M): y = x @ dequant(W).T on CUDA cores, bound by the
+bytes of W rather than by instructions.
+
+Each program reads W as 32-bit words (8 int4/FP4 codes or 4 int8 codes in K order, the canonical packing seen
+through an int32 view: no layout change, no shuffle) and keeps the tile in the layout it was loaded in:
+- integer codes: code j becomes an exact fp32 with one mask-or (an exponent set above the code where it lies)
+  and one subtraction, then one FMA with x; per word and row, the group's contribution
+  scale * sum_j x_j * (code_j - zero) is applied as scale * (sum_j x_j * code_j - zero * sum_j x_j): two FMAs
+  per word, none per code, and no cross-thread reduction until the end;
+- E2M1 codes: sign, exponent and mantissa bits go to their fp32 places (value * 2**-126, exactly) and one
+  multiply restores the value; the group scale (E8M0, or E4M3; the global scale divides the result once)
+  multiplies once per word.
+K is split over SPLIT_K programs when N alone does not fill the GPU; the partial sums are added in split order
+by `_weight_only._split_k_reduce_kernel`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._bits import bf16_rne, e4m3_value, exp2_int
+
+GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
+TWO_POW_126 = tl.constexpr(8.507059173023462e37)
+
+
+@triton.jit
+def _shift(w, SHIFT: tl.constexpr):
+    """w << SHIFT for SHIFT >= 0, else w >> -SHIFT (the bits that matter never come from the sign fill)."""
+    if SHIFT >= 0:
+        r = w << SHIFT
+    else:
+        r = w >> (-SHIFT)
+    return r
+
+
+@triton.jit
+def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr):
+    """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): the code itself for
+    integer formats, the E2M1 value for FP4."""
+    if FMT <= 1:
+        # Integer code c at bits P .. P+BITS-1 (P <= 15, the upper half read from w_hi) stays where it is; an
+        # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) leaves
+        # c exactly: one mask-or and one add per code, no shift.
+        BITS: tl.constexpr = 8 if FMT == 1 else 4
+        P: tl.constexpr = (J * BITS) % 16
+        src = w_hi if J * BITS >= 16 else w
+        v = ((src & (((1 << BITS) - 1) << P)) | ((150 - P) << 23)).to(tl.float32, bitcast=True)
+        v = v - (1 << (23 - P))
+    else:  # E2M1: exponent and mantissa bits 4J .. 4J+2 -> fp32 bits 22 .. 24, sign bit 4J+3 -> bit 31
+        v = (_shift(w, 22 - 4 * J) & 0x01C00000) | (_shift(w, 28 - 4 * J) & -2147483648)
+        v = v.to(tl.float32, bitcast=True) * TWO_POW_126
+    return v
+
+
+@triton.jit
+def _per_group(
+    ptr, offs_wn, stride, w0, offs_w, KW, group_words, num_groups,
+    GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, OTHER: tl.constexpr,
+):  # fmt: skip
+    """The tile's per-group values, compact: (BLOCK_N, 1) when the tile lies in one group, (BLOCK_N, G) when it
+    holds G whole groups, else gathered per word (BLOCK_N, BLOCK_W)."""
+    if GROUPS_PER_TILE == 1:
+        v = tl.load(ptr + offs_wn * stride + w0 // group_words)[:, None]
+    elif GROUPS_PER_TILE > 1:
+        offs_g = w0 // group_words + tl.arange(0, GROUPS_PER_TILE)
+        v = tl.load(ptr + offs_wn[:, None] * stride + offs_g[None, :], mask=offs_g[None, :] < num_groups, other=OTHER)
+    else:
+        g = offs_w // group_words
+        v = tl.load(ptr + offs_wn[:, None] * stride + g[None, :], mask=offs_w[None, :] < KW, other=OTHER)
+    return v
+
+
+@triton.jit
+def _to_words(v, GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+    """(BLOCK_N, G) per-group values -> (BLOCK_N, BLOCK_W) per word; other shapes pass through."""
+    if GROUPS_PER_TILE > 1:
+        v = tl.broadcast_to(v[:, :, None], (BLOCK_N, GROUPS_PER_TILE, BLOCK_W // GROUPS_PER_TILE))
+        v = tl.reshape(v, (BLOCK_N, BLOCK_W))
+    return v
+
+
+@triton.jit
+def _gemv_kernel(
+    # pointers
+    x_ptr,
+    w_ptr,
+    s_ptr,
+    z_ptr,
+    gs_ptr,
+    bias_ptr,
+    out_ptr,
+    # sizes
+    M,
+    N,
+    KW,
+    group_words,
+    num_groups,
+    w_per_split,
+    # strides
+    stride_xm,
+    stride_wn,
+    stride_sn,
+    stride_zn,
+    stride_om,
+    stride_os,
+    # meta-parameters
+    FMT: tl.constexpr,
+    HAS_ZP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    GROUPS_PER_TILE: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    BF16_RNE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
+    the end, so the loop has no cross-thread traffic. KW, the
+    word count of a row, and group_words, words per group, count in 32-bit words."""
+    CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
+    BITS: tl.constexpr = 8 if FMT == 1 else 4
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)  # edge rows read row 0 and are never stored
+    w_rows = w_ptr + offs_wn[:, None] * stride_wn
+    x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
+    if FMT == 3:
+        gs = tl.load(gs_ptr).to(tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
+    w_lo = pid_k * w_per_split
+    w_hi = tl.minimum(w_lo + w_per_split, KW)
+    for w0 in range(w_lo, w_hi, BLOCK_W):
+        offs_w = w0 + tl.arange(0, BLOCK_W)
+        if EVEN_K:
+            words = tl.load(w_rows + offs_w[None, :])
+        else:
+            words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
+        words_hi = words >> 16
+        part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
+        sx = tl.zeros((BLOCK_W,), dtype=tl.float32)
+        for j in tl.static_range(CPW):
+            x_ptrs = x_row + offs_w * CPW + j  # (BLOCK_W,)
+            if EVEN_K:
+                xj = tl.load(x_ptrs).to(tl.float32)
+            else:
+                xj = tl.load(x_ptrs, mask=offs_w < KW, other=0.0).to(tl.float32)
+            part += xj[None, :] * _code_value(words, words_hi, j, FMT)
+            if FMT <= 1:
+                sx += xj
+        if FMT <= 1:
+            s = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+                           BLOCK_N, BLOCK_W, 0.0).to(tl.float32)  # fmt: skip
+            if HAS_ZP:
+                z = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+                               BLOCK_N, BLOCK_W, 0).to(tl.float32)  # fmt: skip
+                z = _to_words(z, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
+            else:
+                z = tl.full((BLOCK_N, 1), 1 << (BITS - 1), tl.float32)
+            s = _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
+            acc += s * (part - z * sx[None, :])
+        else:
+            e = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+                           BLOCK_N, BLOCK_W, 127 if FMT == 2 else 0).to(tl.int32)  # fmt: skip
+            if FMT == 2:
+                s = exp2_int(e - 127)
+            else:
+                s = e4m3_value(e)  # the division by the global scale is left to the end
+            acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
+
+    out = tl.sum(acc, axis=1)  # (BLOCK_N,)
+    if FMT == 3:
+        out = tl.math.div_rn(out, gs)
+    mask = offs_n < N
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_wn).to(tl.float32)
+        if BF16_RNE:
+            out = bf16_rne(out)
+        out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        out_ptrs = out_ptr + pid_k * stride_os + pid_m.to(tl.int64) * stride_om + offs_n
+        tl.store(out_ptrs, out, mask=mask)
+
+
+def codes_per_word(fmt: int) -> int:
+    return 4 if fmt == 1 else 8
+
+
+def gemv_applies(m: int, k: int, group_size: int, fmt: int, w: torch.Tensor) -> bool:
+    """The GEMV reads W as int32 words and takes a group's scale per word: K and the group size must be whole
+    words, and each row must start on a 4-byte boundary."""
+    cpw = codes_per_word(fmt)
+    return m <= GEMV_MAX_M and k % cpw == 0 and group_size % cpw == 0 and w.data_ptr() % 4 == 0
+
+
+def gemv_groups_per_tile(group_words: int, block_w: int) -> int:
+    """As `_weight_only_dequant._groups_per_tile`, counted in words."""
+    if group_words % block_w == 0:
+        return 1
+    if block_w % group_words == 0 and group_words & (group_words - 1) == 0:
+        return block_w // group_words
+    return 0
+
+
+def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, target, split_k, w_per_split,
+                rne: bool):  # fmt: skip
+    """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words; `target` is `out` or the
+    (split_k, M, N) fp32 workspace; sizes were checked by `gemv_applies` and the caller."""
+    (m, k), n = x.shape, w.shape[0]
+    cpw = codes_per_word(fmt)
+    words = w.view(torch.int32)  # (N, K / cpw): the canonical packing read 4 bytes at a time
+    block_w = cfg.block_k // cpw
+    group_words = group_size // cpw
+    dummy = scale
+    grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
+    _gemv_kernel[grid](
+        x, words, scale, zero_point if zero_point is not None else dummy,
+        global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, target,
+        m, n, k // cpw, group_words, scale.shape[1], w_per_split,
+        x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
+        n if split_k > 1 else out.stride(0), m * n,
+        FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
+        GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=(k // cpw) % block_w == 0, BF16_RNE=rne,
+        BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
