@@ -7,6 +7,7 @@ errors never load torch, Triton or lm-eval.
     evalsuite list tasks|schemes|suites
     evalsuite export SUITE --variant NAME --out DIR
     evalsuite bench kernels|e2e|harness [options]
+    evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
 """
 
 from __future__ import annotations
@@ -160,6 +161,48 @@ def cmd_bench(args) -> int:
     return importlib.import_module(BENCHES[args.what]).main(args.rest)
 
 
+TRAIN_FLAGS = {  # flag -> (TrainSettings field, type, help); a flag left out keeps the field's default
+    "--from": ("base", str, "a model to continue training (a directory or embedded:tiny); default: from scratch"),
+    "--batch": ("batch", int, "rows per step (default 8)"),
+    "--seq-len": ("seq_len", int, "tokens per row (default 128)"),
+    "--seed": ("seed", int, "seeds the weights, the data order and stochastic rounding (default 0)"),
+    "--lr": ("lr", float, "peak learning rate (default 1e-3)"),
+    "--schedule": ("schedule", str, "cosine (linear warmup, then down to 5%%; the default) or constant"),
+    "--warmup": ("warmup", int, "warmup steps of the cosine schedule (default 10)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay on matrices (default 0.05)"),
+    "--hidden": ("hidden", int, "from scratch: hidden size (default 256)"),
+    "--layers": ("layers", int, "from scratch: decoder layers (default 4)"),
+    "--intermediate": ("intermediate", int, "from scratch: SwiGLU width (default 768)"),
+    "--heads": ("heads", int, "from scratch: attention heads (default 4)"),
+    "--backend": ("backend", str, "quantize steps: torch-ref (default) or triton (CUDA, or TRITON_INTERPRET=1)"),
+    "--threads": ("threads", int, "CPU threads (default 2); part of what makes a run repeatable"),
+    "--save-dtype": ("save_dtype", str, "dtype of the saved weights: bfloat16 (default), float16, float32"),
+}
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from evalsuite.training.loop import parse_settings
+
+    fields = {"recipe": args.recipe, "steps": args.steps}
+    fields |= {name: getattr(args, name) for name, _, _ in TRAIN_FLAGS.values() if getattr(args, name) is not None}
+    if args.no_clip:
+        fields["clip"] = None
+    settings = parse_settings(fields)  # checked before any model loads
+
+    from evalsuite.training.loop import train
+
+    result = train(settings, out=Path(args.out), log_every=args.log_every)
+    summary = json.loads((Path(args.out) / "training.json").read_text())
+    print(
+        f"{settings.recipe}: {summary['description']}; {settings.steps} steps, {summary['tokens']} tokens, "
+        f"final loss {summary['final_loss']:.4f}, {result.seconds:.1f} s"
+    )
+    print(f"checkpoint: {args.out}  (a suite variant: {{name: {settings.recipe}, path: {args.out}}})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evalsuite", description="How much accuracy does a quantized LLM keep? Evaluate, report, gate."
@@ -222,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--variant", required=True, help="the variant's name in the suite")
     export.add_argument("--out", required=True, help="the checkpoint directory to write")
     export.set_defaults(func=cmd_export)
+
+    train = sub.add_parser(
+        "train", help="train or continue training a model with a precision recipe; writes a checkpoint directory"
+    )
+    train.add_argument("--recipe", required=True, help="bf16, fp8, fp8-tensor, fp8-smooth, fp8-tensor-smooth, "
+                       "fp8-smooth-adam8 or mxfp4-quartet")  # fmt: skip
+    train.add_argument("--steps", required=True, type=int, help="optimizer steps")
+    train.add_argument("--out", required=True, help="the checkpoint directory to write")
+    for flag, (dest, kind, text) in TRAIN_FLAGS.items():
+        train.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    train.add_argument("--no-clip", action="store_true", help="no gradient clipping (default: clip the norm at 1)")
+    train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (0: never)")
+    train.set_defaults(func=cmd_train)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from evalsuite.errors import UserError
 
 from .recipes import get_recipe
 
@@ -50,7 +52,36 @@ class TrainSettings(BaseModel):
     heads: int = Field(4, gt=0)
     backend: str = "torch-ref"  # how the quantize steps run: torch-ref, or triton (CUDA / TRITON_INTERPRET=1)
     threads: int = Field(2, gt=0)
-    save_dtype: str = "bfloat16"
+    save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_known(cls, value):
+        get_recipe(value)
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_known(cls, value):
+        if value not in ("torch-ref", "triton"):
+            raise ValueError(f"backend must be 'torch-ref' or 'triton', got {value!r}")
+        return value
+
+
+class TrainSettingsError(UserError, ValueError):
+    pass
+
+
+def parse_settings(fields: dict) -> TrainSettings:
+    """TrainSettings from user input; a bad field raises one error naming each field and what is wrong."""
+    try:
+        return TrainSettings(**fields)
+    except ValidationError as err:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
+        raise TrainSettingsError(f"training settings: {details}") from None
 
 
 @dataclass
