@@ -8,6 +8,7 @@ errors never load torch, Triton or lm-eval.
     evalsuite export SUITE --variant NAME --out DIR
     evalsuite bench kernels|e2e|harness [options]
     evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
+    evalsuite scaling-fit --out DIR [--sweep sweep.json] [--speedup PRECISION=RATIO ...]
 """
 
 from __future__ import annotations
@@ -203,6 +204,61 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _speedups(pairs: list[str]) -> dict[str, float]:
+    from evalsuite.errors import UserError
+
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"--speedup {pair!r}: write PRECISION=RATIO, e.g. mxfp4-quartet=1.8") from None
+        if out[name] <= 0:
+            raise UserError(f"--speedup {pair!r}: the ratio must be positive")
+    return out
+
+
+def cmd_scaling_fit(args) -> int:
+    import json
+
+    from evalsuite.errors import UserError
+
+    speedups = _speedups(args.speedup)
+    out = Path(args.out)
+    from evalsuite.training import scaling
+
+    if args.sweep:
+        try:
+            rows = json.loads(Path(args.sweep).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"{args.sweep}: cannot read the sweep ({err})") from None
+        points = scaling.points_from_json(rows.get("points", rows) if isinstance(rows, dict) else rows, args.sweep)
+    else:
+        points = scaling.run_sweep(args.hidden, args.steps, [args.base, *args.precision], seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    law = scaling.fit(points, args.base)
+    intervals = scaling.bootstrap(points, args.base, iters=args.bootstrap_iters, seed=args.seed)
+    budgets = [10.0**e for e in range(9, 16)]
+    optimal = scaling.compute_optimal(law, speedups, budgets)
+    result = {"points": scaling.points_to_json(points), "fit": law, "intervals": intervals, "speedups": speedups,
+              "compute_optimal": optimal}  # fmt: skip
+    (out / "scaling-fit.json").write_text(json.dumps(result, indent=1) + "\n")
+    scaling.plot(points, law, out / "scaling-fit.png")
+    print(f"L = {law['E']:.3f} + {law['A']:.3g}/(N m_N)^{law['alpha']:.3f} + {law['B']:.3g}/(D m_D)^{law['beta']:.3f}"
+          f"   (rmse {law['rmse']:.4f} over {len(points)} points)")  # fmt: skip
+    for p in law["m_N"]:
+        lo_n, hi_n = intervals[f"m_N:{p}"]
+        lo_d, hi_d = intervals[f"m_D:{p}"]
+        print(f"{p}: m_N {law['m_N'][p]:.3f} [{lo_n:.3f}, {hi_n:.3f}]  "
+              f"m_D {law['m_D'][p]:.3f} [{lo_d:.3f}, {hi_d:.3f}]")  # fmt: skip
+    for row in optimal:
+        even = ", ".join(f"{p} needs {s:.2f}x" if s else f"{p}: never" for p, s in row["break_even_speedup"].items())
+        print(f"budget {row['budget_flops']:.0e} FLOPs: compute-optimal {row['compute_optimal']} ({even} to tie)")
+    print(f"wrote {out / 'scaling-fit.json'} and {out / 'scaling-fit.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evalsuite", description="How much accuracy does a quantized LLM keep? Evaluate, report, gate."
@@ -278,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-clip", action="store_true", help="no gradient clipping (default: clip the norm at 1)")
     train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (0: never)")
     train.set_defaults(func=cmd_train)
+
+    fit = sub.add_parser(
+        "scaling-fit", help="fit a loss law with precision-dependent effective parameters and data over a sweep"
+    )
+    fit.add_argument("--out", required=True, help="where scaling-fit.json and scaling-fit.png go")
+    fit.add_argument("--sweep", default=None, help="a sweep already run (its scaling-fit.json); default: run one")
+    fit.add_argument("--base", default="bf16", help="the reference precision (m_N = m_D = 1; default bf16)")
+    fit.add_argument("--precision", nargs="+", default=["mxfp4-quartet"], help="the other recipes to sweep")
+    fit.add_argument("--hidden", nargs="+", type=int, default=[32, 64, 96], help="hidden sizes of the sweep")
+    fit.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100], help="steps (x 256 tokens) of the sweep")
+    fit.add_argument("--speedup", nargs="*", default=[], help="PRECISION=RATIO: GEMM throughput over the base's")
+    fit.add_argument("--bootstrap-iters", type=int, default=200)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(func=cmd_scaling_fit)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])
