@@ -7,6 +7,8 @@ errors never load torch, Triton or lm-eval.
     evalsuite list tasks|schemes|suites
     evalsuite export SUITE --variant NAME --out DIR
     evalsuite bench kernels|e2e|harness [options]
+    evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
+    evalsuite scaling-fit --out DIR [--sweep sweep.json] [--speedup PRECISION=RATIO ...]
 """
 
 from __future__ import annotations
@@ -160,6 +162,103 @@ def cmd_bench(args) -> int:
     return importlib.import_module(BENCHES[args.what]).main(args.rest)
 
 
+TRAIN_FLAGS = {  # flag -> (TrainSettings field, type, help); a flag left out keeps the field's default
+    "--from": ("base", str, "a model to continue training (a directory or embedded:tiny); default: from scratch"),
+    "--batch": ("batch", int, "rows per step (default 8)"),
+    "--seq-len": ("seq_len", int, "tokens per row (default 128)"),
+    "--seed": ("seed", int, "seeds the weights, the data order and stochastic rounding (default 0)"),
+    "--lr": ("lr", float, "peak learning rate (default 1e-3)"),
+    "--schedule": ("schedule", str, "cosine (linear warmup, then down to 5%%; the default) or constant"),
+    "--warmup": ("warmup", int, "warmup steps of the cosine schedule (default 10)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay on matrices (default 0.05)"),
+    "--hidden": ("hidden", int, "from scratch: hidden size (default 256)"),
+    "--layers": ("layers", int, "from scratch: decoder layers (default 4)"),
+    "--intermediate": ("intermediate", int, "from scratch: SwiGLU width (default 768)"),
+    "--heads": ("heads", int, "from scratch: attention heads (default 4)"),
+    "--backend": ("backend", str, "quantize steps: torch-ref (default) or triton (CUDA, or TRITON_INTERPRET=1)"),
+    "--threads": ("threads", int, "CPU threads (default 2); part of what makes a run repeatable"),
+    "--save-dtype": ("save_dtype", str, "dtype of the saved weights: bfloat16 (default), float16, float32"),
+}
+
+
+def cmd_train(args) -> int:
+    import json
+
+    from evalsuite.training.loop import parse_settings
+
+    fields = {"recipe": args.recipe, "steps": args.steps}
+    fields |= {name: getattr(args, name) for name, _, _ in TRAIN_FLAGS.values() if getattr(args, name) is not None}
+    if args.no_clip:
+        fields["clip"] = None
+    settings = parse_settings(fields)  # checked before any model loads
+
+    from evalsuite.training.loop import train
+
+    result = train(settings, out=Path(args.out), log_every=args.log_every)
+    summary = json.loads((Path(args.out) / "training.json").read_text())
+    print(
+        f"{settings.recipe}: {summary['description']}; {settings.steps} steps, {summary['tokens']} tokens, "
+        f"final loss {summary['final_loss']:.4f}, {result.seconds:.1f} s"
+    )
+    print(f"checkpoint: {args.out}  (a suite variant: {{name: {settings.recipe}, path: {args.out}}})")
+    return 0
+
+
+def _speedups(pairs: list[str]) -> dict[str, float]:
+    from evalsuite.errors import UserError
+
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"--speedup {pair!r}: write PRECISION=RATIO, e.g. mxfp4-quartet=1.8") from None
+        if out[name] <= 0:
+            raise UserError(f"--speedup {pair!r}: the ratio must be positive")
+    return out
+
+
+def cmd_scaling_fit(args) -> int:
+    import json
+
+    from evalsuite.errors import UserError
+
+    speedups = _speedups(args.speedup)
+    out = Path(args.out)
+    from evalsuite.training import scaling
+
+    if args.sweep:
+        try:
+            rows = json.loads(Path(args.sweep).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"{args.sweep}: cannot read the sweep ({err})") from None
+        points = scaling.points_from_json(rows.get("points", rows) if isinstance(rows, dict) else rows, args.sweep)
+    else:
+        points = scaling.run_sweep(args.hidden, args.steps, [args.base, *args.precision], seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    law = scaling.fit(points, args.base)
+    intervals = scaling.bootstrap(points, args.base, iters=args.bootstrap_iters, seed=args.seed)
+    budgets = [10.0**e for e in range(9, 16)]
+    optimal = scaling.compute_optimal(law, speedups, budgets)
+    result = {"points": scaling.points_to_json(points), "fit": law, "intervals": intervals, "speedups": speedups,
+              "compute_optimal": optimal}  # fmt: skip
+    (out / "scaling-fit.json").write_text(json.dumps(result, indent=1) + "\n")
+    scaling.plot(points, law, out / "scaling-fit.png")
+    print(f"L = {law['E']:.3f} + {law['A']:.3g}/(N m_N)^{law['alpha']:.3f} + {law['B']:.3g}/(D m_D)^{law['beta']:.3f}"
+          f"   (rmse {law['rmse']:.4f} over {len(points)} points)")  # fmt: skip
+    for p in law["m_N"]:
+        lo_n, hi_n = intervals[f"m_N:{p}"]
+        lo_d, hi_d = intervals[f"m_D:{p}"]
+        print(f"{p}: m_N {law['m_N'][p]:.3f} [{lo_n:.3f}, {hi_n:.3f}]  "
+              f"m_D {law['m_D'][p]:.3f} [{lo_d:.3f}, {hi_d:.3f}]")  # fmt: skip
+    for row in optimal:
+        even = ", ".join(f"{p} needs {s:.2f}x" if s else f"{p}: never" for p, s in row["break_even_speedup"].items())
+        print(f"budget {row['budget_flops']:.0e} FLOPs: compute-optimal {row['compute_optimal']} ({even} to tie)")
+    print(f"wrote {out / 'scaling-fit.json'} and {out / 'scaling-fit.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evalsuite", description="How much accuracy does a quantized LLM keep? Evaluate, report, gate."
@@ -222,6 +321,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--variant", required=True, help="the variant's name in the suite")
     export.add_argument("--out", required=True, help="the checkpoint directory to write")
     export.set_defaults(func=cmd_export)
+
+    train = sub.add_parser(
+        "train", help="train or continue training a model with a precision recipe; writes a checkpoint directory"
+    )
+    train.add_argument("--recipe", required=True, help="bf16, fp8, fp8-tensor, fp8-smooth, fp8-tensor-smooth, "
+                       "fp8-smooth-adam8 or mxfp4-quartet")  # fmt: skip
+    train.add_argument("--steps", required=True, type=int, help="optimizer steps")
+    train.add_argument("--out", required=True, help="the checkpoint directory to write")
+    for flag, (dest, kind, text) in TRAIN_FLAGS.items():
+        train.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    train.add_argument("--no-clip", action="store_true", help="no gradient clipping (default: clip the norm at 1)")
+    train.add_argument("--log-every", type=int, default=10, help="log the loss every N steps (0: never)")
+    train.set_defaults(func=cmd_train)
+
+    fit = sub.add_parser(
+        "scaling-fit", help="fit a loss law with precision-dependent effective parameters and data over a sweep"
+    )
+    fit.add_argument("--out", required=True, help="where scaling-fit.json and scaling-fit.png go")
+    fit.add_argument("--sweep", default=None, help="a sweep already run (its scaling-fit.json); default: run one")
+    fit.add_argument("--base", default="bf16", help="the reference precision (m_N = m_D = 1; default bf16)")
+    fit.add_argument("--precision", nargs="+", default=["mxfp4-quartet"], help="the other recipes to sweep")
+    fit.add_argument("--hidden", nargs="+", type=int, default=[32, 64, 96], help="hidden sizes of the sweep")
+    fit.add_argument("--steps", nargs="+", type=int, default=[25, 50, 100], help="steps (x 256 tokens) of the sweep")
+    fit.add_argument("--speedup", nargs="*", default=[], help="PRECISION=RATIO: GEMM throughput over the base's")
+    fit.add_argument("--bootstrap-iters", type=int, default=200)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(func=cmd_scaling_fit)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])

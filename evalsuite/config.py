@@ -80,7 +80,7 @@ def calibration_defaults(spec: CalibrationSpec, model_path: str) -> CalibrationS
 class VariantSpec(_Strict):
     name: str
     scheme: str | dict[str, Any] | None = None
-    path: str | None = None  # a pre-quantized checkpoint (compressed-tensors, GPTQ, AWQ) instead of a scheme
+    path: str | None = None  # a checkpoint: pre-quantized (used as it is), or float (as it is, or quantized by scheme)
     algorithm: str = "rtn"
     rotation: Literal["hadamard"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the algorithm, e.g. {alpha: 0.8}
@@ -109,11 +109,16 @@ class VariantSpec(_Strict):
 
     @model_validator(mode="after")
     def _combination(self) -> VariantSpec:
-        if (self.scheme is None) == (self.path is None):
-            raise ValueError("a variant has either a scheme (to quantize the baseline) or a path (a checkpoint)")
-        if self.path is not None:
+        if self.scheme is None and self.path is None:
+            raise ValueError(
+                "a variant needs a scheme (to quantize the baseline), a path (a checkpoint, used as it is) or both "
+                "(a float checkpoint, such as one `evalsuite train` wrote, quantized with the scheme)"
+            )
+        if self.scheme is None:
             if self.algorithm != "rtn" or self.rotation or self.options:
-                raise ValueError("a checkpoint variant is used as it is: leave out algorithm, rotation and options")
+                raise ValueError(
+                    "a checkpoint variant without a scheme is used as it is: leave out algorithm, rotation and options"
+                )
             return self
         check_combination(resolve(self.scheme), self.algorithm, self.rotation)
         return self
@@ -358,7 +363,7 @@ class SuiteConfig(_Strict):
         from evalsuite.quant_schemes.algorithms import CALIBRATED
 
         for v in self.variants:
-            if v.path is not None:
+            if v.scheme is None:
                 continue
             kv = v.resolved_scheme.kv_cache
             needs = v.algorithm in CALIBRATED or (kv is not None and not kv.dynamic)

@@ -26,7 +26,9 @@ def export_variant(config: SuiteConfig, variant: str, out_dir: str | Path) -> Pa
         names = ", ".join(v.name for v in config.variants)
         raise ExportVariantError(f"suite {config.name!r} has no variant {variant!r}; it has: {names}")
     if spec.path is not None:
-        raise ExportVariantError(f"variant {variant!r} is already a checkpoint ({spec.path})")
+        raise ExportVariantError(
+            f"variant {variant!r} reads a checkpoint ({spec.path}); export writes variants quantized from the baseline"
+        )
     source = models.resolve_model(config.model.path)
     loaded = models.load(source, "cpu", "float32")
     report, _ = quantize_variant(spec, loaded, config, "torch-ref", {})

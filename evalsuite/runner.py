@@ -162,7 +162,10 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -
         built.append(name)
         gpus = models.gpus_of_rank(shard.local_rank, shard.world) if shard and config.model.device_map else None
         if name in checkpoints:
-            loaded, record = load_checkpoint_variant(checkpoints[name], device, config, backend, baseline_bytes)
+            spec = next(v for v in config.variants if v.name == name)
+            loaded, record = load_checkpoint_variant(
+                spec, checkpoints[name], device, config, backend, baseline_bytes, calibrations
+            )
         else:
             loaded = models.load(source, device, config.model.dtype, config.model.device_map, gpus)
             if name == BASELINE:

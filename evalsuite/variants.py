@@ -186,18 +186,22 @@ def tokenizer_fingerprint(tokenizer) -> dict:
 
 
 def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
-    """Check a pre-quantized checkpoint variant before any model loads: a model directory with a
-    quantization_config, and a tokenizer that behaves as the baseline's (same vocabulary, special tokens and
-    chat template)."""
+    """Check a checkpoint variant before any model loads: a model directory, either pre-quantized (with a
+    quantization_config, and then no scheme) or float (used as it is, or quantized by the variant's scheme),
+    with a tokenizer that behaves as the baseline's (same vocabulary, special tokens and chat template)."""
     from evalsuite.quant_schemes.checkpoints import CheckpointError, check_quantization_config, quantization_config
 
     source = models.resolve_model(spec.path)
-    if quantization_config(source.path) is None:
-        raise RunError(f"variant {spec.name!r}: {spec.path} has no quantization_config in its config.json")
-    try:
-        check_quantization_config(source.path)
-    except CheckpointError as err:
-        raise RunError(f"variant {spec.name!r}: {err}") from None
+    if quantization_config(source.path) is not None:
+        if spec.scheme is not None:
+            raise RunError(
+                f"variant {spec.name!r}: {spec.path} is already quantized (its config.json has a quantization_config); "
+                "leave out scheme to evaluate it as it is, or point path at a float checkpoint"
+            )
+        try:
+            check_quantization_config(source.path)
+        except CheckpointError as err:
+            raise RunError(f"variant {spec.name!r}: {err}") from None
     ours, theirs = (
         tokenizer_fingerprint(models.load_tokenizer(baseline)),
         tokenizer_fingerprint(models.load_tokenizer(source)),
@@ -211,8 +215,42 @@ def checkpoint_source(spec, baseline: models.ModelSource) -> models.ModelSource:
     return source
 
 
-def load_checkpoint_variant(source: models.ModelSource, device, config: SuiteConfig, backend: str, baseline_bytes):
-    from evalsuite.quant_schemes.checkpoints import load_quantized
+def _trained_with(path) -> str:
+    """' (trained: RECIPE DESCRIPTION)' for a checkpoint `evalsuite train` wrote; '' otherwise."""
+    info = path / "training.json"
+    if not info.is_file():
+        return ""
+    try:
+        data = json.loads(info.read_text())
+    except json.JSONDecodeError:
+        return ""
+    return f" (trained: {data['description']}, {data['settings']['steps']} steps)" if "description" in data else ""
+
+
+def load_checkpoint_variant(
+    spec, source: models.ModelSource, device, config: SuiteConfig, backend: str, baseline_bytes, calibrations: dict
+):
+    """Load a checkpoint variant: a pre-quantized one into our kernels' layouts; a float one as it is, or
+    quantized by the variant's scheme as a baseline would be."""
+    from evalsuite.quant_schemes.checkpoints import load_quantized, quantization_config
+
+    if quantization_config(source.path) is None:
+        loaded = models.load(source, device, config.model.dtype)
+        trained = _trained_with(source.path)
+        if spec.scheme is None:
+            stored = models.memory_bytes(loaded.model)
+            record = VariantRecord(
+                description=f"float checkpoint{trained}",
+                weight_bytes=stored,
+                compression_ratio=baseline_bytes / stored if stored else None,
+            )
+        else:
+            report, calib = quantize_variant(spec, loaded, config, backend, calibrations)
+            stored = models.memory_bytes(loaded.model)
+            record = quantized_record(spec, report, stored, baseline_bytes, calib, config.run.sqnr_floor_db)
+            record.description += f" of a float checkpoint{trained}"
+        record.checkpoint, record.checkpoint_identity = str(source.path), source.identity
+        return loaded, record
 
     dtype = models.compute_dtype(config.model.dtype, device)
     model, report = load_quantized(source.path, device, dtype, backend)
