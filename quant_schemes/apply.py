@@ -27,7 +27,7 @@ from torch import nn
 from . import kv_cache
 from .algorithms import CALIBRATED, check_combination, get_algorithm
 from .algorithms.rtn import rtn_weights
-from .algorithms.sequential import split_by_block
+from .algorithms.sequential import run_blocks, split_by_block
 from .backends import KernelBackend, get_backend
 from .formats import weight_stats
 from .linear import QuantLinear
@@ -79,6 +79,10 @@ def layer_schemes(layers, scheme: Scheme) -> dict[str, Scheme | None]:
     return out
 
 
+def _rtn_each(linears: dict[str, nn.Linear], schemes: dict[str, Scheme]) -> dict:
+    return {name: rtn_weights({name: layer}, schemes[name])[name] for name, layer in linears.items()}
+
+
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
@@ -128,22 +132,31 @@ def _quantize_weights(model, scheme, algorithm, calib, backend, rotation, report
         raise ValueError(f"overrides {unused} name no quantized layer; layers are named like {next(iter(layers))}")
     base = scheme.without_overrides()
     layers = {n: m for n, m in layers.items() if schemes[n] is not None}  # float overrides stay as they are
-    main = {n: m for n, m in layers.items() if schemes[n] is base}
+    main = {n: m for n, m in layers.items() if schemes[n] == base}
 
     def make_quantized(name, weight):
         acts = schemes[name].input_activations
         return QuantLinear(weight, layers[name].bias, acts, backend).to(layers[name].weight.device)
 
-    # layer-by-layer calibration reaches only the decoder blocks: the rest (lm_head) is round-to-nearest
-    inside, outside = split_by_block(model, main) if calib is not None else (main, {})
-    weights, sensitivity = get_algorithm(algorithm)(model, inside, base, calib, make_quantized, **options)
-    weights.update(rtn_weights(outside, base))
-    for name in layers.keys() - main.keys():
-        weights.update(rtn_weights({name: layers[name]}, schemes[name]))
+    # layer-by-layer calibration reaches only the decoder blocks: the rest (lm_head) is round-to-nearest.
+    # Under rtn, overridden layers go through the same pass (and get their SQNR); under gptq they are rtn apart.
+    per_layer = algorithm == "rtn" and len(main) < len(layers)
+    chosen = layers if per_layer else main
+    inside, outside = split_by_block(model, chosen) if calib is not None else (chosen, {})
+    if per_layer and calib is not None:
+        weights, sensitivity = run_blocks(
+            model, inside, calib, lambda block, linears, recorded: _rtn_each(linears, schemes), make_quantized
+        )
+    elif per_layer:
+        weights, sensitivity = _rtn_each(inside, schemes), {}
+    else:
+        weights, sensitivity = get_algorithm(algorithm)(model, inside, base, calib, make_quantized, **options)
+    weights.update(_rtn_each(outside, schemes))
+    weights.update(_rtn_each({n: m for n, m in layers.items() if n not in weights}, schemes))
     for name, layer in layers.items():
         report.layer_stats[name] = weight_stats(layer.weight.detach(), weights[name])  # after any folding
         report.layer_stats[name]["algorithm"] = algorithm if name in inside else "rtn"
-        if schemes[name] is not base:
+        if schemes[name] != base:
             report.layer_stats[name]["scheme"] = schemes[name].describe()
         if name in sensitivity:  # None: the layer's output was reproduced exactly
             sqnr = sensitivity[name]
