@@ -274,20 +274,33 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=helptext)
         cmd.add_argument("run_dir", metavar="RUN_DIR")
-        cmd.add_argument("--variant", required=name == "explain", default=None, help="the variant (fix: default, "
-                         "every variant that fails the gate)")
-        cmd.add_argument("--gate", required=name == "fix", default=None,
-                         help="gate.yaml: its failed checks name the tasks measured (explain: default, the tasks "
-                         "under 100%%)")
-        cmd.add_argument("--by", choices=["layer", "block", "type"], default="layer",
-                         help="restore each layer, each decoder block, or each layer type (all down_proj) at once")
+        cmd.add_argument(
+            "--variant",
+            required=name == "explain",
+            default=None,
+            help="the variant (fix: default, every variant that fails the gate)",
+        )
+        cmd.add_argument(
+            "--gate",
+            required=name == "fix",
+            default=None,
+            help="gate.yaml: its failed checks name the tasks measured (explain: default, the tasks under 100%%)",
+        )
+        cmd.add_argument(
+            "--by",
+            choices=["layer", "block", "type"],
+            default="layer",
+            help="restore each layer, each decoder block, or each layer type (all down_proj) at once",
+        )
         cmd.add_argument("--docs", type=int, default=64, help="documents per task (and fidelity texts) measured")
         cmd.add_argument("--budget", type=int, default=2000, help="most model calls (forward passes) to spend")
         cmd.add_argument("--suite", default=None, help="the run's suite file, if not where results.json says")
         if name == "fix":
-            cmd.add_argument("--keep-as", default="float",
-                             help="what restored layers become: float (the baseline's precision) or a weight "
-                             "preset such as W8A16")
+            cmd.add_argument(
+                "--keep-as",
+                default="float",
+                help="what restored layers become: float (the baseline's precision) or a weight preset such as W8A16",
+            )
         cmd.set_defaults(func=cmd_explain if name == "explain" else cmd_fix)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")

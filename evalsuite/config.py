@@ -123,8 +123,7 @@ class VariantSpec(_Strict):
             scheme = self.resolved_scheme
         except ValidationError as err:
             details = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in err.errors()
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
             )
             raise ValueError(f"invalid overrides: {details}") from None
         check_combination(scheme, self.algorithm, self.rotation)
@@ -146,7 +145,9 @@ class VariantSpec(_Strict):
         scheme = resolve(self.scheme)
         if not self.overrides:
             return scheme
-        return Scheme(**{**scheme.model_dump(), "overrides": [*scheme.model_dump().get("overrides", []), *self.overrides]})
+        return Scheme(
+            **{**scheme.model_dump(), "overrides": [*scheme.model_dump().get("overrides", []), *self.overrides]}
+        )
 
 
 class TaskSpec(_Strict):

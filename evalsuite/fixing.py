@@ -85,7 +85,8 @@ def verify(failed: FailedRun, restored: list[str], keep, gate: GateConfig, probe
     checks = [c for c in outcome.checks if c.row["variant"] == fixed]
     suite_file = out / "suite.yaml"
     raw["run"]["measure_speed"] = False
-    suite_file.write_text(yaml.safe_dump({**raw, "name": f"{config.name}-fixed"}, sort_keys=False))
+    plain = json.loads(json.dumps({**raw, "name": f"{config.name}-fixed"}))  # tuples as lists
+    suite_file.write_text(yaml.safe_dump(plain, sort_keys=False))
     return {
         "run_dir": str(out),
         "suite_file": str(suite_file),

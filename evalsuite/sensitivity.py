@@ -116,8 +116,11 @@ def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], refer
                 chosen = part
                 break
         if chosen is None:
-            log.info("neither half recovers %d%% of the loss: measuring the %d groups left one by one", 100 * MOST,
-                     len(candidates))
+            log.info(
+                "neither half recovers %d%% of the loss: measuring the %d groups left one by one",
+                100 * MOST,
+                len(candidates),
+            )
             return candidates
         candidates = chosen
     return candidates

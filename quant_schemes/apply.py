@@ -6,9 +6,9 @@ quantized variant, in place.
 
 `calib` is a list of (batch, seq_len) token-id tensors (evalsuite makes them from a calibration set with
 the same tokenizer and batching as evaluation). Targets: "Linear" matches every nn.Linear, "re:<regex>"
-matches module names. Ignore: a module name, its last components (e.g. "lm_head"), or "re:<regex>". A scheme's `overrides` name
-layers (the same way) that stay in float or take another weight scheme, quantized by round-to-nearest with it:
-the algorithm runs on the other layers only.
+matches module names. Ignore: a module name, its last components (e.g. "lm_head"), or "re:<regex>". A
+scheme's `overrides` name layers (the same way) that stay in float or take another weight scheme, quantized by
+round-to-nearest with it: the algorithm runs on the other layers only.
 
 With calibration data, the algorithm runs layer by layer over the decoder blocks; target layers outside them
 (lm_head, when `ignore` leaves it in) are quantized by round-to-nearest and get no SQNR; each layer's

@@ -18,7 +18,6 @@ from evalsuite.hashing import text_digest
 from .args import QuantArgs, QuantType, Strategy
 from .weight_formats import ONLY_8BIT_PAIRS, WeightFormat, format_for
 
-
 FLOAT = "float"  # an override that keeps its layers at the baseline's precision
 
 

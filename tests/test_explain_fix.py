@@ -1,0 +1,137 @@
+"""explain and fix on the embedded model with one layer made deliberately bad (a 2-bit per-tensor override):
+explain names that layer first, fix restores exactly it and passes the gate, the search keeps to its budget,
+and the exported recipe loads back through compressed-tensors with the same scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from evalsuite.cli import main
+from evalsuite.config import load_suite, parse_suite
+from evalsuite.fixing import fix
+from evalsuite.gating import parse_gate_config
+from evalsuite.probing import ExplainError, Probe, load_failed_run
+from evalsuite.runner import run_suite
+from evalsuite.sensitivity import explain, groups_of
+
+BAD = "model.layers.1.mlp.down_proj"
+INT2 = {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}  # deliberately bad
+VARIANT = "W8A16-bad"
+GATE = {"use": "lower_bound", "rules": [{"suite": "academic", "min_recovery": 95}]}
+
+
+def bad_suite(model: str) -> dict:
+    return {
+        "name": "xf",
+        "model": {"path": model},
+        "variants": [
+            {
+                "name": VARIANT,
+                "scheme": "W8A16",
+                "overrides": [
+                    {"layers": BAD, "scheme": {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}}
+                ],
+            }
+        ],
+        "suites": {
+            "academic": {"tasks": [{"name": "tiny_mc", "limit": 48}]},
+            "fidelity": {"texts": ["tiny_ppl"], "limit": 2},
+        },
+        "run": {"bootstrap_iters": 200, "calibration": {"samples": 4, "seq_len": 64}},
+    }
+
+
+@pytest.fixture(scope="module", params=["embedded", "outliers"])
+def failed_run(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    model = "embedded:tiny"
+    if request.param == "outliers":
+        from evalsuite.reference.outliers import main as make_outliers
+
+        make_outliers(["--out", str(root / "model")])
+        model = str(root / "model")
+    suite = root / "suite.yaml"
+    suite.write_text(yaml.safe_dump(bad_suite(model)))
+    run_suite(load_suite(suite), root / "run")
+    (root / "gate.yaml").write_text(yaml.safe_dump(GATE))
+    return root
+
+
+def test_fix_restores_exactly_the_bad_layer_and_passes(failed_run):
+    failed = load_failed_run(failed_run / "run", VARIANT)
+    gate = parse_gate_config(GATE, "gate")
+    probe = Probe(failed, ["tiny_mc"], docs=48, budget=400)
+    result = fix(failed, gate, probe)
+    first = result["rounds"][0]
+    assert first["findings"][0]["group"] == BAD  # explain names the bad layer first
+    assert first["findings"][0]["share"] > 0.5
+    assert [t["share"] for t in first["trail"]][-1] > 0.5  # the bisection ended on it
+    assert result["passed"] and result["restored"] == [BAD]
+    assert result["calls"] <= probe.budget
+    verified = result["verified"][-1]
+    fixed, original = verified["variants"][f"{VARIANT}-fixed"], verified["variants"][VARIANT]
+    assert fixed["weight_bytes"] > original["weight_bytes"]  # the restored layer costs bytes, and says how many
+    assert fixed["decode_tok_s"] > 0 and original["decode_tok_s"] > 0
+    assert json.loads((failed_run / "run" / "fix" / VARIANT / "fix.json").read_text())["restored"] == [BAD]
+
+
+def test_explain_stops_within_its_budget_keeping_what_it_found(failed_run):
+    failed = load_failed_run(failed_run / "run", VARIANT)
+    probe = Probe(failed, ["tiny_mc"], docs=48, budget=0)
+    probe.per_trial = 5  # as if observed: one restored copy costs 5 calls, so a budget of 7 allows one
+    probe.budget = 7
+    result = explain(probe, "type")
+    assert result["stopped"] and "budget of 7 model calls" in result["stopped"]
+    assert result["calls"] <= 7 and len(result["findings"]) <= 1
+
+
+def test_groups_by_block_and_type():
+    layers = [{"name": f"model.layers.{i}.mlp.{t}"} for i in (0, 1) for t in ("up_proj", "down_proj")]
+    assert groups_of(layers, "block") == {
+        "model.layers.0": ["model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"],
+        "model.layers.1": ["model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj"],
+    }
+    assert groups_of(layers, "type")["down_proj"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+
+
+def test_explain_cli_names_the_bad_layer_by_type(failed_run, capsys):
+    code = main(["explain", str(failed_run / "run"), "--variant", VARIANT, "--by", "type", "--docs", "48"])
+    out = capsys.readouterr().out
+    assert code == 0
+    first = next(line for line in out.splitlines() if "recovers" in line)
+    assert first.strip().startswith("down_proj:")
+
+
+def test_an_unknown_variant_or_missing_suite_file_is_named(failed_run, tmp_path):
+    with pytest.raises(ExplainError, match="no variant 'nope'.*W8A16-bad"):
+        load_failed_run(failed_run / "run", "nope")
+    with pytest.raises(ExplainError, match="holds no results.json"):
+        load_failed_run(tmp_path, VARIANT)
+
+
+def test_the_exported_recipe_loads_back_with_the_same_scores(failed_run, tmp_path):
+    from evalsuite.exporting import export_variant
+    from evalsuite.quant_schemes.checkpoints import load_quantized
+
+    fix_dir = failed_run / "run" / "fix" / VARIANT
+    if not (fix_dir / "fix.json").is_file():
+        pytest.skip("needs the fix test's recipe (run the module, not this test alone)")
+    config = load_suite(fix_dir / "suite.yaml")
+    out = export_variant(config, f"{VARIANT}-fixed", tmp_path / "exported")
+    from compressed_tensors.quantization import QuantizationConfig
+
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    parsed = QuantizationConfig.model_validate(qc)  # the compressed-tensors package reads it
+    assert BAD in parsed.ignore and "lm_head" in parsed.ignore
+    model, report = load_quantized(out, "cpu", torch.float32, "torch-ref")
+    assert BAD not in report["layers"] and len(report["layers"]) == 27
+    raw = json.loads(json.dumps(config.model_dump(exclude={"source"})))
+    raw["variants"] = [next(v for v in raw["variants"] if v["name"] == f"{VARIANT}-fixed"), {"path": str(out)}]
+    data = run_suite(parse_suite(raw), tmp_path / "run").data
+    scores = {(m["variant"], m["metric"]): m["value"] for m in data["metrics"] if m["task"] == "tiny_mc"}
+    for metric in ("acc", "acc_norm"):
+        assert scores[(f"{VARIANT}-fixed", metric)] == scores[("exported", metric)]
