@@ -17,6 +17,7 @@ from evalsuite.config import SuiteConfig, VariantSpec, load_suite, parse_suite
 from evalsuite.errors import UserError
 from evalsuite.hashing import digest
 from evalsuite.results import RESULTS_FILE
+from evalsuite.variants import depends_on_calibration
 
 log = logging.getLogger("evalsuite")
 
@@ -128,6 +129,10 @@ class Probe:
         raw["suites"] = suites
         raw["variants"] = variants
         raw["run"].update({"out_dir": None, "measure_speed": False, "noise_floor": False})
+        if not depends_on_calibration(self.failed.spec.algorithm, self.failed.spec.resolved_scheme):
+            # calibration would only measure SQNR again, which the failed run already holds: skip it
+            raw["run"]["calibration"] = None
+            raw["variants"] = [{**v, "calibration": None} for v in variants]
         return parse_suite(raw, self.failed.config.source)
 
     def restored_spec(self, restored: list[str]) -> dict:

@@ -45,11 +45,10 @@ def bad_suite(model: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module", params=["embedded", "outliers"])
-def failed_run(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
+def make_failed_run(kind: str, tmp_path_factory):
+    root = tmp_path_factory.mktemp(kind)
     model = "embedded:tiny"
-    if request.param == "outliers":
+    if kind == "outliers":
         from evalsuite.reference.outliers import main as make_outliers
 
         make_outliers(["--out", str(root / "model")])
@@ -57,15 +56,33 @@ def failed_run(request, tmp_path_factory):
     suite = root / "suite.yaml"
     suite.write_text(yaml.safe_dump(bad_suite(model)))
     run_suite(load_suite(suite), root / "run")
-    (root / "gate.yaml").write_text(yaml.safe_dump(GATE))
     return root
 
 
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    return make_failed_run("embedded", tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["embedded", "outliers"])
+def failed_run(request, embedded_run, tmp_path_factory):
+    return embedded_run if request.param == "embedded" else make_failed_run("outliers", tmp_path_factory)
+
+
+FIXED: dict = {}
+
+
+def fixed(root) -> tuple[dict, Probe]:
+    """The fix of a failed run (computed once per run, shared by the tests that read it)."""
+    if root not in FIXED:
+        failed = load_failed_run(root / "run", VARIANT)
+        probe = Probe(failed, ["tiny_mc"], docs=48, budget=400)
+        FIXED[root] = fix(failed, parse_gate_config(GATE, "gate"), probe), probe
+    return FIXED[root]
+
+
 def test_fix_restores_exactly_the_bad_layer_and_passes(failed_run):
-    failed = load_failed_run(failed_run / "run", VARIANT)
-    gate = parse_gate_config(GATE, "gate")
-    probe = Probe(failed, ["tiny_mc"], docs=48, budget=400)
-    result = fix(failed, gate, probe)
+    result, probe = fixed(failed_run)
     first = result["rounds"][0]
     assert first["findings"][0]["group"] == BAD  # explain names the bad layer first
     assert first["findings"][0]["share"] > 0.5
@@ -73,14 +90,14 @@ def test_fix_restores_exactly_the_bad_layer_and_passes(failed_run):
     assert result["passed"] and result["restored"] == [BAD]
     assert result["calls"] <= probe.budget
     verified = result["verified"][-1]
-    fixed, original = verified["variants"][f"{VARIANT}-fixed"], verified["variants"][VARIANT]
-    assert fixed["weight_bytes"] > original["weight_bytes"]  # the restored layer costs bytes, and says how many
-    assert fixed["decode_tok_s"] > 0 and original["decode_tok_s"] > 0
+    recipe, original = verified["variants"][f"{VARIANT}-fixed"], verified["variants"][VARIANT]
+    assert recipe["weight_bytes"] > original["weight_bytes"]  # the restored layer costs bytes, and says how many
+    assert recipe["decode_tok_s"] > 0 and original["decode_tok_s"] > 0
     assert json.loads((failed_run / "run" / "fix" / VARIANT / "fix.json").read_text())["restored"] == [BAD]
 
 
-def test_explain_stops_within_its_budget_keeping_what_it_found(failed_run):
-    failed = load_failed_run(failed_run / "run", VARIANT)
+def test_explain_stops_within_its_budget_keeping_what_it_found(embedded_run):
+    failed = load_failed_run(embedded_run / "run", VARIANT)
     probe = Probe(failed, ["tiny_mc"], docs=48, budget=0)
     probe.per_trial = 5  # as if observed: one restored copy costs 5 calls, so a budget of 7 allows one
     probe.budget = 7
@@ -98,29 +115,26 @@ def test_groups_by_block_and_type():
     assert groups_of(layers, "type")["down_proj"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
 
 
-def test_explain_cli_names_the_bad_layer_by_type(failed_run, capsys):
-    code = main(["explain", str(failed_run / "run"), "--variant", VARIANT, "--by", "type", "--docs", "48"])
+def test_explain_cli_says_when_the_budget_stops_it(embedded_run, capsys):
+    code = main(["explain", str(embedded_run / "run"), "--variant", VARIANT, "--docs", "48", "--budget", "0"])
     out = capsys.readouterr().out
-    assert code == 0
-    first = next(line for line in out.splitlines() if "recovers" in line)
-    assert first.strip().startswith("down_proj:")
+    assert code == 1  # nothing ranked
+    assert "stopped: the budget of 0 model calls is spent" in out and "explain.json" in out
 
 
-def test_an_unknown_variant_or_missing_suite_file_is_named(failed_run, tmp_path):
+def test_an_unknown_variant_or_missing_suite_file_is_named(embedded_run, tmp_path):
     with pytest.raises(ExplainError, match="no variant 'nope'.*W8A16-bad"):
-        load_failed_run(failed_run / "run", "nope")
+        load_failed_run(embedded_run / "run", "nope")
     with pytest.raises(ExplainError, match="holds no results.json"):
         load_failed_run(tmp_path, VARIANT)
 
 
-def test_the_exported_recipe_loads_back_with_the_same_scores(failed_run, tmp_path):
+def test_the_exported_recipe_loads_back_with_the_same_scores(embedded_run, tmp_path):
     from evalsuite.exporting import export_variant
     from evalsuite.quant_schemes.checkpoints import load_quantized
 
-    fix_dir = failed_run / "run" / "fix" / VARIANT
-    if not (fix_dir / "fix.json").is_file():
-        pytest.skip("needs the fix test's recipe (run the module, not this test alone)")
-    config = load_suite(fix_dir / "suite.yaml")
+    result, _ = fixed(embedded_run)
+    config = load_suite(result["verified"][-1]["suite_file"])
     out = export_variant(config, f"{VARIANT}-fixed", tmp_path / "exported")
     from compressed_tensors.quantization import QuantizationConfig
 
@@ -131,7 +145,7 @@ def test_the_exported_recipe_loads_back_with_the_same_scores(failed_run, tmp_pat
     assert BAD not in report["layers"] and len(report["layers"]) == 27
     raw = json.loads(json.dumps(config.model_dump(exclude={"source"})))
     raw["variants"] = [next(v for v in raw["variants"] if v["name"] == f"{VARIANT}-fixed"), {"path": str(out)}]
-    data = run_suite(parse_suite(raw), tmp_path / "run").data
+    data = run_suite(parse_suite(raw), tmp_path / "run", store_path=embedded_run / "run" / "store.sqlite").data
     scores = {(m["variant"], m["metric"]): m["value"] for m in data["metrics"] if m["task"] == "tiny_mc"}
     for metric in ("acc", "acc_norm"):
         assert scores[(f"{VARIANT}-fixed", metric)] == scores[("exported", metric)]
