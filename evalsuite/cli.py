@@ -141,7 +141,16 @@ def cmd_explain(args) -> int:
     result = explain(probe, args.by)
     print(format_explanation(result))
     print(f"written: {write_explanation(failed, result)}")
+    _rerender(args.run_dir)
     return 0 if result["findings"] else 1
+
+
+def _rerender(run_dir: str) -> None:
+    """The run's reports again: they show the explanation and the recipe first."""
+    from evalsuite.reports import render_reports
+
+    md, _ = render_reports(Path(run_dir) / "results.json")
+    print(f"report: {md}")
 
 
 def cmd_fix(args) -> int:
@@ -161,6 +170,7 @@ def cmd_fix(args) -> int:
         result = fix(failed, gate, probe, args.by, args.keep_as)
         print(format_fix(result))
         passed = passed and result["passed"]
+    _rerender(args.run_dir)
     return 0 if passed else 1
 
 

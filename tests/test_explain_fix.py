@@ -149,3 +149,49 @@ def test_the_exported_recipe_loads_back_with_the_same_scores(embedded_run, tmp_p
     scores = {(m["variant"], m["metric"]): m["value"] for m in data["metrics"] if m["task"] == "tiny_mc"}
     for metric in ("acc", "acc_norm"):
         assert scores[(f"{VARIANT}-fixed", metric)] == scores[("exported", metric)]
+
+
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ({"overrides": [{"layers": "re:(", "scheme": "W8A16"}]}, "is not a regular expression"),
+        ({"overrides": [{"layers": "q_proj", "scheme": "KV_INT8"}]}, "an override's scheme quantizes weights"),
+        ({"overrides": [{"layers": "q_proj", "sceme": "W8A16"}]}, "sceme"),
+        ({"algorithm": "awq", "overrides": [{"layers": "q_proj", "scheme": "float"}]}, "go with algorithm rtn or gptq"),
+    ],
+)
+def test_bad_overrides_are_refused_naming_the_field(variant, message):
+    from evalsuite.config import ConfigError
+
+    raw = {"name": "t", "variants": [{"name": "v", "scheme": "W4A16", **variant}], "suites": {"fidelity": {}}}
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_suite(raw, "suite.yaml")
+    assert "variants[0]" in str(err.value)
+
+
+def test_overrides_keep_the_hash_of_schemes_without_them_and_change_it_with():
+    from evalsuite.quant_schemes.scheme import resolve
+
+    plain = parse_suite({"name": "t", "variants": ["W4A16"], "suites": {"fidelity": {}}}).variants[0]
+    assert plain.resolved_scheme.hash == resolve("W4A16").hash == "80d268f34d685f64"  # as before overrides existed
+    raw = {"name": "v", "scheme": "W4A16", "overrides": [{"layers": "re:.*down_proj", "scheme": "W8A16"}]}
+    mixed = parse_suite({"name": "t", "variants": [raw], "suites": {"fidelity": {}}}).variants[0]
+    assert mixed.resolved_scheme.hash != plain.resolved_scheme.hash
+    assert "re:.*down_proj: W int8 channel" in mixed.resolved_scheme.describe()
+
+
+def test_a_mixed_precision_recipe_exports_one_group_per_scheme(tmp_path):
+    from compressed_tensors.quantization import QuantizationConfig
+
+    from evalsuite.exporting import export_variant
+    from evalsuite.quant_schemes.checkpoints import load_quantized
+
+    raw = {"name": "v", "scheme": "W4A16", "overrides": [{"layers": "re:.*down_proj", "scheme": "W8A16"}]}
+    config = parse_suite({"name": "t", "variants": [raw], "suites": {"fidelity": {}}, "run": {"calibration": None}})
+    out = export_variant(config, "v", tmp_path / "ct")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    parsed = QuantizationConfig.model_validate(qc)
+    bits = {g.weights.num_bits: sorted(g.targets) for g in parsed.config_groups.values()}
+    assert bits[8] == [f"model.layers.{i}.mlp.down_proj" for i in range(4)] and len(bits[4]) == 24
+    _, report = load_quantized(out, "cpu", torch.float32, "torch-ref")
+    assert len(report["layers"]) == 28 and len(report["scheme"].overrides) == 4
