@@ -20,7 +20,7 @@ import yaml
 
 from evalsuite.gating import GateConfig, evaluate_gate, format_outcome
 from evalsuite.probing import BudgetExhausted, FailedRun, Probe, restored_overrides
-from evalsuite.sensitivity import explain
+from evalsuite.sensitivity import explain, format_explanation
 
 log = logging.getLogger("evalsuite")
 
@@ -144,8 +144,6 @@ def fix(failed: FailedRun, gate: GateConfig, probe: Probe, by: str = "layer", ke
 def format_fix(result: dict) -> str:
     lines = []
     for found in result["rounds"]:
-        from evalsuite.sensitivity import format_explanation
-
         lines.append(format_explanation(found))
     for v in result["verified"]:
         lines.append(f"verified with {len(v['restored'])} layer(s) restored: {'pass' if v['passed'] else 'fail'}")

@@ -7,7 +7,7 @@ proxy order is restored; if it recovers at least `most` of the loss it becomes t
 other half is tried; when neither half does, the loss is spread and the remaining candidates are measured
 one by one. The verdict is always the measured share of the loss each group recovers.
 
-    found = explain(failed, tasks, probe, by="layer")
+    found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
     found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
 """
 
