@@ -182,7 +182,8 @@ class Probe:
                 self.history.append(self._measured(data, spec["name"], r, calls[spec["name"]]))
             if not any(h.restored == [] for h in self.history):
                 self.history.append(self._measured(data, self.failed.spec.name, [], calls[self.failed.spec.name]))
-            self.per_trial = max([self.per_trial or 0] + [calls[s["name"]] for s in variants[1:]])
+            if new:  # never below the first estimate: a trial served from the store cost nothing this time
+                self.per_trial = max([self.estimate()] + [calls[s["name"]] for s in variants[1:]])
         return [next(h for h in self.history if h.restored == r) for r in todo]
 
     def reference(self, base: list[str]) -> Measured:
