@@ -6,6 +6,8 @@ errors never load torch, Triton or lm-eval.
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
     evalsuite export SUITE --variant NAME --out DIR
+    evalsuite explain RUN_DIR --variant NAME [--by layer|block|type] [--budget CALLS]
+    evalsuite fix RUN_DIR --gate gate.yaml [--variant NAME] [--keep-as float|SCHEME]
     evalsuite bench kernels|e2e|harness [options]
     evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
     evalsuite scaling-fit --out DIR [--sweep sweep.json] [--speedup PRECISION=RATIO ...]
@@ -119,6 +121,59 @@ def cmd_export(args) -> int:
     path = export_variant(load_suite(args.suite), args.variant, args.out)
     print(f"exported {args.variant} as a compressed-tensors checkpoint: {path}")
     return 0
+
+
+def _probe(args, variant: str, gate):
+    from evalsuite.fixing import failing_tasks
+    from evalsuite.probing import Probe, load_failed_run
+
+    failed = load_failed_run(args.run_dir, variant, args.suite)
+    tasks = failing_tasks(failed.data, variant, gate)
+    keep = getattr(args, "keep_as", "float")
+    return failed, Probe(failed, tasks, args.docs, args.budget, None if keep == "float" else keep)
+
+
+def cmd_explain(args) -> int:
+    from evalsuite import gating
+    from evalsuite.fixing import write_explanation
+    from evalsuite.sensitivity import explain, format_explanation
+
+    gate = gating.load_gate_config(args.gate) if args.gate else None
+    failed, probe = _probe(args, args.variant, gate)
+    result = explain(probe, args.by)
+    print(format_explanation(result))
+    print(f"written: {write_explanation(failed, result)}")
+    _rerender(args.run_dir)
+    return 0 if result["findings"] else 1
+
+
+def _rerender(run_dir: str) -> None:
+    """The run's reports again: they show the explanation and the recipe first."""
+    from evalsuite.reports import render_reports
+
+    md, _ = render_reports(Path(run_dir) / "results.json")
+    print(f"report: {md}")
+
+
+def cmd_fix(args) -> int:
+    from evalsuite import gating
+    from evalsuite.fixing import failing_variants, fix, format_fix
+    from evalsuite.results import load
+
+    gate = gating.load_gate_config(args.gate)
+    data = load(args.run_dir).data
+    variants = [args.variant] if args.variant else failing_variants(data, gate)
+    if not variants:
+        print(f"every variant of {args.run_dir} passes {args.gate}: nothing to fix")
+        return 0
+    passed = True
+    for variant in variants:
+        failed, probe = _probe(args, variant, gate)
+        result = fix(failed, gate, probe, args.by, args.keep_as)
+        print(format_fix(result))
+        passed = passed and result["passed"]
+    _rerender(args.run_dir)
+    return 0 if passed else 1
 
 
 def cmd_list(args) -> int:
@@ -348,6 +403,41 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--bootstrap-iters", type=int, default=200)
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(func=cmd_scaling_fit)
+
+    for name, helptext in (
+        ("explain", "rank the layers that cause a variant's loss, by re-running it with each restored"),
+        ("fix", "find the fewest layers to keep in higher precision so that a failed variant passes the gate"),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("run_dir", metavar="RUN_DIR")
+        cmd.add_argument(
+            "--variant",
+            required=name == "explain",
+            default=None,
+            help="the variant (fix: default, every variant that fails the gate)",
+        )
+        cmd.add_argument(
+            "--gate",
+            required=name == "fix",
+            default=None,
+            help="gate.yaml: its failed checks name the tasks measured (explain: default, the tasks under 100%%)",
+        )
+        cmd.add_argument(
+            "--by",
+            choices=["layer", "block", "type"],
+            default="layer",
+            help="restore each layer, each decoder block, or each layer type (all down_proj) at once",
+        )
+        cmd.add_argument("--docs", type=int, default=64, help="documents per task (and fidelity texts) measured")
+        cmd.add_argument("--budget", type=int, default=2000, help="most model calls (forward passes) to spend")
+        cmd.add_argument("--suite", default=None, help="the run's suite file, if not where results.json says")
+        if name == "fix":
+            cmd.add_argument(
+                "--keep-as",
+                default="float",
+                help="what restored layers become: float (the baseline's precision) or a weight preset such as W8A16",
+            )
+        cmd.set_defaults(func=cmd_explain if name == "explain" else cmd_fix)
 
     lst = sub.add_parser("list", help="list built-in tasks, scheme presets or suites")
     lst.add_argument("what", choices=["tasks", "schemes", "suites"])

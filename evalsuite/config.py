@@ -85,6 +85,8 @@ class VariantSpec(_Strict):
     rotation: Literal["hadamard"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the algorithm, e.g. {alpha: 0.8}
     calibration: CalibrationSpec | None = None  # default: run.calibration
+    # per-layer exceptions to the scheme, first match wins: [{layers: "re:.*down_proj", scheme: W8A16 | float}]
+    overrides: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("scheme")
     @classmethod
@@ -115,12 +117,20 @@ class VariantSpec(_Strict):
                 "(a float checkpoint, such as one `evalsuite train` wrote, quantized with the scheme)"
             )
         if self.scheme is None:
-            if self.algorithm != "rtn" or self.rotation or self.options:
+            if self.algorithm != "rtn" or self.rotation or self.options or self.overrides:
                 raise ValueError(
-                    "a checkpoint variant without a scheme is used as it is: leave out algorithm, rotation and options"
+                    "a checkpoint variant without a scheme is used as it is: leave out algorithm, rotation, options "
+                    "and overrides"
                 )
             return self
-        check_combination(resolve(self.scheme), self.algorithm, self.rotation)
+        try:
+            scheme = self.resolved_scheme
+        except ValidationError as err:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
+            )
+            raise ValueError(f"invalid overrides: {details}") from None
+        check_combination(scheme, self.algorithm, self.rotation)
         return self
 
     @field_validator("name")
@@ -134,7 +144,14 @@ class VariantSpec(_Strict):
 
     @property
     def resolved_scheme(self) -> Scheme | None:
-        return None if self.scheme is None else resolve(self.scheme)
+        if self.scheme is None:
+            return None
+        scheme = resolve(self.scheme)
+        if not self.overrides:
+            return scheme
+        return Scheme(
+            **{**scheme.model_dump(), "overrides": [*scheme.model_dump().get("overrides", []), *self.overrides]}
+        )
 
 
 class TaskSpec(_Strict):

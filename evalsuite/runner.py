@@ -126,7 +126,14 @@ def model_calls(runs: dict[str, SuiteRun]) -> dict[str, int]:
     return {f"{suite}/{name}": n for suite, run in runs.items() for name, n in run.model_calls.items()}
 
 
-def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: list[str] | None = None) -> RunOutcome:
+def run_suite(
+    config: SuiteConfig,
+    out_dir: str | Path | None = None,
+    command: list[str] | None = None,
+    store_path: str | Path | None = None,
+) -> RunOutcome:
+    """Evaluate the suite into out_dir; `store_path` shares another run's store (explain and fix runs reuse the
+    failed run's answers), default out_dir/store.sqlite."""
     plan = plan_suites(config)
     source = models.resolve_model(config.model.path)
     shard = distributed.from_environment()
@@ -136,14 +143,14 @@ def run_suite(config: SuiteConfig, out_dir: str | Path | None = None, command: l
     check_writable(run_dir)
     lock = lock_run_dir(run_dir) if shard is None or shard.main else None  # the ranks of one run share it
     try:
-        return _run(config, plan, source, shard, device, backend, run_dir, command)
+        return _run(config, plan, source, shard, device, backend, run_dir, command, store_path)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _run(config, plan, source, shard, device, backend, run_dir: Path, command) -> RunOutcome:
-    store = Store(run_dir / "store.sqlite")
+def _run(config, plan, source, shard, device, backend, run_dir: Path, command, store_path=None) -> RunOutcome:
+    store = Store(Path(store_path) if store_path else run_dir / "store.sqlite")
     torch.manual_seed(config.run.seed)
     main = shard is None or shard.main  # the rank that scores similarity, judges, measures fidelity and writes
 

@@ -88,10 +88,12 @@ def check_quantization_config(path: str | Path) -> dict:
                 "a checkpoint variant quantizes linear layers only"
             )
         groups = qc.get("config_groups") or {}
-        if len(groups) != 1:
+        if not groups:
+            raise CheckpointError(f"{path}: quantization_config.config_groups is empty: no layer is quantized")
+        if len(groups) > 1 and any(t == "Linear" or t.startswith("re:") for g in groups.values() for t in g["targets"]):
             raise CheckpointError(
-                f"{path}: quantization_config.config_groups has {len(groups)} groups; checkpoints with one "
-                "config group (one scheme for every quantized layer) are supported"
+                f"{path}: quantization_config has {len(groups)} config groups; several groups are supported when "
+                "each names its layers (targets by module name, as evalsuite export writes them)"
             )
     elif method == "awq" and str(qc.get("version", "gemm")).lower() != "gemm":
         raise CheckpointError(f"{path}: AWQ version {qc.get('version')!r}; the GEMM layout is supported")
@@ -100,8 +102,15 @@ def check_quantization_config(path: str | Path) -> dict:
     return qc
 
 
-def _ct_scheme(qc: dict, path: Path, tensors: _Tensors) -> tuple[Scheme, str]:
-    group = next(iter(qc["config_groups"].values()))
+def _ct_schemes(qc: dict, path: Path, tensors: _Tensors) -> dict[str | None, tuple[Scheme, str]]:
+    """Each config group's scheme and format, by layer name (None: every layer, for a single group)."""
+    groups = list(qc["config_groups"].values())
+    if len(groups) == 1:
+        return {None: _ct_scheme(groups[0], qc, path, tensors)}
+    return {name: _ct_scheme(g, qc, path, tensors) for g in groups for name in g["targets"]}
+
+
+def _ct_scheme(group: dict, qc: dict, path: Path, tensors: _Tensors) -> tuple[Scheme, str]:
     w, a = group.get("weights"), group.get("input_activations")
     if a:  # the W8A8 GEMMs apply no zero point: refuse asymmetric operands here, naming a layer
         for what, args_dict, tensor in (
@@ -132,7 +141,7 @@ def _ct_scheme(qc: dict, path: Path, tensors: _Tensors) -> tuple[Scheme, str]:
     except ValidationError as e:
         reasons = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
         raise CheckpointError(f"{path}: its quantization_config is not a scheme evalsuite runs: {reasons}") from e
-    return scheme, qc.get("format") or ""
+    return scheme, group.get("format") or qc.get("format") or ""
 
 
 def _gptq_awq_scheme(qc: dict) -> Scheme:
@@ -231,9 +240,9 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     method = qc["quant_method"]
     tensors = _tensors(path)
     if method == "compressed-tensors":
-        scheme, fmt = _ct_scheme(qc, path, tensors)
+        by_layer = _ct_schemes(qc, path, tensors)
     else:
-        scheme, fmt = _gptq_awq_scheme(qc), method
+        by_layer = {None: (_gptq_awq_scheme(qc), method)}
     config = AutoConfig.from_pretrained(path)
     config.quantization_config = None
     del config.quantization_config
@@ -243,6 +252,9 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     layers, kernels = [], []
     for prefix in sorted(prefixes):
         linear = model.get_submodule(prefix)
+        if prefix not in by_layer and None not in by_layer:
+            raise CheckpointError(f"{path}: layer {prefix} has quantized tensors but no config group names it")
+        scheme, fmt = by_layer.get(prefix) or by_layer[None]
         if fmt == "gptq":
             weight = _gptq_weight(prefix, tensors, scheme)
         elif fmt == "awq":
@@ -291,4 +303,12 @@ def load_quantized(path: str | Path, device, dtype: torch.dtype, backend: str):
     if left:
         raise CheckpointError(f"{path}: buffers not initialised: {', '.join(left[:5])}")
     model.to(device).eval()
+    schemes = list(dict.fromkeys(s for s, _ in by_layer.values()))
+    if len(schemes) > 1:  # the first group's scheme, the others as its per-layer overrides
+        names = {n: s for n, (s, _) in by_layer.items()}
+        extra = [{"layers": n, "scheme": s} for n, s in sorted(names.items()) if s != schemes[0]]
+        scheme = Scheme(**{**schemes[0].model_dump(), "overrides": extra})
+    else:
+        scheme = schemes[0]
+    fmt = qc.get("format") or fmt
     return model, {"scheme": scheme, "format": fmt, "layers": layers, "kernels": kernels, "quant_method": method}

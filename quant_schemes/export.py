@@ -66,6 +66,28 @@ def _layer_tensors(prefix: str, layer: QuantLinear) -> dict[str, torch.Tensor]:
     return out
 
 
+def config_groups(layers: dict[str, QuantLinear], scheme) -> dict:
+    """One config group per distinct layer scheme (a scheme's per-layer overrides give several): targets
+    "Linear" when every quantized layer shares one, else each group's layer names."""
+    from .apply import layer_schemes
+
+    schemes = layer_schemes(layers, scheme)
+    found: dict[str, dict] = {}
+    for name, layer in layers.items():
+        s = schemes[name]
+        group = {
+            "weights": _args_dict(s.weights),
+            "input_activations": _args_dict(s.input_activations),
+            "output_activations": None,
+            "format": _format(layer.format),
+        }
+        key = json.dumps(group, sort_keys=True)
+        found.setdefault(key, {"targets": [], **group})["targets"].append(name)
+    if len(found) == 1:
+        return {"group_0": {**next(iter(found.values())), "targets": ["Linear"]}}
+    return {f"group_{i}": {**g, "targets": sorted(g["targets"])} for i, g in enumerate(found.values())}
+
+
 def export_compressed_tensors(
     model: nn.Module, report, baseline_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.bfloat16
 ) -> Path:
@@ -79,7 +101,8 @@ def export_compressed_tensors(
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not layers:
         raise ExportError("the model has no quantized layers to export")
-    fmt = _format(next(iter(layers.values())).format)
+    groups = config_groups(layers, scheme)
+    formats = {g["format"] for g in groups.values()}
     tensors: dict[str, torch.Tensor] = {}
     for prefix, layer in layers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _layer_tensors(prefix, layer).items()})
@@ -98,17 +121,9 @@ def export_compressed_tensors(
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
     config["quantization_config"] = {
         "quant_method": "compressed-tensors",
-        "format": fmt,
+        "format": formats.pop() if len(formats) == 1 else "mixed-precision",
         "quantization_status": "compressed",
-        "config_groups": {
-            "group_0": {
-                "targets": ["Linear"],
-                "weights": _args_dict(scheme.weights),
-                "input_activations": _args_dict(scheme.input_activations),
-                "output_activations": None,
-                "format": fmt,
-            }
-        },
+        "config_groups": groups,
         "ignore": ignore,
         "kv_cache_scheme": None,
     }

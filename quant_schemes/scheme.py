@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
@@ -16,6 +17,58 @@ from evalsuite.hashing import text_digest
 
 from .args import QuantArgs, QuantType, Strategy
 from .weight_formats import ONLY_8BIT_PAIRS, WeightFormat, format_for
+
+FLOAT = "float"  # an override that keeps its layers at the baseline's precision
+
+
+class LayerOverride(BaseModel):
+    """Layers quantized differently from the rest of their scheme: `layers` is a module name, its last
+    components (`down_proj`) or `re:<regex>`; `scheme` is a weight scheme (a preset name or a dict) or
+    `float` (kept at the baseline's precision). The first override that names a layer decides it.
+
+    >>> Scheme(weights=..., overrides=[{"layers": "re:.*down_proj", "scheme": "W8A16"}])
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: str
+    scheme: Scheme | None = None  # None: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data):
+        if isinstance(data, dict) and "scheme" in data:
+            value = data["scheme"]
+            if value is None or value == FLOAT:
+                value = None
+            elif not isinstance(value, Scheme):
+                value = resolve(value)
+            data = {**data, "scheme": value}
+        return data
+
+    @model_validator(mode="after")
+    def _weights_only(self) -> LayerOverride:
+        if not self.layers.strip():
+            raise ValueError("an override names its layers: a module name, its last components or re:<regex>")
+        if self.layers.startswith("re:"):
+            try:
+                re.compile(self.layers[3:])
+            except re.error as err:
+                raise ValueError(f"layers {self.layers!r} is not a regular expression: {err}") from None
+        s = self.scheme
+        if s is not None and (s.weights is None or s.kv_cache is not None or s.overrides):
+            raise ValueError(
+                "an override's scheme quantizes weights (e.g. W8A16, W8A8_INT8) with no kv_cache and no overrides "
+                "of its own; write float to keep the layers at the baseline's precision"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        data = handler(self)
+        if self.scheme is None:
+            data["scheme"] = FLOAT
+        return data
 
 
 class Scheme(BaseModel):
@@ -27,12 +80,15 @@ class Scheme(BaseModel):
     targets: tuple[str, ...] = ("Linear",)
     ignore: tuple[str, ...] = ("lm_head",)
     weight_format: str | None = None  # a registered WeightFormat; None: the one the weights' type picks
+    overrides: tuple[LayerOverride, ...] = ()  # per-layer exceptions, first match wins
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
         data = handler(self)
         if self.weight_format is None:  # schemes that name no format dump (and hash) as before it existed
             del data["weight_format"]
+        if not self.overrides:  # likewise schemes without overrides
+            del data["overrides"]
         return data
 
     @model_validator(mode="after")
@@ -49,6 +105,8 @@ class Scheme(BaseModel):
                 raise ValueError("weight_format names how weights are stored: set weights too, or leave it out")
         else:
             self.resolved_format().check(w, a)
+        if self.overrides and w is None:
+            raise ValueError("overrides change how weights are quantized: the scheme needs weights too")
         if kv is not None:
             if kv.num_bits != 8 or kv.type not in (QuantType.INT, QuantType.FLOAT):
                 raise ValueError("kv_cache is int8 or fp8: write num_bits: 8 and type: int or float")
@@ -72,6 +130,9 @@ class Scheme(BaseModel):
     def hash(self) -> str:
         return text_digest(self.model_dump_json())
 
+    def without_overrides(self) -> Scheme:
+        return self.model_copy(update={"overrides": ()})
+
     def describe(self) -> str:
         parts = []
         if self.weights:
@@ -80,6 +141,8 @@ class Scheme(BaseModel):
             parts.append("A " + self.input_activations.describe())
         if self.kv_cache:
             parts.append("KV " + self.kv_cache.describe())
+        for o in self.overrides:
+            parts.append(f"{o.layers}: {'float' if o.scheme is None else o.scheme.describe()}")
         return ", ".join(parts)
 
 
@@ -146,3 +209,7 @@ def resolve(spec: str | dict | Scheme) -> Scheme:
                     raise UnknownSchemeError(f"scheme {spec!r}: {name.strip()!r} sets {field} a second time")
                 merged[field] = value
     return Scheme(**merged)
+
+
+LayerOverride.model_rebuild()
+Scheme.model_rebuild()

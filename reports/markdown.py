@@ -17,6 +17,8 @@ def table(t: Table) -> str:
 
 def render_markdown(view: ReportView) -> str:
     parts = [f"# {view.title}\n"]
+    if view.diagnosis.rows:
+        parts += ["## Why it fails, and the recipe that passes\n", table(view.diagnosis)]
     parts += [f"- {line}" for line in view.summary] + [""]
     parts += ["## Recovery\n", table(view.recovery)]
     parts += ["## Scores\n", table(view.scores)]

@@ -13,8 +13,11 @@ def render_reports(results_path: str | Path) -> tuple[Path, Path]:
     results_path = Path(results_path)
     from evalsuite.results import load
 
+    from .diagnosis import diagnosis
+
     data = load(results_path).data
     view = build_view(data)
+    view.diagnosis = diagnosis(results_path.parent)
     variants = [v for v in data["variants"] if v != "baseline"]
     md = results_path.parent / "report.md"
     html = results_path.parent / "report.html"

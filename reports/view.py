@@ -61,6 +61,7 @@ class ReportView:
     notes: list[str] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)  # each suite's own table, from its `report`
     sensitivity: Table = field(default_factory=lambda: Table([], []))
+    diagnosis: Table = field(default_factory=lambda: Table([], []))  # explain / fix results, shown first
     cards: list[dict] = field(default_factory=list)  # one verdict per variant
     flipped: list[dict] = field(default_factory=list)  # flipped answers, both sides, for the explorer
     compression_points: list[dict] = field(default_factory=list)

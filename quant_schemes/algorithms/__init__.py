@@ -69,6 +69,15 @@ ROTATIONS = ("hadamard",)
 def check_combination(scheme: Scheme, algorithm: str, rotation: str | None = None) -> None:
     """Algorithm and rotation against the scheme, before any model loads; errors name the legal choices."""
     check_algorithm(algorithm, scheme)
+    if scheme.overrides and (algorithm not in ("rtn", "gptq") or rotation is not None):
+        raise UnknownAlgorithmError(
+            f"per-layer overrides go with algorithm rtn or gptq and no rotation (got {algorithm}"
+            f"{', rotation ' + rotation if rotation else ''}): {algorithm if algorithm != 'rtn' else rotation} "
+            "changes layers the overrides leave alone"
+        )
+    for o in scheme.overrides:
+        if o.scheme is not None:
+            check_combination(o.scheme, "rtn")
     acts = scheme.input_activations
     if acts is not None and not acts.dynamic:
         raise UnknownAlgorithmError(

@@ -1,0 +1,145 @@
+"""`evalsuite explain`: which layers cause a variant's loss, measured by restoring them, not guessed by proxy.
+
+Layers are grouped (`by`: each layer, each decoder block, or each layer type such as every `down_proj`) and
+ordered by the proxy the run already holds (each layer's output SQNR, lowest first). With few groups each is
+restored on its own. With more than `bisect_above`, the candidates are halved: the half that comes first in
+proxy order is restored; if it recovers at least `most` of the loss it becomes the candidates, else the
+other half is tried; when neither half does, the loss is spread and the remaining candidates are measured
+one by one. The verdict is always the measured share of the loss each group recovers.
+
+    found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
+    found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from evalsuite.probing import BudgetExhausted, Measured, Probe
+
+log = logging.getLogger("evalsuite")
+
+GRANULARITIES = ("layer", "block", "type")
+BISECT_ABOVE = 8  # more groups than this are bisected; fewer are each measured
+MOST = 0.5  # a half that recovers at least this share of the loss holds the culprit
+
+
+def groups_of(layers: list[dict], by: str) -> dict[str, list[str]]:
+    """Layer names grouped: `layer` (one each), `block` (model.layers.N), `type` (the last name part)."""
+    if by not in GRANULARITIES:
+        raise ValueError(f"group by {by!r}: use one of {', '.join(GRANULARITIES)}")
+    groups: dict[str, list[str]] = {}
+    for layer in layers:
+        name = layer["name"]
+        if by == "layer":
+            key = name
+        elif by == "block":
+            match = re.match(r"(.*\.layers\.\d+)\.", name)
+            key = match.group(1) if match else name
+        else:
+            key = name.rsplit(".", 1)[-1]
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def proxy_order(groups: dict[str, list[str]], layers: list[dict]) -> list[str]:
+    """Groups by their lowest output SQNR (worst first); groups without one keep model order, last."""
+    sqnr = {x["name"]: x.get("sqnr_db") for x in layers}
+
+    def worst(group: str) -> float:
+        found = [sqnr[n] for n in groups[group] if sqnr.get(n) is not None]
+        return min(found) if found else float("inf")
+
+    return sorted(groups, key=worst)
+
+
+def share(reference: Measured, m: Measured) -> dict:
+    """The share of the reference's loss that `m` recovers: on the failing tasks' recovery when the subset
+    shows a loss (its interval from m's 95% recovery intervals), else on the KLD; and the KLD share beside it."""
+    out: dict = {"kld_share": None}
+    if reference.kld and m.kld is not None:
+        out["kld_share"] = (reference.kld - m.kld) / reference.kld
+    gap = reference.gap()
+    if gap > 0:
+        out.update(
+            basis="recovery",
+            share=(gap - m.gap()) / gap,
+            low=(gap - m.gap("low")) / gap,
+            high=(gap - m.gap("high")) / gap,
+        )
+    else:
+        out.update(basis="kld", share=out["kld_share"], low=None, high=None)
+    return out
+
+
+def _finding(group: str, layers: list[str], reference: Measured, m: Measured) -> dict:
+    return {"group": group, "layers": layers, **share(reference, m), "recovery": m.recovery, "kld": m.kld}
+
+
+def explain(probe: Probe, by: str = "layer", base: list[str] | None = None, bisect_above: int = BISECT_ABOVE) -> dict:
+    """Rank the groups of the probe's variant (with `base` already restored) by the share of its loss they
+    recover. Stops at the probe's budget, keeping what it measured (`stopped` says so)."""
+    base = sorted(base or [])
+    layers = [x for x in probe.failed.layers if x["name"] not in base]
+    groups = groups_of(layers, by)
+    order = proxy_order(groups, layers)
+    result = {"variant": probe.failed.spec.name, "by": by, "base": base, "tasks": probe.tasks, "docs": probe.docs}
+    result |= {"budget": probe.budget, "trail": [], "findings": [], "stopped": None}
+    try:
+        reference = probe.reference(base)
+        result["reference"] = {"recovery": reference.recovery, "kld": reference.kld}
+        candidates = order
+        if len(order) > bisect_above:
+            candidates = _bisect(probe, groups, order, base, reference, result)
+        for group in candidates:  # one at a time: what was measured stays when the budget runs out
+            m = probe.measure([base + groups[group]])[0]
+            result["findings"].append(_finding(group, groups[group], reference, m))
+    except BudgetExhausted as err:
+        result["stopped"] = str(err)
+        log.warning("explain stopped: %s; what was measured so far is kept", err)
+    result["findings"].sort(key=lambda f: -(f["share"] if f["share"] is not None else float("-inf")))
+    result["calls"] = probe.spent
+    return result
+
+
+def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], reference: Measured, result: dict) -> list:
+    candidates = order
+    while len(candidates) > 1:
+        half = len(candidates) // 2
+        chosen = None
+        for part in (candidates[:half], candidates[half:]):
+            layers = [n for g in part for n in groups[g]]
+            found = share(reference, probe.measure([base + layers])[0])
+            result["trail"].append({"groups": part, "share": found["share"], "basis": found["basis"]})
+            if found["share"] is not None and found["share"] >= MOST:
+                chosen = part
+                break
+        if chosen is None:
+            log.info(
+                "neither half recovers %d%% of the loss: measuring the %d groups left one by one",
+                100 * MOST,
+                len(candidates),
+            )
+            return candidates
+        candidates = chosen
+    return candidates
+
+
+def format_explanation(result: dict) -> str:
+    """The ranking as text: the groups responsible first, each with its measured share and interval."""
+    lines = [
+        f"{result['variant']}: {len(result['findings'])} group(s) by {result['by']} measured on "
+        f"{', '.join(result['tasks']) or 'the fidelity texts'} (first {result['docs']} documents), "
+        f"{result['calls']} model calls of {result['budget']}"
+    ]
+    if result["base"]:
+        lines.append(f"  with {len(result['base'])} layer(s) already restored")
+    for f in result["findings"]:
+        interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
+        kld = f", KLD share {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
+        share_text = "n/a" if f["share"] is None else f"{100 * f['share']:.0f}%"
+        lines.append(f"  {f['group']}: recovers {share_text}{interval} of the loss ({f['basis']}){kld}")
+    if result["stopped"]:
+        lines.append(f"  stopped: {result['stopped']}")
+    return "\n".join(lines)

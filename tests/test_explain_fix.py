@@ -1,0 +1,197 @@
+"""explain and fix on the embedded model with one layer made deliberately bad (a 2-bit per-tensor override):
+explain names that layer first, fix restores exactly it and passes the gate, the search keeps to its budget,
+and the exported recipe loads back through compressed-tensors with the same scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from evalsuite.cli import main
+from evalsuite.config import load_suite, parse_suite
+from evalsuite.fixing import fix
+from evalsuite.gating import parse_gate_config
+from evalsuite.probing import ExplainError, Probe, load_failed_run
+from evalsuite.runner import run_suite
+from evalsuite.sensitivity import explain, groups_of
+
+BAD = "model.layers.1.mlp.down_proj"
+INT2 = {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}  # deliberately bad
+VARIANT = "W8A16-bad"
+GATE = {"use": "lower_bound", "rules": [{"suite": "academic", "min_recovery": 95}]}
+
+
+def bad_suite(model: str) -> dict:
+    return {
+        "name": "xf",
+        "model": {"path": model},
+        "variants": [
+            {
+                "name": VARIANT,
+                "scheme": "W8A16",
+                "overrides": [
+                    {"layers": BAD, "scheme": {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}}
+                ],
+            }
+        ],
+        "suites": {
+            "academic": {"tasks": [{"name": "tiny_mc", "limit": 48}]},
+            "fidelity": {"texts": ["tiny_ppl"], "limit": 2},
+        },
+        "run": {"bootstrap_iters": 200, "calibration": {"samples": 4, "seq_len": 64}},
+    }
+
+
+def make_failed_run(kind: str, tmp_path_factory):
+    root = tmp_path_factory.mktemp(kind)
+    model = "embedded:tiny"
+    if kind == "outliers":
+        from evalsuite.reference.outliers import main as make_outliers
+
+        make_outliers(["--out", str(root / "model")])
+        model = str(root / "model")
+    suite = root / "suite.yaml"
+    suite.write_text(yaml.safe_dump(bad_suite(model)))
+    run_suite(load_suite(suite), root / "run")
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory):
+    return make_failed_run("embedded", tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["embedded", "outliers"])
+def failed_run(request, embedded_run, tmp_path_factory):
+    return embedded_run if request.param == "embedded" else make_failed_run("outliers", tmp_path_factory)
+
+
+FIXED: dict = {}
+
+
+def fixed(root) -> tuple[dict, Probe]:
+    """The fix of a failed run (computed once per run, shared by the tests that read it)."""
+    if root not in FIXED:
+        failed = load_failed_run(root / "run", VARIANT)
+        probe = Probe(failed, ["tiny_mc"], docs=48, budget=400)
+        FIXED[root] = fix(failed, parse_gate_config(GATE, "gate"), probe), probe
+    return FIXED[root]
+
+
+def test_fix_restores_exactly_the_bad_layer_and_passes(failed_run):
+    result, probe = fixed(failed_run)
+    first = result["rounds"][0]
+    assert first["findings"][0]["group"] == BAD  # explain names the bad layer first
+    assert first["findings"][0]["share"] > 0.5
+    assert [t["share"] for t in first["trail"]][-1] > 0.5  # the bisection ended on it
+    assert result["passed"] and result["restored"] == [BAD]
+    assert result["calls"] <= probe.budget
+    verified = result["verified"][-1]
+    recipe, original = verified["variants"][f"{VARIANT}-fixed"], verified["variants"][VARIANT]
+    assert recipe["weight_bytes"] > original["weight_bytes"]  # the restored layer costs bytes, and says how many
+    assert recipe["decode_tok_s"] > 0 and original["decode_tok_s"] > 0
+    assert json.loads((failed_run / "run" / "fix" / VARIANT / "fix.json").read_text())["restored"] == [BAD]
+
+
+def test_explain_stops_within_its_budget_keeping_what_it_found(embedded_run):
+    failed = load_failed_run(embedded_run / "run", VARIANT)
+    probe = Probe(failed, ["tiny_mc"], docs=48, budget=0)
+    probe.per_trial = 5  # as if observed: one restored copy costs 5 calls, so a budget of 7 allows one
+    probe.budget = 7
+    result = explain(probe, "type")
+    assert result["stopped"] and "budget of 7 model calls" in result["stopped"]
+    assert result["calls"] <= 7 and len(result["findings"]) <= 1
+
+
+def test_groups_by_block_and_type():
+    layers = [{"name": f"model.layers.{i}.mlp.{t}"} for i in (0, 1) for t in ("up_proj", "down_proj")]
+    assert groups_of(layers, "block") == {
+        "model.layers.0": ["model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"],
+        "model.layers.1": ["model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj"],
+    }
+    assert groups_of(layers, "type")["down_proj"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+
+
+def test_explain_cli_says_when_the_budget_stops_it(embedded_run, capsys):
+    code = main(["explain", str(embedded_run / "run"), "--variant", VARIANT, "--docs", "48", "--budget", "0"])
+    out = capsys.readouterr().out
+    assert code == 1  # nothing ranked
+    assert "stopped: the budget of 0 model calls is spent" in out and "explain.json" in out
+
+
+def test_an_unknown_variant_or_missing_suite_file_is_named(embedded_run, tmp_path):
+    with pytest.raises(ExplainError, match="no variant 'nope'.*W8A16-bad"):
+        load_failed_run(embedded_run / "run", "nope")
+    with pytest.raises(ExplainError, match="holds no results.json"):
+        load_failed_run(tmp_path, VARIANT)
+
+
+def test_the_exported_recipe_loads_back_with_the_same_scores(embedded_run, tmp_path):
+    from evalsuite.exporting import export_variant
+    from evalsuite.quant_schemes.checkpoints import load_quantized
+
+    result, _ = fixed(embedded_run)
+    config = load_suite(result["verified"][-1]["suite_file"])
+    out = export_variant(config, f"{VARIANT}-fixed", tmp_path / "exported")
+    from compressed_tensors.quantization import QuantizationConfig
+
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    parsed = QuantizationConfig.model_validate(qc)  # the compressed-tensors package reads it
+    assert BAD in parsed.ignore and "lm_head" in parsed.ignore
+    model, report = load_quantized(out, "cpu", torch.float32, "torch-ref")
+    assert BAD not in report["layers"] and len(report["layers"]) == 27
+    raw = json.loads(json.dumps(config.model_dump(exclude={"source"})))
+    raw["variants"] = [next(v for v in raw["variants"] if v["name"] == f"{VARIANT}-fixed"), {"path": str(out)}]
+    data = run_suite(parse_suite(raw), tmp_path / "run", store_path=embedded_run / "run" / "store.sqlite").data
+    scores = {(m["variant"], m["metric"]): m["value"] for m in data["metrics"] if m["task"] == "tiny_mc"}
+    for metric in ("acc", "acc_norm"):
+        assert scores[(f"{VARIANT}-fixed", metric)] == scores[("exported", metric)]
+
+
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ({"overrides": [{"layers": "re:(", "scheme": "W8A16"}]}, "is not a regular expression"),
+        ({"overrides": [{"layers": "q_proj", "scheme": "KV_INT8"}]}, "an override's scheme quantizes weights"),
+        ({"overrides": [{"layers": "q_proj", "sceme": "W8A16"}]}, "sceme"),
+        ({"algorithm": "awq", "overrides": [{"layers": "q_proj", "scheme": "float"}]}, "go with algorithm rtn or gptq"),
+    ],
+)
+def test_bad_overrides_are_refused_naming_the_field(variant, message):
+    from evalsuite.config import ConfigError
+
+    raw = {"name": "t", "variants": [{"name": "v", "scheme": "W4A16", **variant}], "suites": {"fidelity": {}}}
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_suite(raw, "suite.yaml")
+    assert "variants[0]" in str(err.value)
+
+
+def test_overrides_keep_the_hash_of_schemes_without_them_and_change_it_with():
+    from evalsuite.quant_schemes.scheme import resolve
+
+    plain = parse_suite({"name": "t", "variants": ["W4A16"], "suites": {"fidelity": {}}}).variants[0]
+    assert plain.resolved_scheme.hash == resolve("W4A16").hash == "80d268f34d685f64"  # as before overrides existed
+    raw = {"name": "v", "scheme": "W4A16", "overrides": [{"layers": "re:.*down_proj", "scheme": "W8A16"}]}
+    mixed = parse_suite({"name": "t", "variants": [raw], "suites": {"fidelity": {}}}).variants[0]
+    assert mixed.resolved_scheme.hash != plain.resolved_scheme.hash
+    assert "re:.*down_proj: W int8 channel" in mixed.resolved_scheme.describe()
+
+
+def test_a_mixed_precision_recipe_exports_one_group_per_scheme(tmp_path):
+    from compressed_tensors.quantization import QuantizationConfig
+
+    from evalsuite.exporting import export_variant
+    from evalsuite.quant_schemes.checkpoints import load_quantized
+
+    raw = {"name": "v", "scheme": "W4A16", "overrides": [{"layers": "re:.*down_proj", "scheme": "W8A16"}]}
+    config = parse_suite({"name": "t", "variants": [raw], "suites": {"fidelity": {}}, "run": {"calibration": None}})
+    out = export_variant(config, "v", tmp_path / "ct")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    parsed = QuantizationConfig.model_validate(qc)
+    bits = {g.weights.num_bits: sorted(g.targets) for g in parsed.config_groups.values()}
+    assert bits[8] == [f"model.layers.{i}.mlp.down_proj" for i in range(4)] and len(bits[4]) == 24
+    _, report = load_quantized(out, "cpu", torch.float32, "torch-ref")
+    assert len(report["layers"]) == 28 and len(report["scheme"].overrides) == 4
