@@ -45,7 +45,10 @@ _X_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def _grad_scale(x32: torch.Tensor, granularity: str) -> torch.Tensor:
     amax = x32.abs().amax(dim=-1, keepdim=True) if granularity == "token" else x32.abs().amax().reshape(1, 1)
-    return torch.clamp(amax, min=AMAX_FLOOR) / E5M2_MAX  # (M, 1) or (1, 1)
+    amax = torch.clamp(amax, min=AMAX_FLOOR)
+    # a tensor divisor: torch on CUDA turns division by a Python number into a multiply by its reciprocal, which
+    # is not the correctly rounded quotient the CPU computes (one ulp apart on an H100)
+    return amax / torch.full_like(amax, E5M2_MAX)  # (M, 1) or (1, 1)
 
 
 def grad_quant_ref(x: torch.Tensor, granularity: str = "token") -> tuple[torch.Tensor, torch.Tensor]:
