@@ -142,7 +142,9 @@ def test_a_checkpoint_with_two_config_groups_is_refused_before_any_model_loads(t
     suite = {"name": "x", "model": {"path": "embedded:tiny"}, "variants": [{"name": "c", "path": str(ckpt)}],
              "suites": {"academic": {"tasks": ["tiny_mc"]}}}  # fmt: skip
     config = parse_suite(suite)
-    with pytest.raises(RunError, match=r"variant 'c': .*quantization_config has 2 config groups; several groups are supported when each names"):
+    with pytest.raises(
+        RunError, match=r"variant 'c': .*has 2 config groups; several groups are supported when each names"
+    ):
         checkpoint_source(config.variants[0], resolve_model("embedded:tiny"))
 
 
