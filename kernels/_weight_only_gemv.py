@@ -114,12 +114,14 @@ def _gemv_kernel(
     GROUPS_PER_TILE: tl.constexpr,
     EVEN_K: tl.constexpr,
     BF16_RNE: tl.constexpr,
+    PREFETCH: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
-    the end, so the loop has no cross-thread traffic. KW, the
-    word count of a row, and group_words, words per group, count in 32-bit words."""
+    the end, so the loop has no cross-thread traffic. KW, the word count of a row, and group_words, words per
+    group, count in 32-bit words. PREFETCH (only with EVEN_K, where every split is whole tiles) loads W one
+    tile ahead."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -134,9 +136,20 @@ def _gemv_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
     w_lo = pid_k * w_per_split
     w_hi = tl.minimum(w_lo + w_per_split, KW)
+    if PREFETCH:
+        ahead = tl.load(w_rows + (w_lo + tl.arange(0, BLOCK_W))[None, :])
+    else:
+        ahead = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.int32)
     for w0 in range(w_lo, w_hi, BLOCK_W):
         offs_w = w0 + tl.arange(0, BLOCK_W)
-        if EVEN_K:
+        if PREFETCH:
+            # the next tile's load is issued before this tile's arithmetic, so the two overlap in every warp
+            # (Triton pipelines only loads that feed a tl.dot); the last step reloads its own tile (an L1 hit)
+            # rather than masking, which would cost the 16-byte vector loads
+            words = ahead
+            w_next = tl.multiple_of(tl.minimum(w0 + BLOCK_W, w_hi - BLOCK_W), BLOCK_W)
+            ahead = tl.load(w_rows + (w_next + tl.arange(0, BLOCK_W))[None, :])
+        elif EVEN_K:
             words = tl.load(w_rows + offs_w[None, :])
         else:
             words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
@@ -218,6 +231,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     block_w = cfg.block_k // cpw
     group_words = group_size // cpw
     dummy = scale
+    even_k = (k // cpw) % block_w == 0
     grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
@@ -226,7 +240,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
         n if split_k > 1 else out.stride(0), m * n,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
-        GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=(k // cpw) % block_w == 0, BF16_RNE=rne,
-        BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
+        PREFETCH=cfg.prefetch and even_k, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
