@@ -156,7 +156,7 @@ class _QuartetMatmul(torch.autograd.Function):
     def backward(ctx, g):
         xq, wq, x_kept, w_kept = ctx.saved_tensors
         ops, gen = ctx.ops, ctx.generator
-        (m, k), n = xq.shape, wq.shape[0]
+        m, n = xq.shape[0], wq.shape[0]
         g_n = ops.mx_sr(ops.rotate(g), gen)  # (M, N), rotated along N
         grad_xr = ops.mx_gemm(g_n, ops.mx_sr(ops.rotate(wq.t()), gen), n)  # (M, K)
         g_m = ops.mx_sr(ops.rotate(g.t()), gen)  # (N, M), rotated along M
