@@ -84,13 +84,27 @@ def main() -> int:
     t = time.time()
     h_max = max(h for h, _ in sizes)
     shapes = [(cfg.tokens_per_step, h_max, 3 * h_max)] + ([(8192, 4096, 4096)] if args.device != "cpu" else [])
-    record["gemm"] = [
-        sweep.gemm_throughput(p, *shape, args.device) for shape in shapes for p in ("bf16", "fp8", "mxfp4-quartet")
-    ]
+    record["gemm"], record["kernels_vs_emulation"], record["errors"] = [], [], []
+    for p in ("bf16", "fp8", "mxfp4-quartet"):
+        try:  # a failing kernel is recorded and printed; the sweep goes on without it
+            check = (256, 256, 384) if args.device != "cpu" else (64, 64, 96)  # the CPU: under TRITON_INTERPRET=1
+            record["kernels_vs_emulation"].append(sweep.kernels_vs_emulation(p, *check, args.device))
+            record["gemm"] += [sweep.gemm_throughput(p, *shape, args.device) for shape in shapes]
+        except Exception as err:  # noqa: BLE001 -- recorded in sweep.json and printed
+            record["errors"].append({"phase": "gemm", "precision": p, "error": f"{type(err).__name__}: {err}"})
+            print(f"FAILED gemm {p}: {type(err).__name__}: {err}", flush=True)
     phase("gemm throughput", t)
 
     t = time.time()
-    measured = {(size, p): sweep.calibrate(size, p, pool, held_out, cfg) for size in sizes for p in precisions}
+    measured = {}
+    for p in list(precisions):
+        try:
+            measured |= {(size, p): sweep.calibrate(size, p, pool, held_out, cfg) for size in sizes}
+        except Exception as err:  # noqa: BLE001 -- recorded, printed, and the precision leaves the sweep
+            record["errors"].append({"phase": "calibration", "precision": p, "error": f"{type(err).__name__}: {err}"})
+            print(f"FAILED calibration {p}: {type(err).__name__}: {err}; the sweep goes on without it", flush=True)
+            precisions.remove(p)
+            measured = {key: v for key, v in measured.items() if key[1] != p}
     rates = {key: rate for key, (rate, _) in measured.items()}
     overheads = {key: overhead for key, (_, overhead) in measured.items()}
     record["calibration"] = [{"hidden": s[0], "layers": s[1], "precision": p, "tokens_per_second": r,
@@ -139,6 +153,9 @@ def _table(record: dict) -> None:
     print("\n| precision | shape (M, K, N) | fwd+bwd ms | TFLOP/s |\n|---|---|---|---|")
     for g in record["gemm"]:
         print(f"| {g['precision']} | {g['m']}, {g['k']}, {g['n']} | {g['seconds'] * 1e3:.2f} | {g['tflops']:.1f} |")
+    for c in record["kernels_vs_emulation"]:
+        errors = ", ".join(f"{k} {v:.2e}" for k, v in c["relative_error"].items())
+        print(f"kernels vs emulation, {c['precision']} ({c['m']}, {c['k']}, {c['n']}): {errors}")
     print("\n| precision | hidden x layers | params | tokens | loss | tokens/s |\n|---|---|---|---|---|---|")
     for r, p in zip(record["runs"], record["points"], strict=True):
         print(f"| {p['precision']} | {r['hidden']} x {r['layers']} | {p['params']:,} | {p['tokens']:,} | "

@@ -167,6 +167,31 @@ def gemm_throughput(precision: str, m: int, k: int, n: int, device: str, reps: i
             "tflops": 6 * m * n * k / seconds / 1e12}  # fmt: skip
 
 
+def kernels_vs_emulation(precision: str, m: int, k: int, n: int, device: str) -> dict:
+    """One linear layer's output and gradients on our kernels against the emulation (torch references, fp32
+    matmuls), same weights, inputs and stochastic-rounding seed: max |difference| / max |emulated| of each."""
+    from .linear import LowPrecisionLinear, QuantOps
+    from .recipes import get_recipe
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(k, n, bias=False, device=device)
+    x, g = torch.randn(m, k, device=device), torch.randn(m, n, device=device)
+    results = []
+    for backend in ("torch-ref", "triton"):
+        gen = torch.Generator(device=device).manual_seed(1)
+        layer = LowPrecisionLinear(base, get_recipe(precision), QuantOps(backend), gen)
+        xi = x.clone().requires_grad_(True)
+        base.weight.grad = None
+        y = layer(xi)
+        y.backward(g)
+        results.append((y.detach(), xi.grad, base.weight.grad.clone()))
+    errors = {
+        what: ((kern - ref).abs().max() / ref.abs().max()).item()
+        for what, ref, kern in zip(("output", "input_grad", "weight_grad"), *results, strict=True)
+    }
+    return {"precision": precision, "m": m, "k": k, "n": n, "relative_error": errors}
+
+
 def run_points(
     plan: list[tuple[tuple[int, int], str, int]],
     pool: torch.Tensor,
