@@ -101,9 +101,11 @@ def test_bad_input_is_named(call, message):
         call()
 
 
-# The kernel path's GEMMs sum in another order than the fp32 matmul of the emulation (fp8), and fp4_gemm returns
-# its product in bf16 (mxfp4): the stated tolerances, relative to the largest value of each result.
-LAYER_TOLERANCE = {"bf16": 2**-8, "fp8": 1e-5, "fp8-tensor": 1e-5, "mxfp4-quartet": 2**-8}
+# The kernel path's FP8 GEMMs sum in another order than the fp32 matmul of the emulation (and on a GPU in the
+# tensor core's fast accumulator, a few bits short of fp32); bf16 matmul and fp4_gemm return bf16 products: the
+# stated tolerances, relative to the largest value of each result.
+FP8_LAYER_TOLERANCE = 1e-5 if DEVICE == "cpu" else 2e-3
+LAYER_TOLERANCE = {"bf16": 2**-8, "fp8": FP8_LAYER_TOLERANCE, "fp8-tensor": FP8_LAYER_TOLERANCE, "mxfp4-quartet": 2**-8}
 
 
 @pytest.mark.parametrize("recipe", ["bf16", "fp8", "fp8-tensor", "mxfp4-quartet"])
