@@ -172,7 +172,16 @@ def run_variant(name: str, args, device, dtype) -> dict:
         if not args.no_prefill:
             row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
         for kind in args.decoders:
-            rate, path = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats, kind)
+            try:
+                rate, path = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats, kind)
+            except Exception as e:  # noqa: BLE001 - recorded in the row and the table; the other decoders still run
+                row[f"decode_error_b{b}_{kind}"] = f"{type(e).__name__}: {str(e).strip()[:500]}"
+                print(f"{name}, batch {b}, {kind} decoder FAILED: {row[f'decode_error_b{b}_{kind}']}", flush=True)
+                continue
+            finally:  # the decoder's cache and graph pool go before the next one's
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
             row[f"decode_tok_s_b{b}_{kind}"] = rate
             row[f"roofline_b{b}_{kind}"] = row["weight_bytes"] * rate / b / args.copy_bytes_s
             row["decoders"][kind] = path
@@ -209,12 +218,24 @@ def render(rows: list[dict], args, meta: dict) -> str:
             cells = [r["variant"], f"{r['weight_bytes'] / 2**30:.2f} GiB"]
             for kind in args.decoders:
                 key = f"decode_tok_s_b{b}_{kind}"
-                cells += [f"{r[key]:,.0f}{_ratio(r, base, key)}", f"{r[f'roofline_b{b}_{kind}']:.0%}"]
+                failed = key not in r
+                cells += (
+                    ["failed", ""]
+                    if failed
+                    else [f"{r[key]:,.0f}{_ratio(r, base, key)}", f"{r[f'roofline_b{b}_{kind}']:.0%}"]
+                )
             if {"hf", "graph"} <= set(args.decoders):
-                cells.append(f"{r[f'decode_tok_s_b{b}_graph'] / r[f'decode_tok_s_b{b}_hf']:.2f}x")
+                graph, hf = r.get(f"decode_tok_s_b{b}_graph"), r.get(f"decode_tok_s_b{b}_hf")
+                cells.append(f"{graph / hf:.2f}x" if graph and hf else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Decoders: " + "; ".join(f"{k}: {p}" for k, p in rows[0]["decoders"].items()))
+    lines += [
+        f"- {r['variant']} {k[len('decode_error_') :]}: {v}"
+        for r in rows
+        for k, v in r.items()
+        if k.startswith("decode_error_")
+    ]
     lines.append("")
     header = ["variant"] + ([] if args.no_prefill else [f"prefill tok/s, batch {b}" for b in args.batches])
     lines += ["| " + " | ".join(header + ["weights", "peak memory"]) + " |", "|" + "---|" * (len(header) + 2)]
