@@ -134,8 +134,8 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
 
 
 def copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a device-to-device copy of 1 GiB (256 MiB on CPU), counting bytes read plus bytes written."""
-    src = torch.ones(2**28 if device.type == "cuda" else 2**26, dtype=torch.float32, device=device)
+    """Bytes/s of a device-to-device copy of 1 GiB (64 MiB on CPU), counting bytes read plus bytes written."""
+    src = torch.ones(2**28 if device.type == "cuda" else 2**24, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     return 2 * src.numel() * 4 / _time(lambda: dst.copy_(src), device, repeats=10)
 

@@ -242,18 +242,22 @@ class GraphDecoder:
         mask = (self.keep & (self.slots <= self.write))[:, None, :]
         return self._forward(self.ids, self.positions, self.write, mask, self.fns)
 
-    def _capture(self) -> None:
-        """Warm-up steps on a side stream (compiling and autotuning; they write throwaway tokens into slots
-        that the real steps overwrite: two where the cache has room), the state put back, then capture."""
+    def _warm_up(self) -> None:
+        """Steps run before capture (they compile and autotune what the graph will hold), then the position
+        and write slot put back: their throwaway tokens went into slots that the real steps overwrite before
+        anything reads them. Two steps where the cache has room, else one."""
         write, positions = self.write.clone(), self.positions.clone()
+        for _ in range(min(2, self.max_len - self.length)):
+            self._step()
+        self.write.copy_(write)
+        self.positions.copy_(positions)
+
+    def _capture(self) -> None:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(min(2, self.max_len - self.length + 1)):
-                self._step()
+            self._warm_up()
         torch.cuda.current_stream().wait_stream(stream)
-        self.write.copy_(write)
-        self.positions.copy_(positions)
         self.graph = torch.cuda.CUDAGraph()
         with _no_recompile(), torch.cuda.graph(self.graph):
             self.logits = self._step()
@@ -265,11 +269,11 @@ class GraphDecoder:
             raise ValueError(f"the cache of {self.max_len} tokens is full")
         self.ids[: len(next_ids), 0] = next_ids
         self.calls += 1
+        if self.graphs and self.graph is None:
+            self._capture()
         self.length += 1
         if not self.graphs:
             return self._step()
-        if self.graph is None:
-            self._capture()
         self.graph.replay()
         return self.logits
 

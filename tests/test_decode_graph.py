@@ -110,6 +110,23 @@ def test_the_compiled_functions_trace_without_graph_breaks():
     assert set(decoder.fns) == set(EAGER) and all(decoder.fns[n] is not EAGER[n] for n in EAGER)
 
 
+@pytest.mark.parametrize("room", [1, 2, 6])
+def test_warm_up_before_capture_leaves_the_decoding_unchanged(room):
+    """What runs before a capture (CUDA-only itself): steps that write throwaway tokens, then the state put
+    back; with one slot left it takes one step, so it never writes past the cache."""
+    model = random_model("llama")
+    want, _ = greedy(DynamicDecoder(model), CONTEXTS, room)
+    decoder = GraphDecoder(model, batch_size=3, max_len=7 + room)
+    logits = decoder.prefill(CONTEXTS)
+    decoder._warm_up()
+    got = []
+    for _ in range(room):
+        next_ids = logits.argmax(-1)
+        got.append(next_ids.tolist())
+        logits = decoder.step(next_ids)
+    assert got == want
+
+
 def test_bad_inputs_are_refused_with_what_would_fix_them():
     model = random_model("llama")
     decoder = GraphDecoder(model, batch_size=2, max_len=8)
@@ -174,12 +191,12 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and
 
 
 @CUDA
-def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu():
+def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
     """The captured, compiled step against HF's eager forward in float32 (TF32 off), over two batches that
     replay the same graph, the second with fewer rows."""
     from evalsuite import models
 
-    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = models.load(models.resolve_model("embedded:tiny"), "cuda", "float32").model
     decoder = GraphDecoder(model, batch_size=3, max_len=48)
     assert decoder.graphs and decoder.describe() == "graph decoder (cuda-graph, inductor-compiled)"
