@@ -102,12 +102,21 @@ def test_a_second_batch_reuses_the_decoder_and_a_smaller_one_fills_rows():
 def test_the_compiled_functions_trace_without_graph_breaks():
     """fullgraph tracing (aot_eager: dynamo and AOT autograd, no codegen) of everything the step compiles,
     and the tokens they give; on CUDA the same functions go to Inductor."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
     model = random_model("qwen3")
     want, _ = greedy(DynamicDecoder(model), CONTEXTS, 5)
     decoder = GraphDecoder(model, batch_size=3, max_len=16, fuse="aot_eager")
     got, _ = greedy(decoder, CONTEXTS, 5)
     assert got == want
     assert set(decoder.fns) == set(EAGER) and all(decoder.fns[n] is not EAGER[n] for n in EAGER)
+    # one graph per function for every layer and step: no guard on which layer's weights came in (a
+    # recompile per layer would hit dynamo's limit, and inside a capture fail_on_recompile)
+    assert counters["stats"]["unique_graphs"] == len(EAGER)
+    greedy(GraphDecoder(model, batch_size=3, max_len=20, fuse="aot_eager"), CONTEXTS, 3)
+    assert counters["stats"]["unique_graphs"] == len(EAGER) + 1  # attention, once more with the length dynamic
 
 
 @pytest.mark.parametrize("room", [1, 2, 6])
