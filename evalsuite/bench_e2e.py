@@ -134,10 +134,16 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
 
 
 def copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a device-to-device copy of 1 GiB (64 MiB on CPU), counting bytes read plus bytes written."""
+    """Bytes/s of device-to-device copies of 1 GiB (64 MiB on CPU), counting bytes read plus bytes written;
+    ten copies per timing, so that the synchronization around it weighs little."""
     src = torch.ones(2**28 if device.type == "cuda" else 2**24, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / _time(lambda: dst.copy_(src), device, repeats=10)
+
+    def copies():
+        for _ in range(10):
+            dst.copy_(src)
+
+    return 10 * 2 * src.numel() * 4 / _time(copies, device, repeats=5)
 
 
 SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
