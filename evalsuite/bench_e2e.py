@@ -185,8 +185,8 @@ def run_variant(name: str, args, device, dtype) -> dict:
                 print(f"{name}, batch {b}, {kind} decoder FAILED: {row[f'decode_error_b{b}_{kind}']}", flush=True)
                 continue
             finally:  # the decoder's cache and graph pool go before the next one's
-                gc.collect()
                 if device.type == "cuda":
+                    gc.collect()
                     torch.cuda.empty_cache()
             row[f"decode_tok_s_b{b}_{kind}"] = rate
             row[f"roofline_b{b}_{kind}"] = row["weight_bytes"] * rate / b / args.copy_bytes_s
