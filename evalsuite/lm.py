@@ -71,7 +71,7 @@ class EvalLM(TemplateLM):
         self.cuda_graphs = cuda_graphs
         self.shard = shard  # evalsuite.distributed.Shard: compute only this rank's share of the batches
         self._static = None
-        self.decode_path: str | None = None  # which decoder generated, and why (results.json)
+        self.decoders_used: list[str] = []  # which decoders generated, and why (results.json)
         self.model_calls = 0
         self.task_name = ""
         self._max_length = max_length
@@ -304,7 +304,8 @@ class EvalLM(TemplateLM):
             length = min(-(-length // 128) * 128, self.max_length + DEFAULT_MAX_GEN_TOKS)
             if self._static is not None and (self._static.batch_size, self._static.max_len) == (batch, length):
                 return self._static
-        decoder, self.decode_path = pick_decoder(self.model, batch, length, self.cuda_graphs)
+        decoder, path = pick_decoder(self.model, batch, length, self.cuda_graphs)
+        self.decoders_used += [path] if path not in self.decoders_used else []
         self._static = decoder if static else None
         return decoder
 

@@ -11,6 +11,7 @@ import torch
 from evalsuite import decode_graph
 from evalsuite.decode_graph import EAGER, GraphDecoder, pick_decoder, unsupported
 from evalsuite.graphs import DynamicDecoder
+from evalsuite.lm import EvalLM
 
 CONTEXTS = [[5, 17, 33, 2, 9, 100, 41], [7, 8], [300, 301, 302, 40]]  # left-padded to 7 in one batch
 
@@ -173,6 +174,9 @@ def test_off_cuda_the_harness_keeps_the_eager_hf_decoder_and_says_so(tiny, caplo
     assert isinstance(decoder, DynamicDecoder)
     assert path == "eager HF decoder: graph decoder skipped, no CUDA device (cpu)"
     assert caplog.text.count(f"decoding with the {path}") == 1
+    lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)  # what the runner records: each decoder once
+    lm._decoder(2, 16), lm._decoder(3, 40)
+    assert lm.decoders_used == [path]
 
 
 def test_bench_e2e_puts_the_decoders_side_by_side(tmp_path):
