@@ -230,7 +230,13 @@ TRAIN_FLAGS = {  # flag -> (TrainSettings field, type, help); a flag left out ke
     "--layers": ("layers", int, "from scratch: decoder layers (default 4)"),
     "--intermediate": ("intermediate", int, "from scratch: SwiGLU width (default 768)"),
     "--heads": ("heads", int, "from scratch: attention heads (default 4)"),
-    "--backend": ("backend", str, "quantize steps: torch-ref (default) or triton (CUDA, or TRITON_INTERPRET=1)"),
+    "--device": ("device", str, "cpu (default), cuda or cuda:N"),
+    "--backend": (
+        "backend",
+        str,
+        "torch-ref (quantize references, emulated GEMMs) or triton (our quantize and GEMM kernels); "
+        "default: triton on CUDA, torch-ref on CPU",
+    ),
     "--threads": ("threads", int, "CPU threads (default 2); part of what makes a run repeatable"),
     "--save-dtype": ("save_dtype", str, "dtype of the saved weights: bfloat16 (default), float16, float32"),
 }
@@ -300,17 +306,22 @@ def cmd_scaling_fit(args) -> int:
               "compute_optimal": optimal}  # fmt: skip
     (out / "scaling-fit.json").write_text(json.dumps(result, indent=1) + "\n")
     scaling.plot(points, law, out / "scaling-fit.png")
-    print(f"L = {law['E']:.3f} + {law['A']:.3g}/(N m_N)^{law['alpha']:.3f} + {law['B']:.3g}/(D m_D)^{law['beta']:.3f}"
-          f"   (rmse {law['rmse']:.4f} over {len(points)} points)")  # fmt: skip
+    (out / "scaling-fit.md").write_text(scaling.markdown(points, law, intervals, speedups, optimal))
+    terms = f"{law['A']:.3g}/(N m_N)^{law['alpha']:.3f} + {law['B']:.3g}/(D m_D)^{law['beta']:.3f}"
+    lines = [f"L = {law['E']:.3f} + {terms}   (rmse {law['rmse']:.4f} over {len(points)} points)"]
     for p in law["m_N"]:
         lo_n, hi_n = intervals[f"m_N:{p}"]
         lo_d, hi_d = intervals[f"m_D:{p}"]
-        print(f"{p}: m_N {law['m_N'][p]:.3f} [{lo_n:.3f}, {hi_n:.3f}]  "
-              f"m_D {law['m_D'][p]:.3f} [{lo_d:.3f}, {hi_d:.3f}]")  # fmt: skip
+        lines.append(f"{p}: m_N {law['m_N'][p]:.3f} [{lo_n:.3f}, {hi_n:.3f}]  m_D {law['m_D'][p]:.3f} "
+                     f"[{lo_d:.3f}, {hi_d:.3f}]  speed {speedups.get(p, 1.0):.3f}x")  # fmt: skip
     for row in optimal:
         even = ", ".join(f"{p} needs {s:.2f}x" if s else f"{p}: never" for p, s in row["break_even_speedup"].items())
-        print(f"budget {row['budget_flops']:.0e} FLOPs: compute-optimal {row['compute_optimal']} ({even} to tie)")
-    print(f"wrote {out / 'scaling-fit.json'} and {out / 'scaling-fit.png'}")
+        lines.append(
+            f"budget {row['budget_flops']:.0e} FLOPs: compute-optimal {row['compute_optimal']} ({even} to tie)"
+        )
+    (out / "scaling-fit.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote scaling-fit.json, .png, .txt and .md in {out}")
     return 0
 
 

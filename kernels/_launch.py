@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -10,6 +11,19 @@ import torch
 def interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def hardware_fp8(device: torch.device) -> bool:
+    """True on a GPU with FP8 conversion instructions (NVIDIA sm_89 and later); never under the interpreter,
+    whose float8 cast is not faithful (shared/FACTS.md)."""
+    if interpreting() or device.type != "cuda" or torch.version.hip is not None:
+        return False
+    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (8, 9)
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 def check_device(device: torch.device, who: str) -> None:

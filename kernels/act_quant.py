@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ._bits import e4m3_bits, round_half_even
-from ._launch import check_device, check_tensor, interpreting
+from ._launch import check_device, check_tensor, hardware_fp8, interpreting
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QMIN_STATIC = {"int8": -128.0, "fp8": -448.0}
@@ -67,14 +67,22 @@ def act_quant_ref(
 
 
 @triton.jit
-def _quantize(x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.constexpr, EXACT_DIV: tl.constexpr):
+def _quantize(
+    x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.constexpr, EXACT_DIV: tl.constexpr,
+    HW_FP8: tl.constexpr,
+):  # fmt: skip
     """x / scale, clamped to [QMIN, QMAX] (fp8: +-448), then int8 (RNE) or E4M3 bits (RNE) as int32. `rcp` is
     the correctly rounded 1 / scale; one FMA correction of x * rcp (Markstein) gives the correctly rounded
     quotient, as the reference's division, without a division per element. It differs only for quotients
     below 1e-4 (from subnormal x), which round to the same zero code; x = -0.0 keeps its sign. A quotient far
     past QMAX (only with a static scale) skips the correction, which could overflow to NaN; it saturates
     either way. EXACT_DIV (the CPU interpreter) divides instead: some Triton versions' interpreter (3.8)
-    rounds the product inside `tl.fma`, and the correction then lands one code off at ties."""
+    rounds the product inside `tl.fma`, and the correction then lands one code off at ties.
+    HW_FP8 (a GPU with FP8 conversions, sm_89+): the hardware's round-to-nearest-even saturating conversion
+    (`cvt.rn.satfinite.e4m3x2.f32`, two values per instruction) replaces the integer encoding, which costs
+    about 20 integer instructions per value and made the kernel instruction-bound on H200; both give the
+    reference's codes. The interpreter's cast is not faithful (shared/FACTS.md), so it keeps the integer one.
+    One return for every branch: Triton refuses a function whose returns differ in type."""
     if EXACT_DIV:
         y = tl.math.div_rn(x, scale)
     else:
@@ -83,8 +91,13 @@ def _quantize(x, scale, rcp, QMIN: tl.constexpr, QMAX: tl.constexpr, IS_FP8: tl.
         y = tl.where(tl.abs(y0) < 2 * QMAX, y, y0)
         y = tl.where(x == 0, x, y)
     if IS_FP8:
-        return e4m3_bits(y)  # saturates at +-448 itself
-    return round_half_even(tl.minimum(tl.maximum(y, QMIN), QMAX))
+        if HW_FP8:
+            code = y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True).to(tl.int32)
+        else:
+            code = e4m3_bits(y)  # saturates at +-448 itself
+    else:
+        code = round_half_even(tl.minimum(tl.maximum(y, QMIN), QMAX))
+    return code
 
 
 @triton.jit
@@ -147,6 +160,7 @@ def _act_quant_row_kernel(
     BLOCK_K: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
     EXACT_DIV: tl.constexpr,
+    HW_FP8: tl.constexpr,
 ):
     """One program per row: absmax (or the precomputed tensor absmax), scale, quantize; STATIC reads the given
     scale from scale_ptr instead. A row that fits in BLOCK_K is read once; a longer one is read twice (the
@@ -163,7 +177,7 @@ def _act_quant_row_kernel(
             scale = _scale_of(tl.load(amax_ptr), QMAX)
         else:
             scale = _scale_of(_absmax(x, 0), QMAX)
-        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8, EXACT_DIV)
+        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
         tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     else:
         if STATIC:
@@ -181,7 +195,7 @@ def _act_quant_row_kernel(
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8, EXACT_DIV)
+            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
             tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
     if not STATIC:
         if PER_TENSOR:
@@ -211,6 +225,7 @@ def _act_quant_group_kernel(
     GROUP_P2: tl.constexpr,
     GROUPS_PER_PROG: tl.constexpr,
     EXACT_DIV: tl.constexpr,
+    HW_FP8: tl.constexpr,
 ):
     """Program (row, block of groups): a (GROUPS_PER_PROG, GROUP) tile, one absmax and scale per group."""
     row = tl.program_id(0).to(tl.int64)
@@ -220,7 +235,7 @@ def _act_quant_group_kernel(
     mask = (offs_j[None, :] < GROUP) & (offs_k < K)
     x = tl.load(x_ptr + row * stride_xm + offs_k, mask=mask, other=0.0).to(tl.float32)
     scale = _scale_of(_absmax(x, 1), QMAX)  # (G,)
-    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], -QMAX, QMAX, IS_FP8, EXACT_DIV)
+    q = _quantize(x, scale[:, None], tl.math.div_rn(1.0, scale)[:, None], -QMAX, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
     tl.store(q_ptr + row * stride_qm + offs_k, q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(scale_ptr + row * stride_sm + offs_g, scale, mask=offs_g < num_groups)
 
@@ -263,7 +278,7 @@ def act_quant(
     is_fp8 = dtype == "fp8"
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn if is_fp8 else torch.int8, device=x.device)
     q_raw = q.view(torch.uint8) if is_fp8 else q
-    meta = dict(QMAX=QMAX[dtype], IS_FP8=is_fp8, EXACT_DIV=interpreting())
+    meta = dict(QMAX=QMAX[dtype], IS_FP8=is_fp8, EXACT_DIV=interpreting(), HW_FP8=hardware_fp8(x.device))
     if isinstance(granularity, int):
         groups = -(-k // granularity)
         scale = torch.empty((m, groups), dtype=torch.float32, device=x.device)

@@ -12,7 +12,8 @@ from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
 
 W = WeightOnlyConfig
 # The decode GEMV (M = 1): rows per program x columns per step x warps, K split by the heuristic (split_k 0:
-# about four programs per SM) or not at all; pipelining depth 1-3 on one tile.
+# about four programs per SM) or not at all; W loaded one tile ahead (the default) or not. num_stages does not
+# matter here: Triton pipelines only loads that feed a tl.dot.
 GEMV = [
     W(bn, 1, bk, 0, warps, 2, gemv=True)
     for bn, bk, warps in (
@@ -27,8 +28,16 @@ GEMV = [
         (16, 512, 4),
         (128, 128, 4),
         (256, 128, 4),
+        (64, 128, 4),
+        (128, 128, 8),
+        (32, 256, 4),
     )
-] + [W(128, 1, 256, 1, 4, 2, gemv=True), W(128, 1, 256, 0, 4, 1, gemv=True), W(128, 1, 256, 0, 4, 3, gemv=True)]
+] + [
+    W(128, 1, 256, 1, 4, 2, gemv=True),
+    W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=False),
+    W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=False),
+    W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=False),
+]
 TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
 

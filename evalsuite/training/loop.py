@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalsuite.errors import UserError
 
@@ -50,8 +50,12 @@ class TrainSettings(BaseModel):
     layers: int = Field(4, gt=0)
     intermediate: int = Field(768, gt=0)
     heads: int = Field(4, gt=0)
-    backend: str = "torch-ref"  # how the quantize steps run: torch-ref, or triton (CUDA / TRITON_INTERPRET=1)
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    backend: str | None = (
+        None  # torch-ref (emulated GEMMs) or triton (our kernels); None: triton on CUDA, else torch-ref
+    )
     threads: int = Field(2, gt=0)
+    stats: bool = True  # record the SwiGLU statistics every step (three GPU synchronizations per layer)
     save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
     @field_validator("recipe")
@@ -60,12 +64,26 @@ class TrainSettings(BaseModel):
         get_recipe(value)
         return value
 
-    @field_validator("backend")
+    @field_validator("device")
     @classmethod
-    def _backend_known(cls, value):
-        if value not in ("torch-ref", "triton"):
-            raise ValueError(f"backend must be 'torch-ref' or 'triton', got {value!r}")
+    def _device_known(cls, value):
+        if value != "cpu" and not (value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit())):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {value!r}")
+        if value != "cpu" and not torch.cuda.is_available():
+            raise ValueError(f"device {value!r}: torch sees no CUDA device here; use cpu")
         return value
+
+    @model_validator(mode="after")
+    def _backend_fits_device(self):
+        from evalsuite.kernels._launch import interpreting
+
+        if self.backend is None:
+            object.__setattr__(self, "backend", "torch-ref" if self.device == "cpu" else "triton")
+        if self.backend not in ("torch-ref", "triton"):
+            raise ValueError(f"backend must be 'torch-ref' or 'triton', got {self.backend!r}")
+        if self.backend == "triton" and self.device == "cpu" and not interpreting():
+            raise ValueError("backend 'triton' on device cpu needs TRITON_INTERPRET=1 (or device cuda)")
+        return self
 
 
 class TrainSettingsError(UserError, ValueError):
@@ -92,6 +110,15 @@ class TrainResult:
     optimizer: torch.optim.Optimizer | None = None
     seconds: float = 0.0
     linears: list[str] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step (synchronized on CUDA)
+
+
+class TrainingCutShort(TimeoutError):
+    """The deadline passed before the last step; `steps_done` steps ran."""
+
+    def __init__(self, steps_done: int, steps: int):
+        super().__init__(f"training stopped at the deadline after {steps_done} of {steps} steps")
+        self.steps_done = steps_done
 
 
 def _tokenizer(settings: TrainSettings):
@@ -148,7 +175,15 @@ def _optimizer(model, settings: TrainSettings, recipe, ops):
     return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98))
 
 
-def train(settings: TrainSettings, out: Path | None = None, log_every: int = 0) -> TrainResult:
+def train(
+    settings: TrainSettings,
+    out: Path | None = None,
+    log_every: int = 0,
+    data: torch.Tensor | None = None,
+    deadline: float | None = None,
+) -> TrainResult:
+    """`data`: (steps x batch, seq_len + 1) token rows already made (default: generated here); `deadline`: a
+    time.time() after which a step is not started (raises TrainingCutShort)."""
     from evalsuite.reference.train import lr_at
 
     from .linear import QuantOps, apply_recipe, restore_linears
@@ -158,22 +193,31 @@ def train(settings: TrainSettings, out: Path | None = None, log_every: int = 0) 
     ops = QuantOps(settings.backend)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(settings.threads)
-    torch.use_deterministic_algorithms(True)
+    # CUDA runs are seeded but not bit-reproducible (cuBLAS and the embedding backward sum in varying order)
+    torch.use_deterministic_algorithms(settings.device == "cpu")
     try:
         tokenizer = _tokenizer(settings)
-        data = training_rows(tokenizer, settings.steps * settings.batch, settings.seq_len, settings.seed)
-        if len(data) < settings.steps * settings.batch:
-            raise ValueError(f"the generated data gave {len(data)} rows; {settings.steps * settings.batch} needed")
+        need = settings.steps * settings.batch
+        if data is None:
+            data = training_rows(tokenizer, need, settings.seq_len, settings.seed)
+        if len(data) < need or data.shape[1] != settings.seq_len + 1:
+            raise ValueError(
+                f"the training data hold {tuple(data.shape)} token rows; {need} rows of {settings.seq_len + 1} needed"
+            )
+        data = data.to(settings.device)
         torch.manual_seed(settings.seed)
-        model = _model(settings, len(tokenizer)).float()
-        generator = torch.Generator().manual_seed(settings.seed + SR_SEED_OFFSET)
+        model = _model(settings, len(tokenizer)).float().to(settings.device)
+        generator = torch.Generator(device=settings.device).manual_seed(settings.seed + SR_SEED_OFFSET)
         linears = apply_recipe(model, recipe, ops, generator)
-        monitors = wrap_mlps(model, smooth=recipe.smooth_swiglu)
+        monitors = wrap_mlps(model, smooth=recipe.smooth_swiglu, record=settings.stats)
         opt = _optimizer(model, settings, recipe, ops)
         result = TrainResult(losses=[], model=model, optimizer=opt, linears=linears)
         start = time.time()
         model.train()
         for step in range(settings.steps):
+            if deadline is not None and time.time() > deadline:
+                raise TrainingCutShort(step, settings.steps)
+            step_start = time.time()
             for group in opt.param_groups:
                 group["lr"] = settings.lr
                 if settings.schedule == "cosine":
@@ -186,16 +230,18 @@ def train(settings: TrainSettings, out: Path | None = None, log_every: int = 0) 
             if settings.clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
             opt.step()
-            result.losses.append(loss.item())
-            result.stats.append(
-                {
-                    "step": step,
-                    "loss": loss.item(),
-                    "product_amax": [m.product_amax for m in monitors],
-                    "down_input_amax": [m.down_input_amax for m in monitors],
-                    "down_input_ratio": [m.down_input_ratio for m in monitors],
-                }
-            )
+            result.losses.append(loss.item())  # synchronizes a CUDA device
+            result.step_seconds.append(time.time() - step_start)
+            if settings.stats:
+                result.stats.append(
+                    {
+                        "step": step,
+                        "loss": loss.item(),
+                        "product_amax": [m.product_amax for m in monitors],
+                        "down_input_amax": [m.down_input_amax for m in monitors],
+                        "down_input_ratio": [m.down_input_ratio for m in monitors],
+                    }
+                )
             if log_every and (step % log_every == 0 or step == settings.steps - 1):
                 log.info("%s step %d/%d loss %.4f", settings.recipe, step, settings.steps, loss.item())
         result.seconds = round(time.time() - start, 2)
@@ -233,6 +279,8 @@ def save(result: TrainResult, settings: TrainSettings, tokenizer, out: Path) -> 
         "losses": result.losses,
         "product_amax": [s["product_amax"] for s in result.stats],
         "low_precision_linears": len(result.linears),
+        "backend": settings.backend,
+        "gemms": "our Triton kernels" if settings.backend == "triton" else "emulated (fp32 matmul of quantized values)",
         "seconds": result.seconds,
         "torch": torch.__version__,
     }

@@ -88,11 +88,13 @@ def fit(points: list[Point], base: str) -> dict:
     n = np.array([p.params for p in points], dtype=float)
     d = np.array([p.tokens for p in points], dtype=float)
     loss = np.array([p.loss for p in points])
-    which = [p.precision for p in points]
+    # column j of `which` marks the points of others[j]: log m = which @ theta's multipliers (0 for the base)
+    which = np.array([[p.precision == o for o in others] for p in points], dtype=float).reshape(len(points), -1)
 
     def residuals(theta):
-        law = _unpack(theta, others)
-        return np.array([predict(law, w, ni, di) for w, ni, di in zip(which, n, d, strict=True)]) - loss
+        e, a, alpha, b, beta = theta[:5]
+        m_n, m_d = np.exp(which @ theta[5::2]), np.exp(which @ theta[6::2])
+        return np.exp(e) + np.exp(a) / (n * m_n) ** alpha + np.exp(b) / (d * m_d) ** beta - loss
 
     lower = [-np.inf, -np.inf, 0.05, -np.inf, 0.05] + [-3.0] * (2 * len(others))
     upper = [np.log(loss.min()), np.inf, 2.0, np.inf, 2.0] + [3.0] * (2 * len(others))
@@ -204,3 +206,41 @@ def points_from_json(rows: list[dict], source: str) -> list[Point]:
         return [Point(**row) for row in rows]
     except TypeError as err:
         raise ValueError(f"{source}: sweep points need precision, hidden, params, tokens, loss ({err})") from None
+
+
+def markdown(points: list[Point], law: dict, intervals: dict, speedups: dict, optimal: list[dict]) -> str:
+    """A README-ready snippet: the law, each precision's multipliers with intervals and speed, and the
+    compute-optimal precision per budget at those speeds."""
+    base = law["base"]
+    n_range = f"{min(p.params for p in points):,}–{max(p.params for p in points):,}"
+    d_range = f"{min(p.tokens for p in points):,}–{max(p.tokens for p in points):,}"
+    lines = [
+        f"Fit over {len(points)} points (N {n_range} decoder parameters, D {d_range} tokens): "
+        f"L = {law['E']:.3f} + {law['A']:.3g}/(N m_N)^{law['alpha']:.3f} + {law['B']:.3g}/(D m_D)^{law['beta']:.3f}, "
+        f"rmse {law['rmse']:.4f}.",
+        "",
+        f"| precision | m_N (95% interval) | m_D (95% interval) | measured speed vs {base} |",
+        "|---|---|---|---|",
+        f"| {base} | 1 (base) | 1 (base) | 1 |",
+    ]
+    for p in law["m_N"]:
+        (lo_n, hi_n), (lo_d, hi_d) = intervals[f"m_N:{p}"], intervals[f"m_D:{p}"]
+        speed = f"{speedups[p]:.2f}x" if p in speedups else "not measured (1 assumed)"
+        lines.append(f"| {p} | {law['m_N'][p]:.3f} [{lo_n:.3f}, {hi_n:.3f}] | "
+                     f"{law['m_D'][p]:.3f} [{lo_d:.3f}, {hi_d:.3f}] | {speed} |")  # fmt: skip
+    lines.append("")
+    for p in law["m_N"]:
+        (lo_n, hi_n), (lo_d, hi_d) = intervals[f"m_N:{p}"], intervals[f"m_D:{p}"]
+        if lo_n <= 1 <= hi_n and lo_d <= 1 <= hi_d:
+            lines.append(f"Both intervals of {p} hold 1: this sweep cannot tell its cost from none.")
+    winners = sorted({row["compute_optimal"] for row in optimal})
+    budgets = f"{optimal[0]['budget_flops']:.0e}–{optimal[-1]['budget_flops']:.0e}"
+    lines.append(f"Compute-optimal at the measured speeds, for budgets of {budgets} {base}-FLOPs: "
+                 f"**{', '.join(winners)}**.")  # fmt: skip
+    for row in optimal:
+        even = "; ".join(
+            f"{p} ties {base} at {s:.2f}x its speed" if s else f"{p} cannot tie {base} at any speed up to 1024x"
+            for p, s in row["break_even_speedup"].items()
+        )
+        lines.append(f"- {row['budget_flops']:.0e} FLOPs: {row['compute_optimal']} ({even})")
+    return "\n".join(lines) + "\n"

@@ -34,9 +34,9 @@ class SwiGLUMonitor(nn.Module):
     its product (`product_amax`) and of what down_proj quantizes (`down_input_amax`; with smoothing h / s),
     and that applies Smooth-SwiGLU when `smooth`."""
 
-    def __init__(self, mlp: nn.Module, smooth: bool):
+    def __init__(self, mlp: nn.Module, smooth: bool, record: bool = True):
         super().__init__()
-        self.mlp, self.smooth = mlp, smooth
+        self.mlp, self.smooth, self.record = mlp, smooth, record
         self.register_buffer("scale", torch.ones(mlp.down_proj.weight.shape[1]), persistent=False)
         self.product_amax = 0.0
         self.down_input_amax = 0.0
@@ -45,9 +45,10 @@ class SwiGLUMonitor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mlp = self.mlp
         h = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)  # (B, T, I)
-        channel_amax = h.detach().abs().reshape(-1, h.shape[-1]).amax(dim=0)  # (I,)
-        self.product_amax = float(channel_amax.max())
         down = mlp.down_proj
+        if not self.record and not self.smooth:
+            return down(h)
+        channel_amax = h.detach().abs().reshape(-1, h.shape[-1]).amax(dim=0)  # (I,)
         if self.smooth:
             self.scale = _pow2_at_or_above(channel_amax.float())
             h = h / self.scale.to(h.dtype)
@@ -55,13 +56,16 @@ class SwiGLUMonitor(nn.Module):
             y = down(h, weight) if isinstance(down, LowPrecisionLinear) else nn.functional.linear(h, weight, down.bias)
         else:
             y = down(h)
+        if not self.record:  # the statistics synchronize a GPU three times per layer: off when timing
+            return y
+        self.product_amax = float(channel_amax.max())
         flat = h.detach().float()
         self.down_input_amax = float(flat.abs().max())
         self.down_input_ratio = self.down_input_amax / max(float(flat.pow(2).mean().sqrt()), 1e-30)
         return y
 
 
-def wrap_mlps(model: nn.Module, smooth: bool) -> list[SwiGLUMonitor]:
+def wrap_mlps(model: nn.Module, smooth: bool, record: bool = True) -> list[SwiGLUMonitor]:
     monitors = []
     for i, layer in enumerate(model.get_decoder().layers):
         mlp = layer.mlp
@@ -71,7 +75,7 @@ def wrap_mlps(model: nn.Module, smooth: bool) -> list[SwiGLUMonitor]:
                 f"layer {i}: {type(mlp).__name__} is not a SwiGLU MLP (no {', '.join(missing)}); Smooth-SwiGLU and "
                 "the SwiGLU statistics need gate_proj, up_proj, down_proj and act_fn"
             )
-        layer.mlp = SwiGLUMonitor(mlp, smooth)
+        layer.mlp = SwiGLUMonitor(mlp, smooth, record)
         monitors.append(layer.mlp)
     return monitors
 

@@ -101,16 +101,25 @@ def test_bad_input_is_named(call, message):
         call()
 
 
-@pytest.mark.parametrize("recipe", ["fp8", "fp8-tensor", "mxfp4-quartet"])
-def test_training_gemms_through_the_kernels_equal_the_references(recipe):
-    """A low-precision linear layer's forward and backward give the same bits with the Triton quantize steps
-    as with their torch references (same seed for the stochastic rounding)."""
+# The kernel path's FP8 GEMMs sum in another order than the fp32 matmul of the emulation (and on a GPU in the
+# tensor core's fast accumulator, a few bits short of fp32); bf16 matmul and fp4_gemm return bf16 products: the
+# stated tolerances, relative to the largest value of each result.
+FP8_LAYER_TOLERANCE = 1e-5 if DEVICE == "cpu" else 2e-3
+LAYER_TOLERANCE = {"bf16": 2**-8, "fp8": FP8_LAYER_TOLERANCE, "fp8-tensor": FP8_LAYER_TOLERANCE, "mxfp4-quartet": 2**-8}
+
+
+@pytest.mark.parametrize("recipe", ["bf16", "fp8", "fp8-tensor", "mxfp4-quartet"])
+def test_training_layer_on_the_kernels_equals_the_emulation(recipe):
+    """A low-precision linear layer's forward and backward on our Triton kernels (quantize steps and GEMMs)
+    equal the emulated reference (torch quantize references, fp32 matmuls of the dequantized values) within
+    the stated tolerance; the same seed drives the stochastic rounding on both paths."""
     from evalsuite.training.linear import LowPrecisionLinear, QuantOps
     from evalsuite.training.recipes import get_recipe
 
-    base = torch.nn.Linear(64, 32, bias=False).to(DEVICE)
+    torch.manual_seed(0)
+    base = torch.nn.Linear(64, 96, bias=False).to(DEVICE)
     x = torch.randn(32, 64, device=DEVICE)
-    g = torch.randn(32, 32, device=DEVICE)
+    g = torch.randn(32, 96, device=DEVICE)
     outputs = []
     for backend in ("torch-ref", "triton"):
         gen = torch.Generator(device=DEVICE).manual_seed(5)
@@ -121,4 +130,6 @@ def test_training_gemms_through_the_kernels_equal_the_references(recipe):
         (y * g).sum().backward()
         outputs.append((y.detach(), xi.grad, base.weight.grad.clone()))
     for ref, kernel, what in zip(outputs[0], outputs[1], ("output", "input gradient", "weight gradient"), strict=True):
-        assert_close(kernel.cpu(), ref.cpu(), what=f"{recipe}: {what}")
+        atol = LAYER_TOLERANCE[recipe] * ref.abs().max().item()
+        assert_close(kernel.cpu(), ref.cpu(), atol=atol, what=f"{recipe}: {what}")
+        assert not torch.equal(ref, torch.zeros_like(ref)), f"{recipe}: {what} is all zeros"

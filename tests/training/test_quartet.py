@@ -44,8 +44,9 @@ def test_quartet_gradients_are_unbiased_and_masked_where_clipped():
         grads.append(xi.grad)
     mean = torch.stack(grads).mean(0)
     ops = QuantOps()
-    wq, _ = ops.mx_clip(ops.rotate(layer.weight.detach()))
-    _, kept = ops.mx_clip(ops.rotate(x))
+    *wq, _ = ops.mx_clip(ops.rotate(layer.weight.detach()))
+    wq = ops.mx_values(*wq, 64)
+    *_, kept = ops.mx_clip(ops.rotate(x))
     exact = ops.rotate((g @ wq) * kept)  # the straight-through gradient with the trust mask, unquantized
     assert sqnr(exact, mean) > sqnr(exact, grads[0]) + 12  # averaging 64 draws: the noise falls, no bias stays
     assert not torch.equal(grads[0], grads[1])  # stochastic rounding draws fresh bits each backward pass
@@ -57,6 +58,9 @@ def test_fp8_gradient_is_the_e5m2_gemm():
     g = torch.randn(8, 96)
     (layer(x) * g).sum().backward()
     ops = QuantOps()
-    expected = ops.e5m2(g, "token") @ ops.e4m3(layer.weight.detach(), "token")
+    # the weight's transpose is quantized per input channel (the summed dimension is the output's), so that its
+    # scales apply in a rowwise FP8 GEMM's epilogue
+    (gq, g_scale), (wq, w_scale) = ops.e5m2_quantize(g, "token"), ops.e4m3_quantize(layer.weight.detach().t(), "token")
+    expected = (gq.float() @ wq.float().t()) * g_scale * w_scale.t()  # scales in the epilogue
     assert torch.equal(x.grad, expected)
     assert sqnr(g @ layer.weight.detach(), x.grad) > 20

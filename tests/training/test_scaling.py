@@ -45,3 +45,17 @@ def test_compute_optimal_turns_at_the_break_even_speedup():
 def test_a_missing_base_precision_is_named():
     with pytest.raises(ValueError, match="base precision 'bf16' has no sweep points"):
         fit(_points(0.0), "bf16")
+
+
+def test_markdown_snippet_states_the_multipliers_the_speeds_and_the_winner():
+    from evalsuite.training.scaling import markdown
+
+    points = _points(0.0)
+    law = fit(points, "base")
+    intervals = {"m_N:low": [0.45, 0.55], "m_D:low": [0.7, 0.9]}
+    optimal = compute_optimal(law, {"low": 3.0}, [1e12, 1e13])
+    text = markdown(points, law, intervals, {"low": 3.0}, optimal)
+    assert f"| low | {law['m_N']['low']:.3f} [0.450, 0.550] | {law['m_D']['low']:.3f} [0.700, 0.900] | 3.00x |" in text
+    assert f"**{optimal[0]['compute_optimal']}" in text and "cannot tell" not in text
+    wide = markdown(points, law, {"m_N:low": [0.1, 2.0], "m_D:low": [0.5, 1.5]}, {}, optimal)
+    assert "Both intervals of low hold 1" in wide and "not measured (1 assumed)" in wide
