@@ -120,6 +120,18 @@ def test_the_compiled_functions_trace_without_graph_breaks():
     assert counters["stats"]["unique_graphs"] == len(EAGER) + 1  # attention, once more with the length dynamic
 
 
+def test_a_recompile_where_the_graph_is_captured_fails_loudly():
+    from evalsuite.decode_graph import _no_recompile, compiled
+
+    gated = compiled("aot_eager")["gated"]
+    x = torch.randn(2, 3)
+    gated(x, x)
+    with _no_recompile():
+        gated(x, x)  # compiled already: runs
+        with pytest.raises(RuntimeError, match="fail_on_recompile"):
+            gated(torch.randn(4, 5), torch.randn(4, 5))
+
+
 @pytest.mark.parametrize("room", [1, 2, 6])
 def test_warm_up_before_capture_leaves_the_decoding_unchanged(room):
     """What runs before a capture (CUDA-only itself): steps that write throwaway tokens, then the state put
