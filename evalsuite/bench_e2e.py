@@ -1,10 +1,16 @@
 """`evalsuite bench e2e`: end-to-end speed and memory of quantized variants on the GPU, at Llama-3.1-8B
 shapes with seeded random weights (real weights cannot be downloaded there; speed does not depend on them).
 
-For each variant (bf16 and those quantized through our kernels): prefill tokens/s at batch 1 and 32, decode
-tokens/s at batch 1 and 32 (decode steps replayed from a CUDA graph over a static KV cache), weight memory
-and peak memory. Prints a table and writes bench-e2e.json and bench-e2e.md, ratios against bf16 measured in
-the same process.
+For each variant (bf16 and those quantized through our kernels): prefill tokens/s at each batch size, and
+decode tokens/s with each decoder side by side:
+  hf     the HF forward over a static cache, each step replayed from a CUDA graph (graphs.StaticDecoder, the
+         reference path);
+  graph  our own step, its non-GEMM work compiled, the whole step one CUDA graph (decode_graph.GraphDecoder,
+         what the harness generates with);
+  eager  the same step run eagerly, neither compiled nor captured (the launch and Python overhead it removes).
+Each decode figure also shows its share of the weights' roofline (weight bytes x steps/s over the copy
+bandwidth measured at the start) and its ratio against bf16 measured in the same process. Prints the tables
+and writes bench-e2e.json and bench-e2e.md after every variant (a run cut short keeps what it measured).
 
     evalsuite bench e2e --out bench/            # on a GPU machine
     evalsuite bench e2e --shape tiny --device cpu --steps 4     # a smoke run anywhere
@@ -90,11 +96,32 @@ def prefill_rate(model, batch: int, length: int, vocab: int, device, repeats: in
     return batch * length / _time(run, device, repeats)
 
 
-@torch.no_grad()
-def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device, repeats: int) -> float:
+DECODERS = ("hf", "graph", "eager")
+
+
+def make_decoder(kind: str, model, batch: int, max_len: int):
+    """A decoder of the named kind ("auto": the one the harness picks) and the line that says what it ran."""
+    from evalsuite.decode_graph import GraphDecoder, pick_decoder
     from evalsuite.graphs import StaticDecoder
 
-    decoder = StaticDecoder(model, batch, context + steps * (repeats + 2) + 1, graphs=device.type == "cuda")
+    device = next(model.parameters()).device
+    if kind == "auto":
+        return pick_decoder(model, batch, max_len)
+    if kind == "hf":
+        graphs = device.type == "cuda"
+        path = "HF forward over a static cache" + (", each step a CUDA graph" if graphs else ", eager")
+        return StaticDecoder(model, batch, max_len, graphs=graphs), path
+    if kind == "graph":
+        decoder = GraphDecoder(model, batch, max_len)
+    else:
+        decoder = GraphDecoder(model, batch, max_len, graphs=False, fuse=None)
+    return decoder, decoder.describe()
+
+
+@torch.no_grad()
+def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device, repeats: int, kind: str = "auto"):
+    """Decode tokens/s over a cache holding `context` random tokens, and what decoded them."""
+    decoder, path = make_decoder(kind, model, batch, context + steps * (repeats + 1) + 1)
     contexts = torch.randint(0, vocab, (batch, context)).tolist()
     decoder.prefill(contexts)
     next_ids = torch.randint(0, vocab, (batch,), device=device)
@@ -103,19 +130,32 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
         for _ in range(steps):
             decoder.step(next_ids)
 
-    return batch * steps / _time(run, device, repeats)
+    return batch * steps / _time(run, device, repeats), path
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s of device-to-device copies of 1 GiB (64 MiB on CPU), counting bytes read plus bytes written;
+    ten copies per timing, so that the synchronization around it weighs little."""
+    src = torch.ones(2**28 if device.type == "cuda" else 2**24, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+
+    def copies():
+        for _ in range(10):
+            dst.copy_(src)
+
+    return 10 * 2 * src.numel() * 4 / _time(copies, device, repeats=5)
 
 
 SPEED_PREFILL, SPEED_CONTEXT, SPEED_STEPS = 256, 64, 16
 
 
 def measure_speed(model, device: torch.device) -> dict:
-    """Prefill and decode tokens/s at batch 1 on random tokens (decode as evaluation decodes: CUDA graphs on
-    a GPU), with the same settings for every variant of a run (`run.measure_speed`)."""
+    """Prefill and decode tokens/s at batch 1 on random tokens (decode with the decoder evaluation uses), with
+    the same settings for every variant of a run (`run.measure_speed`)."""
     vocab = model.config.vocab_size
     return {
         "prefill_tok_s": prefill_rate(model, 1, SPEED_PREFILL, vocab, device, repeats=3),
-        "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3),
+        "decode_tok_s": decode_rate(model, 1, SPEED_CONTEXT, SPEED_STEPS, vocab, device, repeats=3)[0],
         "settings": f"batch 1, prefill {SPEED_PREFILL} tokens, decode {SPEED_STEPS} steps after {SPEED_CONTEXT}",
     }
 
@@ -125,6 +165,7 @@ def run_variant(name: str, args, device, dtype) -> dict:
     from evalsuite.models import memory_bytes
     from evalsuite.quant_schemes.apply import quantize
 
+    started = time.perf_counter()
     model = build_model(args.shape, args.layers, device, dtype, args.seed)
     kernels = [] if name == "bf16" else quantize(model, name, backend=args.backend).kernels
     gc.collect()
@@ -132,30 +173,84 @@ def run_variant(name: str, args, device, dtype) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     vocab = model.config.vocab_size
-    row = {"variant": name, "kernels": kernels, "weight_bytes": memory_bytes(model)}
+    row = {"variant": name, "kernels": kernels, "weight_bytes": memory_bytes(model), "decoders": {}}
     for b in args.batches:
-        row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
-        row[f"decode_tok_s_b{b}"] = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats)
+        if not args.no_prefill:
+            row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
+        for kind in args.decoders:
+            try:
+                rate, path = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats, kind)
+            except Exception as e:  # noqa: BLE001 - recorded in the row and the table; the other decoders still run
+                row[f"decode_error_b{b}_{kind}"] = f"{type(e).__name__}: {str(e).strip()[:500]}"
+                print(f"{name}, batch {b}, {kind} decoder FAILED: {row[f'decode_error_b{b}_{kind}']}", flush=True)
+                continue
+            finally:  # the decoder's cache and graph pool go before the next one's
+                if device.type == "cuda":
+                    gc.collect()
+                    torch.cuda.empty_cache()
+            row[f"decode_tok_s_b{b}_{kind}"] = rate
+            row[f"roofline_b{b}_{kind}"] = row["weight_bytes"] * rate / b / args.copy_bytes_s
+            row["decoders"][kind] = path
     if device.type == "cuda":
         row["peak_bytes"] = torch.cuda.max_memory_allocated()
+    row["seconds"] = round(time.perf_counter() - started, 1)
     del model
     gc.collect()
     return row
 
 
-def render(rows: list[dict], batches: list[int], meta: dict) -> str:
-    base = rows[0]
-    cols = [f"prefill_tok_s_b{b}" for b in batches] + [f"decode_tok_s_b{b}" for b in batches]
-    header = ["variant"] + [c.replace("_tok_s_b", " tok/s, batch ") for c in cols] + ["weights", "peak memory"]
+def _ratio(row: dict, base: dict | None, key: str) -> str:
+    return f" ({row[key] / base[key]:.2f}x)" if base and key in base else ""
+
+
+def render(rows: list[dict], args, meta: dict) -> str:
+    """The decode table (decoders side by side: tok/s with the ratio against bf16, the share of the weights'
+    roofline, graph over hf), then prefill and memory."""
+    base = next((r for r in rows if r["variant"] == "bf16"), None)
     lines = [
-        f"GPU: {meta['device']}, {meta['date']}, shape {meta['shape']}; ratios against bf16 in brackets",
+        f"GPU: {meta['device']}, {meta['date']}, shape {meta['shape']}, torch {meta['torch']}; copy bandwidth "
+        f"{meta['copy_gb_s']:,.0f} GB/s; ratios against bf16 in brackets; roofline: weight bytes x steps/s over "
+        "the copy bandwidth",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
     ]
+    for b in args.batches:
+        header = ["variant", "weights"]
+        for kind in args.decoders:
+            header += [f"{kind} tok/s, batch {b}", f"{kind} roofline"]
+        if {"hf", "graph"} <= set(args.decoders):
+            header.append("graph / hf")
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows:
+            cells = [r["variant"], f"{r['weight_bytes'] / 2**30:.2f} GiB"]
+            for kind in args.decoders:
+                key = f"decode_tok_s_b{b}_{kind}"
+                failed = key not in r
+                cells += (
+                    ["failed", ""]
+                    if failed
+                    else [f"{r[key]:,.0f}{_ratio(r, base, key)}", f"{r[f'roofline_b{b}_{kind}']:.0%}"]
+                )
+            if {"hf", "graph"} <= set(args.decoders):
+                graph, hf = r.get(f"decode_tok_s_b{b}_graph"), r.get(f"decode_tok_s_b{b}_hf")
+                cells.append(f"{graph / hf:.2f}x" if graph and hf else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Decoders: " + "; ".join(f"{k}: {p}" for k, p in rows[0]["decoders"].items()))
+    lines += [
+        f"- {r['variant']} {k[len('decode_error_') :]}: {v}"
+        for r in rows
+        for k, v in r.items()
+        if k.startswith("decode_error_")
+    ]
+    lines.append("")
+    header = ["variant"] + ([] if args.no_prefill else [f"prefill tok/s, batch {b}" for b in args.batches])
+    lines += ["| " + " | ".join(header + ["weights", "peak memory"]) + " |", "|" + "---|" * (len(header) + 2)]
     for r in rows:
-        cells = [r["variant"]] + [f"{r[c]:,.0f} ({r[c] / base[c]:.2f}x)" for c in cols]
-        cells.append(f"{r['weight_bytes'] / 2**30:.2f} GiB ({base['weight_bytes'] / r['weight_bytes']:.2f}x smaller)")
+        cells = [r["variant"]]
+        if not args.no_prefill:
+            cells += [f"{r[k]:,.0f}{_ratio(r, base, k)}" for k in (f"prefill_tok_s_b{b}" for b in args.batches)]
+        smaller = f" ({base['weight_bytes'] / r['weight_bytes']:.2f}x smaller)" if base else ""
+        cells.append(f"{r['weight_bytes'] / 2**30:.2f} GiB{smaller}")
         cells.append(f"{r['peak_bytes'] / 2**30:.2f} GiB" if "peak_bytes" in r else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -173,29 +268,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", type=int, default=128, help="tokens in the cache before decoding")
     parser.add_argument("--steps", type=int, default=32, help="decode steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--decoders", default="hf,graph", help=f"comma-separated, of {', '.join(DECODERS)}")
+    parser.add_argument("--no-prefill", action="store_true", help="measure decode only")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--backend", default="auto", help="auto or a registered kernel backend")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-e2e"))
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.decoders = args.decoders.split(",")
+    if unknown := sorted(set(args.decoders) - set(DECODERS)):
+        parser.error(f"--decoders: unknown {', '.join(unknown)}; known: {', '.join(DECODERS)}")
     device = torch.device(args.device)
     args.backend = pick_backend(args.backend, device.type).name
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    rows = []
-    for name in args.variants.split(","):
-        rows.append(run_variant(name, args, device, dtype))
-        print(json.dumps({k: (round(v) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+    args.copy_bytes_s = copy_bandwidth(device)
     meta = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "date": time.strftime("%Y-%m-%d"),
         "shape": args.shape + (f" ({args.layers} layers)" if args.layers else ""),
         "torch": torch.__version__,
+        "copy_gb_s": args.copy_bytes_s / 1e9,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
     }
-    table = render(rows, args.batches, meta)
-    print(table)
+    print(f"copy bandwidth {meta['copy_gb_s']:,.0f} GB/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench-e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
-    (args.out / "bench-e2e.md").write_text(table)
+    rows = []
+    for name in args.variants.split(","):
+        rows.append(run_variant(name, args, device, dtype))
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+        table = render(rows, args, meta)
+        (args.out / "bench-e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
+        (args.out / "bench-e2e.md").write_text(table)
+    print(table)
     return 0

@@ -71,6 +71,7 @@ class EvalLM(TemplateLM):
         self.cuda_graphs = cuda_graphs
         self.shard = shard  # evalsuite.distributed.Shard: compute only this rank's share of the batches
         self._static = None
+        self.decoders_used: list[str] = []  # which decoders generated, and why (results.json)
         self.model_calls = 0
         self.task_name = ""
         self._max_length = max_length
@@ -293,17 +294,20 @@ class EvalLM(TemplateLM):
     # --- generation ------------------------------------------------------------------------------------
 
     def _decoder(self, batch: int, length: int):
-        """On CUDA, a static-cache decoder with CUDA-graph steps for this batch size and a cache rounded up to
-        128 tokens (the last one is kept, so consecutive batches of a task reuse its graph); elsewhere an
-        eager decoder over a growing cache."""
-        from evalsuite.graphs import DynamicDecoder, StaticDecoder
+        """On CUDA, a static-cache decoder whose whole step is one CUDA graph (decode_graph.pick_decoder says
+        which and why) for this batch size and a cache rounded up to 128 tokens (the last one is kept, so
+        consecutive batches of a task reuse its graph); elsewhere an eager decoder over a growing cache."""
+        from evalsuite.decode_graph import pick_decoder
 
-        if self.device.type != "cuda" or not self.cuda_graphs:
-            return DynamicDecoder(self.model)
-        length = min(-(-length // 128) * 128, self.max_length + DEFAULT_MAX_GEN_TOKS)
-        if self._static is None or (self._static.batch_size, self._static.max_len) != (batch, length):
-            self._static = StaticDecoder(self.model, batch, length, graphs=self.cuda_graphs)
-        return self._static
+        static = self.device.type == "cuda" and self.cuda_graphs
+        if static:
+            length = min(-(-length // 128) * 128, self.max_length + DEFAULT_MAX_GEN_TOKS)
+            if self._static is not None and (self._static.batch_size, self._static.max_len) == (batch, length):
+                return self._static
+        decoder, path = pick_decoder(self.model, batch, length, self.cuda_graphs)
+        self.decoders_used += [path] if path not in self.decoders_used else []
+        self._static = decoder if static else None
+        return decoder
 
     @torch.no_grad()
     def _decode(

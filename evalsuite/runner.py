@@ -231,6 +231,7 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command, s
             record.speed = measure_speed(lm.model, device)
         record.model_calls = lm.model_calls
         record.model_calls_by_task = model_calls(runs[name])
+        record.decode = "; ".join(lm.decoders_used) or None
         record.seconds = round(time.time() - started, 2)
         records[name] = record
         if name == BASELINE and main and any(getattr(s, "needs_baseline", False) for s in plan):

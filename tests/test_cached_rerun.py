@@ -18,7 +18,7 @@ from evalsuite.runner import run_suite
 
 # What one run measures of itself rather than of the models: how long, which model calls it made, when, how
 # it was invoked, from which checkout state.
-RUN_ONLY = {"seconds", "model_calls", "model_calls_by_task"}
+RUN_ONLY = {"seconds", "model_calls", "model_calls_by_task", "decode"}
 PROVENANCE_RUN_ONLY = {"created", "command", "git_sha"}
 
 # Modules that only building an lm-eval task, running one, quantizing or embedding answers imports.

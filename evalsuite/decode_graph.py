@@ -1,0 +1,303 @@
+"""A decode step of our own for Llama-family models, captured whole as one CUDA graph.
+
+    decoder = GraphDecoder(model, batch_size=1, max_len=1024)   # graphs on CUDA, eager elsewhere (it says so)
+    logits = decoder.prefill(contexts)      # left-padded batch of token lists -> (B, V) last-position logits
+    logits = decoder.step(next_ids)         # (B,) -> (B, V)
+
+The HF forward (`graphs.StaticDecoder`, kept as the reference) launches some forty kernels per layer for the
+norms, RoPE, the cache update, the mask and attention. Captured in a CUDA graph their launch cost is gone but
+each still runs as its own small kernel, which at batch 1 takes about as long as the layer's GEMMs. Here the
+step calls the model's own modules for every linear layer (so each variant's kernels run unchanged) and does
+the rest in four pure-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into
+one or two kernels): add+RMSNorm, RoPE, attention over the static cache, SiLU-gate. The functions themselves,
+run eagerly, are the reference. The cache is one (2, B, Hkv, L, D) tensor per layer, written with one
+`index_copy_`; the step's position, write index and mask live in device buffers that the graph updates itself,
+so a step is one copy of the new ids plus one replay.
+
+Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
+and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
+instead of compiling inside the graph. No step reads a device value on the host.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def unsupported(model: torch.nn.Module, max_len: int) -> str | None:
+    """Why this decoder cannot run `model` (None when it can): the architecture must be a Llama-style stack."""
+    config = model.config
+    if config.model_type not in SUPPORTED_TYPES:
+        return f"model type {config.model_type!r} (the graph decoder knows {', '.join(SUPPORTED_TYPES)})"
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) and window < max_len:
+        return f"sliding-window attention ({window} tokens) with a cache of {max_len}"
+    if getattr(config, "hidden_act", None) != "silu":
+        return f"activation {getattr(config, 'hidden_act', None)!r} (the graph decoder's MLP is SiLU-gated)"
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in (None, "eager", "sdpa", "flash_attention_2", "flash_attention_3"):
+        return f"attention routed through {implementation!r} (e.g. KV-cache quantization), which this step bypasses"
+    devices = set(getattr(model, "hf_device_map", {}).values())
+    if len(devices) > 1:
+        return f"a model spread over several devices ({sorted(map(str, devices))})"
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, n) for n in needed) or not hasattr(model, "lm_head"):
+        return f"{type(model).__name__} lacks model.{{{', '.join(needed)}}} or lm_head"
+    attn, mlp = inner.layers[0].self_attn, inner.layers[0].mlp
+    for owner, names in (
+        (attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+        (mlp, ("gate_proj", "up_proj", "down_proj")),
+    ):
+        if not all(hasattr(owner, n) for n in names):
+            return f"{type(owner).__name__} lacks one of {names}"
+    return None
+
+
+# --- the step's non-GEMM work, as pure torch (the reference, and what torch.compile fuses) --------------------
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """As the HF Llama RMSNorm computes it: in float32, cast back, then scaled."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def add_norm(h: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """The residual add followed by the next RMSNorm: (new residual, its normed input)."""
+    h = h + delta
+    return h, rms_norm(h, weight, eps)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def rope(q, k, v, cos, sin, head_dim: int, qk_norm: tuple | None):
+    """(B, T, H*D) projections -> q (B, H, T, D) and the new keys and values stacked (2, B, Hkv, T, D), RoPE
+    applied to q and k (after Qwen3's per-head norms when the model has them)."""
+    b, t = q.shape[:2]
+    q = q.view(b, t, -1, head_dim)
+    k = k.view(b, t, -1, head_dim)
+    if qk_norm is not None:
+        q, k = rms_norm(q, qk_norm[0], qk_norm[2]), rms_norm(k, qk_norm[1], qk_norm[2])
+    cos, sin = cos[:, :, None], sin[:, :, None]
+    q = _rotate(q, cos, sin).transpose(1, 2)
+    k = _rotate(k, cos, sin).transpose(1, 2)
+    return q, torch.stack((k, v.view(b, t, -1, head_dim).transpose(1, 2)))
+
+
+def attend(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """q (B, H, T, D) over the cache kv (2, B, Hkv, L, D) where mask (B, T, L) is True -> (B, T, H*D). Query
+    heads are grouped over their shared key head (head h reads key head h // (H / Hkv)), as HF's repeat_kv
+    does, without copying the cache; softmax in float32 as in HF's eager attention."""
+    b, heads, t, d = q.shape
+    kv_heads = kv.shape[2]
+    group = heads // kv_heads
+    qg = q.reshape(b, kv_heads, group * t, d)
+    scores = torch.matmul(qg, kv[0].transpose(-1, -2)).float() * scale  # (B, Hkv, G*T, L)
+    allowed = mask[:, None, None].expand(b, 1, group, t, mask.shape[-1]).reshape(b, 1, group * t, -1)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).to(q.dtype)
+    out = torch.matmul(probs, kv[1]).view(b, heads, t, d)
+    return out.transpose(1, 2).reshape(b, t, heads * d)
+
+
+def attend_prefill(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """The prefill's attention (T > 1), as HF's SDPA path does it: keys and values repeated per query head,
+    then SDPA with the boolean mask (B, T, L), which keeps memory linear in T where SDPA's kernels allow."""
+    b, heads, t, d = q.shape
+    group = heads // kv.shape[2]
+    k, v = kv[0].repeat_interleave(group, dim=1), kv[1].repeat_interleave(group, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=scale)
+    return out.transpose(1, 2).reshape(b, t, heads * d)
+
+
+def gated(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.silu(gate) * up
+
+
+EAGER = {"norm": rms_norm, "add_norm": add_norm, "rope": rope, "attend": attend, "gated": gated}
+PREFILL = {**EAGER, "attend": attend_prefill}
+_COMPILED: dict = {}
+
+
+def compiled(backend: str = "inductor") -> dict:
+    """The step functions compiled once per process and backend, without graph breaks (fullgraph). Shapes
+    start static; a second batch size or cache length recompiles them once with those dimensions dynamic."""
+    if backend not in _COMPILED:
+        _COMPILED[backend] = {name: torch.compile(fn, fullgraph=True, backend=backend) for name, fn in EAGER.items()}
+    return _COMPILED[backend]
+
+
+def _no_recompile():
+    stance = getattr(torch.compiler, "set_stance", None)
+    if stance is None:  # torch < 2.6: nothing to enforce it with; the warm-ups compiled what capture runs
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return stance("fail_on_recompile")
+
+
+class GraphDecoder:
+    def __init__(
+        self, model: torch.nn.Module, batch_size: int, max_len: int, graphs: bool = True, fuse: str | None = "auto"
+    ):
+        """`fuse`: the torch.compile backend for the step's non-GEMM functions ("auto": Inductor on CUDA, none
+        elsewhere; None: run them eagerly)."""
+        reason = unsupported(model, max_len)
+        if reason:
+            raise ValueError(f"the graph decoder cannot run this model: {reason}")
+        self.model, self.inner = model, model.model
+        self.device = next(model.parameters()).device
+        self.dtype = self.inner.embed_tokens.weight.dtype
+        self.batch_size, self.max_len = batch_size, max_len
+        self.graphs = graphs and self.device.type == "cuda"
+        if fuse == "auto":
+            fuse = "inductor" if self.device.type == "cuda" else None
+        self.fuse = fuse
+        self.fns = compiled(fuse) if fuse else EAGER
+        config = model.config
+        attn0 = self.inner.layers[0].self_attn
+        self.head_dim = getattr(attn0, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scale = float(getattr(attn0, "scaling", self.head_dim**-0.5))
+        kv_heads = config.num_key_value_heads
+        shape = (2, batch_size, kv_heads, max_len, self.head_dim)
+        self.kv = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.inner.layers]
+        self.ids = torch.zeros(batch_size, 1, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(batch_size, 1, dtype=torch.long, device=self.device)
+        self.write = torch.zeros(1, dtype=torch.long, device=self.device)  # the cache slot of the newest token
+        self.keep = torch.zeros(batch_size, max_len, dtype=torch.bool, device=self.device)  # False at pads
+        self.slots = torch.arange(max_len, device=self.device)
+        self.length = 0
+        self.graph = None
+        self.logits = None
+        self.calls = 0
+        self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
+        if not self.graphs:
+            log.info("graph decoder on %s: CUDA graphs skipped (they need CUDA), steps run eagerly", self.device)
+
+    def describe(self) -> str:
+        return f"graph decoder ({self.path})"
+
+    def _forward(self, ids, positions, index, mask, fns: dict, span: int | None = None) -> torch.Tensor:
+        """One pass over T new tokens per row: writes their keys/values at cache slots `index` (T,), attends
+        over the first `span` slots (all: None) where mask (B, T, span) is True, returns the last position's
+        logits (B, V)."""
+        h = self.inner.embed_tokens(ids)
+        cos, sin = self.inner.rotary_emb(h, positions)
+        layers = self.inner.layers
+        first = layers[0].input_layernorm
+        x = fns["norm"](h, first.weight, first.variance_epsilon)
+        for i, layer in enumerate(layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            qk_norm = None
+            if hasattr(attn, "q_norm"):
+                qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
+            q, kv = fns["rope"](attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), cos, sin, self.head_dim, qk_norm)
+            self.kv[i].index_copy_(3, index, kv)
+            out = attn.o_proj(fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale))
+            post = layer.post_attention_layernorm
+            h, x = fns["add_norm"](h, out, post.weight, post.variance_epsilon)
+            down = mlp.down_proj(fns["gated"](mlp.gate_proj(x), mlp.up_proj(x)))
+            following = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.inner.norm
+            h, x = fns["add_norm"](h, down, following.weight, following.variance_epsilon)
+        return self.model.lm_head(x[:, -1:]).squeeze(1)
+
+    @torch.no_grad()
+    def prefill(self, contexts: list[list[int]]) -> torch.Tensor:
+        """Left-pad the contexts and run them (eagerly: their length varies) into the cache from slot 0."""
+        if len(contexts) > self.batch_size:
+            raise ValueError(f"{len(contexts)} contexts for a decoder built for {self.batch_size}")
+        contexts = contexts + [contexts[-1]] * (self.batch_size - len(contexts))  # fill unused rows
+        width = max(len(c) for c in contexts)
+        if width >= self.max_len:
+            raise ValueError(f"context of {width} tokens does not fit a cache of {self.max_len}")
+        ids = torch.tensor([[0] * (width - len(c)) + c for c in contexts], device=self.device)
+        real = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device).bool()
+        positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+        self.keep.fill_(True)
+        self.keep[:, :width] = real
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        mask = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
+        logits = self._forward(ids, positions, self.slots[:width], mask, PREFILL, span=width)  # eager: T varies
+        self.calls += 1
+        self.length = width
+        self.write.fill_(width - 1)
+        self.positions.copy_(positions[:, -1:])
+        return logits
+
+    def _step(self) -> torch.Tensor:
+        """What the graph holds: advance the position and the write slot, then one token per row."""
+        self.write += 1
+        self.positions += 1
+        mask = (self.keep & (self.slots <= self.write))[:, None, :]
+        return self._forward(self.ids, self.positions, self.write, mask, self.fns)
+
+    def _warm_up(self) -> None:
+        """Steps run before capture (they compile and autotune what the graph will hold), then the position
+        and write slot put back: their throwaway tokens went into slots that the real steps overwrite before
+        anything reads them. Two steps where the cache has room, else one."""
+        write, positions = self.write.clone(), self.positions.clone()
+        for _ in range(min(2, self.max_len - self.length)):
+            self._step()
+        self.write.copy_(write)
+        self.positions.copy_(positions)
+
+    def _capture(self) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self._warm_up()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with _no_recompile(), torch.cuda.graph(self.graph):
+            self.logits = self._step()
+
+    @torch.no_grad()
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """Append one token per row and return the next logits (B, V)."""
+        if self.length >= self.max_len:
+            raise ValueError(f"the cache of {self.max_len} tokens is full")
+        self.ids[: len(next_ids), 0] = next_ids
+        self.calls += 1
+        if self.graphs and self.graph is None:
+            self._capture()
+        self.length += 1
+        if not self.graphs:
+            return self._step()
+        self.graph.replay()
+        return self.logits
+
+
+def pick_decoder(model: torch.nn.Module, batch: int, length: int, cuda_graphs: bool = True):
+    """The decoder the harness generates with, and a line saying which and why (recorded in results.json):
+    this one on CUDA; the HF forward in a CUDA graph (graphs.StaticDecoder) for a model it cannot run, logged
+    as a fallback; the eager HF decoder off CUDA or with CUDA graphs switched off (the graph path skipped)."""
+    from evalsuite.graphs import DynamicDecoder, StaticDecoder
+
+    device = next(model.parameters()).device
+    if device.type != "cuda" or not cuda_graphs:
+        why = "CUDA graphs switched off" if device.type == "cuda" else f"no CUDA device ({device.type})"
+        decoder, path = DynamicDecoder(model), f"eager HF decoder: graph decoder skipped, {why}"
+    elif reason := unsupported(model, length):
+        decoder = StaticDecoder(model, batch, length)
+        path = f"HF forward in a CUDA graph: fallback, the graph decoder cannot run {reason}"
+    else:
+        decoder = GraphDecoder(model, batch, length)
+        path = decoder.describe()
+    if path not in _LOGGED:
+        _LOGGED.add(path)
+        log.log(logging.WARNING if "fallback" in path else logging.INFO, "decoding with the %s", path)
+    return decoder, path
+
+
+_LOGGED: set[str] = set()
