@@ -2,7 +2,7 @@
 # One device call (with .whl carried) for a session whose device time is short: the whole test suite on the
 # GPU, the decode-kernel bench, then the issue-19 scaling sweep with whatever time is left, each step capped
 # so the call ends inside its limit. Results are packed into $OUT/results.tgz (the device returns few files).
-#   bash benchmarks/gpu_final.sh [CALL_LIMIT_S, default 570]
+#   [DECODE_BENCH=0] bash benchmarks/gpu_final.sh [CALL_LIMIT_S, default 570]
 set -o pipefail
 limit=${1:-570}
 start=$(date +%s)
@@ -11,8 +11,10 @@ left() { echo $(( limit - ($(date +%s) - start) - ${1:-0} )); }
 OUT=$R/tests PYTEST_LIMIT_S=${PYTEST_LIMIT_S:-200} bash benchmarks/gpu_tests.sh > "$R/tests/stdout.txt" 2>&1
 grep -E "passed|failed" "$R/tests/stdout.txt" | tail -2
 grep -E "^(FAILED|ERROR)" "$R/tests/stdout.txt" | head -20
-OUT=$R/decode bash benchmarks/gpu_decode.sh bench > "$R/decode/stdout.txt" 2>&1
-grep -A14 "^targets" "$R/decode/stdout.txt"
+if [ "${DECODE_BENCH:-1}" = 1 ]; then
+  OUT=$R/decode bash benchmarks/gpu_decode.sh bench > "$R/decode/stdout.txt" 2>&1
+  grep -A14 "^targets" "$R/decode/stdout.txt"
+fi
 sweep_s=$(left 25)
 echo "sweep budget ${sweep_s}s"
 if [ "$sweep_s" -gt 120 ]; then
