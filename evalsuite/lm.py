@@ -25,7 +25,7 @@ from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
-from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, packed_mask, plan_rows, shared_prefixes
+from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, pack_width, packed_mask, plan_rows
 
 DEFAULT_MAX_GEN_TOKS = 256
 STOP_CHECK_EVERY = 8  # decode steps between reads of the new tokens by the host
@@ -118,6 +118,40 @@ class EvalLM(TemplateLM):
             return cont[:1], cont[1:]
         return self._encode_pair(context, continuation)
 
+    def _encode_requests(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """`_encode_request` of every pair, each distinct string encoded once and in batches (a fast
+        tokenizer encodes a batch on all cores): a subject's questions share a context, and tokenizing the
+        requests one by one took as long as scoring them."""
+        out: list = [None] * len(pairs)
+        split = []
+        for i, (context, continuation) in enumerate(pairs):
+            if context == "":
+                out[i] = self._encode_request(context, continuation)
+                continue
+            n_spaces = len(context) - len(context.rstrip())
+            if n_spaces:
+                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+            split.append((i, context, context + continuation))
+        strings = list(dict.fromkeys(s for _, context, whole in split for s in (context, whole)))
+        ids = dict(zip(strings, self._encode_many(strings), strict=True))
+        for i, context, whole in split:
+            out[i] = (ids[context], ids[whole][len(ids[context]) :])
+        return out
+
+    def _encode_many(self, strings: list[str]) -> list[list[int]]:
+        """`tok_encode` of each string: one batch call per special-tokens setting with a fast tokenizer."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return [self.tok_encode(s) for s in strings]
+        bos = self.tokenizer.bos_token
+        out: list = [None] * len(strings)
+        for special in (True, False):
+            picked = [i for i, s in enumerate(strings) if (not (bos and s.startswith(bos))) == special]
+            if picked:
+                encoded = self.tokenizer([strings[i] for i in picked], add_special_tokens=special)["input_ids"]
+                for i, ids in zip(picked, encoded, strict=True):
+                    out[i] = list(ids)
+        return out
+
     # --- the cache -------------------------------------------------------------------------------------
 
     def cached(self, kind: str, args: list[tuple], compute: Callable[[list[int]], Iterator[Batch]]) -> list:
@@ -171,69 +205,39 @@ class EvalLM(TemplateLM):
         check_logits(logits, self.model, inputs_of, where, describe)
         return logits
 
-    @torch.no_grad()
-    def _prefix_cache(self, prefix: list[int]):
-        """Run a shared prefix once; its keys and values per layer, (1, H, P, D) each."""
-        from transformers import DynamicCache
-
-        from evalsuite.graphs import cache_argument
-
-        cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([prefix], device=self.device)
-        self.model_calls += 1
-        self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(self.model): cache})
-        return [(layer.keys, layer.values) for layer in cache.layers]
-
-    def _cache_for(self, prefix_kv, batch: int) -> dict:
-        """A fresh cache holding the shared prefix for every row of a batch, as the model's cache argument."""
-        from transformers import DynamicCache
-
-        from evalsuite.graphs import cache_argument
-
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in enumerate(prefix_kv):
-            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
-        return {cache_argument(self.model): cache, "use_cache": True}
-
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Rows that share a long prefix are batched together behind it, computed once; rows longest first,
-        right-padded, plain and packed rows in separate batches; in a distributed run (sharded) only this
-        rank's batches."""
-        rows = plan_rows(items, self.max_length, self.share_context)
-        groups, alone = shared_prefixes(rows) if self.share_prefix else ([], rows)
-        number = -1
-        for prefix, members in [*groups, ([], alone)]:
-            prefix_kv = None
-            for chunk in batches(members, self.batch_size):
-                number += 1
-                if sharded and self.skips(number):
-                    continue
-                if prefix and prefix_kv is None:
-                    prefix_kv = self._prefix_cache(prefix)
-                yield self._score_chunk(chunk, prefix, prefix_kv)
+        Rows as `plan_rows` lays them out (identical inputs once, inputs with a common prefix packed behind
+        it), longest first, right-padded, plain and packed rows in separate batches; in a distributed run
+        (sharded) only this rank's batches."""
+        width = pack_width(self.model.config)
+        rows = plan_rows(items, self.max_length, self.share_context, self.share_prefix, width)
+        for number, chunk in enumerate(batches(rows, self.batch_size)):
+            if sharded and self.skips(number):
+                continue
+            yield self._score_chunk(chunk)
 
-    def _score_chunk(self, chunk: list[Row], prefix: list[int], prefix_kv) -> Batch:
+    def _score_chunk(self, chunk: list[Row]) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         width = max(len(r.tokens) for r in chunk)
         input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
-        kwargs = self._cache_for(prefix_kv, len(chunk)) if prefix else {}
+        kwargs = {}
         if chunk[0].positions is not None:
             positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
             kwargs["position_ids"] = torch.tensor(positions, device=self.device)
-            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device, past=len(prefix))
+            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device)
         keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
         where = {p: i for i, p in enumerate(keep)}
-        describe = lambda b: repr(self.tok_decode(prefix + chunk[b].tokens)[-200:])  # noqa: E731
-        inputs_of = lambda b: torch.tensor([prefix + chunk[b].tokens], device=self.device)  # noqa: E731
-        logits = self._forward(input_ids, describe, keep, inputs_of, **kwargs)  # (B, K, V)
+        describe = lambda b: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
+        logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
         return gather_scores(chunk, logits, where, self.device)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
 
         def compute(todo: list[int]) -> Iterator[Batch]:
-            yield from self._score_batches([(i, *self._encode_request(*args[i])) for i in todo])
+            encoded = self._encode_requests([args[i] for i in todo])
+            yield from self._score_batches([(i, *pair) for i, pair in zip(todo, encoded, strict=True)])
 
         return self.cached("loglikelihood", args, compute)
 
