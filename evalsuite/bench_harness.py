@@ -228,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ablations", action="store_true", help="also time our runner without each optimization")
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="start no further task after this many seconds (rows so far kept)"
+    )
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 for both harnesses
     model, tokenizer, label, kernels = load_model(args, device)
@@ -236,8 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     configs = task_configs(args, tokenizer, ours_lm.max_length)
     hf_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=str(device))
     spent = {"hf": timed_requests(hf_lm), "ours": timed_requests(ours_lm)}
-    rows = []
+    rows: list[dict] = []
+    args.skipped = []
     for task, task_configs_ in configs.items():
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            args.skipped.append(task)
+            print(f"{task}: skipped, --budget-s {args.budget_s:g} spent", flush=True)
+            write(args, rows, header(args, model, label, device), kernels)
+            continue
         for lm in (hf_lm, ours_lm):  # warm-up: dataset preparation and first-call costs stay out of the timing
             _evaluate(lm, task_configs_, 1)
         before = {k: v["s"] for k, v in spent.items()}
@@ -277,6 +287,9 @@ def ablations(model, tokenizer, args, configs: list) -> dict[str, float]:
 
 def write(args, rows: list[dict], head: str, kernels: list[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    skipped = getattr(args, "skipped", [])
     record = {"model": head, "scale": args.scale, "batch_size": args.batch_size, "kernels": kernels, "rows": rows}
+    record["skipped_tasks"] = skipped
+    note = f"\nNot run (--budget-s {args.budget_s:g} spent): {', '.join(skipped)}\n" if skipped else ""
     (args.out / "bench-harness.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "bench-harness.md").write_text(table(rows, head))
+    (args.out / "bench-harness.md").write_text(table(rows, head) + note)
