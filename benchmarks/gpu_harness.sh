@@ -34,7 +34,7 @@ bench() {  # step name, hard limit (s), then the bench arguments
   echo "== $name: exit $? after $((SECONDS - started)) s"
   grep -v "it/s\]\|it/s$" "$OUT/$name.log" | grep "^|\|^Model\|skipped\|Error\|error" | tail -25
 }
-bench bf16 170 --dtype bfloat16 --scale "$SCALE" --budget-s 120
-bench fp32 100 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 55
-bench bf16-mmlu-ablations 60 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --ablations
+bench bf16 180 --dtype bfloat16 --scale "$SCALE" --budget-s 130
+bench fp32 110 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 75
+bench bf16-mmlu-ablations 45 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --ablations
 ls -R "$OUT" | head -30
