@@ -18,7 +18,7 @@ PY=${PY:-python3}
 mkdir -p "$OUT"
 if [ "${INSTALL:-1}" = 1 ]; then
   if ! $PY -c "import lm_eval" 2>/dev/null; then  # the GPU image has no lm-eval: the offline wheels
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       >"$OUT/pip-wheels.log" 2>&1 || tail -5 "$OUT/pip-wheels.log"
     export PYTHONPATH=/tmp/site
   fi
