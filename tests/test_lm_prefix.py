@@ -77,7 +77,8 @@ def test_packed_scores_match_the_unbatched_reference(tiny, batch_size, monkeypat
     assert [g for _, g in expected] == [g for _, g in got]
     assert [lp for lp, _ in expected] == pytest.approx([lp for lp, _ in got], abs=1e-4)
     for (context, continuation), (logprob, _) in zip(PAIRS, got, strict=True):
-        assert logprob == pytest.approx(reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation), abs=1e-4)
+        reference = reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation)
+        assert logprob == pytest.approx(reference, abs=1e-4)
 
 
 def test_one_token_answers_of_a_truncated_context_share_one_row(tiny):
