@@ -189,6 +189,13 @@ def table(rows: list[dict], head: str) -> str:
             f"{r['lm_eval_requests_s']} | {r['evalsuite_requests_s']} | {r['requests_speedup']}x | "
             f"{max(r['metric_abs_diff'].values(), default=0):.2e} | {ll} | {gens} |"
         )
+    scored = [r for r in rows if any(r.get("evalsuite_scoring_s", {}).values())]
+    if scored:
+        phases = list(scored[0]["evalsuite_scoring_s"])
+        lines += ["", "Where our log-likelihood request time goes (seconds):", ""]
+        lines += ["| task | " + " | ".join(phases) + " |", "|---|" + "---|" * len(phases)]
+        for r in scored:
+            lines.append(f"| {r['task']} | " + " | ".join(str(r["evalsuite_scoring_s"][p]) for p in phases) + " |")
     if any("ablations_requests_s" in r for r in rows):
         lines += ["", "Seconds on requests, our runner with one optimization off (--ablations):", ""]
         lines += ["| task | all on | " + " | ".join(ABLATIONS) + " |", "|---|---|" + "---|" * len(ABLATIONS)]
@@ -251,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         for lm in (hf_lm, ours_lm):  # warm-up: dataset preparation and first-call costs stay out of the timing
             _evaluate(lm, task_configs_, 1)
         before = {k: v["s"] for k, v in spent.items()}
+        phases = dict(ours_lm.seconds)
         theirs, t_hf = _evaluate(hf_lm, task_configs_, args.limit)
         ours, t_ours = _evaluate(ours_lm, task_configs_, args.limit)
         r_hf, r_ours = (spent[k]["s"] - before[k] for k in ("hf", "ours"))
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             lm_eval_requests_s=round(r_hf, 3),
             evalsuite_requests_s=round(r_ours, 3),
             requests_speedup=round(r_hf / r_ours, 2),
+            evalsuite_scoring_s={k: round(v - phases[k], 3) for k, v in ours_lm.seconds.items()},
         )
         if args.ablations:
             row["ablations_requests_s"] = ablations(model, tokenizer, args, task_configs_)

@@ -14,6 +14,7 @@ Each batch's results are committed to the store as soon as it finishes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,10 +26,20 @@ from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
-from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, pack_width, packed_mask, plan_rows
+from evalsuite.lm_scoring import (
+    Batch,
+    Row,
+    batches,
+    encode_pairs,
+    gather_scores,
+    pack_width,
+    packed_mask,
+    plan_rows,
+)
 
 DEFAULT_MAX_GEN_TOKS = 256
 STOP_CHECK_EVERY = 8  # decode steps between reads of the new tokens by the host
+SCORING_PHASES = ("tokenize", "plan", "forward", "scores")  # each ends at a host sync, so the sums are honest
 
 
 class GenerationError(UserError, ValueError):
@@ -72,6 +83,7 @@ class EvalLM(TemplateLM):
         self.shard = shard  # evalsuite.distributed.Shard: compute only this rank's share of the batches
         self._static = None
         self.model_calls = 0
+        self.seconds = dict.fromkeys(SCORING_PHASES, 0.0)  # where scoring time goes, summed over calls
         self.task_name = ""
         self._max_length = max_length
         self._device = device if device is not None else next(self.model.parameters()).device
@@ -119,38 +131,7 @@ class EvalLM(TemplateLM):
         return self._encode_pair(context, continuation)
 
     def _encode_requests(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """`_encode_request` of every pair, each distinct string encoded once and in batches (a fast
-        tokenizer encodes a batch on all cores): a subject's questions share a context, and tokenizing the
-        requests one by one took as long as scoring them."""
-        out: list = [None] * len(pairs)
-        split = []
-        for i, (context, continuation) in enumerate(pairs):
-            if context == "":
-                out[i] = self._encode_request(context, continuation)
-                continue
-            n_spaces = len(context) - len(context.rstrip())
-            if n_spaces:
-                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-            split.append((i, context, context + continuation))
-        strings = list(dict.fromkeys(s for _, context, whole in split for s in (context, whole)))
-        ids = dict(zip(strings, self._encode_many(strings), strict=True))
-        for i, context, whole in split:
-            out[i] = (ids[context], ids[whole][len(ids[context]) :])
-        return out
-
-    def _encode_many(self, strings: list[str]) -> list[list[int]]:
-        """`tok_encode` of each string: one batch call per special-tokens setting with a fast tokenizer."""
-        if not getattr(self.tokenizer, "is_fast", False):
-            return [self.tok_encode(s) for s in strings]
-        bos = self.tokenizer.bos_token
-        out: list = [None] * len(strings)
-        for special in (True, False):
-            picked = [i for i, s in enumerate(strings) if (not (bos and s.startswith(bos))) == special]
-            if picked:
-                encoded = self.tokenizer([strings[i] for i in picked], add_special_tokens=special)["input_ids"]
-                for i, ids in zip(picked, encoded, strict=True):
-                    out[i] = list(ids)
-        return out
+        return encode_pairs(self, pairs)
 
     # --- the cache -------------------------------------------------------------------------------------
 
@@ -210,9 +191,12 @@ class EvalLM(TemplateLM):
         Rows as `plan_rows` lays them out (identical inputs once, inputs with a common prefix packed behind
         it), longest first, right-padded, plain and packed rows in separate batches; in a distributed run
         (sharded) only this rank's batches."""
+        started = time.perf_counter()
         width = pack_width(self.model.config)
         rows = plan_rows(items, self.max_length, self.share_context, self.share_prefix, width)
-        for number, chunk in enumerate(batches(rows, self.batch_size)):
+        planned = batches(rows, self.batch_size)
+        self.seconds["plan"] += time.perf_counter() - started
+        for number, chunk in enumerate(planned):
             if sharded and self.skips(number):
                 continue
             yield self._score_chunk(chunk)
@@ -229,14 +213,21 @@ class EvalLM(TemplateLM):
         keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
         where = {p: i for i, p in enumerate(keep)}
         describe = lambda b: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
-        logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V)
-        return gather_scores(chunk, logits, where, self.device)
+        started = time.perf_counter()
+        logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V); the finiteness check syncs
+        forwarded = time.perf_counter()
+        scores = gather_scores(chunk, logits, where, self.device)
+        self.seconds["forward"] += forwarded - started
+        self.seconds["scores"] += time.perf_counter() - forwarded
+        return scores
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
 
         def compute(todo: list[int]) -> Iterator[Batch]:
+            started = time.perf_counter()
             encoded = self._encode_requests([args[i] for i in todo])
+            self.seconds["tokenize"] += time.perf_counter() - started
             yield from self._score_batches([(i, *pair) for i, pair in zip(todo, encoded, strict=True)])
 
         return self.cached("loglikelihood", args, compute)

@@ -3,8 +3,9 @@ continuation less the last token (cut on the left to the model's positions, as l
 are one row. Inputs that begin with the same tokens (a context shared by its choices, as in HellaSwag; a
 subject's few-shot examples, shared by all its questions, as in MMLU) are packed into rows holding that common
 prefix once followed by their branches, each branch attending to the prefix and to itself only, so the shared
-tokens are computed once per row instead of once per request. Also here: the attention mask of packed rows,
-batching by rows and tokens, and every target token's log-probability gathered from a batch's logits."""
+tokens are computed once per row instead of once per request. Also here: batched tokenization of the
+requests, the attention mask of packed rows, batching by rows and tokens, and every target token's
+log-probability gathered from a batch's logits."""
 
 from __future__ import annotations
 
@@ -43,6 +44,42 @@ class _Input:
     tokens: list[int]
     ctx_end: int
     targets: list[tuple[int, list[int], list[int]]]
+
+
+def encode_pairs(lm, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """`lm._encode_request` of every (context, continuation) pair, each distinct string encoded once and in
+    batches (a fast tokenizer encodes a batch on all cores): a subject's questions share a context, and
+    tokenizing MMLU's requests one by one took as long as scoring them."""
+    out: list = [None] * len(pairs)
+    split = []
+    for i, (context, continuation) in enumerate(pairs):
+        if context == "":
+            out[i] = lm._encode_request(context, continuation)
+            continue
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        split.append((i, context, context + continuation))
+    strings = list(dict.fromkeys(s for _, context, whole in split for s in (context, whole)))
+    ids = dict(zip(strings, _encode_many(lm, strings), strict=True))
+    for i, context, whole in split:
+        out[i] = (ids[context], ids[whole][len(ids[context]) :])
+    return out
+
+
+def _encode_many(lm, strings: list[str]) -> list[list[int]]:
+    """`lm.tok_encode` of each string: one batch call per special-tokens setting with a fast tokenizer."""
+    if not getattr(lm.tokenizer, "is_fast", False):
+        return [lm.tok_encode(s) for s in strings]
+    bos = lm.tokenizer.bos_token
+    out: list = [None] * len(strings)
+    for special in (True, False):
+        picked = [i for i, s in enumerate(strings) if (not (bos and s.startswith(bos))) == special]
+        if picked:
+            encoded = lm.tokenizer([strings[i] for i in picked], add_special_tokens=special)["input_ids"]
+            for i, ids in zip(picked, encoded, strict=True):
+                out[i] = list(ids)
+    return out
 
 
 def pack_width(config) -> int:
