@@ -2,7 +2,7 @@
 # Leaderboard-shaped harness bench on one GPU (issue 16), in one device call of about 5 minutes on an H100:
 #   1. bf16 at --scale ${SCALE:-0.02}: MMLU, HellaSwag, ARC-C, GSM8K, Llama-3.1-8B shapes, ours vs lm-eval's HF backend
 #   2. fp32 equality at --scale 0.005, at most 16 documents a task (log-likelihoods within 1e-4, same generations)
-#   3. MMLU again with --ablations (our runner without prefix sharing / context packing / CUDA graphs)
+#   3. MMLU (96 questions) with --ablations: our runner without prefix sharing, without context packing too
 # Every step writes its JSON and Markdown into $OUT/<step>/ after each task and starts no task past its
 # --budget-s; `timeout` is the hard stop behind it. Usage: bash benchmarks/gpu_harness.sh
 # CPU smoke test (a venv's python, nothing installed):
@@ -34,7 +34,7 @@ bench() {  # step name, hard limit (s), then the bench arguments
   echo "== $name: exit $? after $((SECONDS - started)) s"
   grep -v "it/s\]\|it/s$" "$OUT/$name.log" | grep "^|\|^Model\|skipped\|Error\|error" | tail -25
 }
-bench bf16 180 --dtype bfloat16 --scale "$SCALE" --budget-s 130
+bench bf16 170 --dtype bfloat16 --scale "$SCALE" --budget-s 125
 bench fp32 110 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 75
-bench bf16-mmlu-ablations 45 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --ablations
+bench bf16-mmlu-ablations 60 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --limit 96 --ablations
 ls -R "$OUT" | head -30
