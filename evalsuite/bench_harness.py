@@ -189,6 +189,13 @@ def table(rows: list[dict], head: str) -> str:
             f"{r['lm_eval_requests_s']} | {r['evalsuite_requests_s']} | {r['requests_speedup']}x | "
             f"{max(r['metric_abs_diff'].values(), default=0):.2e} | {ll} | {gens} |"
         )
+    scored = [r for r in rows if any(r.get("evalsuite_scoring_s", {}).values())]
+    if scored:
+        phases = list(scored[0]["evalsuite_scoring_s"])
+        lines += ["", "Where our log-likelihood request time goes (seconds):", ""]
+        lines += ["| task | " + " | ".join(phases) + " |", "|---|" + "---|" * len(phases)]
+        for r in scored:
+            lines.append(f"| {r['task']} | " + " | ".join(str(r["evalsuite_scoring_s"][p]) for p in phases) + " |")
     if any("ablations_requests_s" in r for r in rows):
         lines += ["", "Seconds on requests, our runner with one optimization off (--ablations):", ""]
         lines += ["| task | all on | " + " | ".join(ABLATIONS) + " |", "|---|---|" + "---|" * len(ABLATIONS)]
@@ -228,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ablations", action="store_true", help="also time our runner without each optimization")
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="start no further task after this many seconds (rows so far kept)"
+    )
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 for both harnesses
     model, tokenizer, label, kernels = load_model(args, device)
@@ -236,11 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     configs = task_configs(args, tokenizer, ours_lm.max_length)
     hf_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=str(device))
     spent = {"hf": timed_requests(hf_lm), "ours": timed_requests(ours_lm)}
-    rows = []
+    rows: list[dict] = []
+    args.skipped = []
     for task, task_configs_ in configs.items():
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            args.skipped.append(task)
+            print(f"{task}: skipped, --budget-s {args.budget_s:g} spent", flush=True)
+            write(args, rows, header(args, model, label, device), kernels)
+            continue
         for lm in (hf_lm, ours_lm):  # warm-up: dataset preparation and first-call costs stay out of the timing
             _evaluate(lm, task_configs_, 1)
         before = {k: v["s"] for k, v in spent.items()}
+        phases = dict(ours_lm.seconds)
         theirs, t_hf = _evaluate(hf_lm, task_configs_, args.limit)
         ours, t_ours = _evaluate(ours_lm, task_configs_, args.limit)
         r_hf, r_ours = (spent[k]["s"] - before[k] for k in ("hf", "ours"))
@@ -250,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             lm_eval_requests_s=round(r_hf, 3),
             evalsuite_requests_s=round(r_ours, 3),
             requests_speedup=round(r_hf / r_ours, 2),
+            evalsuite_scoring_s={k: round(v - phases[k], 3) for k, v in ours_lm.seconds.items()},
         )
         if args.ablations:
             row["ablations_requests_s"] = ablations(model, tokenizer, args, task_configs_)
@@ -277,6 +296,9 @@ def ablations(model, tokenizer, args, configs: list) -> dict[str, float]:
 
 def write(args, rows: list[dict], head: str, kernels: list[str]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    skipped = getattr(args, "skipped", [])
     record = {"model": head, "scale": args.scale, "batch_size": args.batch_size, "kernels": kernels, "rows": rows}
+    record["skipped_tasks"] = skipped
+    note = f"\nNot run (--budget-s {args.budget_s:g} spent): {', '.join(skipped)}\n" if skipped else ""
     (args.out / "bench-harness.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "bench-harness.md").write_text(table(rows, head))
+    (args.out / "bench-harness.md").write_text(table(rows, head) + note)

@@ -14,6 +14,7 @@ Each batch's results are committed to the store as soon as it finishes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,10 +26,20 @@ from evalsuite.errors import UserError
 from evalsuite.guards import check_logits
 from evalsuite.hashing import digest
 from evalsuite.lm_sampling import Sampler, next_tokens, sampler
-from evalsuite.lm_scoring import Batch, Row, batches, gather_scores, packed_mask, plan_rows, shared_prefixes
+from evalsuite.lm_scoring import (
+    Batch,
+    Row,
+    batches,
+    encode_pairs,
+    gather_scores,
+    pack_width,
+    packed_mask,
+    plan_rows,
+)
 
 DEFAULT_MAX_GEN_TOKS = 256
 STOP_CHECK_EVERY = 8  # decode steps between reads of the new tokens by the host
+SCORING_PHASES = ("tokenize", "plan", "forward", "scores")  # each ends at a host sync, so the sums are honest
 
 
 class GenerationError(UserError, ValueError):
@@ -73,6 +84,7 @@ class EvalLM(TemplateLM):
         self._static = None
         self.decoders_used: list[str] = []  # which decoders generated, and why (results.json)
         self.model_calls = 0
+        self.seconds = dict.fromkeys(SCORING_PHASES, 0.0)  # where scoring time goes, summed over calls
         self.task_name = ""
         self._max_length = max_length
         self._device = device if device is not None else next(self.model.parameters()).device
@@ -118,6 +130,9 @@ class EvalLM(TemplateLM):
                 return [self.prefix_token_id], cont
             return cont[:1], cont[1:]
         return self._encode_pair(context, continuation)
+
+    def _encode_requests(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        return encode_pairs(self, pairs)
 
     # --- the cache -------------------------------------------------------------------------------------
 
@@ -172,69 +187,49 @@ class EvalLM(TemplateLM):
         check_logits(logits, self.model, inputs_of, where, describe)
         return logits
 
-    @torch.no_grad()
-    def _prefix_cache(self, prefix: list[int]):
-        """Run a shared prefix once; its keys and values per layer, (1, H, P, D) each."""
-        from transformers import DynamicCache
-
-        from evalsuite.graphs import cache_argument
-
-        cache = DynamicCache(config=self.model.config)
-        ids = torch.tensor([prefix], device=self.device)
-        self.model_calls += 1
-        self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_argument(self.model): cache})
-        return [(layer.keys, layer.values) for layer in cache.layers]
-
-    def _cache_for(self, prefix_kv, batch: int) -> dict:
-        """A fresh cache holding the shared prefix for every row of a batch, as the model's cache argument."""
-        from transformers import DynamicCache
-
-        from evalsuite.graphs import cache_argument
-
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in enumerate(prefix_kv):
-            cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), layer)
-        return {cache_argument(self.model): cache, "use_cache": True}
-
     def _score_batches(self, items: list[tuple[int, list[int], list[int]]], sharded: bool = True) -> Iterator[Batch]:
         """Log-probability and greediness of each continuation; items are (index, context ids, continuation ids).
-        Rows that share a long prefix are batched together behind it, computed once; rows longest first,
-        right-padded, plain and packed rows in separate batches; in a distributed run (sharded) only this
-        rank's batches."""
-        rows = plan_rows(items, self.max_length, self.share_context)
-        groups, alone = shared_prefixes(rows) if self.share_prefix else ([], rows)
-        number = -1
-        for prefix, members in [*groups, ([], alone)]:
-            prefix_kv = None
-            for chunk in batches(members, self.batch_size):
-                number += 1
-                if sharded and self.skips(number):
-                    continue
-                if prefix and prefix_kv is None:
-                    prefix_kv = self._prefix_cache(prefix)
-                yield self._score_chunk(chunk, prefix, prefix_kv)
+        Rows as `plan_rows` lays them out (identical inputs once, inputs with a common prefix packed behind
+        it), longest first, right-padded, plain and packed rows in separate batches; in a distributed run
+        (sharded) only this rank's batches."""
+        started = time.perf_counter()
+        width = pack_width(self.model.config)
+        rows = plan_rows(items, self.max_length, self.share_context, self.share_prefix, width)
+        planned = batches(rows, self.batch_size)
+        self.seconds["plan"] += time.perf_counter() - started
+        for number, chunk in enumerate(planned):
+            if sharded and self.skips(number):
+                continue
+            yield self._score_chunk(chunk)
 
-    def _score_chunk(self, chunk: list[Row], prefix: list[int], prefix_kv) -> Batch:
+    def _score_chunk(self, chunk: list[Row]) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         width = max(len(r.tokens) for r in chunk)
         input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
-        kwargs = self._cache_for(prefix_kv, len(chunk)) if prefix else {}
+        kwargs = {}
         if chunk[0].positions is not None:
             positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
             kwargs["position_ids"] = torch.tensor(positions, device=self.device)
-            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device, past=len(prefix))
+            kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device)
         keep = sorted({p for r in chunk for _, preds, _ in r.targets for p in preds})
         where = {p: i for i, p in enumerate(keep)}
-        describe = lambda b: repr(self.tok_decode(prefix + chunk[b].tokens)[-200:])  # noqa: E731
-        inputs_of = lambda b: torch.tensor([prefix + chunk[b].tokens], device=self.device)  # noqa: E731
-        logits = self._forward(input_ids, describe, keep, inputs_of, **kwargs)  # (B, K, V)
-        return gather_scores(chunk, logits, where, self.device)
+        describe = lambda b: repr(self.tok_decode(chunk[b].tokens)[-200:])  # noqa: E731
+        started = time.perf_counter()
+        logits = self._forward(input_ids, describe, keep, **kwargs)  # (B, K, V); the finiteness check syncs
+        forwarded = time.perf_counter()
+        scores = gather_scores(chunk, logits, where, self.device)
+        self.seconds["forward"] += forwarded - started
+        self.seconds["scores"] += time.perf_counter() - forwarded
+        return scores
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args) for r in requests]
 
         def compute(todo: list[int]) -> Iterator[Batch]:
-            yield from self._score_batches([(i, *self._encode_request(*args[i])) for i in todo])
+            started = time.perf_counter()
+            encoded = self._encode_requests([args[i] for i in todo])
+            self.seconds["tokenize"] += time.perf_counter() - started
+            yield from self._score_batches([(i, *pair) for i, pair in zip(todo, encoded, strict=True)])
 
         return self.cached("loglikelihood", args, compute)
 

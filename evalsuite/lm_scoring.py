@@ -1,6 +1,10 @@
-"""How `EvalLM` lays out scoring inputs and reads scores back: continuations that share a context packed into
-one row behind it, rows that share a leading prefix (MMLU's few-shot examples, the same for every question of
-a subject) grouped to compute that prefix once, the attention mask of packed rows, and every target token's
+"""How `EvalLM` lays out scoring inputs and reads scores back. Each request's model input is its context and
+continuation less the last token (cut on the left to the model's positions, as lm-eval does); identical inputs
+are one row. Inputs that begin with the same tokens (a context shared by its choices, as in HellaSwag; a
+subject's few-shot examples, shared by all its questions, as in MMLU) are packed into rows holding that common
+prefix once followed by their branches, each branch attending to the prefix and to itself only, so the shared
+tokens are computed once per row instead of once per request. Also here: batched tokenization of the
+requests, the attention mask of packed rows, batching by rows and tokens, and every target token's
 log-probability gathered from a batch's logits."""
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import torch.nn.functional as F
 
 from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
 
-MIN_SHARED_CONTEXT = 8  # a shorter shared context is not worth packing its continuations behind it
-MIN_SHARED_PREFIX = 32  # a shorter common prefix of different rows is recomputed in every row
-MIN_PREFIX_SAVING = 1024  # prefix tokens a group must save to be worth its own batches
+MIN_SHARED_CONTEXT = 8  # a shorter context shared by several continuations is not worth packing
+MIN_SHARED_PREFIX = 32  # a shorter common prefix of different contexts is recomputed in every row
+ATTENTION_SHARE = 0.1  # a packed row is kept so wide that its (dense, masked) attention costs ~10% of its matmuls
+PACK_WIDTH_RANGE = (1024, 4096)
+TOKENS_PER_ROW = 1024  # a batch holds batch_size rows and, when packed, batch_size * TOKENS_PER_ROW tokens at most
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
 
@@ -22,7 +28,7 @@ Batch = list[tuple[int, object]]  # (index into the request list, result)
 @dataclass
 class Row:
     """One model input row: its tokens, position ids (packed rows only), how many leading tokens are the
-    shared context, the continuation segments, and what to score: (request index, positions, token ids)."""
+    shared prefix, the branch segments, and what to score: (request index, positions, token ids)."""
 
     tokens: list[int]
     positions: list[int] | None
@@ -30,59 +36,82 @@ class Row:
     segments: list[tuple[int, int]]
     targets: list[tuple[int, list[int], list[int]]]
 
-    def first_target(self) -> int:
-        """The first position whose logits are read: a prefix computed apart must end before it."""
-        return min(p for _, preds, _ in self.targets for p in preds)
 
-    def cut(self, n: int) -> Row:
-        """This row without its first n tokens (computed apart, as a shared prefix); positions stay absolute."""
-        return Row(
-            self.tokens[n:],
-            None if self.positions is None else self.positions[n:],
-            self.ctx_len - n,
-            [(start - n, end - n) for start, end in self.segments],
-            [(index, [p - n for p in preds], cont) for index, preds, cont in self.targets],
-        )
+@dataclass
+class _Input:
+    """A distinct model input: its tokens, where its context ends, and the requests read from it."""
+
+    tokens: list[int]
+    ctx_end: int
+    targets: list[tuple[int, list[int], list[int]]]
 
 
-def plan_rows(items: list[tuple[int, list[int], list[int]]], max_length: int, share_context: bool) -> list[Row]:
-    """Model inputs for scoring. Continuations that share a context are packed into one row after it (each
-    attends to the context and to itself only), so the context is computed once (one-token continuations
-    are all read at the context's last position: no packing, no mask); others get a row each, truncated on
-    the left to max_length tokens as lm-eval does."""
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-    for index, ctx, cont in items:
-        groups.setdefault(tuple(ctx), []).append((index, cont))
-    rows = []
-    for ctx, members in groups.items():
-        packed_len = len(ctx) + sum(len(cont) - 1 for _, cont in members)
-        saved = (len(members) - 1) * len(ctx)  # context tokens not recomputed
-        worth = len(ctx) >= MIN_SHARED_CONTEXT and saved >= sum(len(cont) for _, cont in members)
-        if share_context and len(members) > 1 and worth and packed_len <= max_length:
-            if all(len(cont) == 1 for _, cont in members):  # read at the context's end: a plain causal row
-                targets = [(index, [len(ctx) - 1], cont) for index, cont in members]
-                rows.append(Row(list(ctx), None, len(ctx), [], targets))
-                continue
-            tokens, positions, segments, targets = list(ctx), list(range(len(ctx))), [], []
-            for index, cont in members:
-                start = len(tokens)
-                tokens += cont[:-1]
-                positions += range(len(ctx), len(ctx) + len(cont) - 1)
-                segments.append((start, len(tokens)))
-                targets.append((index, [len(ctx) - 1] + list(range(start, len(tokens))), cont))
-            rows.append(Row(tokens, positions, len(ctx), segments, targets))
+def encode_pairs(lm, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """`lm._encode_request` of every (context, continuation) pair, each distinct string encoded once and in
+    batches (a fast tokenizer encodes a batch on all cores): a subject's questions share a context, and
+    tokenizing MMLU's requests one by one took as long as scoring them."""
+    out: list = [None] * len(pairs)
+    split = []
+    for i, (context, continuation) in enumerate(pairs):
+        if context == "":
+            out[i] = lm._encode_request(context, continuation)
             continue
-        single = [(index, cont) for index, cont in members if len(cont) == 1] if share_context else []
-        if len(single) > 1:  # all read at the (truncated) context's last position, as lm-eval dedups them
-            tokens = list(ctx)[-max_length:]
-            rows.append(Row(tokens, None, len(tokens), [], [(i, [len(tokens) - 1], c) for i, c in single]))
-        for index, cont in members:
-            if len(single) > 1 and len(cont) == 1:
-                continue
-            tokens = (list(ctx) + cont)[-(max_length + 1) :][:-1]
-            n = len(tokens)
-            rows.append(Row(tokens, None, n, [], [(index, list(range(n - len(cont), n)), cont)]))
-    return rows
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        split.append((i, context, context + continuation))
+    strings = list(dict.fromkeys(s for _, context, whole in split for s in (context, whole)))
+    ids = dict(zip(strings, _encode_many(lm, strings), strict=True))
+    for i, context, whole in split:
+        out[i] = (ids[context], ids[whole][len(ids[context]) :])
+    return out
+
+
+def _encode_many(lm, strings: list[str]) -> list[list[int]]:
+    """`lm.tok_encode` of each string: one batch call per special-tokens setting with a fast tokenizer."""
+    if not getattr(lm.tokenizer, "is_fast", False):
+        return [lm.tok_encode(s) for s in strings]
+    bos = lm.tokenizer.bos_token
+    out: list = [None] * len(strings)
+    for special in (True, False):
+        picked = [i for i, s in enumerate(strings) if (not (bos and s.startswith(bos))) == special]
+        if picked:
+            encoded = lm.tokenizer([strings[i] for i in picked], add_special_tokens=special)["input_ids"]
+            for i, ids in zip(picked, encoded, strict=True):
+                out[i] = list(ids)
+    return out
+
+
+def pack_width(config) -> int:
+    """The widest packed row for a model: attention over a row of W tokens costs about 4·W·(heads·head_dim)
+    FLOPs per token and layer against 2·(its linear weights) for the matmuls; W keeps that ratio near
+    ATTENTION_SHARE (2,662 tokens for Llama-3.1-8B), within PACK_WIDTH_RANGE."""
+    hidden = config.hidden_size
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    linear = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * getattr(config, "intermediate_size", 4 * hidden)
+    width = int(ATTENTION_SHARE * 2 * linear / (4 * heads * head_dim))
+    return max(PACK_WIDTH_RANGE[0], min(PACK_WIDTH_RANGE[1], width))
+
+
+def _inputs(items: list[tuple[int, list[int], list[int]]], max_length: int, dedup: bool) -> list[_Input]:
+    """Each request's input, cut on the left to max_length; requests with identical inputs share one."""
+    found: dict[tuple[int, ...], _Input] = {}
+    out = []
+    for index, ctx, cont in items:
+        tokens = (list(ctx) + cont)[-(max_length + 1) :][:-1]
+        n = len(tokens)
+        target = (index, list(range(n - len(cont), n)), cont)
+        key = tuple(tokens)
+        if dedup and key in found:
+            found[key].targets.append(target)
+            found[key].ctx_end = min(found[key].ctx_end, n - len(cont) + 1)
+            continue
+        entry = _Input(tokens, n - len(cont) + 1, [target])
+        found[key] = entry
+        out.append(entry)
+    return out
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -93,46 +122,105 @@ def _common(a: list[int], b: list[int]) -> int:
     return n
 
 
-def shared_prefixes(rows: list[Row]) -> tuple[list[tuple[list[int], list[Row]]], list[Row]]:
-    """Rows that begin with the same tokens, grouped: [(prefix, the rows with it cut off)], and the rows left
-    alone. Rows are sorted by their tokens, so rows with a long common prefix are neighbours; a group grows
-    while its common prefix stays above MIN_SHARED_PREFIX and above half of what it was, and is kept if it
-    saves MIN_PREFIX_SAVING tokens. A prefix ends before the first position whose logits are read."""
-    order = sorted(rows, key=lambda r: r.tokens)
-    groups, alone, i = [], [], 0
+def _groups(inputs: list[_Input], share_prefix: bool) -> list[tuple[int, list[_Input]]]:
+    """Inputs sorted by their tokens, so those with a long common prefix are neighbours, in groups: [(common
+    prefix length, members)]. A neighbour joins while it shares the whole context of the group's first input
+    (at least MIN_SHARED_CONTEXT tokens) or, with share_prefix, at least MIN_SHARED_PREFIX tokens, and while
+    that keeps at least half of what the group shared so far."""
+    order = sorted(inputs, key=lambda e: e.tokens)
+    groups, i = [], 0
     while i < len(order):
         first, j = order[i], i + 1
-        common = first.first_target()
+        common = len(first.tokens)
         while j < len(order):
-            shared = min(common, _common(first.tokens, order[j].tokens), order[j].first_target())
-            if shared < MIN_SHARED_PREFIX or (j > i + 1 and shared < common // 2):
+            shared = min(common, _common(first.tokens, order[j].tokens))
+            whole_context = shared >= min(first.ctx_end, order[j].ctx_end) >= MIN_SHARED_CONTEXT
+            prefix = share_prefix and shared >= MIN_SHARED_PREFIX
+            if not (whole_context or prefix) or (j > i + 1 and shared < common // 2):
                 break
             common, j = shared, j + 1
-        if j - i > 1 and (j - i - 1) * common >= MIN_PREFIX_SAVING:
-            groups.append((first.tokens[:common], [r.cut(common) for r in order[i:j]]))
-        else:
-            alone += order[i:j]
+        groups.append((common, order[i:j]))
         i = j
-    return groups, alone
+    return groups
+
+
+def _plain(entry: _Input) -> Row:
+    return Row(entry.tokens, None, len(entry.tokens), [], entry.targets)
+
+
+def _packed(prefix: list[int], members: list[_Input]) -> Row:
+    """One row: the prefix, then each member's remaining tokens as a branch at positions after the prefix."""
+    c = len(prefix)
+    tokens, positions, segments, targets = list(prefix), list(range(c)), [], []
+    for entry in members:
+        start = len(tokens)
+        tokens += entry.tokens[c:]
+        positions += range(c, len(entry.tokens))
+        segments.append((start, len(tokens)))
+        for index, preds, cont in entry.targets:
+            targets.append((index, [p if p < c else start + p - c for p in preds], cont))
+    return Row(tokens, positions, c, segments, targets)
+
+
+def plan_rows(
+    items: list[tuple[int, list[int], list[int]]],
+    max_length: int,
+    share_context: bool,
+    share_prefix: bool = True,
+    width: int = PACK_WIDTH_RANGE[1],
+) -> list[Row]:
+    """Model inputs for scoring; items are (request index, context ids, continuation ids). With share_context,
+    identical inputs are one row and a group of inputs with a common prefix is packed into rows of at most
+    `width` tokens or twice the prefix (or of one input each where that saves nothing); without it, one row
+    per request."""
+    inputs = _inputs(items, max_length, share_context)
+    if not share_context:
+        return [_plain(e) for e in inputs]
+    rows = []
+    for common, members in _groups(inputs, share_prefix):
+        branches = sum(len(e.tokens) - common for e in members)
+        if len(members) == 1 or (len(members) - 1) * common < branches:
+            rows += [_plain(e) for e in members]
+            continue
+        prefix = members[0].tokens[:common]
+        members = sorted(members, key=lambda e: -len(e.tokens))
+        limit = max(width, 2 * common)  # a context with a few choices is packed whole, however wide
+        row: list[_Input] = []
+        used = common
+        for entry in [*members, None]:
+            extra = 0 if entry is None else len(entry.tokens) - common
+            if row and (entry is None or used + extra > limit):
+                rows.append(_plain(row[0]) if len(row) == 1 else _packed(prefix, row))
+                row, used = [], common
+            if entry is not None:
+                row.append(entry)
+                used += extra
+    return rows
 
 
 def batches(rows: list[Row], size: int) -> list[list[Row]]:
-    """Rows longest first, in batches of at most `size`; plain and packed rows in separate batches."""
+    """Rows longest first, in batches of at most `size` rows; plain and packed rows in separate batches, a
+    batch of packed rows also within size * TOKENS_PER_ROW tokens (padding included)."""
     rows = sorted(rows, key=lambda r: (r.positions is not None, -len(r.tokens), r.tokens))
-    out, start = [], 0
-    while start < len(rows):
-        packed = rows[start].positions is not None
-        chunk = [r for r in rows[start : start + size] if (r.positions is not None) == packed]
-        out.append(chunk)
-        start += len(chunk)
+    out: list[list[Row]] = []
+    for row in rows:
+        last = out[-1] if out else None
+        fits = (
+            last is not None
+            and len(last) < size
+            and (last[0].positions is None) == (row.positions is None)
+            and (row.positions is None or len(last[0].tokens) * (len(last) + 1) <= size * TOKENS_PER_ROW)
+        )
+        if fits:
+            last.append(row)
+        else:
+            out.append([row])
     return out
 
 
-def packed_mask(
-    rows: list[Row], width: int, model: torch.nn.Module, device: torch.device, past: int = 0
-) -> torch.Tensor:
-    """(B, 1, W, past + W) boolean: every row sees the `past` tokens of a cached prefix; context causal; each
-    continuation sees the context and its own past; padding sees itself only. As an additive float mask where
+def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """(B, 1, W, W) boolean: the shared prefix causal; each branch sees the prefix and its own past; padding
+    sees itself only. As an additive float mask where
     `model`'s attention takes no boolean one."""
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
     for b, row in enumerate(rows):
@@ -145,8 +233,6 @@ def packed_mask(
     mask = causal & (q != -1) & ((k == 0) | (k == q))
     mask |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
     mask = mask[:, None]
-    if past:
-        mask = torch.cat([mask.new_ones(len(rows), 1, width, past), mask], dim=-1)
     if model.config._attn_implementation in ("sdpa", KV_ATTENTION):
         return mask
     return torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(~mask, torch.finfo(model.dtype).min)

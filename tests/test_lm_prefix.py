@@ -1,10 +1,10 @@
-"""Rows that share a long prefix (a subject's few-shot examples) compute it once and score as if alone."""
+"""Requests that share a long prefix (a subject's few-shot examples) are packed behind one copy of it, identical
+inputs are computed once, and every score stays what the request gives alone."""
 
 import pytest
 
-from evalsuite import lm_scoring
 from evalsuite.lm import EvalLM
-from evalsuite.lm_scoring import plan_rows, shared_prefixes
+from evalsuite.lm_scoring import pack_width, plan_rows
 from tests.test_lm import ll_requests, reference_loglikelihood
 
 SHOTS = "".join(
@@ -17,43 +17,81 @@ PAIRS = [(SHOTS + q, c) for q in QUESTIONS for c in (" 6", " 12", " twelve apple
 ]
 
 
-@pytest.fixture(autouse=True)
-def small_savings(monkeypatch):
-    monkeypatch.setattr(lm_scoring, "MIN_PREFIX_SAVING", 64)  # five questions behind an 80-token prefix
+def items_of(lm, pairs):
+    return [(i, *pair) for i, pair in enumerate(lm._encode_requests(pairs))]
 
 
-def test_rows_with_a_common_prefix_are_grouped_behind_it(tiny):
+def test_questions_with_common_shots_are_packed_behind_one_copy(tiny):
     lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
-    items = [(i, *lm._encode_request(*pair)) for i, pair in enumerate(PAIRS)]
-    groups, alone = shared_prefixes(plan_rows(items, lm.max_length, True))
-    ((prefix, members),) = groups
-    assert len(members) == len(QUESTIONS) and len(alone) == 2
-    assert tiny.tokenizer.decode(prefix).startswith(SHOTS.rstrip()[:100])
-    for row in members:  # every read position lies behind the prefix
-        assert row.first_target() >= 0 and all(p >= 0 for _, preds, _ in row.targets for p in preds)
+    rows = plan_rows(items_of(lm, PAIRS), lm.max_length, True, True, width=10_000)
+    packed = [r for r in rows if r.positions is not None]
+    assert len(packed) == 1 and len(rows) == 3  # the shots once, the two unrelated requests alone
+    (row,) = packed
+    assert tiny.tokenizer.decode(row.tokens[: row.ctx_len]).startswith(SHOTS.rstrip()[:100])
+    assert sorted(i for i, _, _ in row.targets) == list(range(len(QUESTIONS) * 3))
+    assert len(row.tokens) < sum(len(c) + len(t) for _, c, t in items_of(lm, PAIRS[:15])) / 3
+    for _, preds, cont in row.targets:  # every read position lies in the row, one per continuation token
+        assert len(preds) == len(cont) and all(0 <= p < len(row.tokens) for p in preds)
+
+
+def test_packed_rows_stay_within_the_width():
+    items = [(i, list(range(100)) + [200 + i] * 30, [7]) for i in range(10)]
+    rows = plan_rows(items, 1000, True, True, width=250)
+    assert len(rows) == 2 and all(len(r.tokens) <= 250 and len(r.segments) == 5 for r in rows)
+    assert sorted(i for r in rows for i, _, _ in r.targets) == list(range(10))
+    without = plan_rows(items, 1000, True, False, width=250)  # no prefix sharing: contexts differ, rows alone
+    assert len(without) == 10 and all(r.positions is None for r in without)
+
+
+def test_identical_inputs_share_a_row():
+    """Two-token answers " C" and " D" after the same context have the same input (the context and the
+    space): one row, as lm-eval's one-token dedup computes it, also when the context is cut on the left."""
+    items = [(i, list(range(40)), [99, 50 + i]) for i in range(4)]
+    for max_length in (64, 16):
+        (row,) = plan_rows(items, max_length, True)
+        assert row.positions is None and len(row.tokens) == min(41, max_length)
+        assert sorted(i for i, _, _ in row.targets) == [0, 1, 2, 3]
+    assert len(plan_rows(items, 64, False)) == 4  # without context sharing, a row per request
+
+
+def test_pack_width_follows_the_model_shape(tiny):
+    from transformers import LlamaConfig
+
+    from evalsuite.bench_e2e import SHAPES
+
+    assert pack_width(LlamaConfig(**SHAPES["llama-3.1-8b"])) == 2662
+    assert pack_width(tiny.model.config) == 1024  # a small model: its matmuls are cheap, the floor holds
 
 
 @pytest.mark.parametrize("batch_size", [2, 16])
-def test_prefix_shared_scores_match_the_unbatched_reference(tiny, batch_size):
+def test_packed_scores_match_the_unbatched_reference(tiny, batch_size, monkeypatch):
+    from evalsuite import lm_scoring
+
+    monkeypatch.setattr(lm_scoring, "PACK_WIDTH_RANGE", (96, 96))  # several rows, each with the shots
     lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=batch_size, progress=False)
+    rows = plan_rows(items_of(lm, PAIRS), lm.max_length, True, True, pack_width(tiny.model.config))
+    assert sum(r.positions is not None for r in rows) >= 2  # the packed path is the one under test
     got = lm.loglikelihood(ll_requests(PAIRS))
-    unshared = EvalLM(tiny.model, tiny.tokenizer, batch_size=batch_size, progress=False, share_context=False)
-    groups, _ = shared_prefixes(plan_rows([(i, *lm._encode_request(*p)) for i, p in enumerate(PAIRS)], 256, True))
-    assert len(groups) == 1  # the shared path is the one under test
-    plain = unshared.loglikelihood(ll_requests(PAIRS))
-    assert [g for _, g in plain] == [g for _, g in got]
-    assert [lp for lp, _ in plain] == pytest.approx([lp for lp, _ in got], abs=1e-4)
+    plain = EvalLM(tiny.model, tiny.tokenizer, batch_size=batch_size, progress=False, share_context=False)
+    expected = plain.loglikelihood(ll_requests(PAIRS))
+    assert [g for _, g in expected] == [g for _, g in got]
+    assert [lp for lp, _ in expected] == pytest.approx([lp for lp, _ in got], abs=1e-4)
     for (context, continuation), (logprob, _) in zip(PAIRS, got, strict=True):
-        expected = reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation)
-        assert logprob == pytest.approx(expected, abs=1e-4)
+        reference = reference_loglikelihood(tiny.model, tiny.tokenizer, context, continuation)
+        assert logprob == pytest.approx(reference, abs=1e-4)
 
 
 def test_one_token_answers_of_a_truncated_context_share_one_row(tiny):
     lm = EvalLM(tiny.model, tiny.tokenizer, batch_size=4, progress=False, max_length=16)
     pairs = [(SHOTS + QUESTIONS[0], c) for c in (" A", " B", " twelve apples")]
-    items = [(i, *lm._encode_request(*p)) for i, p in enumerate(pairs)]
-    rows = plan_rows(items, 16, True)
+    rows = plan_rows(items_of(lm, pairs), 16, True)
     assert sorted(len(r.targets) for r in rows) == [1, 2]
     got = lm.loglikelihood(ll_requests(pairs))
     plain = EvalLM(tiny.model, tiny.tokenizer, batch_size=4, progress=False, max_length=16, share_context=False)
     assert [lp for lp, _ in plain.loglikelihood(ll_requests(pairs))] == pytest.approx([lp for lp, _ in got], abs=1e-4)
+
+
+def test_batched_tokenization_matches_one_by_one(tiny):
+    lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
+    pairs = [*PAIRS, ("", " hello there"), ("Ends with spaces  ", "x"), (PAIRS[0][0], " 6")]
+    assert lm._encode_requests(pairs) == [lm._encode_request(*p) for p in pairs]
