@@ -26,9 +26,6 @@ import logging
 import torch
 
 log = logging.getLogger(__name__)
-# Part of every CUDA model key (variants.model_key): change it with any change to the step's arithmetic, so
-# the store recomputes generations rather than serving ones another step produced.
-DECODER_VERSION = "graph-step-1"
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 

@@ -105,8 +105,7 @@ def model_key(
     source: models.ModelSource, record: VariantRecord, dtype: torch.dtype, device: torch.device, batch_size: int
 ) -> str:
     """What a model's responses depend on. The batch size is part of it: padding and GEMM shapes move scores
-    by float noise, and a baseline must be compared with variants scored at its own batch size. On CUDA the
-    decoder's version is too: a store written by another decode step must not serve its generations."""
+    by float noise, and a baseline must be compared with variants scored at its own batch size."""
     payload = {
         "identity": source.identity,
         **record.key_fields(),
@@ -114,10 +113,6 @@ def model_key(
         "device_type": device.type,
         "batch_size": batch_size,
     }
-    if device.type == "cuda":  # generations come from decode_graph's step there, whose numerics are its own
-        from evalsuite.decode_graph import DECODER_VERSION
-
-        payload["decoder"] = DECODER_VERSION
     return digest(payload)
 
 
