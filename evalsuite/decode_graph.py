@@ -278,16 +278,23 @@ class GraphDecoder:
         return self.logits
 
 
-def pick_decoder(model: torch.nn.Module, batch: int, length: int, cuda_graphs: bool = True):
-    """The decoder the harness generates with, and a line saying which and why (recorded in results.json):
-    this one on CUDA; the HF forward in a CUDA graph (graphs.StaticDecoder) for a model it cannot run, logged
-    as a fallback; the eager HF decoder off CUDA or with CUDA graphs switched off (the graph path skipped)."""
+def pick_decoder(model: torch.nn.Module, batch: int, length: int, cuda_graphs: bool = True, step: bool = False):
+    """The decoder the harness generates with, and a line saying which and why (recorded in results.json): on
+    CUDA the HF forward in a CUDA graph (graphs.StaticDecoder); this module's step only when asked (`step`),
+    and then the HF forward for a model it cannot run, logged as a fallback; the eager HF decoder off CUDA or
+    with CUDA graphs switched off. The step is opt-in until a GPU run has measured it: on the one H100 run so
+    far (2026-12-06) it gave the eager forward's greedy tokens, but the logits comparison was void (the test
+    kept the graph's output buffer, which every replay overwrites, instead of copies), its speed is
+    unmeasured, and Inductor compiles its functions once per process, which costs a run time up front."""
     from evalsuite.graphs import DynamicDecoder, StaticDecoder
 
     device = next(model.parameters()).device
     if device.type != "cuda" or not cuda_graphs:
         why = "CUDA graphs switched off" if device.type == "cuda" else f"no CUDA device ({device.type})"
         decoder, path = DynamicDecoder(model), f"eager HF decoder: graph decoder skipped, {why}"
+    elif not step:
+        decoder = StaticDecoder(model, batch, length)
+        path = "HF forward in a CUDA graph (the graph decoder is opt-in until measured on a GPU)"
     elif reason := unsupported(model, length):
         decoder = StaticDecoder(model, batch, length)
         path = f"HF forward in a CUDA graph: fallback, the graph decoder cannot run {reason}"

@@ -17,14 +17,15 @@ CONTEXTS = [[5, 17, 33, 2, 9, 100, 41], [7, 8], [300, 301, 302, 40]]  # left-pad
 
 
 def greedy(decoder, contexts, steps):
-    """Greedy tokens (steps, B) and every step's logits."""
+    """Greedy tokens (steps, B) and every step's logits, copied: a CUDA-graph decoder returns its static output
+    buffer, which the next replay overwrites."""
     logits = decoder.prefill(contexts)
-    tokens, all_logits = [], [logits]
+    tokens, all_logits = [], [logits.clone()]
     for _ in range(steps):
         next_ids = logits.argmax(-1)
         tokens.append(next_ids.tolist())
         logits = decoder.step(next_ids)
-        all_logits.append(logits)
+        all_logits.append(logits.clone())
     return tokens, all_logits
 
 
