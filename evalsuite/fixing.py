@@ -7,7 +7,8 @@
 3. Verify with full runs of the suite (the failed run's store serves every answer already computed; the
    first also times both variants, and a recipe found later is run once more for its speed),
    deciding the gate on its own terms (its lower bound when it says so). A failing k is followed by larger
-   ones (k + 1, + 2, + 4, ... and back down by halves to the smallest that passed). Restoring every group to
+   ones (k + 1, + 2, + 4, ...); from the first pass, halving down to the smallest k that passes a full run
+   (between it and the largest k that failed one; the variant itself, k = 0, failed). Restoring every group to
    float is the baseline itself, so with `keep: float` the search ends with a pass unless the budget of
    model calls runs out first.
 
@@ -195,8 +196,9 @@ def fix(failed: FailedRun, gate: GateConfig, probe: Probe, by: str = "layer", ke
 
 def _verify_from(failed, gate, probe, keep, order, k: int, result: dict) -> int | None:
     """Full runs from k up (k + 1, + 2, + 4, ...) to the first pass, then down by halves to the smallest k
-    that passes; None if even every group fails."""
-    n, passed_at, failed_at, step = len(order), None, k - 1, 1
+    that passes, between it and the largest k a full run failed (0, the variant itself, at first: the
+    subset's verdicts below k are not trusted, its intervals being wider); None if even every group fails."""
+    n, passed_at, failed_at, step = len(order), None, 0, 1
 
     def run(k: int) -> bool:  # speed is timed on the first full run, the likeliest recipe
         verdict = verify(failed, _prefix(order, k), keep, gate, probe, speed=not result["verified"])

@@ -141,9 +141,10 @@ class ScriptedProbe:
     "subset_from, full_from, screened, verified, found",
     [
         (1, 1, [1], [1], 1),  # one layer holds the loss: one trial, one full run
-        (5, 5, [1, 2, 4, 8, 6, 5], [5], 5),  # doubling, then halving down to the smallest k
+        (5, 5, [1, 2, 4, 8, 6, 5], [5, 2, 3, 4], 5),  # doubling, halving down; full runs check below it
+        (5, 3, [1, 2, 4, 8, 6, 5], [5, 2, 3], 3),  # the subset was too strict: the full runs go lower
         (5, 9, [1, 2, 4, 8, 6, 5], [5, 6, 8, 12, 10, 9], 9),  # the full run asks more: up by doubling steps, back down
-        (99, 28, [1, 2, 4, 8, 16, 28], [28], 28),  # the subset never passes: every group, which the full run passes
+        (99, 28, [1, 2, 4, 8, 16, 28], [28, 14, 21, 24, 26, 27], 28),  # the subset never passes: every group
         (99, 99, [1, 2, 4, 8, 16, 28], [28], None),  # nothing passes, not even every group: no recipe, said so
     ],
 )
