@@ -15,6 +15,7 @@ from pathlib import Path
 
 from evalsuite.config import SuiteConfig, VariantSpec, load_suite, parse_suite
 from evalsuite.errors import UserError
+from evalsuite.gating import GateConfig, evaluate_gate
 from evalsuite.hashing import digest
 from evalsuite.results import RESULTS_FILE
 from evalsuite.variants import depends_on_calibration
@@ -92,6 +93,7 @@ class Measured:
     recovery: dict[str, tuple[float, float | None, float | None]]
     kld: float | None
     calls: int
+    screened: bool | None = None  # the probe's gate on the subset, at the point estimate (None: no gate given)
 
     def gap(self, at: str = "point") -> float:
         """Recovery lost over the failing tasks (sum of 1 - recovery, each at least 0)."""
@@ -113,6 +115,7 @@ class Probe:
     steps: int = 0
     history: list[Measured] = field(default_factory=list)
     per_trial: int | None = None  # model calls of one measurement, as first estimated then observed
+    gate: GateConfig | None = None  # when given, each measurement also says whether the subset passes it
 
     def config(self, variants: list[dict]) -> SuiteConfig:
         raw = self.failed.config.model_dump(exclude={"source"})
@@ -208,4 +211,19 @@ class Probe:
         }
         fidelity = (data.get("suites") or {}).get("fidelity", {}).get(name, {})
         klds = [t["kld_mean"] for t in fidelity.values() if t.get("kld_mean") is not None]
-        return Measured(restored, name, recovery, sum(klds) / len(klds) if klds else None, calls)
+        kld = sum(klds) / len(klds) if klds else None
+        return Measured(restored, name, recovery, kld, calls, self._screen(data, name))
+
+    def _screen(self, data: dict, name: str) -> bool | None:
+        """The gate's rules on the subset, for this copy, at the point estimate: the subset's intervals are
+        wider than the full run's, so it screens candidates and the full run decides on the gate's terms."""
+        if self.gate is None:
+            return None
+        old = self.failed.spec.name
+        rules = [
+            r.model_copy(update={"variant": name if r.variant == old else r.variant, "use": "point"})
+            for r in self.gate.rules
+        ]
+        outcome = evaluate_gate(data, self.gate.model_copy(update={"use": "point", "rules": rules}))
+        checks = [c for c in outcome.checks if c.row["variant"] == name]
+        return bool(checks) and all(c.passed for c in checks)

@@ -25,6 +25,16 @@ def _cost(c: dict) -> str:
     return ", ".join(parts)
 
 
+def _responsible(found: dict, groups: list[str] | None) -> str:
+    """The groups the recipe restores (or, from explain alone, the five that recover most), each with its
+    measured share of the loss; a group restored without being measured alone says so."""
+    shares = {f["group"]: f for f in found.get("findings", [])}
+    if groups is None:
+        groups = [f["group"] for f in found.get("findings", []) if (f.get("share") or 0) > 0][:5]
+    parts = [f"{g}: {_share(shares[g]) if g in shares else 'not measured alone'}" for g in groups]
+    return "; ".join(parts) or "none measured"
+
+
 def diagnosis(run_dir: str | Path) -> Table:
     run_dir = Path(run_dir)
     rows = []
@@ -32,17 +42,25 @@ def diagnosis(run_dir: str | Path) -> Table:
     explained = {p.parent.name: json.loads(p.read_text()) for p in sorted(run_dir.glob("explain/*/explain.json"))}
     for variant in sorted(set(fixes) | set(explained)):
         fixed = fixes.get(variant)
-        rounds = fixed["rounds"] if fixed else [explained[variant]]
-        found = [r["findings"][0] for r in rounds if r["findings"]]
-        responsible = "; ".join(f"{f['group']}: {_share(f)}" for f in found) or "none measured"
+        found = fixed["rounds"][0] if fixed and fixed["rounds"] else explained.get(variant, {})
+        responsible = _responsible(found, fixed["groups"] if fixed and fixed["passed"] else None)
         recipe, cost = "not searched (evalsuite fix)", ""
         if fixed and fixed["passed"]:
-            last = fixed["verified"][-1]
-            recipe = f"{last['variant']}: {len(fixed['restored'])} layer(s) as {fixed['keep_as']}, gate passes"
+            last = fixed["recipe"]
+            recipe = (
+                f"{last['variant']}: {len(fixed['restored'])} layer(s) as {fixed['keep_as']}, "
+                f"gate passes (full run); suite file {last['suite_file']}"
+            )
             cost = " vs ".join(_cost(last["variants"][v]) for v in (last["variant"], variant))
         elif fixed:
             recipe = f"none passed: {fixed['stopped']}"
         rows.append([variant, responsible, recipe, cost])
     return Table(
-        ["variant", "layers responsible (share of the loss recovered)", "recipe", "cost (recipe vs variant)"], rows
+        [
+            "variant",
+            "layers responsible (measured share of the loss recovered, 95% interval)",
+            "recipe that passes",
+            "cost: recipe vs variant (weight bytes, tok/s)",
+        ],
+        rows,
     )

@@ -1,6 +1,8 @@
 """explain and fix on the embedded model with one layer made deliberately bad (a 2-bit per-tensor override):
 explain names that layer first, fix restores exactly it and passes the gate, the search keeps to its budget,
-and the exported recipe loads back through compressed-tensors with the same scores."""
+the reports show the diagnosis first, and the exported recipe loads back through compressed-tensors with the
+same scores. The failed runs and their fixes are made once per module and shared by the tests that read them;
+the search's order of prefixes is checked on a scripted probe (no model)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ BAD = "model.layers.1.mlp.down_proj"
 INT2 = {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}  # deliberately bad
 VARIANT = "W8A16-bad"
 GATE = {"use": "lower_bound", "rules": [{"suite": "academic", "min_recovery": 95}]}
+DOCS = 32  # tiny_mc documents: the 2-bit layer costs about a third of the accuracy, far outside the interval
 
 
 def bad_suite(model: str) -> dict:
@@ -38,8 +41,8 @@ def bad_suite(model: str) -> dict:
             }
         ],
         "suites": {
-            "academic": {"tasks": [{"name": "tiny_mc", "limit": 48}]},
-            "fidelity": {"texts": ["tiny_ppl"], "limit": 2},
+            "academic": {"tasks": [{"name": "tiny_mc", "limit": DOCS}]},
+            "fidelity": {"texts": ["tiny_ppl"], "limit": 1},
         },
         "run": {"bootstrap_iters": 200, "calibration": {"samples": 4, "seq_len": 64}},
     }
@@ -73,11 +76,17 @@ FIXED: dict = {}
 
 
 def fixed(root) -> tuple[dict, Probe]:
-    """The fix of a failed run (computed once per run, shared by the tests that read it)."""
+    """The fix of a failed run (computed once per run, shared by the tests that read it). The recipe's speed is
+    timed on a few tokens only: the tests check that it is measured and reported, not how fast it is."""
+    from evalsuite import bench_e2e
+
     if root not in FIXED:
         failed = load_failed_run(root / "run", VARIANT)
-        probe = Probe(failed, ["tiny_mc"], docs=48, budget=400)
-        FIXED[root] = fix(failed, parse_gate_config(GATE, "gate"), probe), probe
+        probe = Probe(failed, ["tiny_mc"], docs=DOCS, budget=400)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in (("SPEED_PREFILL", 16), ("SPEED_CONTEXT", 8), ("SPEED_STEPS", 2)):
+                patch.setattr(bench_e2e, name, value)
+            FIXED[root] = fix(failed, parse_gate_config(GATE, "gate"), probe), probe
     return FIXED[root]
 
 
@@ -87,23 +96,84 @@ def test_fix_restores_exactly_the_bad_layer_and_passes(failed_run):
     assert first["findings"][0]["group"] == BAD  # explain names the bad layer first
     assert first["findings"][0]["share"] > 0.5
     assert [t["share"] for t in first["trail"]][-1] > 0.5  # the bisection ended on it
-    assert result["passed"] and result["restored"] == [BAD]
+    assert result["passed"] and result["restored"] == [BAD] and result["groups"] == [BAD]
+    assert result["order"][0] == BAD and [s["k"] for s in result["screened"]] == [1]
+    assert [v["k"] for v in result["verified"]] == [1] and result["verified"][0]["passed"]  # one full run
     assert result["calls"] <= probe.budget
-    verified = result["verified"][-1]
-    recipe, original = verified["variants"][f"{VARIANT}-fixed"], verified["variants"][VARIANT]
+    costs = result["recipe"]["variants"]
+    recipe, original = costs[f"{VARIANT}-fixed"], costs[VARIANT]
     assert recipe["weight_bytes"] > original["weight_bytes"]  # the restored layer costs bytes, and says how many
     assert recipe["decode_tok_s"] > 0 and original["decode_tok_s"] > 0
     assert json.loads((failed_run / "run" / "fix" / VARIANT / "fix.json").read_text())["restored"] == [BAD]
 
 
+def test_the_reports_show_the_diagnosis_first(embedded_run):
+    from reports import render_reports
+
+    result, _ = fixed(embedded_run)
+    md, html = render_reports(embedded_run / "run" / "results.json")
+    page = html.read_text()
+    assert page.index('id="diagnosis"') < page.index('id="recovery"')  # the answer before the tables
+    row = page[page.index('id="diagnosis"') : page.index("</table>", page.index('id="diagnosis"'))]
+    share = next(f for f in result["rounds"][0]["findings"] if f["group"] == BAD)
+    assert f"{BAD}: {100 * share['share']:.0f}% [{100 * share['low']:.0f}, {100 * share['high']:.0f}]" in row
+    assert f"{VARIANT}-fixed: 1 layer(s) as float, gate passes" in row
+    bytes_fixed = result["recipe"]["variants"][f"{VARIANT}-fixed"]["weight_bytes"]
+    assert f"{bytes_fixed:,} B" in row and "tok/s decode" in row
+    text = md.read_text()
+    assert text.index("## Why it fails") < text.index("## Recovery") and f"{bytes_fixed:,} B" in text
+
+
+class ScriptedProbe:
+    """A probe whose subset passes once the first `subset_from` groups are restored (no model runs)."""
+
+    def __init__(self, subset_from: int):
+        self.subset_from, self.asked = subset_from, []
+
+    def measure(self, sets):
+        from evalsuite.probing import Measured
+
+        self.asked.append(len(sets[0]))
+        return [Measured(sets[0], "v", {}, None, 0, screened=len(sets[0]) >= self.subset_from)]
+
+
+@pytest.mark.parametrize(
+    "subset_from, full_from, screened, verified, found",
+    [
+        (1, 1, [1], [1], 1),  # one layer holds the loss: one trial, one full run
+        (5, 5, [1, 2, 4, 8, 6, 5], [5, 2, 3, 4], 5),  # doubling, halving down; full runs check below it
+        (5, 3, [1, 2, 4, 8, 6, 5], [5, 2, 3], 3),  # the subset was too strict: the full runs go lower
+        (5, 9, [1, 2, 4, 8, 6, 5], [5, 6, 8, 12, 10, 9], 9),  # the full run asks more: up by doubling steps, back down
+        (99, 28, [1, 2, 4, 8, 16, 28], [28, 14, 21, 24, 26, 27], 28),  # the subset never passes: every group
+        (99, 99, [1, 2, 4, 8, 16, 28], [28], None),  # nothing passes, not even every group: no recipe, said so
+    ],
+)
+def test_the_search_finds_the_smallest_passing_prefix(monkeypatch, subset_from, full_from, screened, verified, found):
+    from evalsuite import fixing
+
+    order = [(f"layer{i:02d}", [f"layer{i:02d}"]) for i in range(28)]
+    runs = []
+
+    def full_run(failed, restored, keep, gate, probe, speed=False):
+        runs.append(len(restored))
+        assert speed == (len(runs) == 1)  # timed on the first full run only
+        return {"passed": len(restored) >= full_from}
+
+    monkeypatch.setattr(fixing, "verify", full_run)
+    probe, result = ScriptedProbe(subset_from), {"screened": [], "verified": []}
+    k = fixing.screen(probe, order, result)
+    assert probe.asked == screened and [s["k"] for s in result["screened"]] == screened
+    assert fixing._verify_from(None, None, probe, "float", order, k, result) == found
+    assert runs == verified
+
+
 def test_explain_stops_within_its_budget_keeping_what_it_found(embedded_run):
-    failed = load_failed_run(embedded_run / "run", VARIANT)
-    probe = Probe(failed, ["tiny_mc"], docs=48, budget=0)
-    probe.per_trial = 5  # as if observed: one restored copy costs 5 calls, so a budget of 7 allows one
-    probe.budget = 7
+    _, probe = fixed(embedded_run)  # its reference (the variant on the subset) is measured already
+    spent, probe.per_trial = probe.spent, 5  # as if observed: one restored copy costs 5 calls
+    probe.budget = spent + 7  # 7 more calls allow one copy, not two
     result = explain(probe, "type")
-    assert result["stopped"] and "budget of 7 model calls" in result["stopped"]
-    assert result["calls"] <= 7 and len(result["findings"]) <= 1
+    assert result["stopped"] and f"budget of {spent + 7} model calls" in result["stopped"]
+    assert result["calls"] <= spent + 7 and len(result["findings"]) == 1
 
 
 def test_groups_by_block_and_type():
@@ -116,7 +186,7 @@ def test_groups_by_block_and_type():
 
 
 def test_explain_cli_says_when_the_budget_stops_it(embedded_run, capsys):
-    code = main(["explain", str(embedded_run / "run"), "--variant", VARIANT, "--docs", "48", "--budget", "0"])
+    code = main(["explain", str(embedded_run / "run"), "--variant", VARIANT, "--docs", str(DOCS), "--budget", "0"])
     out = capsys.readouterr().out
     assert code == 1  # nothing ranked
     assert "stopped: the budget of 0 model calls is spent" in out and "explain.json" in out
@@ -134,7 +204,7 @@ def test_the_exported_recipe_loads_back_with_the_same_scores(embedded_run, tmp_p
     from evalsuite.quant_schemes.checkpoints import load_quantized
 
     result, _ = fixed(embedded_run)
-    config = load_suite(result["verified"][-1]["suite_file"])
+    config = load_suite(result["recipe"]["suite_file"])
     out = export_variant(config, f"{VARIANT}-fixed", tmp_path / "exported")
     from compressed_tensors.quantization import QuantizationConfig
 

@@ -14,6 +14,7 @@ resumable after a kill, and split across ranks like every other request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -31,6 +32,7 @@ from evalsuite.tasks import ACADEMIC_DIR
 
 log = logging.getLogger("evalsuite")
 CHUNK = 128  # positions projected to the vocabulary at a time
+_REMEMBERED: dict | None = None  # the reference's hidden states by (model key, batch), inside `remember_reference`
 
 
 class FidelityError(UserError, ValueError):
@@ -67,6 +69,28 @@ def _hidden(model, input_ids: torch.Tensor, rows: list[list[int]], sub_batch: in
     return torch.cat(parts)
 
 
+@contextlib.contextmanager
+def remember_reference():
+    """Within this block the reference model's final hidden states are computed once per (model key, batch of
+    token rows) and reused: `evalsuite explain` and `fix` compare many restored copies of a variant with the
+    same baseline on the same texts, and the baseline's forward would otherwise run again for each copy."""
+    global _REMEMBERED
+    outer, _REMEMBERED = _REMEMBERED, ({} if _REMEMBERED is None else _REMEMBERED)
+    try:
+        yield
+    finally:
+        _REMEMBERED = outer
+
+
+def _reference_hidden(reference, input_ids: torch.Tensor, rows: list[list[int]]) -> torch.Tensor:
+    if _REMEMBERED is None or not reference.model_key:
+        return _hidden(reference.model, input_ids, rows, None)
+    key = (reference.model_key, tuple(map(tuple, rows)))
+    if key not in _REMEMBERED:
+        _REMEMBERED[key] = _hidden(reference.model, input_ids, rows, None)
+    return _REMEMBERED[key]
+
+
 def project(model, head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from final hidden states as the model's own forward makes them: the output projection, then
     the families' post-processing (Cohere's logit_scale, Gemma 2's final softcapping)."""
@@ -96,7 +120,7 @@ def _panel_batch(reference, lm, chunk: list[list[int]], sub_batch: int | None) -
     valid = torch.tensor([[i < len(r) - 1 for i in range(width)] for r in chunk], device=device)  # predicts t+1
     targets = torch.roll(input_ids, -1, dims=1)
     lm.model_calls += 1
-    hidden = (_hidden(reference.model, input_ids, chunk, None), _hidden(lm.model, input_ids, chunk, sub_batch))
+    hidden = (_reference_hidden(reference, input_ids, chunk), _hidden(lm.model, input_ids, chunk, sub_batch))
     heads = (reference.model.get_output_embeddings(), lm.model.get_output_embeddings())
     kld = torch.zeros(valid.shape, device=device)
     agree = torch.zeros(valid.shape, dtype=torch.bool, device=device)
