@@ -67,10 +67,11 @@ class VariantRecord:
     speed: dict | None = None
     model_calls: int | None = None
     model_calls_by_task: dict | None = None
+    kernel_paths: list[dict] | None = None  # evalsuite.kernels.paths.taken() over this run's evaluation of it
     seconds: float | None = None
 
     SHOWN_WHEN_NONE: ClassVar[tuple[str, ...]] = ("scheme", "algorithm", "compression_ratio")
-    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("speed", "model_calls", "model_calls_by_task", "seconds")
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("speed", "model_calls", "model_calls_by_task", "kernel_paths", "seconds")
 
     def key_fields(self) -> dict:
         """What the model's responses depend on besides the model files, dtype, device and batch size."""
