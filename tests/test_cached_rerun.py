@@ -124,9 +124,13 @@ def test_a_calibrated_variant_is_served_from_the_store_without_loading_or_calibr
     )
 
 
-def test_a_variant_added_to_a_cached_run_loads_and_quantizes_only_itself(tmp_path, model_copy, monkeypatch):
-    """The baseline's answers, fidelity logits included, and the first variant's are served from the store; only
-    the new variant is loaded and quantized."""
+def test_a_variant_added_to_a_cached_run_loads_only_itself_and_the_baseline_its_fidelity_needs(
+    tmp_path, model_copy, monkeypatch
+):
+    """Adding a variant to a cached run: the first variant is served from the store and neither loaded nor
+    quantized; the new one is loaded and quantized, and the baseline is loaded once, because the fidelity panel
+    compares the two models' full next-token distributions, which the store does not keep (without a fidelity
+    panel the new variant alone loads, as the calibrated test above shows)."""
     from evalsuite.quant_schemes import apply
 
     def config(*variants):
@@ -149,7 +153,7 @@ def test_a_variant_added_to_a_cached_run_loads_and_quantizes_only_itself(tmp_pat
     monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     monkeypatch.setattr(apply, "quantize", lambda *a, **k: quantized.append(a) or real_quantize(*a, **k))
     again = run_suite(config("W8A8_INT8", "W4A16"), tmp_path / "run")
-    assert len(loads) == 1 and len(quantized) == 1
+    assert len(loads) == 2 and len(quantized) == 1  # the new variant, and the baseline for its fidelity panel
     calls = {name: record["model_calls"] for name, record in again.data["variants"].items()}
     assert calls["baseline"] == calls["W8A8_INT8"] == 0 and calls["W4A16"] > 0
     for name in ("baseline", "W8A8_INT8"):
