@@ -44,8 +44,8 @@ WHY_GEMM_NOT_GEMV = (
     "aligned), which the GEMV needs: the fused GEMM"
 )
 WHY_DEQUANT = (
-    f"M >= DEQUANT_GEMM_MIN_M ({DEQUANT_GEMM_MIN_M}): W dequantized to the activation dtype, then one cuBLAS "
-    "matmul (measured faster than the fused GEMM there)"
+    f"M >= DEQUANT_GEMM_MIN_M ({DEQUANT_GEMM_MIN_M}): W dequantized to the activation dtype, then one dense matmul "
+    "(cuBLAS on a GPU; measured faster than the fused GEMM there)"
 )
 WHY_GIVEN = "a config given by the caller (benchmark or test)"
 
