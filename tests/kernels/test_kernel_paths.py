@@ -20,21 +20,19 @@ from evalsuite.reports import render_reports
 from evalsuite.runner import run_suite
 from tests.kernels.common import DEVICE
 
-pytestmark = pytest.mark.skipif(DEVICE != "cpu", reason="the interpreter's dispatch; the GPU takes the same rule")
-
 
 def _int4(n, k, group):
-    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8)
-    return pack_int4(codes), torch.rand(n, -(-k // group)) / 100
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=DEVICE)
+    return pack_int4(codes), torch.rand(n, -(-k // group), device=DEVICE) / 100
 
 
 def test_the_launcher_records_the_path_of_each_call_with_its_reason():
     qweight, scale = _int4(24, 64, 32)
     paths.reset()
     for m in (1, 17, 300, 300):
-        w4a16_gemm(torch.randn(m, 64).to(torch.bfloat16), qweight, scale, None, 32)
-    packed, e8m0 = mxfp4_quantize_ref(torch.randn(24, 64))
-    fp4_gemm(torch.randn(2, 64), packed, e8m0, "mxfp4")
+        w4a16_gemm(torch.randn(m, 64, device=DEVICE).to(torch.bfloat16), qweight, scale, None, 32)
+    packed, e8m0 = mxfp4_quantize_ref(torch.randn(24, 64, device=DEVICE))
+    fp4_gemm(torch.randn(2, 64, device=DEVICE), packed, e8m0, "mxfp4")
     taken = {(e["kernel"], e["path"]): e for e in paths.taken()}
     assert set(taken) == {
         ("w4a16_gemm[int4]", paths.TRITON_GEMV),
@@ -52,7 +50,7 @@ def test_the_launcher_records_the_path_of_each_call_with_its_reason():
 def test_a_small_batch_the_gemv_cannot_take_says_why_it_ran_the_gemm():
     qweight, scale = _int4(8, 30, 10)  # K = 30 and groups of 10 are not whole 8-code words
     paths.reset()
-    w4a16_gemm(torch.randn(3, 30), qweight, scale, None, 10)
+    w4a16_gemm(torch.randn(3, 30, device=DEVICE), qweight, scale, None, 10)
     (entry,) = paths.taken()
     assert entry["path"] == paths.TRITON_GEMM and entry["reason"] == _weight_only.WHY_GEMM_NOT_GEMV
 
