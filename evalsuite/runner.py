@@ -22,6 +22,7 @@ import torch
 from evalsuite import distributed, models, noise_floor, provenance, results
 from evalsuite.bench_e2e import measure_speed
 from evalsuite.config import BASELINE, SuiteConfig
+from evalsuite.kernels import paths
 from evalsuite.lm import EvalLM
 from evalsuite.store import Store
 from evalsuite.suites.base import CompareContext, ModelContext, Suite, SuiteRun, configured
@@ -221,14 +222,17 @@ def _run(config, plan, source, shard, device, backend, run_dir: Path, command, s
             origin, record, models.compute_dtype(config.model.dtype, device), device, batch
         )
         ctx = ModelContext(name, lm, key, store, config, baseline_lm if main else None, main, rekey)
+        paths.reset()
         runs[name] = evaluate_model(ctx, plan)
+        record.kernel_paths = paths.taken()  # the quantized layers' GEMM paths while scoring this model
         if config.run.noise_floor:
             if name == BASELINE:
                 floor["baseline"] = noise_floor.baseline(ctx, plan, runs[name])
             elif main and (twin := noise_floor.backend(lm.model, tokenizer, backend, plan, config)):
                 floor.setdefault("variants", {})[name] = twin
         if config.run.measure_speed and main:
-            record.speed = measure_speed(lm.model, device)
+            paths.reset()
+            record.speed = measure_speed(lm.model, device) | {"kernel_paths": paths.taken()}
         record.model_calls = lm.model_calls
         record.model_calls_by_task = model_calls(runs[name])
         record.decode = "; ".join(lm.decoders_used) or None

@@ -68,10 +68,13 @@ class VariantRecord:
     model_calls: int | None = None
     model_calls_by_task: dict | None = None
     decode: str | None = None  # which decoder generated text, and why (decode_graph.pick_decoder)
+    kernel_paths: list[dict] | None = None  # evalsuite.kernels.paths.taken() over this run's evaluation of it
     seconds: float | None = None
 
     SHOWN_WHEN_NONE: ClassVar[tuple[str, ...]] = ("scheme", "algorithm", "compression_ratio")
-    RUN_FIELDS: ClassVar[tuple[str, ...]] = ("speed", "model_calls", "model_calls_by_task", "decode", "seconds")
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "speed", "model_calls", "model_calls_by_task", "decode", "kernel_paths", "seconds"
+    )
 
     def key_fields(self) -> dict:
         """What the model's responses depend on besides the model files, dtype, device and batch size."""

@@ -22,10 +22,14 @@ import torch
 import triton
 import triton.language as tl
 
+from . import paths
 from ._bits import bf16_rne
 from ._launch import interpreting
 
 SCALE_KINDS = {"tensor": 0, "row": 1, "block": 2}
+KERNEL_NAMES = {(dtype, kind): f"{dtype}_gemm[{kind}]" for dtype in ("int8", "fp8") for kind in SCALE_KINDS}
+WHY_TMA = "the persistent TMA GEMM (16-bit output, few waves)"
+WHY_TILED = "the tiled GEMM"
 BLOCK = 128  # side of a block scale
 PROMOTE_EVERY = 128  # fp8 "precise": columns of K per fp32 promotion, as cuBLAS without fast accumulation
 
@@ -264,7 +268,11 @@ def launch(
     b_scale = b_scale.float()
     rne = interpreting() and out_dtype == torch.bfloat16
     promote_k = min(PROMOTE_EVERY, cfg.block_k) if precise and not is_int8 else None
-    if cfg.persistent and kind != "block" and _tma_ok(a, b):
+    persistent = cfg.persistent and kind != "block" and _tma_ok(a, b)
+    paths.record(
+        KERNEL_NAMES["int8" if is_int8 else "fp8", kind], paths.TRITON_GEMM, WHY_TMA if persistent else WHY_TILED, m
+    )
+    if persistent:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         num_sms = _num_sms(a.device)

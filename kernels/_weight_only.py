@@ -11,8 +11,9 @@ Weights dequantize exactly as the references do it -- (code - zero) * scale in f
 activation dtype -- so kernel and reference differ only in the order of the fp32 accumulation.
 
 Decode (small M) splits K over SPLIT_K programs that write fp32 partial sums; a second small kernel adds them
-up (deterministically, in split order), adds the bias and casts. Large M dequantizes W once
-(`_weight_only_dequant.dequantize`) and calls cuBLAS.
+up (deterministically, in split order), adds the bias and casts. Large M (M >= DEQUANT_GEMM_MIN_M) dequantizes W
+once (`_weight_only_dequant.dequantize`) and calls cuBLAS. Every call records the path it took (`paths.record`):
+the GEMV, this GEMM, or dequantize-then-cuBLAS, with the reason.
 """
 
 from __future__ import annotations
@@ -23,13 +24,30 @@ import torch
 import triton
 import triton.language as tl
 
+from . import paths
 from ._bits import bf16_rne
 from ._launch import interpreting
 from ._weight_only_dequant import _groups_per_tile, _load_codes, dequant_tile, dequantize
-from ._weight_only_gemv import codes_per_word, gemv_applies, launch_gemv
+from ._weight_only_gemv import GEMV_MAX_M, codes_per_word, gemv_applies, launch_gemv
 
 FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
-DEQUANT_GEMM_MIN_M = 256  # from here on, dequantize-then-cuBLAS beats the fused kernel (NOTES-kernels.md)
+KERNEL_NAMES = ("w4a16_gemm[int4]", "w4a16_gemm[int8]", "fp4_gemm[mxfp4]", "fp4_gemm[nvfp4]")  # by FMT
+# From this M on, dequantizing W once and calling cuBLAS beats the fused kernel. Measured on an H100 (bf16,
+# 8192^2, CUDA-graph replays; benchmarks/NOTES-kernels.md run 2): fused 133 vs 75 us at M=128, a tie near
+# M=256, dequant+cuBLAS 165 vs 209 us at M=512. Re-measure with `evalsuite bench kernels --only weight_only_large`
+# (the rows at M = 256, 1024, 4096 time both paths on the same weights). The interpreter follows the same rule.
+DEQUANT_GEMM_MIN_M = 256
+WHY_GEMV = f"M <= {GEMV_MAX_M}: the CUDA-core GEMV"
+WHY_GEMM = f"{GEMV_MAX_M} < M < DEQUANT_GEMM_MIN_M ({DEQUANT_GEMM_MIN_M}): the fused GEMM"
+WHY_GEMM_NOT_GEMV = (
+    f"M <= {GEMV_MAX_M}, but K or the group size is not a whole number of 32-bit words (or W is not 4-byte "
+    "aligned), which the GEMV needs: the fused GEMM"
+)
+WHY_DEQUANT = (
+    f"M >= DEQUANT_GEMM_MIN_M ({DEQUANT_GEMM_MIN_M}): W dequantized to the activation dtype, then one dense matmul "
+    "(cuBLAS on a GPU; measured faster than the fused GEMM there)"
+)
+WHY_GIVEN = "a config given by the caller (benchmark or test)"
 
 
 @dataclass(frozen=True)
@@ -227,10 +245,20 @@ def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
     return WeightOnlyConfig(block_n, 1, block_k, split_k, 4, 2, gemv=True)
 
 
+DEQUANT_CONFIG = WeightOnlyConfig(64, 64, 64, dequant_gemm=True)  # the dequantize kernel's tiles
+
+
 def pick_config(m: int, n: int, k: int, group_size: int, fmt: int, gemv: bool = False) -> WeightOnlyConfig:
     """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md); `gemv`: the GEMV applies."""
     if gemv:
         return _gemv_config(m, n, k, 132)
+    if m >= DEQUANT_GEMM_MIN_M:
+        return DEQUANT_CONFIG
+    return fused_config(m, n, k, group_size, fmt)
+
+
+def fused_config(m: int, n: int, k: int, group_size: int, fmt: int) -> WeightOnlyConfig:
+    """Tiles of the fused GEMM at any M (the benchmark times it past DEQUANT_GEMM_MIN_M too)."""
     if interpreting():
         return WeightOnlyConfig(32, 16, 32, 2 if k > 64 else 1, 4, 1, swap_ab=m <= 16)
     sms = 132
@@ -241,13 +269,11 @@ def pick_config(m: int, n: int, k: int, group_size: int, fmt: int, gemv: bool = 
         block_n, block_k = 64, _decode_block_k(group_size) if fmt == FMT_INT4 else 128
         split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
         return WeightOnlyConfig(block_n, 16, block_k, split_k, 4, 4, swap_ab=True)
-    if m < DEQUANT_GEMM_MIN_M:
-        block_m = min(128, triton.next_power_of_2(m))
-        tiles = triton.cdiv(n, 128) * triton.cdiv(m, block_m)
-        split_k = max(1, min(triton.cdiv(k, 128), 2 * sms // tiles))
-        return WeightOnlyConfig(128, block_m, 64, split_k, 8 if block_m >= 64 else 4, 3, swap_ab=True,
-                                epilogue_scale=False)  # fmt: skip
-    return WeightOnlyConfig(64, 64, 64, dequant_gemm=True)
+    block_m = min(128, triton.next_power_of_2(m))
+    tiles = triton.cdiv(n, 128) * triton.cdiv(m, block_m)
+    split_k = max(1, min(triton.cdiv(k, 128), 2 * sms // tiles))
+    return WeightOnlyConfig(128, block_m, 64, split_k, 8 if block_m >= 64 else 4, 3, swap_ab=True,
+                            epilogue_scale=False)  # fmt: skip
 
 
 def _epilogue_magic(fmt: int, x_dtype: torch.dtype, groups_per_tile: int, epilogue_scale: bool) -> int:
@@ -275,7 +301,16 @@ def launch(
 ) -> torch.Tensor:
     """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous."""
     (m, k), n = x.shape, w.shape[0]
-    cfg = config or pick_config(m, n, k, group_size, fmt, gemv_applies(m, k, group_size, fmt, w))
+    if config is None:
+        gemv = gemv_applies(m, k, group_size, fmt, w)
+        cfg = pick_config(m, n, k, group_size, fmt, gemv)
+        why = (
+            WHY_GEMV if gemv else WHY_DEQUANT if cfg.dequant_gemm else WHY_GEMM if m > GEMV_MAX_M else WHY_GEMM_NOT_GEMV
+        )
+    else:
+        cfg, why = config, WHY_GIVEN
+    path = paths.TRITON_GEMV if cfg.gemv else paths.DEQUANT_CUBLAS if cfg.dequant_gemm else paths.TRITON_GEMM
+    paths.record(KERNEL_NAMES[fmt], path, why, m)
     if cfg.gemv:
         return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
     if cfg.dequant_gemm:

@@ -5,7 +5,9 @@ are resolved to backend objects here, at the boundary.
     gemm = get_backend("torch-ref").resolve(Kernel("evalsuite.kernels.int8_gemm", "int8_gemm"))  # int8_gemm_ref
 
 A third backend is any object with `name`, `reference`, `resolve(kernel)` and `check_device(device_type)`,
-added with `register_backend`; a suite file then selects it by name (`run.backend`).
+added with `register_backend`; a suite file then selects it by name (`run.backend`). Unless it has
+`records_paths = True` (its launchers call `evalsuite.kernels.paths.record`), each layer records its calls
+under the backend's name.
 Importing this module imports no torch or Triton; `resolve` imports the kernel's module.
 """
 
@@ -46,6 +48,7 @@ class Backend:
     reference: bool = False
     gpu: bool = False  # its kernels need a CUDA device...
     interpreter_env: str | None = None  # ...unless this environment variable is 1 (an interpreter on the CPU)
+    records_paths: bool = False  # its launchers record the path each call took (evalsuite.kernels.paths)
 
     def check_device(self, device_type: str) -> None:
         if not self.gpu or device_type == "cuda":
@@ -73,7 +76,7 @@ def register_backend(backend: KernelBackend) -> KernelBackend:
     return backend
 
 
-register_backend(Backend("triton", gpu=True, interpreter_env="TRITON_INTERPRET"))
+register_backend(Backend("triton", gpu=True, interpreter_env="TRITON_INTERPRET", records_paths=True))
 TORCH_REF = register_backend(Backend("torch-ref", suffix="_ref", reference=True))
 
 

@@ -18,6 +18,8 @@ import contextlib
 import torch
 from torch import nn
 
+from evalsuite.kernels import paths
+
 from .args import QuantArgs
 from .backends import KernelBackend, get_backend
 from .scheme import Scheme
@@ -109,6 +111,10 @@ class QuantLinear(nn.Module):
         self.gemm = backend.resolve(fmt.kernel)
         self.act_quant = backend.resolve(fmt.act_kernel) if self.act_granularity else None
         self.backend = backend
+        self.path = None  # the path this layer records for each call, where its kernels do not record their own
+        if not getattr(backend, "records_paths", False):
+            why = f"kernel backend {backend.name!r}" + (": the pure-torch reference" if backend.reference else "")
+            self.path = (fmt.kernel.entry, paths.TORCH_REF if backend.reference else backend.name, why)
 
     def use_fp8_accumulation(self, mode: str) -> None:
         """How the Triton fp8 GEMM sums on Hopper: "fast" (the tensor core's accumulator, as deployed) or
@@ -146,8 +152,11 @@ class QuantLinear(nn.Module):
         return self.quantized_weight().nbytes + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.path is not None:
+            paths.record(*self.path, x2.shape[0])
         with on_device(x):
-            y = self.format.matmul(self, x.reshape(-1, self.in_features))  # (M, N)
+            y = self.format.matmul(self, x2)  # (M, N)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

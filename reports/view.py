@@ -8,6 +8,7 @@ from evalsuite.recovery import explain
 from evalsuite.suites.base import Section
 
 from . import format as fmt
+from . import kernel_paths
 
 WORST_LAYERS = 5  # per variant, in the per-layer sensitivity table, beside every layer flagged below the floor
 
@@ -131,11 +132,13 @@ def build_view(data: dict) -> ReportView:
                 + (f" ({fmt.nbytes(info['file_bytes'])} on disk)" if info.get("file_bytes") else ""),
                 f"{info['compression_ratio']:.2f}×" if info.get("compression_ratio") else "n/a",
                 info.get("calibration") or ("none" if info.get("scheme") else "-"),
+                kernel_paths.cell(info),
             ]
         )
     dtype = data["variants"].get("baseline", {}).get("weights_dtype")
     weights = f"weights in memory ({dtype} float parts)" if dtype else "weights"
     header = ["variant", "scheme", "algorithm", "backend", "kernels", weights, "compression", "calibration"]
+    header.append("GEMM paths (share of rows)")
     speeds = {name: info.get("speed") for name, info in data["variants"].items()}
     base_speed = speeds.get("baseline") or {}
     if any(speeds.values()):
@@ -211,6 +214,7 @@ def build_view(data: dict) -> ReportView:
             "Backend torch-ref: quantized layers ran the pure-torch reference of each kernel's arithmetic "
             "(no GPU), not the Triton kernels."
         )
+    notes += kernel_paths.notes(data["variants"])
     if any(info.get("fp8_accumulation") in ("fast", "precise") for info in data["variants"].values()):
         notes.append(
             "fp8 accumulation: on Hopper GPUs, 'fast' sums fp8 products in the tensor core's own accumulator, as "

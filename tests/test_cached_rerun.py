@@ -16,9 +16,9 @@ from evalsuite.config import parse_suite
 from evalsuite.models import EMBEDDED
 from evalsuite.runner import run_suite
 
-# What one run measures of itself rather than of the models: how long, which model calls it made, when, how
-# it was invoked, from which checkout state.
-RUN_ONLY = {"seconds", "model_calls", "model_calls_by_task", "decode"}
+# What one run measures of itself rather than of the models: how long, which model calls it made, the decoder
+# and the GEMM paths they took, when, how it was invoked, from which checkout state.
+RUN_ONLY = {"seconds", "model_calls", "model_calls_by_task", "decode", "kernel_paths"}
 PROVENANCE_RUN_ONLY = {"created", "command", "git_sha"}
 
 # Modules that only building an lm-eval task, running one, quantizing or embedding answers imports.
@@ -122,3 +122,39 @@ def test_a_calibrated_variant_is_served_from_the_store_without_loading_or_calibr
         other.data["variants"]["W4A16-gptq"]["calibration_hash"]
         != first.data["variants"]["W4A16-gptq"]["calibration_hash"]
     )
+
+
+def test_a_variant_added_to_a_cached_run_loads_only_itself_and_the_baseline_its_fidelity_needs(
+    tmp_path, model_copy, monkeypatch
+):
+    """Adding a variant to a cached run: the first variant is served from the store and neither loaded nor
+    quantized; the new one is loaded and quantized, and the baseline is loaded once, because the fidelity panel
+    compares the two models' full next-token distributions, which the store does not keep (without a fidelity
+    panel the new variant alone loads, as the calibrated test above shows)."""
+    from evalsuite.quant_schemes import apply
+
+    def config(*variants):
+        return parse_suite(
+            {
+                "name": "added",
+                "model": {"path": str(model_copy)},
+                "variants": list(variants),
+                "suites": {
+                    "academic": {"tasks": ["tiny_mc"], "limit": 4},
+                    "fidelity": {"texts": ["tiny_ppl"], "limit": 2},
+                },
+                "run": {"batch_size": 8, "bootstrap_iters": 20, "calibration": SMALL_CALIBRATION},
+            }
+        )
+
+    first = run_suite(config("W8A8_INT8"), tmp_path / "run")
+    loads, quantized = [], []
+    real_load, real_quantize = models.load, apply.quantize
+    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(apply, "quantize", lambda *a, **k: quantized.append(a) or real_quantize(*a, **k))
+    again = run_suite(config("W8A8_INT8", "W4A16"), tmp_path / "run")
+    assert len(loads) == 2 and len(quantized) == 1  # the new variant, and the baseline for its fidelity panel
+    calls = {name: record["model_calls"] for name, record in again.data["variants"].items()}
+    assert calls["baseline"] == calls["W8A8_INT8"] == 0 and calls["W4A16"] > 0
+    for name in ("baseline", "W8A8_INT8"):
+        assert comparable(again.data)["variants"][name] == comparable(first.data)["variants"][name]
