@@ -73,7 +73,12 @@ class VariantRecord:
 
     SHOWN_WHEN_NONE: ClassVar[tuple[str, ...]] = ("scheme", "algorithm", "compression_ratio")
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (
-        "speed", "model_calls", "model_calls_by_task", "decode", "kernel_paths", "seconds"
+        "speed",
+        "model_calls",
+        "model_calls_by_task",
+        "decode",
+        "kernel_paths",
+        "seconds",
     )
 
     def key_fields(self) -> dict:
