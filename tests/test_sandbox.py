@@ -115,7 +115,9 @@ def test_wrong_solution_fails(limits):
 def test_an_exception_while_loading_fails_with_its_status(limits):
     verdict = run_check(ADD + "raise ValueError('broken on import')\n", CHECK_ADD, "add", limits)
     _expect(verdict, "failed", "uncaught exception: ValueError: broken on import")
-    assert verdict.returncode == EXIT_EXCEPTION
+    # the program's own exit status, unless the harness's SIGKILL after the verdict overtook its exit (a race
+    # the verdict does not depend on; seen on a loaded 2-core machine)
+    assert verdict.returncode in (EXIT_EXCEPTION, -signal.SIGKILL)
 
 
 def test_syntax_error_fails(limits):
