@@ -215,15 +215,10 @@ class GraphDecoder:
     @torch.no_grad()
     def prefill(self, contexts: list[list[int]]) -> torch.Tensor:
         """Left-pad the contexts and run them (eagerly: their length varies) into the cache from slot 0."""
-        if len(contexts) > self.batch_size:
-            raise ValueError(f"{len(contexts)} contexts for a decoder built for {self.batch_size}")
-        contexts = contexts + [contexts[-1]] * (self.batch_size - len(contexts))  # fill unused rows
-        width = max(len(c) for c in contexts)
-        if width >= self.max_len:
-            raise ValueError(f"context of {width} tokens does not fit a cache of {self.max_len}")
-        ids = torch.tensor([[0] * (width - len(c)) + c for c in contexts], device=self.device)
-        real = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device).bool()
-        positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+        from evalsuite.graphs import left_padded
+
+        ids, real, positions = left_padded(contexts, self.batch_size, self.max_len, self.device)
+        width = ids.shape[1]
         self.keep.fill_(True)
         self.keep[:, :width] = real
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()

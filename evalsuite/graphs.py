@@ -24,6 +24,20 @@ def cache_argument(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def left_padded(contexts: list[list[int]], batch_size: int, max_len: int, device: torch.device):
+    """The contexts as a left-padded (batch_size, W) batch, unused rows repeating the last context: token ids,
+    which positions are real tokens, and each token's position (pads at 0). W must leave the cache room."""
+    if len(contexts) > batch_size:
+        raise ValueError(f"{len(contexts)} contexts for a decoder built for {batch_size}")
+    contexts = contexts + [contexts[-1]] * (batch_size - len(contexts))  # fill unused rows
+    width = max(len(c) for c in contexts)
+    if width >= max_len:
+        raise ValueError(f"context of {width} tokens does not fit a cache of {max_len}")
+    ids = torch.tensor([[0] * (width - len(c)) + c for c in contexts], device=device)
+    real = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device).bool()
+    return ids, real, (real.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class StaticDecoder:
     def __init__(self, model: torch.nn.Module, batch_size: int, max_len: int, graphs: bool = True):
         from transformers import StaticCache
@@ -50,15 +64,8 @@ class StaticDecoder:
     @torch.no_grad()
     def prefill(self, contexts: list[list[int]]) -> torch.Tensor:
         """Left-pad the contexts, run them through the model into the cache; the last position's logits."""
-        if len(contexts) > self.batch_size:
-            raise ValueError(f"{len(contexts)} contexts for a decoder built for {self.batch_size}")
-        contexts = contexts + [contexts[-1]] * (self.batch_size - len(contexts))  # fill unused rows
-        width = max(len(c) for c in contexts)
-        if width >= self.max_len:
-            raise ValueError(f"context of {width} tokens does not fit a cache of {self.max_len}")
-        ids = torch.tensor([[0] * (width - len(c)) + c for c in contexts], device=self.device)
-        real = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device).bool()
-        positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+        ids, real, positions = left_padded(contexts, self.batch_size, self.max_len, self.device)
+        width = ids.shape[1]
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         mask = torch.zeros(self.batch_size, 1, width, self.max_len, dtype=torch.bool, device=self.device)
         mask[:, 0, :, :width] = causal[None] & real[:, None, :]
