@@ -13,10 +13,15 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def nvidia_ptx(device: torch.device) -> bool:
+    """True where a kernel may use inline PTX: an NVIDIA GPU (not ROCm, not the interpreter, which runs none)."""
+    return not interpreting() and device.type == "cuda" and torch.version.hip is None
+
+
 def hardware_fp8(device: torch.device) -> bool:
     """True on a GPU with FP8 conversion instructions (NVIDIA sm_89 and later); never under the interpreter,
     whose float8 cast is not faithful (shared/FACTS.md)."""
-    if interpreting() or device.type != "cuda" or torch.version.hip is not None:
+    if not nvidia_ptx(device):
         return False
     return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (8, 9)
 

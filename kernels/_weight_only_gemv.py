@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ._bits import bf16_rne, e4m3_value, exp2_int
-from ._launch import interpreting
+from ._launch import nvidia_ptx
 
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
@@ -130,8 +130,8 @@ def _gemv_kernel(
     """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
     the end, so the loop has no cross-thread traffic. KW, the word count of a row, and group_words, words per
     group, count in 32-bit words. PREFETCH (only with EVEN_K, where every split is whole tiles) loads W one
-    tile ahead. LOP3 (GPUs; the interpreter runs no PTX) extracts integer codes with one inline `lop3`: the same
-    bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS."""
+    tile ahead. LOP3 (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes with one inline
+    `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -251,6 +251,6 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         n if split_k > 1 else out.stride(0), m * n,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
-        PREFETCH=cfg.prefetch and even_k, LOP3=not interpreting(), BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
