@@ -254,3 +254,22 @@ def test_quantized_kernels_run_inside_the_captured_step(variant):
     for want, got in pairs:  # bf16 rounding apart (the fused norms round once), the same logits
         error = (got.float() - want.float()).abs().max() / want.float().abs().max()
         assert error < 3e-2, f"{variant}: logits differ by {error:.3g} of their largest value"
+
+
+@CUDA
+def test_on_cuda_the_harness_decodes_with_the_step_unless_it_cannot(monkeypatch):
+    """The default on CUDA is the graph decoder; a model it cannot run, or a caller asking for the HF path,
+    gets the HF forward in a CUDA graph, and the recorded line says which and why."""
+    from evalsuite.graphs import StaticDecoder
+
+    monkeypatch.setattr(decode_graph, "_LOGGED", set())
+    model = random_model("llama").cuda()
+    decoder, path = pick_decoder(model, 2, 64)
+    assert isinstance(decoder, GraphDecoder) and path == "graph decoder (cuda-graph, inductor-compiled)"
+    decoder, path = pick_decoder(model, 2, 64, step=False)
+    assert isinstance(decoder, StaticDecoder) and path == "HF forward in a CUDA graph (asked for)"
+    model.config.sliding_window = 16
+    decoder, path = pick_decoder(model, 2, 64)
+    assert isinstance(decoder, StaticDecoder)
+    assert path == "HF forward in a CUDA graph: fallback, the graph decoder cannot run sliding-window attention " \
+        "(16 tokens) with a cache of 64"

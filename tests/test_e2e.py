@@ -91,9 +91,9 @@ def test_variants_record_bytes_kernels_and_backend(run_dir):
     assert variants["W4A16"]["backend"] == ("triton" if torch.cuda.is_available() else "torch-ref")  # auto
     assert 1.2 < variants["W8A8_INT8"]["compression_ratio"] < variants["W4A16"]["compression_ratio"]
     assert variants["W4A16"]["quantized_layer_bytes"] < variants["W4A16"]["float_layer_bytes"] / 3
-    # which decoder generated tiny_arith's answers, recorded for every model (the graph one is opt-in)
+    # which decoder generated tiny_arith's answers, recorded for every model
     cpu = "eager HF decoder: graph decoder skipped, no CUDA device (cpu)"
-    cuda = "HF forward in a CUDA graph (the graph decoder is opt-in until measured on a GPU)"
+    cuda = "graph decoder (cuda-graph, inductor-compiled)"
     expected = cuda if torch.cuda.is_available() else cpu
     assert {name: v["decode"] for name, v in variants.items()} == dict.fromkeys(variants, expected)
 
