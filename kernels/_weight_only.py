@@ -236,13 +236,15 @@ def _decode_block_k(group_size: int) -> int:
 
 
 def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
-    """GEMV tiles: 128 rows x 256 columns per step with 4 warps, so each thread holds 8 rows of the same words and
-    every x value it loads feeds 8 rows (NOTES-kernels.md, issue 17); K split for about four programs per SM."""
+    """GEMV tiles from the H100 sweep (benchmarks/tune-h100-run5-gemv-prefetch.json, M = 1): 64 rows x 256
+    columns per step with 4 warps was fastest or within 3% at N = K = 8192 for int4, MXFP4 and NVFP4 (27.5,
+    33.7, 33.7 us; the former 128-row tile 30.1, 33.6, 38.4 us); tall weights (N >= 4K, gate/up) take 32 rows
+    with one warp (int4 at 28672 x 4096: 39.0 us against 41.2). K split for about four programs per SM."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
-    block_n, block_k = 128, 256
+    block_n, block_k, warps = (32, 256, 1) if n >= 4 * k else (64, 256, 4)
     split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
-    return WeightOnlyConfig(block_n, 1, block_k, split_k, 4, 2, gemv=True)
+    return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 2, gemv=True)
 
 
 DEQUANT_CONFIG = WeightOnlyConfig(64, 64, 64, dequant_gemm=True)  # the dequantize kernel's tiles
@@ -359,12 +361,8 @@ def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, c
     w_per_split = triton.cdiv(w_tiles, split_k) * block_w
     split_k = triton.cdiv(k // codes_per_word(fmt), w_per_split)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    target = out if split_k == 1 else torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
     rne = interpreting() and x.dtype == torch.bfloat16
-    launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, target, split_k, w_per_split,
-                rne)  # fmt: skip
-    if split_k > 1:
-        _reduce(target, bias, out, split_k, rne, scale)
+    launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split, rne)
     return out
 
 

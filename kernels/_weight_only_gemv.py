@@ -10,8 +10,11 @@ through an int32 view: no layout change, no shuffle) and keeps the tile in the l
 - E2M1 codes: sign, exponent and mantissa bits go to their fp32 places (value * 2**-126, exactly) and one
   multiply restores the value; the group scale (E8M0, or E4M3; the global scale divides the result once)
   multiplies once per word.
-K is split over SPLIT_K programs when N alone does not fill the GPU; the partial sums are added in split order
-by `_weight_only._split_k_reduce_kernel`.
+K is split over SPLIT_K programs when N alone does not fill the GPU. Each writes its fp32 partial sums to a
+workspace and counts itself in on a per-tile counter; the program that arrives last adds the partials in
+split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
+program is last) and writes the output, then puts the counter back to zero for the next call. One launch
+instead of two: at decode shapes the second kernel's launch cost a tenth of the GEMV.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ def _gemv_kernel(
     gs_ptr,
     bias_ptr,
     out_ptr,
+    ws_ptr,
+    count_ptr,
     # sizes
     M,
     N,
@@ -113,7 +118,7 @@ def _gemv_kernel(
     stride_sn,
     stride_zn,
     stride_om,
-    stride_os,
+    stride_ws,
     # meta-parameters
     FMT: tl.constexpr,
     HAS_ZP: tl.constexpr,
@@ -199,16 +204,31 @@ def _gemv_kernel(
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
     mask = offs_n < N
+    out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
     if SPLIT_K == 1:
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_wn).to(tl.float32)
-        if BF16_RNE:
-            out = bf16_rne(out)
-        out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
-        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        _store_out(out_ptrs, out, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE)
     else:
-        out_ptrs = out_ptr + pid_k * stride_os + pid_m.to(tl.int64) * stride_om + offs_n
-        tl.store(out_ptrs, out, mask=mask)
+        ws_ptrs = ws_ptr + pid_m.to(tl.int64) * N + offs_n
+        tl.store(ws_ptrs + pid_k * stride_ws, out, mask=mask)
+        tl.debug_barrier()  # every thread's partial is written before the counter says so
+        counter = count_ptr + pid_m * tl.num_programs(0) + pid_n
+        if tl.atomic_add(counter, 1, sem="acq_rel") == SPLIT_K - 1:
+            # the last of the tile's programs: partials in split order, read from L2 (L1 may hold stale lines
+            # of this workspace from an earlier call)
+            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            for s in range(1, SPLIT_K):
+                total += tl.load(ws_ptrs + s * stride_ws, mask=mask, other=0.0, cache_modifier=".cg")
+            _store_out(out_ptrs, total, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE)
+            tl.atomic_xchg(counter, 0)
+
+
+@triton.jit
+def _store_out(out_ptrs, out, bias_ptr, offs_wn, mask, HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr):
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + offs_wn).to(tl.float32)
+    if BF16_RNE:
+        out = bf16_rne(out)
+    tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=mask)
 
 
 def codes_per_word(fmt: int) -> int:
@@ -231,10 +251,25 @@ def gemv_groups_per_tile(group_words: int, block_w: int) -> int:
     return 0
 
 
-def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, target, split_k, w_per_split,
+_COUNTERS: dict = {}
+
+
+def split_counters(device: torch.device, tiles: int) -> torch.Tensor:
+    """Zeroed int32 counters, one per output tile, for the split-K GEMV's last-arriver reduction; kept per
+    device and stream (two streams never share one) and reused: each call's last program zeroes its counter
+    again. Allocated during CUDA-graph capture, the zeroing is captured too and runs at every replay."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < tiles:
+        buf = _COUNTERS[key] = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+    return buf
+
+
+def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split,
                 rne: bool):  # fmt: skip
-    """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words; `target` is `out` or the
-    (split_k, M, N) fp32 workspace; sizes were checked by `gemv_applies` and the caller."""
+    """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words into `out` (M, N); sizes were
+    checked by `gemv_applies` and the caller."""
     (m, k), n = x.shape, w.shape[0]
     cpw = codes_per_word(fmt)
     words = w.view(torch.int32)  # (N, K / cpw): the canonical packing read 4 bytes at a time
@@ -243,12 +278,16 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     dummy = scale
     even_k = (k // cpw) % block_w == 0
     grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
+    ws, counters = dummy, dummy
+    if split_k > 1:
+        ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
+        counters = split_counters(x.device, grid[0] * m)
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
-        global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, target,
+        global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, out, ws, counters,
         m, n, k // cpw, group_words, scale.shape[1], w_per_split,
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
-        n if split_k > 1 else out.stride(0), m * n,
+        out.stride(0), m * n,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), BLOCK_N=cfg.block_n, BLOCK_W=block_w,

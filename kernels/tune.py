@@ -37,14 +37,16 @@ GEMV = [
     W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=False),
     W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=False),
     W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=False),
-]
+] + [W(64, 1, 256, split, 4, 2, gemv=True) for split in (2, 4, 8, 16)]
 TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
 
 def _cases() -> list[tuple]:
     cases = []
     for fmt in (FMT_INT4, FMT_MXFP4, FMT_NVFP4):
-        shapes = ((8192, 8192), (28672, 4096)) if fmt == FMT_INT4 else ((8192, 8192),)
+        shapes = ((8192, 8192),)
+        if fmt == FMT_INT4:  # and Llama-3.1-8B's own: q/o, k/v, gate/up, down
+            shapes += ((28672, 4096), (4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336))
         for n, k in shapes:
             cases += [(f"wo{fmt}", 1, n, k, c) for c in GEMV]
     cases += [(f"wo{FMT_INT4}", 16, 8192, 8192, c) for c in TC_DECODE]

@@ -169,6 +169,24 @@ def test_fp4_gemv(config, fmt):
     _check(y / ref.abs().max(), ref / ref.abs().max(), f"{fmt} gemv")
 
 
+def test_split_k_gemv_reduces_in_one_launch_and_leaves_its_counters_at_zero():
+    """The last program of each tile adds the partials and writes the output; the per-tile counters are back at
+    zero for the next call, which gives the same bits."""
+    from evalsuite.kernels._weight_only_gemv import split_counters
+
+    m, n, k, group_size = 2, 37, 200, 40
+    x = torch.randn(m, k, device=DEVICE).to(torch.bfloat16)
+    qweight, scale, zero_point = _int_weights(n, k, 4, True, group_size)
+    bias = torch.randn(n, device=DEVICE).to(torch.bfloat16)
+    cfg = GEMV_CONFIGS["n4-k32-split5"]
+    first = _weight_only.launch(x, qweight, scale, zero_point, None, bias, group_size, 0, cfg)
+    tiles = -(-n // cfg.block_n) * m
+    assert not split_counters(x.device, tiles)[:tiles].any()
+    second = _weight_only.launch(x, qweight, scale, zero_point, None, bias, group_size, 0, cfg)
+    assert torch.equal(first, second)
+    _check(first, w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, 4, bias), "split-K GEMV")
+
+
 def test_gemv_dispatch():
     """Decode shapes with whole words take the GEMV; K or groups that split a word, and M > 4, do not."""
     w = torch.zeros(8, 64, dtype=torch.uint8, device=DEVICE)
