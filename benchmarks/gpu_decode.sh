@@ -14,7 +14,7 @@ for step in "$@"; do
       n=$(python3 -c "import xdist" 2>/dev/null && echo "-n 12" || echo "")
       timeout 60 python3 -m pytest -q -x $n -p no:cacheprovider tests/kernels/test_weight_only.py tests/kernels/test_act_quant.py -k "gemv or fp4_gemm or w4a16_gemm or paths or act_quant or matches" 2>&1 | tail -15 | tee "$OUT/tests.log" ;;
     tune)
-      timeout 100 python3 -m evalsuite.kernels.bench --tune --rep 12 --out "$OUT" 2>&1 | tee "$OUT/tune.log" | grep -v "^wo" | tail -20 ;;
+      timeout 160 python3 -m evalsuite.kernels.bench --tune --rep 12 --out "$OUT" 2>&1 | tee "$OUT/tune.log" | grep -v "^wo" | tail -20 ;;
     bench)
       timeout 75 python3 -m evalsuite.kernels.bench --quick --rep 25 --ops w4a16,mxfp4,nvfp4,act_quant --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60 ;;
   esac

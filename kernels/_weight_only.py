@@ -239,12 +239,18 @@ def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
     """GEMV tiles from the H100 sweep (benchmarks/tune-h100-run5-gemv-prefetch.json, M = 1): 64 rows x 256
     columns per step with 4 warps was fastest or within 3% at N = K = 8192 for int4, MXFP4 and NVFP4 (27.5,
     33.7, 33.7 us; the former 128-row tile 30.1, 33.6, 38.4 us); tall weights (N >= 4K, gate/up) take 32 rows
-    with one warp (int4 at 28672 x 4096: 39.0 us against 41.2). K split for about four programs per SM."""
+    with one warp (int4 at 28672 x 4096: 39.0 us against 41.2). K is split for about three programs per SM:
+    the 64-row tile takes 130-168 registers a thread, so three programs fit on an SM at once and the grid is
+    one wave (the sweep's four per SM made 1.3 waves at N = 8192)."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
     block_n, block_k, warps = (32, 256, 1) if n >= 4 * k else (64, 256, 4)
-    split_k = max(1, min(triton.cdiv(k, block_k), 4 * sms // triton.cdiv(n, block_n)))
-    return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 2, gemv=True)
+    return WeightOnlyConfig(block_n, 1, block_k, gemv_split_k(n, k, block_n, block_k, sms), warps, 2, gemv=True)
+
+
+def gemv_split_k(n: int, k: int, block_n: int, block_k: int, sms: int = 132) -> int:
+    """K splits for about three GEMV programs per SM (at most one K tile per split)."""
+    return max(1, min(triton.cdiv(k, block_k), 3 * sms // triton.cdiv(n, block_n)))
 
 
 DEQUANT_CONFIG = WeightOnlyConfig(64, 64, 64, dequant_gemm=True)  # the dequantize kernel's tiles

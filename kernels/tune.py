@@ -8,36 +8,40 @@ from collections.abc import Callable
 
 import torch
 
-from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig
+from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig, gemv_split_k
 
 W = WeightOnlyConfig
 # The decode GEMV (M = 1): rows per program x columns per step x warps, K split by the heuristic (split_k 0:
-# about four programs per SM) or not at all; W loaded one tile ahead (the default) or not. num_stages does not
-# matter here: Triton pipelines only loads that feed a tl.dot.
-GEMV = [
-    W(bn, 1, bk, 0, warps, 2, gemv=True)
-    for bn, bk, warps in (
-        (128, 256, 4),
-        (64, 256, 4),
-        (64, 512, 4),
-        (32, 256, 1),
-        (32, 512, 2),
-        (128, 512, 8),
-        (256, 256, 8),
-        (64, 256, 2),
-        (16, 512, 4),
-        (128, 128, 4),
-        (256, 128, 4),
-        (64, 128, 4),
-        (128, 128, 8),
-        (32, 256, 4),
-    )
-] + [
-    W(128, 1, 256, 1, 4, 2, gemv=True),
-    W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=False),
-    W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=False),
-    W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=False),
-] + [W(64, 1, 256, split, 4, 2, gemv=True) for split in (2, 4, 8, 16)]
+# about three programs per SM), by a fixed count, or not at all; W loaded one tile ahead (the default) or not.
+# num_stages does not matter here: Triton pipelines only loads that feed a tl.dot.
+GEMV = (
+    [
+        W(bn, 1, bk, 0, warps, 2, gemv=True)
+        for bn, bk, warps in (
+            (128, 256, 4),
+            (64, 256, 4),
+            (64, 512, 4),
+            (32, 256, 1),
+            (32, 512, 2),
+            (128, 512, 8),
+            (256, 256, 8),
+            (64, 256, 2),
+            (16, 512, 4),
+            (128, 128, 4),
+            (256, 128, 4),
+            (64, 128, 4),
+            (128, 128, 8),
+            (32, 256, 4),
+        )
+    ]
+    + [
+        W(128, 1, 256, 1, 4, 2, gemv=True),
+        W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=False),
+        W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=False),
+        W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=False),
+    ]
+    + [W(64, 1, 256, split, 4, 2, gemv=True) for split in (2, 3, 4, 6, 8, 12, 16)]
+)
 TC_DECODE = [W(64, 16, 128, 0, 4, 4)]  # the tensor-core decode tile the heuristic picks at M = 16
 
 
@@ -54,10 +58,14 @@ def _cases() -> list[tuple]:
 
 
 def _split(cfg: WeightOnlyConfig, m: int, n: int, k: int) -> WeightOnlyConfig:
+    """split_k 0: the launcher's heuristic for the config's kind (GEMV or tensor-core tile)."""
     if cfg.split_k:
         return cfg
-    tiles = -(-n // cfg.block_n) * -(-m // cfg.block_m)
-    split = max(1, min(-(-k // cfg.block_k), (4 if m <= 16 else 2) * 132 // tiles))
+    if cfg.gemv:
+        split = gemv_split_k(n, k, cfg.block_n, cfg.block_k)
+    else:
+        tiles = -(-n // cfg.block_n) * -(-m // cfg.block_m)
+        split = max(1, min(-(-k // cfg.block_k), (4 if m <= 16 else 2) * 132 // tiles))
     return WeightOnlyConfig(**{**cfg.__dict__, "split_k": split})
 
 
