@@ -7,9 +7,10 @@ through an int32 view: no layout change, no shuffle) and keeps the tile in the l
   and one subtraction, then one FMA with x; per word and row, the group's contribution
   scale * sum_j x_j * (code_j - zero) is applied as scale * (sum_j x_j * code_j - zero * sum_j x_j): two FMAs
   per word, none per code, and no cross-thread reduction until the end;
-- E2M1 codes: sign, exponent and mantissa bits go to their fp32 places (value * 2**-126, exactly) and one
-  multiply restores the value; the group scale (E8M0, or E4M3; the global scale divides the result once)
-  multiplies once per word.
+- E2M1 codes: on NVIDIA GPUs two codes become an fp16 pair (value * 2**-14, exactly) with two shifts and a
+  `lop3`, then one conversion each; elsewhere sign, exponent and mantissa bits go to their fp32 places
+  (value * 2**-126, exactly) and one multiply restores the value. The power of two is undone once per word,
+  where the group scale (E8M0, or E4M3; the global scale divides the result once) multiplies.
 K is split over SPLIT_K programs when N alone does not fill the GPU. Each writes its fp32 partial sums to a
 workspace and counts itself in on a per-tile counter; the program that arrives last adds the partials in
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
@@ -43,7 +44,7 @@ def _shift(w, SHIFT: tl.constexpr):
 @triton.jit
 def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr):
     """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): the code itself for
-    integer formats, the E2M1 value for FP4."""
+    integer formats, the E2M1 value for FP4 (times 2**-14 with LOP3)."""
     if FMT <= 1:
         # Integer code c at bits P .. P+BITS-1 (P <= 15, the upper half read from w_hi) stays where it is; an
         # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) leaves
@@ -60,6 +61,27 @@ def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr)
         else:
             v = (src & MASK) | EXP
         v = v.to(tl.float32, bitcast=True) - (1 << (23 - P))
+    elif LOP3:
+        # E2M1 as fp16, two codes at once: codes J % 4 and J % 4 + 4 sit 16 bits apart, so one shift takes the
+        # exponent and mantissa bits of both to fp16 bits 9 .. 11 of each half and another takes the signs to bit
+        # 15: value * 2**-14 exactly (E2M1's 0.5 becomes an fp16 subnormal), and one conversion per code. The
+        # caller multiplies the sum by 2**14 once per word. Codes J and J + 4 build the same pair (CSE'd).
+        K4: tl.constexpr = J % 4
+        signs = _shift(w, 12 - 4 * K4) & -2147450880  # 0x80008000
+        pair = tl.inline_asm_elementwise(
+            "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", [_shift(w, 9 - 4 * K4), 0x0E000E00, signs],
+            dtype=tl.int32, is_pure=True, pack=1,
+        )  # fmt: skip
+        if J >= 4:
+            v = tl.inline_asm_elementwise(
+                "{ .reg .b16 l, h; mov.b32 {l, h}, $1; cvt.f32.f16 $0, h; }", "=r,r", [pair],
+                dtype=tl.float32, is_pure=True, pack=1,
+            )  # fmt: skip
+        else:
+            v = tl.inline_asm_elementwise(
+                "{ .reg .b16 l, h; mov.b32 {l, h}, $1; cvt.f32.f16 $0, l; }", "=r,r", [pair],
+                dtype=tl.float32, is_pure=True, pack=1,
+            )  # fmt: skip
     else:  # E2M1: exponent and mantissa bits 4J .. 4J+2 -> fp32 bits 22 .. 24, sign bit 4J+3 -> bit 31
         v = (_shift(w, 22 - 4 * J) & 0x01C00000) | (_shift(w, 28 - 4 * J) & -2147483648)
         v = v.to(tl.float32, bitcast=True) * TWO_POW_126
@@ -198,6 +220,8 @@ def _gemv_kernel(
                 s = exp2_int(e - 127)
             else:
                 s = e4m3_value(e)  # the division by the global scale is left to the end
+            if LOP3:
+                part = part * 16384.0  # the fp16 decode's 2**-14, undone exactly
             acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
 
     out = tl.sum(acc, axis=1)  # (BLOCK_N,)
