@@ -5,7 +5,7 @@
 #   3. MMLU (96 questions) with --ablations: our runner without prefix sharing, without context packing too
 # Every step writes its JSON and Markdown into $OUT/<step>/ after each task and starts no task past its
 # --budget-s; `timeout` is the hard stop behind it. Usage: bash benchmarks/gpu_harness.sh
-# FP32_TASKS=gsm8k limits step 2 to those tasks; ABLATIONS=0 skips step 3.
+# BF16_TASKS / FP32_TASKS (e.g. gsm8k) limit step 1 / 2 to those tasks; ABLATIONS=0 skips step 3.
 # CPU smoke test (a venv's python, nothing installed):
 #   PY=/path/venv/bin/python INSTALL=0 DEVICE=cpu SHAPE=tiny SCALE=0.002 FP32_SCALE=0.001 bash benchmarks/gpu_harness.sh
 set -u
@@ -35,7 +35,7 @@ bench() {  # step name, hard limit (s), then the bench arguments
   echo "== $name: exit $? after $((SECONDS - started)) s"
   grep -v "it/s\]\|it/s$" "$OUT/$name.log" | grep "^|\|^Model\|skipped\|Error\|error" | tail -25
 }
-bench bf16 170 --dtype bfloat16 --scale "$SCALE" --budget-s 125
+bench bf16 170 --dtype bfloat16 --scale "$SCALE" --budget-s 125 ${BF16_TASKS:+--tasks "$BF16_TASKS"}
 bench fp32 110 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 75 ${FP32_TASKS:+--tasks "$FP32_TASKS"}
 [ "${ABLATIONS:-1}" = 1 ] && bench bf16-mmlu-ablations 60 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --limit 96 --ablations
 ls -R "$OUT" | head -30
