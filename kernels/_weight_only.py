@@ -235,22 +235,24 @@ def _decode_block_k(group_size: int) -> int:
     return group_size
 
 
-def _gemv_config(m: int, n: int, k: int, sms: int) -> WeightOnlyConfig:
-    """GEMV tiles from the H100 sweep (benchmarks/tune-h100-run5-gemv-prefetch.json, M = 1): 64 rows x 256
-    columns per step with 4 warps was fastest or within 3% at N = K = 8192 for int4, MXFP4 and NVFP4 (27.5,
-    33.7, 33.7 us; the former 128-row tile 30.1, 33.6, 38.4 us); tall weights (N >= 4K, gate/up) take 32 rows
-    with one warp (int4 at 28672 x 4096: 39.0 us against 41.2). K is split for about three programs per SM:
-    the 64-row tile takes 130-168 registers a thread, so three programs fit on an SM at once and the grid is
-    one wave (the sweep's four per SM made 1.3 waves at N = 8192)."""
+def _gemv_config(m: int, n: int, k: int, fmt: int, sms: int) -> WeightOnlyConfig:
+    """GEMV tiles from the H100 sweeps (M = 1; benchmarks/tune-h100-run5-gemv-prefetch.json and
+    tune-h100-run6-gemv-8b.json): 64 rows x 256 columns per step with 4 warps was fastest or within noise at
+    N = K = 8192 and at Llama-3.1-8B's shapes, for int4 and FP4 alike (the former 128-row tile: 0-10% slower).
+    Integer weights split K for about four programs per SM, FP4 for about three (int4 at 8192^2: 27.8 us at
+    four, 30.3 at three; MXFP4: 35.5 at four, 30.0 at three). Tall integer weights (N >= 4K, gate/up) take 32
+    rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7); FP4 there keeps four warps."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
-    block_n, block_k, warps = (32, 256, 1) if n >= 4 * k else (64, 256, 4)
-    return WeightOnlyConfig(block_n, 1, block_k, gemv_split_k(n, k, block_n, block_k, sms), warps, 2, gemv=True)
+    fp4 = fmt in (FMT_MXFP4, FMT_NVFP4)
+    block_n, block_k, warps = (32, 256, 1) if n >= 4 * k and not fp4 else (64, 256, 4)
+    split_k = gemv_split_k(n, k, block_n, block_k, 3 if fp4 else 4, sms)
+    return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 2, gemv=True)
 
 
-def gemv_split_k(n: int, k: int, block_n: int, block_k: int, sms: int = 132) -> int:
-    """K splits for about three GEMV programs per SM (at most one K tile per split)."""
-    return max(1, min(triton.cdiv(k, block_k), 3 * sms // triton.cdiv(n, block_n)))
+def gemv_split_k(n: int, k: int, block_n: int, block_k: int, per_sm: int, sms: int = 132) -> int:
+    """K splits for about `per_sm` GEMV programs per SM (at most one K tile per split)."""
+    return max(1, min(triton.cdiv(k, block_k), per_sm * sms // triton.cdiv(n, block_n)))
 
 
 DEQUANT_CONFIG = WeightOnlyConfig(64, 64, 64, dequant_gemm=True)  # the dequantize kernel's tiles
@@ -259,7 +261,7 @@ DEQUANT_CONFIG = WeightOnlyConfig(64, 64, 64, dequant_gemm=True)  # the dequanti
 def pick_config(m: int, n: int, k: int, group_size: int, fmt: int, gemv: bool = False) -> WeightOnlyConfig:
     """Shape heuristic (tuned on H100, see benchmarks/NOTES-kernels.md); `gemv`: the GEMV applies."""
     if gemv:
-        return _gemv_config(m, n, k, 132)
+        return _gemv_config(m, n, k, fmt, 132)
     if m >= DEQUANT_GEMM_MIN_M:
         return DEQUANT_CONFIG
     return fused_config(m, n, k, group_size, fmt)

@@ -12,8 +12,8 @@ from ._weight_only import FMT_INT4, FMT_MXFP4, FMT_NVFP4, WeightOnlyConfig, gemv
 
 W = WeightOnlyConfig
 # The decode GEMV (M = 1): rows per program x columns per step x warps, K split by the heuristic (split_k 0:
-# about three programs per SM), by a fixed count, or not at all; W loaded one tile ahead (the default) or not.
-# num_stages does not matter here: Triton pipelines only loads that feed a tl.dot.
+# about four programs per SM for int4, three for FP4), by a fixed count, or not at all; W loaded one tile
+# ahead (the default) or not. num_stages does not matter here: Triton pipelines only loads that feed a tl.dot.
 GEMV = (
     [
         W(bn, 1, bk, 0, warps, 2, gemv=True)
@@ -57,12 +57,12 @@ def _cases() -> list[tuple]:
     return cases
 
 
-def _split(cfg: WeightOnlyConfig, m: int, n: int, k: int) -> WeightOnlyConfig:
+def _split(cfg: WeightOnlyConfig, kind: str, m: int, n: int, k: int) -> WeightOnlyConfig:
     """split_k 0: the launcher's heuristic for the config's kind (GEMV or tensor-core tile)."""
     if cfg.split_k:
         return cfg
     if cfg.gemv:
-        split = gemv_split_k(n, k, cfg.block_n, cfg.block_k)
+        split = gemv_split_k(n, k, cfg.block_n, cfg.block_k, 4 if kind == f"wo{FMT_INT4}" else 3)
     else:
         tiles = -(-n // cfg.block_n) * -(-m // cfg.block_m)
         split = max(1, min(-(-k // cfg.block_k), (4 if m <= 16 else 2) * 132 // tiles))
@@ -90,7 +90,7 @@ def _fn(case, cache: dict) -> Callable:
     q, s, extra = cache[key]
     fmt = int(kind[2:])
     group = {FMT_INT4: 128, FMT_MXFP4: 32, FMT_NVFP4: 16}[fmt]
-    return lambda: _weight_only.launch(x, q, s, None, extra, None, group, fmt, _split(cfg, m, n, k))
+    return lambda: _weight_only.launch(x, q, s, None, extra, None, group, fmt, _split(cfg, kind, m, n, k))
 
 
 def _worker(cases) -> None:
