@@ -131,11 +131,27 @@ _COMPILED: dict = {}
 
 
 def compiled(backend: str = "inductor") -> dict:
-    """The step functions compiled once per process and backend, without graph breaks (fullgraph). Shapes
-    start static; a second batch size or cache length recompiles them once with those dimensions dynamic."""
+    """The step functions compiled once per process and backend, without graph breaks (fullgraph), with batch
+    size and cache length dynamic from the first compile: a generation run's batches change both, and with
+    static first shapes each of the two changes recompiled once, inside the timed work (torch still compiles a
+    one-row batch separately: it specializes sizes 0 and 1)."""
     if backend not in _COMPILED:
-        _COMPILED[backend] = {name: torch.compile(fn, fullgraph=True, backend=backend) for name, fn in EAGER.items()}
+        _COMPILED[backend] = {name: _unducked(torch.compile(fn, fullgraph=True, backend=backend, dynamic=True))
+                              for name, fn in EAGER.items()}  # fmt: skip
     return _COMPILED[backend]
+
+
+def _unducked(fn):
+    """`fn` compiled without duck sizing, which would tie the batch to any other dimension of the same size at
+    the first compile (2 rows to the stacked keys/values' 2, 32 rows to 32 heads) and recompile when a later
+    batch breaks the tie. Python runs here only outside CUDA graphs (warm-up, prefill, eager steps)."""
+    from torch.fx.experimental import _config
+
+    def call(*args):
+        with _config.patch(use_duck_shape=False):
+            return fn(*args)
+
+    return call
 
 
 def _no_recompile():
@@ -281,8 +297,8 @@ def pick_decoder(model: torch.nn.Module, batch: int, length: int, cuda_graphs: b
     HF decoder off CUDA or with CUDA graphs switched off. Measured on an H100 (2026-12-06, Llama-3.1-8B shapes,
     batch 1, `bash benchmarks/gpu_e2e_graph.sh`): the step decodes 1.29-1.42x faster than the HF forward in a
     CUDA graph, with the eager forward's greedy tokens in float32 (tests/test_decode_graph.py). Inductor
-    compiles the step's functions once per process (and once more when a second batch size or cache length
-    makes their shapes dynamic)."""
+    compiles the step's functions once per process, with dynamic shapes (and once more for a one-row
+    batch)."""
     from evalsuite.graphs import DynamicDecoder, StaticDecoder
 
     device = next(model.parameters()).device
