@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Leaderboard-shaped harness bench on one GPU (issue 16), in one device call of about 5 minutes on an H100:
 #   1. bf16 at --scale ${SCALE:-0.02}: MMLU, HellaSwag, ARC-C, GSM8K, Llama-3.1-8B shapes, ours vs lm-eval's HF backend
-#   2. fp32 equality at --scale 0.005, at most 16 documents a task (log-likelihoods within 1e-4, same generations)
+#   2. fp32 equality at --scale 0.005, at most 16 documents a task (log-likelihoods within 1e-4, same generations),
+#      with lm-eval against itself at batch size 1 (--reference-spread) as the yardstick for the difference
 #   3. MMLU (96 questions) with --ablations: our runner without prefix sharing, without context packing too
 # Every step writes its JSON and Markdown into $OUT/<step>/ after each task and starts no task past its
 # --budget-s; `timeout` is the hard stop behind it. Usage: bash benchmarks/gpu_harness.sh
@@ -36,6 +37,6 @@ bench() {  # step name, hard limit (s), then the bench arguments
   grep -v "it/s\]\|it/s$" "$OUT/$name.log" | grep "^|\|^Model\|skipped\|Error\|error" | tail -25
 }
 bench bf16 170 --dtype bfloat16 --scale "$SCALE" --budget-s 125 ${BF16_TASKS:+--tasks "$BF16_TASKS"}
-bench fp32 110 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 75 ${FP32_TASKS:+--tasks "$FP32_TASKS"}
+bench fp32 110 --dtype float32 --scale "$FP32_SCALE" --limit 16 --budget-s 75 --reference-spread ${FP32_TASKS:+--tasks "$FP32_TASKS"}
 [ "${ABLATIONS:-1}" = 1 ] && bench bf16-mmlu-ablations 60 --dtype bfloat16 --scale "$SCALE" --tasks mmlu --limit 96 --ablations
 ls -R "$OUT" | head -30

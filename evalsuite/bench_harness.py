@@ -189,6 +189,15 @@ def table(rows: list[dict], head: str) -> str:
             f"{r['lm_eval_requests_s']} | {r['evalsuite_requests_s']} | {r['requests_speedup']}x | "
             f"{max(r['metric_abs_diff'].values(), default=0):.2e} | {ll} | {gens} |"
         )
+    spread = [r for r in rows if r.get("lm_eval_batch1_loglikelihood_diff") is not None]
+    if spread:
+        lines += ["", "How far lm-eval's own log-likelihoods move between batch size 1 and the batched run "
+                  "(--reference-spread):", "", "| task | lm-eval batch 1 vs batched | evalsuite vs lm-eval |",
+                  "|---|---|---|"]  # fmt: skip
+        for r in spread:
+            lines.append(
+                f"| {r['task']} | {r['lm_eval_batch1_loglikelihood_diff']:.2e} | {r['max_loglikelihood_diff']:.2e} |"
+            )
     scored = [r for r in rows if any(r.get("evalsuite_scoring_s", {}).values())]
     if scored:
         phases = list(scored[0]["evalsuite_scoring_s"])
@@ -234,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         help="float32 makes the equality check meaningful (bf16 rounding differs with batch shapes)",
     )
     parser.add_argument("--ablations", action="store_true", help="also time our runner without each optimization")
+    parser.add_argument(
+        "--reference-spread",
+        action="store_true",
+        help="also run lm-eval's HF backend at batch size 1 (untimed) and report how far its log-likelihoods move "
+        "from its own batched run: the spread that batch shapes alone cause, against which ours is read",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
     parser.add_argument(
         "--budget-s", type=float, default=None, help="start no further task after this many seconds (rows so far kept)"
@@ -276,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.ablations:
             row["ablations_requests_s"] = ablations(model, tokenizer, args, task_configs_)
+        if args.reference_spread and row["max_loglikelihood_diff"] is not None:
+            single = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, device=str(device))
+            alone, _ = _evaluate(single, task_configs_, args.limit)
+            row["lm_eval_batch1_loglikelihood_diff"] = _max_ll_diff(_responses(theirs), _responses(alone))
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(args, rows, header(args, model, label, device), kernels)  # each task's row kept as it finishes

@@ -32,11 +32,16 @@ def test_text_lengths_follow_the_drawn_token_counts():
 def test_both_harnesses_agree_in_float32_on_the_embedded_model(tmp_path):
     out = tmp_path / "out"
     args = ["--scale", "0.001", "--limit", "2", "--tasks", "mmlu,hellaswag,gsm8k", "--device", "cpu"]
-    assert main([*args, "--dtype", "float32", "--batch-size", "4", "--out", str(out)]) == 0
+    assert main([*args, "--dtype", "float32", "--batch-size", "4", "--reference-spread", "--out", str(out)]) == 0
     rows = {r["task"]: r for r in json.loads((out / "bench-harness.json").read_text())["rows"]}
     assert set(rows) == {"mmlu", "hellaswag", "gsm8k"}
     for task in ("mmlu", "hellaswag"):
         assert rows[task]["max_loglikelihood_diff"] < 1e-4 and max(rows[task]["metric_abs_diff"].values()) == 0
     assert rows["gsm8k"]["docs"] == 1 and rows["mmlu"]["docs"] == 2
     assert rows["gsm8k"]["identical_generations"] == rows["gsm8k"]["generations"] == 2  # one per filter
-    assert "| mmlu |" in (out / "bench-harness.md").read_text()
+    table = (out / "bench-harness.md").read_text()
+    assert "| mmlu |" in table
+    # lm-eval against itself at batch size 1: a spread for each log-likelihood task, none for generation
+    assert all(0 <= rows[t]["lm_eval_batch1_loglikelihood_diff"] < 1e-4 for t in ("mmlu", "hellaswag"))
+    assert "lm_eval_batch1_loglikelihood_diff" not in rows["gsm8k"]
+    assert "| hellaswag | " in table.split("lm-eval batch 1 vs batched")[1]
