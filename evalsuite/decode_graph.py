@@ -25,6 +25,8 @@ import logging
 
 import torch
 
+from evalsuite.fused_linears import FusedGroup, fused
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -197,13 +199,23 @@ class GraphDecoder:
         self.graph = None
         self.logits = None
         self.calls = 0
+        self.groups = [self._fuse(layer) for layer in self.inner.layers]
+        fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
+        if fused:
+            self.path += f"; q/k/v and gate/up fused in {fused}/{2 * len(self.groups)} groups"
         if not self.graphs:
             why = "switched off" if self.device.type == "cuda" else "they need CUDA"
             log.info("graph decoder on %s: CUDA graphs skipped (%s), steps run eagerly", self.device, why)
 
     def describe(self) -> str:
         return f"graph decoder ({self.path})"
+
+    @staticmethod
+    def _fuse(layer) -> tuple:
+        """The layer's (q, k, v) and (gate, up) projections as fused groups where they can be (fused_linears)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        return fused(attn.q_proj, attn.k_proj, attn.v_proj), fused(mlp.gate_proj, mlp.up_proj)
 
     def _forward(self, ids, positions, index, mask, fns: dict, span: int | None = None) -> torch.Tensor:
         """One pass over T new tokens per row: writes their keys/values at cache slots `index` (T,), attends
@@ -216,15 +228,18 @@ class GraphDecoder:
         x = fns["norm"](h, first.weight, first.variance_epsilon)
         for i, layer in enumerate(layers):
             attn, mlp = layer.self_attn, layer.mlp
+            qkv, gate_up = self.groups[i]
             qk_norm = None
             if hasattr(attn, "q_norm"):
                 qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
-            q, kv = fns["rope"](attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), cos, sin, self.head_dim, qk_norm)
+            projections = qkv(x) if isinstance(qkv, FusedGroup) else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+            q, kv = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm)
             self.kv[i].index_copy_(3, index, kv)
             out = attn.o_proj(fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale))
             post = layer.post_attention_layernorm
             h, x = fns["add_norm"](h, out, post.weight, post.variance_epsilon)
-            down = mlp.down_proj(fns["gated"](mlp.gate_proj(x), mlp.up_proj(x)))
+            gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
+            down = mlp.down_proj(fns["gated"](gate, up))
             following = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.inner.norm
             h, x = fns["add_norm"](h, down, following.weight, following.variance_epsilon)
         return self.model.lm_head(x[:, -1:]).squeeze(1)

@@ -130,6 +130,56 @@ class QuantLinear(nn.Module):
         weight = scheme.resolved_format().quantize(linear.weight.detach(), scheme.weights)
         return cls(weight, linear.bias, scheme.input_activations, backend)
 
+    @classmethod
+    def concatenated(cls, layers: list[QuantLinear]) -> QuantLinear:
+        """One layer whose output is the given layers' outputs side by side (out_features concatenated), for
+        layers that read the same input; ValueError names what keeps them apart. Per-row tensors are
+        concatenated and the layers' own buffers become views into the new layer's, so nothing is stored twice;
+        per-tensor ones (a global or input scale) must be equal and are shared."""
+        first = layers[0]
+        for name in ("kind", "in_features", "group_size", "bits", "storage_bits", "act_granularity",
+                     "fp8_accumulation"):  # fmt: skip
+            values = {getattr(layer, name) for layer in layers}
+            if len(values) > 1:
+                raise ValueError(f"the layers differ in {name}: {sorted(map(str, values))}")
+        if len({layer.backend.name for layer in layers}) > 1:
+            raise ValueError("the layers run on different kernel backends")
+        rows: dict[str, torch.Tensor] = {}
+        shared: dict[str, torch.Tensor | None] = {}
+        for name in ("qdata", "scale", "zero_point", "global_scale", "input_scale", "bias"):
+            tensors = [getattr(layer, name) for layer in layers]
+            if all(t is None for t in tensors):
+                shared[name] = None
+            elif any(t is None for t in tensors):
+                raise ValueError(f"{name} is present in some of the layers only")
+            elif name not in ("global_scale", "input_scale") and all(
+                t.shape[0] == layer.out_features for t, layer in zip(tensors, layers, strict=True)
+            ):
+                rows[name] = torch.cat(tensors)
+            elif all(t.numel() == 1 and torch.equal(t, tensors[0]) for t in tensors):
+                shared[name] = tensors[0]
+            else:
+                raise ValueError(f"{name} is neither per output row nor one value shared by the layers")
+        tensors = {**shared, **rows}
+        weight = QuantizedWeight(
+            first.kind, (sum(layer.out_features for layer in layers), first.in_features), tensors["qdata"],
+            tensors["scale"], tensors["zero_point"], tensors["global_scale"], first.group_size, first.bits,
+            first.storage_bits,
+        )  # fmt: skip
+        fused = cls(weight, None, None, first.backend)
+        fused.bias = tensors["bias"]
+        fused.input_scale = tensors["input_scale"]
+        fused.act_granularity = first.act_granularity
+        fused.use_backend(first.backend)
+        fused.fp8_accumulation = first.fp8_accumulation
+        fused.kernels = list(first.kernels)
+        start = 0
+        for layer in layers:
+            for name, tensor in rows.items():
+                setattr(layer, name, tensor[start : start + layer.out_features])
+            start += layer.out_features
+        return fused
+
     def quantized_weight(self) -> QuantizedWeight:
         return QuantizedWeight(
             self.kind,

@@ -55,7 +55,8 @@ def test_greedy_tokens_match_the_eager_hf_path_on_the_embedded_model(tiny):
     assert got == want
     for a, b in zip(got_logits, want_logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    assert decoder.graphs is False and decoder.describe() == "graph decoder (eager)"  # CPU: no graph, and said
+    assert decoder.graphs is False  # CPU: no graph, and said; the embedded model's 4 layers fused q/k/v, gate/up
+    assert decoder.describe() == "graph decoder (eager; q/k/v and gate/up fused in 8/8 groups)"
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
@@ -206,7 +207,8 @@ def test_bench_e2e_puts_the_decoders_side_by_side(tmp_path):
             assert row[f"roofline_b1_{kind}"] == pytest.approx(
                 row["weight_bytes"] * row[f"decode_tok_s_b1_{kind}"] / (data["meta"]["copy_gb_s"] * 1e9)
             )
-        assert row["decoders"]["graph"] == "graph decoder (eager)"  # CPU: the graph is skipped, and it says so
+        # CPU: the graph is skipped, and it says so; one layer, its two groups fused
+        assert row["decoders"]["graph"] == "graph decoder (eager; q/k/v and gate/up fused in 2/2 groups)"
     table = (tmp_path / "bench-e2e.md").read_text()
     assert "| graph / hf |" in table and "W8A8_INT8" in table and "(1.00x)" in table
     with pytest.raises(SystemExit):
@@ -225,7 +227,8 @@ def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = models.load(models.resolve_model("embedded:tiny"), "cuda", "float32").model
     decoder = GraphDecoder(model, batch_size=3, max_len=48)
-    assert decoder.graphs and decoder.describe() == "graph decoder (cuda-graph, inductor-compiled)"
+    assert decoder.graphs
+    assert decoder.describe() == "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups)"
     for contexts in (CONTEXTS, [[9, 8, 7, 6, 5], [4, 3]]):
         want, want_logits = greedy(DynamicDecoder(model), contexts, 16)
         got, got_logits = greedy(decoder, contexts, 16)
@@ -265,7 +268,8 @@ def test_on_cuda_the_harness_decodes_with_the_step_unless_it_cannot(monkeypatch)
     monkeypatch.setattr(decode_graph, "_LOGGED", set())
     model = random_model("llama").cuda()
     decoder, path = pick_decoder(model, 2, 64)
-    assert isinstance(decoder, GraphDecoder) and path == "graph decoder (cuda-graph, inductor-compiled)"
+    assert isinstance(decoder, GraphDecoder)
+    assert path == "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 4/4 groups)"
     decoder, path = pick_decoder(model, 2, 64, step=False)
     assert isinstance(decoder, StaticDecoder) and path == "HF forward in a CUDA graph (asked for)"
     model.config.sliding_window = 16
