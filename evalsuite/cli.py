@@ -6,8 +6,8 @@ errors never load torch, Triton or lm-eval.
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
     evalsuite export SUITE --variant NAME --out DIR
-    evalsuite explain RUN_DIR --variant NAME [--by layer|block|type] [--budget CALLS]
-    evalsuite fix RUN_DIR --gate gate.yaml [--variant NAME] [--keep-as float|SCHEME]
+    evalsuite explain RUN_DIR --variant NAME [--by layer|block|type] [--measure bisect|alone] [--budget CALLS]
+    evalsuite fix RUN_DIR --gate gate.yaml [--variant NAME] [--keep-as float|SCHEME] [--measure bisect|alone]
     evalsuite bench kernels|e2e|harness [options]
     evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
     evalsuite scaling-fit --out DIR [--sweep sweep.json] [--speedup PRECISION=RATIO ...]
@@ -140,7 +140,7 @@ def cmd_explain(args) -> int:
 
     gate = gating.load_gate_config(args.gate) if args.gate else None
     failed, probe = _probe(args, args.variant, gate)
-    result = explain(probe, args.by)
+    result = explain(probe, args.by, measure=args.measure)
     print(format_explanation(result))
     print(f"written: {write_explanation(failed, result)}")
     _rerender(args.run_dir)
@@ -169,7 +169,7 @@ def cmd_fix(args) -> int:
     passed = True
     for variant in variants:
         failed, probe = _probe(args, variant, gate)
-        result = fix(failed, gate, probe, args.by, args.keep_as)
+        result = fix(failed, gate, probe, args.by, args.keep_as, args.measure)
         print(format_fix(result))
         passed = passed and result["passed"]
     _rerender(args.run_dir)
@@ -438,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["layer", "block", "type"],
             default="layer",
             help="restore each layer, each decoder block, or each layer type (all down_proj) at once",
+        )
+        cmd.add_argument(
+            "--measure",
+            choices=["bisect", "alone"],
+            default="bisect",
+            help="bisect: halve the candidates when there are more than 8 groups (fewer are each restored alone); "
+            "alone: restore every group on its own (one trial per group)",
         )
         cmd.add_argument("--docs", type=int, default=64, help="documents per task (and fidelity texts) measured")
         cmd.add_argument("--budget", type=int, default=2000, help="most model calls (forward passes) to spend")

@@ -1,7 +1,8 @@
 """`evalsuite fix`: the fewest layers to keep in higher precision so that a failed variant passes the gate.
 
 1. Rank: explain the variant once (`evalsuite.sensitivity`): the groups by the measured share of its loss
-   they recover, then those not measured in proxy order.
+   they recover beyond the subset's noise, then by the share of the KLD they recover; then those not
+   measured, in proxy order.
 2. Screen on the subset: restore the first k groups of that ranking, k = 1, 2, 4, ... until the subset
    passes the gate's rules at its point estimate, then halve the last step down to the smallest such k.
 3. Verify with full runs of the suite (the failed run's store serves every answer already computed; the
@@ -29,7 +30,7 @@ import yaml
 
 from evalsuite.gating import GateConfig, evaluate_gate, format_outcome
 from evalsuite.probing import BudgetExhausted, FailedRun, Probe, restored_overrides
-from evalsuite.sensitivity import explain, format_explanation, groups_of, proxy_order
+from evalsuite.sensitivity import explain, format_explanation, groups_of, helps, proxy_order, rank_key
 from evalsuite.suites.fidelity import remember_reference
 
 log = logging.getLogger("evalsuite")
@@ -120,14 +121,15 @@ def _cost(record: dict) -> dict:
 
 
 def ranking(found: dict, layers: list[dict], by: str) -> list[tuple[str, list[str]]]:
-    """Groups in the order to restore them: those that recover a positive measured share (largest first),
-    then the unmeasured ones in proxy order, then those measured to recover nothing."""
+    """Groups in the order to restore them: those measured to recover something (by `rank_key`: the share
+    beyond the subset's noise, then the KLD share), then the unmeasured ones in proxy order, then those
+    measured to recover nothing."""
     groups = groups_of(layers, by)
-    measured = {f["group"]: f["share"] for f in found["findings"]}
-    helps = sorted((g for g, s in measured.items() if s is not None and s > 0), key=lambda g: -measured[g])
+    measured = {f["group"]: f for f in found["findings"]}
+    useful = sorted((g for g, f in measured.items() if helps(f)), key=lambda g: rank_key(measured[g]), reverse=True)
     rest = [g for g in proxy_order(groups, layers) if g not in measured]
-    idle = [g for g in proxy_order(groups, layers) if g in measured and g not in helps]
-    return [(g, groups[g]) for g in helps + rest + idle]
+    idle = [g for g in proxy_order(groups, layers) if g in measured and g not in useful]
+    return [(g, groups[g]) for g in useful + rest + idle]
 
 
 def _prefix(order: list[tuple[str, list[str]]], k: int) -> list[str]:
@@ -156,15 +158,23 @@ def screen(probe: Probe, order: list, result: dict) -> int:
     return passed_at
 
 
-def fix(failed: FailedRun, gate: GateConfig, probe: Probe, by: str = "layer", keep: str | dict = "float") -> dict:
-    """Rank once, screen prefixes of the ranking on the subset, verify with full runs until one passes (or
-    the budget ends); the recipe's size and speed beside the original's."""
+def fix(
+    failed: FailedRun,
+    gate: GateConfig,
+    probe: Probe,
+    by: str = "layer",
+    keep: str | dict = "float",
+    measure: str = "bisect",
+) -> dict:
+    """Rank once (`measure` as in `explain`), screen prefixes of the ranking on the subset, verify with full runs
+    until one passes (or the budget ends); the recipe's size and speed beside the original's."""
     probe.gate = gate
-    result = {"variant": failed.spec.name, "keep_as": keep, "by": by, "rounds": [], "screened": [], "verified": []}
+    result = {"variant": failed.spec.name, "keep_as": keep, "by": by, "measure": measure}
+    result |= {"rounds": [], "screened": [], "verified": []}
     result |= {"passed": False, "stopped": None, "restored": [], "groups": []}
     with remember_reference():
         try:
-            found = explain(probe, by)
+            found = explain(probe, by, measure=measure)
             result["rounds"].append(found)
             if found["stopped"]:
                 raise BudgetExhausted(found["stopped"])

@@ -1,11 +1,17 @@
 """`evalsuite explain`: which layers cause a variant's loss, measured by restoring them, not guessed by proxy.
 
 Layers are grouped (`by`: each layer, each decoder block, or each layer type such as every `down_proj`) and
-ordered by the proxy the run already holds (each layer's output SQNR, lowest first). With few groups each is
-restored on its own. With more than `bisect_above`, the candidates are halved: the half that comes first in
-proxy order is restored; if it recovers at least `most` of the loss it becomes the candidates, else the
-other half is tried; when neither half does, the loss is spread and the remaining candidates are measured
-one by one. The verdict is always the measured share of the loss each group recovers.
+ordered by the proxy the run already holds (each layer's output SQNR, lowest first). `measure="alone"`
+restores each group on its own; so does `"bisect"` (the default) up to `bisect_above` groups. Past that it
+halves the candidates: the half that comes first in proxy order is restored; if it recovers at least `MOST`
+of the loss it becomes the candidates, else the other half is tried; when neither half does, the loss is
+spread and the remaining candidates are measured one by one.
+
+The verdict is the measured share of the loss each group recovers. A share on the subset's accuracy counts
+only beyond the subset's sampling interval (`beyond_noise`: the share at the restored copy's lower recovery
+bound, at least 0), so a group that recovers three answers out of 32 does not outrank one that recovers none
+when both are inside the noise; groups whose accuracy share is within it are ranked by how much of the KLD
+they recover, and the KLD share breaks ties.
 
     found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
     found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
@@ -21,6 +27,7 @@ from evalsuite.probing import BudgetExhausted, Measured, Probe
 log = logging.getLogger("evalsuite")
 
 GRANULARITIES = ("layer", "block", "type")
+MEASURES = ("bisect", "alone")
 BISECT_ABOVE = 8  # more groups than this are bisected; fewer are each measured
 MOST = 0.5  # a half that recovers at least this share of the loss holds the culprit
 
@@ -56,41 +63,64 @@ def proxy_order(groups: dict[str, list[str]], layers: list[dict]) -> list[str]:
 
 def share(reference: Measured, m: Measured) -> dict:
     """The share of the reference's loss that `m` recovers: on the failing tasks' recovery when the subset
-    shows a loss (its interval from m's 95% recovery intervals), else on the KLD; and the KLD share beside it."""
+    shows a loss (its interval from m's 95% recovery intervals), else on the KLD; and the KLD share beside it.
+    `beyond_noise` is the part of it outside the subset's sampling interval (the share at m's lower recovery
+    bound, at least 0; on the KLD basis, which has no interval, the KLD share): what ranks the groups."""
     out: dict = {"kld_share": None}
     if reference.kld and m.kld is not None:
         out["kld_share"] = (reference.kld - m.kld) / reference.kld
     gap = reference.gap()
     if gap > 0:
-        out.update(
-            basis="recovery",
-            share=(gap - m.gap()) / gap,
-            low=(gap - m.gap("low")) / gap,
-            high=(gap - m.gap("high")) / gap,
-        )
+        low = (gap - m.gap("low")) / gap
+        out.update(basis="recovery", share=(gap - m.gap()) / gap, low=low, high=(gap - m.gap("high")) / gap)
+        out["beyond_noise"] = max(0.0, low)
     else:
         out.update(basis="kld", share=out["kld_share"], low=None, high=None)
+        out["beyond_noise"] = None if out["kld_share"] is None else max(0.0, out["kld_share"])
     return out
+
+
+def rank_key(found: dict) -> tuple[float, float]:
+    """Sorts groups (descending): the share beyond the noise, then the KLD share (the tie-break, and the whole
+    ranking when every accuracy share is within the noise)."""
+    worst = float("-inf")
+    beyond, kld = found.get("beyond_noise"), found.get("kld_share")
+    return (worst if beyond is None else beyond, worst if kld is None else kld)
+
+
+def helps(found: dict) -> bool:
+    """Measured to recover something: a share beyond the noise, or part of the KLD."""
+    return (found.get("beyond_noise") or 0) > 0 or (found.get("kld_share") or 0) > 0
 
 
 def _finding(group: str, layers: list[str], reference: Measured, m: Measured) -> dict:
     return {"group": group, "layers": layers, **share(reference, m), "recovery": m.recovery, "kld": m.kld}
 
 
-def explain(probe: Probe, by: str = "layer", base: list[str] | None = None, bisect_above: int = BISECT_ABOVE) -> dict:
+def explain(
+    probe: Probe,
+    by: str = "layer",
+    base: list[str] | None = None,
+    measure: str = "bisect",
+    bisect_above: int = BISECT_ABOVE,
+) -> dict:
     """Rank the groups of the probe's variant (with `base` already restored) by the share of its loss they
-    recover. Stops at the probe's budget, keeping what it measured (`stopped` says so)."""
+    recover (`rank_key`). `measure`: "bisect" halves the candidates past `bisect_above` groups, "alone"
+    restores every group on its own. Stops at the probe's budget, keeping what it measured (`stopped` says so)."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure {measure!r}: use one of {', '.join(MEASURES)}")
     base = sorted(base or [])
     layers = [x for x in probe.failed.layers if x["name"] not in base]
     groups = groups_of(layers, by)
     order = proxy_order(groups, layers)
-    result = {"variant": probe.failed.spec.name, "by": by, "base": base, "tasks": probe.tasks, "docs": probe.docs}
+    result = {"variant": probe.failed.spec.name, "by": by, "measure": measure, "base": base, "tasks": probe.tasks}
+    result["docs"] = probe.docs
     result |= {"budget": probe.budget, "trail": [], "findings": [], "stopped": None}
     try:
         reference = probe.reference(base)
         result["reference"] = {"recovery": reference.recovery, "kld": reference.kld}
         candidates = order
-        if len(order) > bisect_above:
+        if measure == "bisect" and len(order) > bisect_above:
             candidates = _bisect(probe, groups, order, base, reference, result)
         for group in candidates:  # one at a time: what was measured stays when the budget runs out
             m = probe.measure([base + groups[group]])[0]
@@ -98,23 +128,29 @@ def explain(probe: Probe, by: str = "layer", base: list[str] | None = None, bise
     except BudgetExhausted as err:
         result["stopped"] = str(err)
         log.warning("explain stopped: %s; what was measured so far is kept", err)
-    result["findings"].sort(key=lambda f: -(f["share"] if f["share"] is not None else float("-inf")))
+    result["findings"].sort(key=rank_key, reverse=True)
     result["calls"] = probe.spent
     return result
 
 
 def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], reference: Measured, result: dict) -> list:
+    """Halves the candidates while one half recovers at least MOST of the loss beyond the noise; when both
+    halves' accuracy shares are within the noise, a half that recovers MOST of the KLD is taken instead."""
     candidates = order
     while len(candidates) > 1:
         half = len(candidates) // 2
-        chosen = None
+        chosen, tried = None, []
         for part in (candidates[:half], candidates[half:]):
             layers = [n for g in part for n in groups[g]]
             found = share(reference, probe.measure([base + layers])[0])
-            result["trail"].append({"groups": part, "share": found["share"], "basis": found["basis"]})
-            if found["share"] is not None and found["share"] >= MOST:
+            tried.append((part, found))
+            keys = ("share", "beyond_noise", "kld_share", "basis")
+            result["trail"].append({"groups": part, **{k: found[k] for k in keys}})
+            if (found["beyond_noise"] or 0) >= MOST:
                 chosen = part
                 break
+        if chosen is None and all(not f["beyond_noise"] for _, f in tried):
+            chosen = next((part for part, f in tried if (f["kld_share"] or 0) >= MOST), None)
         if chosen is None:
             log.info(
                 "neither half recovers %d%% of the loss: measuring the %d groups left one by one",
@@ -129,7 +165,8 @@ def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], refer
 def format_explanation(result: dict) -> str:
     """The ranking as text: the groups responsible first, each with its measured share and interval."""
     lines = [
-        f"{result['variant']}: {len(result['findings'])} group(s) by {result['by']} measured on "
+        f"{result['variant']}: {len(result['findings'])} group(s) by {result['by']}"
+        f"{' (each alone)' if result['measure'] == 'alone' else ''} measured on "
         f"{', '.join(result['tasks']) or 'the fidelity texts'} (first {result['docs']} documents), "
         f"{result['calls']} model calls of {result['budget']}"
     ]
@@ -139,7 +176,8 @@ def format_explanation(result: dict) -> str:
         interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
         kld = f", KLD share {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
         share_text = "n/a" if f["share"] is None else f"{100 * f['share']:.0f}%"
-        lines.append(f"  {f['group']}: recovers {share_text}{interval} of the loss ({f['basis']}){kld}")
+        basis = f["basis"] + ("; within noise" if f["basis"] == "recovery" and not f["beyond_noise"] else "")
+        lines.append(f"  {f['group']}: recovers {share_text}{interval} of the loss ({basis}){kld}")
     if result["stopped"]:
         lines.append(f"  stopped: {result['stopped']}")
     return "\n".join(lines)

@@ -14,7 +14,11 @@ def _share(f: dict) -> str:
     if f.get("share") is None:
         return "n/a"
     interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
-    return f"{100 * f['share']:.0f}%{interval} ({f['basis']})"
+    basis = f["basis"]
+    if basis == "recovery" and not f.get("beyond_noise"):
+        basis += "; within noise"
+    kld = f", KLD {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
+    return f"{100 * f['share']:.0f}%{interval} ({basis}{kld})"
 
 
 def _cost(c: dict) -> str:
@@ -25,12 +29,17 @@ def _cost(c: dict) -> str:
     return ", ".join(parts)
 
 
+def _helps(f: dict) -> bool:
+    """evalsuite.sensitivity.helps, on the stored finding (reports read JSON and import no torch)."""
+    return (f.get("beyond_noise") or 0) > 0 or (f.get("kld_share") or 0) > 0
+
+
 def _responsible(found: dict, groups: list[str] | None) -> str:
     """The groups the recipe restores (or, from explain alone, the five that recover most), each with its
     measured share of the loss; a group restored without being measured alone says so."""
     shares = {f["group"]: f for f in found.get("findings", [])}
-    if groups is None:
-        groups = [f["group"] for f in found.get("findings", []) if (f.get("share") or 0) > 0][:5]
+    if groups is None:  # findings are stored in rank order
+        groups = [f["group"] for f in found.get("findings", []) if _helps(f)][:5]
     parts = [f"{g}: {_share(shares[g]) if g in shares else 'not measured alone'}" for g in groups]
     return "; ".join(parts) or "none measured"
 

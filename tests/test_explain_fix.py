@@ -18,7 +18,7 @@ from evalsuite.fixing import fix
 from evalsuite.gating import parse_gate_config
 from evalsuite.probing import ExplainError, Probe, load_failed_run
 from evalsuite.runner import run_suite
-from evalsuite.sensitivity import explain, groups_of
+from evalsuite.sensitivity import explain, format_explanation, groups_of
 
 BAD = "model.layers.1.mlp.down_proj"
 INT2 = {"weights": {"num_bits": 2, "type": "int", "strategy": "tensor"}}  # deliberately bad
@@ -165,6 +165,80 @@ def test_the_search_finds_the_smallest_passing_prefix(monkeypatch, subset_from, 
     assert probe.asked == screened and [s["k"] for s in result["screened"]] == screened
     assert fixing._verify_from(None, None, probe, "float", order, k, result) == found
     assert runs == verified
+
+
+class AdditiveProbe:
+    """A probe without a model: the variant recovers 80% [70, 90] of one task with mean KLD 1.0; each restored
+    layer adds its (recovery, KLD) effect; the restored copy's interval is its point +- 0.1 (the noise)."""
+
+    def __init__(self, effects: dict[str, tuple[float, float]]):
+        from types import SimpleNamespace
+
+        self.effects, self.trials = effects, []
+        layers = [{"name": n, "sqnr_db": float(i)} for i, n in enumerate(effects)]  # proxy order: as given
+        spec = SimpleNamespace(name="v")
+        self.failed = SimpleNamespace(layers=layers, spec=spec)
+        self.tasks, self.docs, self.budget, self.spent = ["t"], 32, 10_000, 0
+
+    def measure(self, sets):
+        from evalsuite.probing import Measured
+
+        out = []
+        for restored in sets:
+            self.trials.append(sorted(restored))
+            r = 0.8 + sum(self.effects[n][0] for n in restored)
+            kld = 1.0 - sum(self.effects[n][1] for n in restored)
+            out.append(Measured(sorted(restored), "v", {"t": (r, r - 0.1, r + 0.1)}, kld, 1))
+        return out
+
+    def reference(self, base):
+        return self.measure([base])[0]
+
+
+def test_shares_count_only_beyond_the_noise_and_the_kld_breaks_ties():
+    from evalsuite.fixing import ranking
+
+    effects = {
+        "noisy": (0.10, 0.1),  # half the accuracy loss at its point, but inside the noise; little KLD
+        "kld": (0.02, 0.8),  # little accuracy, inside the noise; most of the KLD
+        "real": (0.20, 0.5),  # all of the accuracy loss, beyond the noise
+        "real-less-kld": (0.20, 0.3),  # the same share beyond the noise, less KLD: ranked after "real"
+        "idle": (0.0, 0.0),
+    }
+    probe = AdditiveProbe(effects)
+    found = explain(probe, "layer", measure="alone")
+    by_group = {f["group"]: f for f in found["findings"]}
+    assert by_group["noisy"]["share"] == pytest.approx(0.5) and by_group["noisy"]["beyond_noise"] == 0
+    assert by_group["real"]["beyond_noise"] == pytest.approx(0.5)  # (0.2 - 0.1) / 0.2: the part past the noise
+    assert [f["group"] for f in found["findings"]] == ["real", "real-less-kld", "kld", "noisy", "idle"]
+    order = [g for g, _ in ranking(found, probe.failed.layers, "layer")]
+    assert order == ["real", "real-less-kld", "kld", "noisy", "idle"]
+    assert "noisy: recovers 50% [0, 100] of the loss (recovery; within noise), KLD share 10%" in (
+        format_explanation(found)
+    )
+
+
+def test_bisection_follows_the_kld_when_both_halves_are_within_the_noise():
+    effects = {f"l{i}": (0.02, 0.0) for i in range(5)}  # first in proxy order: half the loss at the point, noise
+    effects |= {f"l{i}": (0.0, 0.9 if i == 7 else 0.0) for i in range(5, 10)}
+    probe = AdditiveProbe(effects)
+    found = explain(probe, "layer")
+    assert [t["groups"] for t in found["trail"]][:2] == [[f"l{i}" for i in range(5)], [f"l{i}" for i in range(5, 10)]]
+    assert found["findings"][0]["group"] == "l7" and found["findings"][0]["kld_share"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("measure, trials", [("bisect", 5), ("alone", 10)])  # bisect: 5, 2 + 3, 1, then 1 again as the finding
+def test_measure_alone_restores_every_group_on_its_own(measure, trials):
+    effects = {f"l{i}": (0.2 if i == 2 else 0.0, 0.9 if i == 2 else 0.01) for i in range(10)}
+    probe = AdditiveProbe(effects)
+    found = explain(probe, "layer", measure=measure)
+    restored = [t for t in probe.trials if t]
+    assert len(restored) == trials and found["measure"] == measure
+    assert found["findings"][0]["group"] == "l2"
+    if measure == "alone":
+        assert restored == [[f"l{i}"] for i in range(10)] and not found["trail"]
+    with pytest.raises(ValueError, match="use one of bisect, alone"):
+        explain(probe, "layer", measure="halves")
 
 
 def test_explain_stops_within_its_budget_keeping_what_it_found(embedded_run):
