@@ -227,7 +227,8 @@ def test_bisection_follows_the_kld_when_both_halves_are_within_the_noise():
     assert found["findings"][0]["group"] == "l7" and found["findings"][0]["kld_share"] == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("measure, trials", [("bisect", 5), ("alone", 10)])  # bisect: 5, 2 + 3, 1, then 1 again as the finding
+# bisect: the half of 5, its halves 2 and 3, then 1 (chosen) and 1 again as the finding
+@pytest.mark.parametrize("measure, trials", [("bisect", 5), ("alone", 10)])
 def test_measure_alone_restores_every_group_on_its_own(measure, trials):
     effects = {f"l{i}": (0.2 if i == 2 else 0.0, 0.9 if i == 2 else 0.01) for i in range(10)}
     probe = AdditiveProbe(effects)
