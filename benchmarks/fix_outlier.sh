@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
 # From a failed gate to a passing checkpoint, on the embedded model's outlier-channel copy (CPU is enough):
-# the algorithms benchmark's INT3-g128 variant fails a 99% lower-bound gate on the academic average;
-# `evalsuite fix` ranks the layer types by measured sensitivity, keeps the fewest it finds in float, verifies
-# the recipe with a full run, and the recipe is exported as a compressed-tensors checkpoint and scored again.
+# a variant of the suite fails a 99% lower-bound gate on the academic average; `evalsuite fix` ranks the layer
+# types by measured sensitivity, keeps the fewest it finds in float, verifies the recipe with a full run, and
+# the recipe is exported as a compressed-tensors checkpoint and scored again (benchmarks/fix_readback.py).
 #   bash benchmarks/fix_outlier.sh [WORK_DIR] [RESULTS_DIR]
-# WORK_DIR (default evalsuite-runs/fix-outlier) holds the model, the runs and the checkpoint; RESULTS_DIR
-# (default benchmarks/fix-outlier) gets what is committed: fix.json, the diagnosis, the readback scores, timing.
+#   FIX_SUITE=benchmarks/suites/fix-outlier-w8a8.yaml FIX_VARIANT=W8A8_INT8 FIX_SCALE=128 bash benchmarks/fix_outlier.sh
+# Settings (environment): FIX_SUITE (default benchmarks/suites/fix-outlier.yaml), FIX_VARIANT (INT3-g128),
+# FIX_SCALE (the outlier copy's --scale, default 32), FIX_BY (type), FIX_DOCS (32), FIX_KEEP (float),
+# FIX_MEASURE (bisect). WORK_DIR (default evalsuite-runs/fix-outlier/SLUG, SLUG the variant's name in lower
+# case with - for _) holds the model, the runs and the checkpoint; RESULTS_DIR (default
+# benchmarks/fix-outlier/SLUG) gets what is committed: fix.json, the recipe's suite.yaml, the report with the
+# diagnosis, the readback scores, log.txt and timing.txt.
 set -euo pipefail
 # run with the evalsuite of the environment first on PATH (e.g. PATH=/path/to/venv/bin:$PATH bash ...)
-work=${1:-evalsuite-runs/fix-outlier}
-results=${2:-benchmarks/fix-outlier}
+suite=${FIX_SUITE:-benchmarks/suites/fix-outlier.yaml}
+variant=${FIX_VARIANT:-INT3-g128}
+scale=${FIX_SCALE:-32}
 by=${FIX_BY:-type}
 docs=${FIX_DOCS:-32}
+keep=${FIX_KEEP:-float}
+measure=${FIX_MEASURE:-bisect}
+slug=$(echo "$variant" | tr '[:upper:]_' '[:lower:]-')
+work=${1:-evalsuite-runs/fix-outlier/$slug}
+results=${2:-benchmarks/fix-outlier/$slug}
+gate=benchmarks/suites/fix-outlier-gate.yaml
 mkdir -p "$work" "$results"
 log="$results/log.txt"
 : >"$log"
+: >"$results/timing.txt"
 step() {  # step NAME COMMAND...: runs it, appends its output and wall time to the log
   local name=$1 start
   shift
@@ -23,17 +36,20 @@ step() {  # step NAME COMMAND...: runs it, appends its output and wall time to t
   "$@" 2>&1 | grep -v -e 'it/s' -e 's/it' -e '^\s*$' | tee -a "$log"
   echo "$name: $(($(date +%s) - start)) s" | tee -a "$log" "$results/timing.txt"
 }
-: >"$results/timing.txt"
-[ -d "$work/model" ] || step model python -m evalsuite.reference.outliers --out "$work/model"
-step run evalsuite run benchmarks/suites/fix-outlier.yaml --model "$work/model" --out "$work/run"
+echo "suite $suite, variant $variant, outlier scale $scale, --by $by --docs $docs --keep-as $keep --measure $measure" \
+  | tee -a "$log"
+model="$work/model-x$scale"
+[ -d "$model" ] || step model python -m evalsuite.reference.outliers --out "$model" --scale "$scale"
+step run evalsuite run "$suite" --model "$model" --out "$work/run"
 set +e
-step gate evalsuite gate "$work/run" --config benchmarks/suites/fix-outlier-gate.yaml
+step gate evalsuite gate "$work/run" --config "$gate"
 set -e
-step fix evalsuite fix "$work/run" --gate benchmarks/suites/fix-outlier-gate.yaml --variant INT3-g128 \
-  --by "$by" --docs "$docs"
-cp "$work/run/fix/INT3-g128/fix.json" "$work/run/fix/INT3-g128/suite.yaml" "$results/"
+step fix evalsuite fix "$work/run" --gate "$gate" --variant "$variant" --by "$by" --docs "$docs" --keep-as "$keep" \
+  --measure "$measure"
+cp "$work/run/fix/$variant/fix.json" "$work/run/fix/$variant/suite.yaml" "$results/"
 cp "$work/run/report.md" "$results/report.md"
 # a recipe with every layer in float has nothing to export: the export says so and the readback is skipped
-if step export evalsuite export "$work/run/fix/INT3-g128/suite.yaml" --variant INT3-g128-fixed --out "$work/checkpoint"; then
-  python benchmarks/fix_readback.py "$work" "$results" | tee -a "$log"
+if step export evalsuite export "$work/run/fix/$variant/suite.yaml" --variant "$variant-fixed" --out "$work/checkpoint"
+then
+  python benchmarks/fix_readback.py "$work" "$results" "$variant" | tee -a "$log"
 fi

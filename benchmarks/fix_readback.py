@@ -1,9 +1,11 @@
 """The exported recipe read back: the fixed variant (quantized in memory) and its compressed-tensors checkpoint
 (loaded from disk) scored in one run on the fix benchmark's store, with the gate decided on the checkpoint.
 
-    python benchmarks/fix_readback.py WORK_DIR RESULTS_DIR     # after benchmarks/fix_outlier.sh's export step
+    python benchmarks/fix_readback.py WORK_DIR RESULTS_DIR VARIANT    # after benchmarks/fix_outlier.sh's export
 
-Writes RESULTS_DIR/readback.json and readback.md and prints the table."""
+Writes RESULTS_DIR/readback.json and readback.md and prints the table. Scores are compared exactly; where they
+differ, the relative difference is shown (summed log-likelihoods of dequantized and packed weights may differ
+in the last bits)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,17 @@ from evalsuite.runner import run_suite
 GATE = Path(__file__).resolve().parent / "suites" / "fix-outlier-gate.yaml"
 
 
-def main(work: Path, results: Path) -> int:
-    config = load_suite(work / "run" / "fix" / "INT3-g128" / "suite.yaml")
+def _same(a: float, b: float) -> str:
+    if a == b:
+        return "yes"
+    return f"NO (relative difference {abs(a - b) / max(abs(a), abs(b)):.1e})"
+
+
+def main(work: Path, results: Path, variant: str) -> int:
+    fixed_name = f"{variant}-fixed"
+    config = load_suite(work / "run" / "fix" / variant / "suite.yaml")
     raw = json.loads(json.dumps(config.model_dump(exclude={"source"})))
-    fixed = next(v for v in raw["variants"] if v["name"] == "INT3-g128-fixed")
+    fixed = next(v for v in raw["variants"] if v["name"] == fixed_name)
     raw["variants"] = [fixed, {"name": "exported", "path": str(work / "checkpoint")}]
     start = time.time()
     data = run_suite(parse_suite(raw), work / "readback", store_path=work / "run" / "store.sqlite").data
@@ -34,13 +43,13 @@ def main(work: Path, results: Path) -> int:
         for r in data["recovery"]
         if r["scope"] == "task" and r["primary"] and r["suite"] == "academic"
     }
-    lines = ["| task | metric | baseline | INT3-g128-fixed | exported checkpoint | equal | checkpoint recovery |"]
+    lines = [f"| task | metric | baseline | {fixed_name} | exported checkpoint | equal | checkpoint recovery |"]
     lines.append("|---|---|---|---|---|---|---|")
     for task, metric in rows:
-        b, f, e = (scores.get((task, metric, v)) for v in ("baseline", "INT3-g128-fixed", "exported"))
+        b, f, e = (scores.get((task, metric, v)) for v in ("baseline", fixed_name, "exported"))
         r = recovery.get((task, "exported"))
         rec = f"{100 * r['recovery']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]" if r else ""
-        lines.append(f"| {task} | {metric} | {b:.4f} | {f:.4f} | {e:.4f} | {'yes' if f == e else 'NO'} | {rec} |")
+        lines.append(f"| {task} | {metric} | {b:.4f} | {f:.4f} | {e:.4f} | {_same(f, e)} | {rec} |")
     gate = load_gate_config(GATE)
     retarget = [r.model_copy(update={"variant": "exported"}) for r in gate.rules]
     outcome = evaluate_gate(data, gate.model_copy(update={"rules": retarget}))
@@ -49,12 +58,14 @@ def main(work: Path, results: Path) -> int:
     text = "\n".join(lines)
     print(text)
     (results / "readback.md").write_text(text + "\n")
-    equal = all(scores.get((t, m, "INT3-g128-fixed")) == scores.get((t, m, "exported")) for t, m in rows)
-    out = {"scores": [[t, m, v, s] for (t, m, v), s in sorted(scores.items())], "equal": equal}
-    out |= {"gate_exit": outcome.exit_code, "wall_s": wall}
+    equal = all(scores.get((t, m, fixed_name)) == scores.get((t, m, "exported")) for t, m in rows)
+    out = {"variant": fixed_name, "scores": [[t, m, v, s] for (t, m, v), s in sorted(scores.items())]}
+    out |= {"equal": equal, "gate_exit": outcome.exit_code, "wall_s": wall}
     (results / "readback.json").write_text(json.dumps(out, indent=2) + "\n")
     return 0 if equal and outcome.exit_code == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
