@@ -261,10 +261,13 @@ def test_groups_by_block_and_type():
 
 
 def test_explain_cli_says_when_the_budget_stops_it(embedded_run, capsys):
-    code = main(["explain", str(embedded_run / "run"), "--variant", VARIANT, "--docs", str(DOCS), "--budget", "0"])
+    run = str(embedded_run / "run")
+    code = main(["explain", run, "--variant", VARIANT, "--docs", str(DOCS), "--budget", "0", "--measure", "alone"])
     out = capsys.readouterr().out
     assert code == 1  # nothing ranked
     assert "stopped: the budget of 0 model calls is spent" in out and "explain.json" in out
+    written = json.loads((embedded_run / "run" / "explain" / VARIANT / "explain.json").read_text())
+    assert written["measure"] == "alone" and written["findings"] == []
 
 
 def test_an_unknown_variant_or_missing_suite_file_is_named(embedded_run, tmp_path):
