@@ -7,7 +7,7 @@
 #   FIX_SUITE=benchmarks/suites/fix-outlier-w8a8.yaml FIX_VARIANT=W8A8_INT8 FIX_SCALE=128 bash benchmarks/fix_outlier.sh
 # Settings (environment): FIX_SUITE (default benchmarks/suites/fix-outlier.yaml), FIX_VARIANT (INT3-g128),
 # FIX_SCALE (the outlier copy's --scale, default 32), FIX_BY (type), FIX_DOCS (32), FIX_KEEP (float),
-# FIX_MEASURE (bisect). WORK_DIR (default evalsuite-runs/fix-outlier/SLUG, SLUG the variant's name in lower
+# FIX_MEASURE (bisect), FIX_BUDGET (model calls, default 2000). WORK_DIR (default evalsuite-runs/fix-outlier/SLUG, SLUG the variant's name in lower
 # case with - for _) holds the model, the runs and the checkpoint; RESULTS_DIR (default
 # benchmarks/fix-outlier/SLUG) gets what is committed: fix.json, the recipe's suite.yaml, the report with the
 # diagnosis, the readback scores, log.txt and timing.txt.
@@ -20,6 +20,7 @@ by=${FIX_BY:-type}
 docs=${FIX_DOCS:-32}
 keep=${FIX_KEEP:-float}
 measure=${FIX_MEASURE:-bisect}
+budget=${FIX_BUDGET:-2000}
 slug=$(echo "$variant" | tr '[:upper:]_' '[:lower:]-')
 work=${1:-evalsuite-runs/fix-outlier/$slug}
 results=${2:-benchmarks/fix-outlier/$slug}
@@ -37,7 +38,7 @@ step() {  # step NAME COMMAND...: runs it, appends its output and wall time to t
   echo "$name: $(($(date +%s) - start)) s" | tee -a "$log" "$results/timing.txt"
 }
 echo "suite $suite, variant $variant, outlier scale $scale, --by $by --docs $docs --keep-as $keep --measure $measure" \
-  | tee -a "$log"
+  "--budget $budget" | tee -a "$log"
 model="$work/model-x$scale"
 [ -d "$model" ] || step model python -m evalsuite.reference.outliers --out "$model" --scale "$scale"
 step run evalsuite run "$suite" --model "$model" --out "$work/run"
@@ -45,7 +46,7 @@ set +e
 step gate evalsuite gate "$work/run" --config "$gate"
 set -e
 step fix evalsuite fix "$work/run" --gate "$gate" --variant "$variant" --by "$by" --docs "$docs" --keep-as "$keep" \
-  --measure "$measure"
+  --measure "$measure" --budget "$budget"
 cp "$work/run/fix/$variant/fix.json" "$work/run/fix/$variant/suite.yaml" "$results/"
 cp "$work/run/report.md" "$results/report.md"
 # a recipe with every layer in float has nothing to export: the export says so and the readback is skipped

@@ -11,7 +11,8 @@
    ones (k + 1, + 2, + 4, ...); from the first pass, halving down to the smallest k that passes a full run
    (between it and the largest k that failed one; the variant itself, k = 0, failed). Restoring every group to
    float is the baseline itself, so with `keep: float` the search ends with a pass unless the budget of
-   model calls runs out first.
+   model calls runs out first; when it runs out after a full run passed, the smallest k that passed is the
+   recipe, and `stopped` says that a smaller one was not tried.
 
 The result is a new variant, `NAME-fixed`, in a suite file beside the verification run
 (`RUN_DIR/fix/NAME/suite.yaml`), ready for `evalsuite export`; its size and speed beside the original's.
@@ -172,6 +173,7 @@ def fix(
     result = {"variant": failed.spec.name, "keep_as": keep, "by": by, "measure": measure}
     result |= {"rounds": [], "screened": [], "verified": []}
     result |= {"passed": False, "stopped": None, "restored": [], "groups": []}
+    passed = None
     with remember_reference():
         try:
             found = explain(probe, by, measure=measure)
@@ -186,18 +188,23 @@ def fix(
                 result["stopped"] = (
                     f"no prefix of the {len(order)} groups passes the full run, every group restored included"
                 )
-            else:
-                result["passed"], result["restored"] = True, _prefix(order, passed)
-                result["groups"] = [g for g, _ in order[:passed]]
-                timed = next(v for v in result["verified"] if v["k"] == passed)
-                if not timed["speed"] or result["verified"][-1]["k"] != passed:
-                    # timed here when the first full run was another k; run again so that suite.yaml, which
-                    # each full run rewrites, holds the recipe (every answer comes from the store)
-                    timed = verify(failed, result["restored"], keep, gate, probe, speed=True)
-                result["recipe"] = {k: v for k, v in timed.items() if k not in ("k", "restored")}
         except BudgetExhausted as err:
             result["stopped"] = str(err)
-            log.warning("fix stopped: %s", err)
+            passes = [v["k"] for v in result["verified"] if v["passed"]]
+            passed = min(passes) if passes else None
+            if passed is None:
+                log.warning("fix stopped: %s", err)
+            else:
+                log.warning("fix stopped: %s; keeping the smallest recipe that passed a full run", err)
+        if passed is not None:
+            result["passed"], result["restored"] = True, _prefix(order, passed)
+            result["groups"] = [g for g, _ in order[:passed]]
+            timed = next(v for v in result["verified"] if v["k"] == passed)
+            if not timed["speed"] or result["verified"][-1]["k"] != passed:
+                # timed here when the first full run was another k; run again so that suite.yaml, which
+                # each full run rewrites, holds the recipe (every answer comes from the store: no budget asked)
+                timed = verify(failed, result["restored"], keep, gate, probe, speed=True)
+            result["recipe"] = {k: v for k, v in timed.items() if k not in ("k", "restored")}
     result["calls"] = probe.spent
     out = failed.run_dir / "fix" / failed.spec.name
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +244,11 @@ def format_fix(result: dict) -> str:
     for v in result["verified"]:
         lines.append(f"full run, {len(v['restored'])} layer(s) restored: {'pass' if v['passed'] else 'fail'}")
         lines.append("  " + v["gate"].replace("\n", "\n  "))
+    if result["passed"] and result["stopped"]:
+        lines.append(
+            f"search cut short ({result['stopped']}): the recipe is the smallest that passed a full run, a smaller "
+            "prefix was not tried; give a larger --budget to go on"
+        )
     if result["passed"]:
         recipe = result["recipe"]
         lines.append(f"recipe: {recipe['variant']} keeps {', '.join(result['restored'])} as {result['keep_as']}")

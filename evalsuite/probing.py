@@ -95,10 +95,14 @@ class Measured:
     calls: int
     screened: bool | None = None  # the probe's gate on the subset, at the point estimate (None: no gate given)
 
+    def gaps(self, at: str = "point") -> dict[str, float]:
+        """Recovery lost on each failing task (1 - recovery, at least 0), at the point or an end of the interval."""
+        index = {"point": 0, "low": 1, "high": 2}[at]
+        return {t: max(0.0, 1.0 - (r[index] if r[index] is not None else r[0])) for t, r in self.recovery.items()}
+
     def gap(self, at: str = "point") -> float:
         """Recovery lost over the failing tasks (sum of 1 - recovery, each at least 0)."""
-        index = {"point": 0, "low": 1, "high": 2}[at]
-        return sum(max(0.0, 1.0 - (r[index] if r[index] is not None else r[0])) for r in self.recovery.values())
+        return sum(self.gaps(at).values())
 
 
 @dataclass

@@ -8,10 +8,10 @@ of the loss it becomes the candidates, else the other half is tried; when neithe
 spread and the remaining candidates are measured one by one.
 
 The verdict is the measured share of the loss each group recovers. A share on the subset's accuracy counts
-only beyond the subset's sampling interval (`beyond_noise`: the share at the restored copy's lower recovery
-bound, at least 0), so a group that recovers three answers out of 32 does not outrank one that recovers none
-when both are inside the noise; groups whose accuracy share is within it are ranked by how much of the KLD
-they recover, and the KLD share breaks ties.
+only beyond the subset's sampling interval (`beyond_noise`: on each failing task, the loss recovered up to
+the restored copy's lower recovery bound, at least 0, summed), so a group that brings back two answers of 32
+does not outrank one that brings back none when both are inside the noise; groups whose accuracy share is
+within it are ranked by how much of the KLD they recover, and the KLD share breaks ties.
 
     found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
     found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
@@ -64,16 +64,22 @@ def proxy_order(groups: dict[str, list[str]], layers: list[dict]) -> list[str]:
 def share(reference: Measured, m: Measured) -> dict:
     """The share of the reference's loss that `m` recovers: on the failing tasks' recovery when the subset
     shows a loss (its interval from m's 95% recovery intervals), else on the KLD; and the KLD share beside it.
-    `beyond_noise` is the part of it outside the subset's sampling interval (the share at m's lower recovery
-    bound, at least 0; on the KLD basis, which has no interval, the KLD share): what ranks the groups."""
+    `beyond_noise` is the part outside the subset's sampling interval: per task, the loss recovered up to m's
+    lower recovery bound (at least 0), summed over the tasks, over the loss; on the KLD basis, which has no
+    interval, the KLD share (at least 0). It is what ranks the groups."""
     out: dict = {"kld_share": None}
     if reference.kld and m.kld is not None:
         out["kld_share"] = (reference.kld - m.kld) / reference.kld
     gap = reference.gap()
     if gap > 0:
-        low = (gap - m.gap("low")) / gap
-        out.update(basis="recovery", share=(gap - m.gap()) / gap, low=low, high=(gap - m.gap("high")) / gap)
-        out["beyond_noise"] = max(0.0, low)
+        out.update(
+            basis="recovery",
+            share=(gap - m.gap()) / gap,
+            low=(gap - m.gap("low")) / gap,
+            high=(gap - m.gap("high")) / gap,
+        )
+        lost, kept = reference.gaps(), m.gaps("low")
+        out["beyond_noise"] = sum(max(0.0, lost[t] - kept.get(t, lost[t])) for t in lost) / gap
     else:
         out.update(basis="kld", share=out["kld_share"], low=None, high=None)
         out["beyond_noise"] = None if out["kld_share"] is None else max(0.0, out["kld_share"])

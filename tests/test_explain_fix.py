@@ -168,8 +168,9 @@ def test_the_search_finds_the_smallest_passing_prefix(monkeypatch, subset_from, 
 
 
 class AdditiveProbe:
-    """A probe without a model: the variant recovers 80% [70, 90] of one task with mean KLD 1.0; each restored
-    layer adds its (recovery, KLD) effect; the restored copy's interval is its point +- 0.1 (the noise)."""
+    """A probe without a model: the variant recovers 80% of task t with mean KLD 1.0; each restored layer adds
+    its (recovery on t, KLD) effect; t's interval is the point +- 0.1 (the noise). Task u lost nothing, with a
+    wide interval, 100% [70, 130], that no layer changes: its noise must not hide what a layer recovers on t."""
 
     def __init__(self, effects: dict[str, tuple[float, float]]):
         from types import SimpleNamespace
@@ -188,7 +189,8 @@ class AdditiveProbe:
             self.trials.append(sorted(restored))
             r = 0.8 + sum(self.effects[n][0] for n in restored)
             kld = 1.0 - sum(self.effects[n][1] for n in restored)
-            out.append(Measured(sorted(restored), "v", {"t": (r, r - 0.1, r + 0.1)}, kld, 1))
+            recovery = {"t": (r, r - 0.1, r + 0.1), "u": (1.0, 0.7, 1.3)}
+            out.append(Measured(sorted(restored), "v", recovery, kld, 1))
         return out
 
     def reference(self, base):
@@ -209,11 +211,12 @@ def test_shares_count_only_beyond_the_noise_and_the_kld_breaks_ties():
     found = explain(probe, "layer", measure="alone")
     by_group = {f["group"]: f for f in found["findings"]}
     assert by_group["noisy"]["share"] == pytest.approx(0.5) and by_group["noisy"]["beyond_noise"] == 0
-    assert by_group["real"]["beyond_noise"] == pytest.approx(0.5)  # (0.2 - 0.1) / 0.2: the part past the noise
+    assert by_group["real"]["beyond_noise"] == pytest.approx(0.5)  # (0.2 - 0.1) / 0.2: the part past t's noise
+    assert by_group["real"]["low"] < 0  # the interval of the share, summed over t and u, is wider
     assert [f["group"] for f in found["findings"]] == ["real", "real-less-kld", "kld", "noisy", "idle"]
     order = [g for g, _ in ranking(found, probe.failed.layers, "layer")]
     assert order == ["real", "real-less-kld", "kld", "noisy", "idle"]
-    assert "noisy: recovers 50% [0, 100] of the loss (recovery; within noise), KLD share 10%" in (
+    assert "noisy: recovers 50% [-150, 100] of the loss (recovery; within noise), KLD share 10%" in (
         format_explanation(found)
     )
 
@@ -240,6 +243,32 @@ def test_measure_alone_restores_every_group_on_its_own(measure, trials):
         assert restored == [[f"l{i}"] for i in range(10)] and not found["trail"]
     with pytest.raises(ValueError, match="use one of bisect, alone"):
         explain(probe, "layer", measure="halves")
+
+
+def test_fix_keeps_the_smallest_pass_when_the_budget_stops_the_search(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from evalsuite import fixing
+    from evalsuite.probing import BudgetExhausted
+
+    order = [(f"g{i}", [f"layer{i}"]) for i in range(7)]
+    runs = []
+
+    def full_run(failed, restored, keep, gate, probe, speed=False):
+        if not speed and len(runs) == 3:  # passes at 6, fails at 3 and 4; 5 would pass the budget
+            raise BudgetExhausted("the budget of 2000 model calls is spent")
+        runs.append((len(restored), speed))
+        return {"passed": len(restored) >= 6, "speed": speed, "variant": "v-fixed", "suite_file": "s.yaml"}
+
+    monkeypatch.setattr(fixing, "explain", lambda probe, by, measure: {"stopped": None, "findings": []})
+    monkeypatch.setattr(fixing, "ranking", lambda found, layers, by: order)
+    monkeypatch.setattr(fixing, "screen", lambda probe, order, result: 6)
+    monkeypatch.setattr(fixing, "verify", full_run)
+    failed = SimpleNamespace(spec=SimpleNamespace(name="v"), layers=[], run_dir=tmp_path)
+    result = fixing.fix(failed, parse_gate_config(GATE, "gate"), SimpleNamespace(gate=None, spent=0))
+    assert runs == [(6, True), (3, False), (4, False), (6, True)]  # the recipe run again: its suite.yaml last
+    assert result["passed"] and result["restored"] == [f"layer{i}" for i in range(6)]
+    assert "budget of 2000" in result["stopped"] and result["recipe"]["variant"] == "v-fixed"
 
 
 def test_explain_stops_within_its_budget_keeping_what_it_found(embedded_run):
