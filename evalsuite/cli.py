@@ -6,8 +6,8 @@ errors never load torch, Triton or lm-eval.
     evalsuite gate RUN_DIR (--min-recovery 99 | --config gate.yaml) [--use lower_bound]
     evalsuite list tasks|schemes|suites
     evalsuite export SUITE --variant NAME --out DIR
-    evalsuite explain RUN_DIR --variant NAME [--by layer|block|type] [--measure bisect|alone] [--budget CALLS]
-    evalsuite fix RUN_DIR --gate gate.yaml [--variant NAME] [--keep-as float|SCHEME] [--measure bisect|alone]
+    evalsuite explain RUN_DIR --variant NAME [--by layer|block|type] [--measure bisect|alone|without] [--budget CALLS]
+    evalsuite fix RUN_DIR --gate gate.yaml [--variant NAME] [--keep-as float|SCHEME] [--measure bisect|alone|without]
     evalsuite bench kernels|e2e|harness [options]
     evalsuite train --recipe NAME --steps N --out DIR [--from MODEL]
     evalsuite scaling-fit --out DIR [--sweep sweep.json] [--speedup PRECISION=RATIO ...]
@@ -441,10 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument(
             "--measure",
-            choices=["bisect", "alone"],
+            choices=["bisect", "alone", "without"],
             default="bisect",
             help="bisect: halve the candidates when there are more than 8 groups (fewer are each restored alone); "
-            "alone: restore every group on its own (one trial per group)",
+            "alone: restore every group on its own; without: leave each group quantized with all the others "
+            "restored, for losses that several groups cause together (alone and without: one trial per group)",
         )
         cmd.add_argument("--docs", type=int, default=64, help="documents per task (and fidelity texts) measured")
         cmd.add_argument("--budget", type=int, default=2000, help="most model calls (forward passes) to spend")

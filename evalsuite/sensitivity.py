@@ -1,17 +1,24 @@
 """`evalsuite explain`: which layers cause a variant's loss, measured by restoring them, not guessed by proxy.
 
 Layers are grouped (`by`: each layer, each decoder block, or each layer type such as every `down_proj`) and
-ordered by the proxy the run already holds (each layer's output SQNR, lowest first). `measure="alone"`
-restores each group on its own; so does `"bisect"` (the default) up to `bisect_above` groups. Past that it
-halves the candidates: the half that comes first in proxy order is restored; if it recovers at least `MOST`
-of the loss it becomes the candidates, else the other half is tried; when neither half does, the loss is
-spread and the remaining candidates are measured one by one.
+ordered by the proxy the run already holds (each layer's output SQNR, lowest first). How they are measured:
 
-The verdict is the measured share of the loss each group recovers. A share on the subset's accuracy counts
-only beyond the subset's sampling interval (`beyond_noise`: on each failing task, the loss recovered up to
-the restored copy's lower recovery bound, at least 0, summed), so a group that brings back two answers of 32
-does not outrank one that brings back none when both are inside the noise; groups whose accuracy share is
-within it are ranked by how much of the KLD they recover, and the KLD share breaks ties.
+- `"alone"`: each group restored on its own; its verdict is the share of the loss it recovers.
+- `"bisect"` (the default): the same up to `bisect_above` groups. Past that the candidates are halved: the
+  half that comes first in proxy order is restored; if it recovers at least `MOST` of the loss it becomes
+  the candidates, else the other half is tried; when neither half does, the loss is spread and the
+  remaining candidates are measured one by one.
+- `"without"`: each group left quantized with every other group restored; its verdict is the share of the
+  loss that stays (the loss it holds). Where the loss comes from several groups at once (outlier channels
+  read by q, k, v, gate and up: restoring one of them alone recovers nothing while the others still break
+  the model), restoring one at a time cannot tell them apart from a group that does not matter; leaving one
+  at a time does.
+
+A share on the subset's accuracy counts only beyond the subset's sampling interval (`beyond_noise`: on each
+failing task, the loss recovered up to the restored copy's lower recovery bound, or with `without` the loss
+that stays at its upper bound; at least 0, summed over the tasks), so a group that brings back two answers of
+32 does not outrank one that brings back none when both are inside the noise; groups whose accuracy share is
+within it are ranked by their share of the KLD, which also breaks ties.
 
     found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
     found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
@@ -27,7 +34,7 @@ from evalsuite.probing import BudgetExhausted, Measured, Probe
 log = logging.getLogger("evalsuite")
 
 GRANULARITIES = ("layer", "block", "type")
-MEASURES = ("bisect", "alone")
+MEASURES = ("bisect", "alone", "without")
 BISECT_ABOVE = 8  # more groups than this are bisected; fewer are each measured
 MOST = 0.5  # a half that recovers at least this share of the loss holds the culprit
 
@@ -86,6 +93,23 @@ def share(reference: Measured, m: Measured) -> dict:
     return out
 
 
+def held(reference: Measured, m: Measured) -> dict:
+    """The share of the reference's loss that stays in `m`, where one group is left quantized and the others
+    restored (`measure="without"`), in the shape of `share`: `beyond_noise` sums per task the loss that stays
+    at m's upper recovery bound; on the KLD basis, m's KLD over the reference's."""
+    out: dict = {"kld_share": None}
+    if reference.kld and m.kld is not None:
+        out["kld_share"] = m.kld / reference.kld
+    gap = reference.gap()
+    if gap > 0:
+        out.update(basis="recovery", share=m.gap() / gap, low=m.gap("high") / gap, high=m.gap("low") / gap)
+        out["beyond_noise"] = m.gap("high") / gap
+    else:
+        out.update(basis="kld", share=out["kld_share"], low=None, high=None)
+        out["beyond_noise"] = out["kld_share"]
+    return out
+
+
 def rank_key(found: dict) -> tuple[float, float]:
     """Sorts groups (descending): the share beyond the noise, then the KLD share (the tie-break, and the whole
     ranking when every accuracy share is within the noise)."""
@@ -95,12 +119,12 @@ def rank_key(found: dict) -> tuple[float, float]:
 
 
 def helps(found: dict) -> bool:
-    """Measured to recover something: a share beyond the noise, or part of the KLD."""
+    """Measured to matter: a share of the loss beyond the noise, or part of the KLD."""
     return (found.get("beyond_noise") or 0) > 0 or (found.get("kld_share") or 0) > 0
 
 
-def _finding(group: str, layers: list[str], reference: Measured, m: Measured) -> dict:
-    return {"group": group, "layers": layers, **share(reference, m), "recovery": m.recovery, "kld": m.kld}
+def _finding(group: str, layers: list[str], reference: Measured, m: Measured, verdict=share) -> dict:
+    return {"group": group, "layers": layers, **verdict(reference, m), "recovery": m.recovery, "kld": m.kld}
 
 
 def explain(
@@ -111,8 +135,9 @@ def explain(
     bisect_above: int = BISECT_ABOVE,
 ) -> dict:
     """Rank the groups of the probe's variant (with `base` already restored) by the share of its loss they
-    recover (`rank_key`). `measure`: "bisect" halves the candidates past `bisect_above` groups, "alone"
-    restores every group on its own. Stops at the probe's budget, keeping what it measured (`stopped` says so)."""
+    recover, or with `measure="without"` hold (`rank_key`). `measure`: "bisect" halves the candidates past
+    `bisect_above` groups, "alone" restores every group on its own, "without" restores every group but one.
+    Stops at the probe's budget, keeping what it measured (`stopped` says so)."""
     if measure not in MEASURES:
         raise ValueError(f"measure {measure!r}: use one of {', '.join(MEASURES)}")
     base = sorted(base or [])
@@ -129,8 +154,13 @@ def explain(
         if measure == "bisect" and len(order) > bisect_above:
             candidates = _bisect(probe, groups, order, base, reference, result)
         for group in candidates:  # one at a time: what was measured stays when the budget runs out
-            m = probe.measure([base + groups[group]])[0]
-            result["findings"].append(_finding(group, groups[group], reference, m))
+            if measure == "without":
+                others = [n for g in order if g != group for n in groups[g]]
+                m = probe.measure([base + others])[0]
+                result["findings"].append(_finding(group, groups[group], reference, m, held))
+            else:
+                m = probe.measure([base + groups[group]])[0]
+                result["findings"].append(_finding(group, groups[group], reference, m))
     except BudgetExhausted as err:
         result["stopped"] = str(err)
         log.warning("explain stopped: %s; what was measured so far is kept", err)
@@ -168,11 +198,18 @@ def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], refer
     return candidates
 
 
+MEASURED_AS = {
+    "bisect": "",
+    "alone": " (each restored alone)",
+    "without": " (each left quantized, the other groups restored)",
+}
+
+
 def format_explanation(result: dict) -> str:
     """The ranking as text: the groups responsible first, each with its measured share and interval."""
     lines = [
         f"{result['variant']}: {len(result['findings'])} group(s) by {result['by']}"
-        f"{' (each alone)' if result['measure'] == 'alone' else ''} measured on "
+        f"{MEASURED_AS[result['measure']]} measured on "
         f"{', '.join(result['tasks']) or 'the fidelity texts'} (first {result['docs']} documents), "
         f"{result['calls']} model calls of {result['budget']}"
     ]
@@ -183,7 +220,8 @@ def format_explanation(result: dict) -> str:
         kld = f", KLD share {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
         share_text = "n/a" if f["share"] is None else f"{100 * f['share']:.0f}%"
         basis = f["basis"] + ("; within noise" if f["basis"] == "recovery" and not f["beyond_noise"] else "")
-        lines.append(f"  {f['group']}: recovers {share_text}{interval} of the loss ({basis}){kld}")
+        verb = "holds" if result["measure"] == "without" else "recovers"
+        lines.append(f"  {f['group']}: {verb} {share_text}{interval} of the loss ({basis}){kld}")
     if result["stopped"]:
         lines.append(f"  stopped: {result['stopped']}")
     return "\n".join(lines)

@@ -36,11 +36,12 @@ def _helps(f: dict) -> bool:
 
 def _responsible(found: dict, groups: list[str] | None) -> str:
     """The groups the recipe restores (or, from explain alone, the five that recover most), each with its
-    measured share of the loss; a group restored without being measured alone says so."""
+    measured share of the loss (with `--measure without`, the share it holds); one not measured says so."""
     shares = {f["group"]: f for f in found.get("findings", [])}
     if groups is None:  # findings are stored in rank order
         groups = [f["group"] for f in found.get("findings", []) if _helps(f)][:5]
-    parts = [f"{g}: {_share(shares[g]) if g in shares else 'not measured alone'}" for g in groups]
+    verb = "holds " if found.get("measure") == "without" else ""  # left quantized alone: the loss that stays
+    parts = [f"{g}: {verb + _share(shares[g]) if g in shares else 'not measured'}" for g in groups]
     return "; ".join(parts) or "none measured"
 
 

@@ -245,6 +245,48 @@ def test_measure_alone_restores_every_group_on_its_own(measure, trials):
         explain(probe, "layer", measure="halves")
 
 
+class TogetherProbe(AdditiveProbe):
+    """Outlier channels read by several layers: task t comes back only when both `a` and `b` are restored;
+    `decoy` restored alone takes some KLD away (as down_proj did for W8A8 on the outlier model) but no
+    accuracy; `idle` does nothing."""
+
+    def measure(self, sets):
+        from evalsuite.probing import Measured
+
+        out = []
+        for restored in sets:
+            self.trials.append(sorted(restored))
+            both = {"a", "b"} <= set(restored)
+            r = 1.0 if both else 0.8
+            kld = (0.0 if both else 0.9 if {"a", "b"} & set(restored) else 1.0) + (0.0 if "decoy" in restored else 0.2)
+            out.append(Measured(sorted(restored), "v", {"t": (r, r - 0.1, r + 0.1), "u": (1.0, 0.7, 1.3)}, kld, 1))
+        return out
+
+
+def test_measure_without_finds_the_groups_that_only_help_together():
+    from evalsuite.fixing import ranking
+
+    effects = dict.fromkeys(["decoy", "a", "idle", "b"], (0.0, 0.0))  # the proxy order
+    alone = explain(TogetherProbe(effects), "layer", measure="alone")
+    assert alone["findings"][0]["group"] == "decoy"  # restored one at a time, a and b look like nothing
+    assert all(f["beyond_noise"] == 0 for f in alone["findings"])
+    probe = TogetherProbe(effects)
+    without = explain(probe, "layer", measure="without")
+    assert [t for t in probe.trials if t] == [
+        ["a", "b", "idle"],
+        ["b", "decoy", "idle"],
+        ["a", "b", "decoy"],
+        ["a", "decoy", "idle"],
+    ]
+    by_group = {f["group"]: f for f in without["findings"]}
+    assert by_group["a"]["share"] == pytest.approx(1.0) and by_group["a"]["beyond_noise"] == pytest.approx(0.5)
+    assert by_group["idle"]["share"] == 0 and by_group["decoy"]["share"] == 0
+    assert by_group["decoy"]["kld_share"] == pytest.approx(0.2 / 1.2)  # the KLD that stays without it
+    order = [g for g, _ in ranking(without, probe.failed.layers, "layer")]
+    assert order[:2] in (["a", "b"], ["b", "a"]) and order[2:] == ["decoy", "idle"]
+    assert "a: holds 100% [50, 300] of the loss (recovery), KLD share 75%" in format_explanation(without)
+
+
 def test_fix_keeps_the_smallest_pass_when_the_budget_stops_the_search(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
