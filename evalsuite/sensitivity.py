@@ -17,8 +17,9 @@ ordered by the proxy the run already holds (each layer's output SQNR, lowest fir
 A share on the subset's accuracy counts only beyond the subset's sampling interval (`beyond_noise`: on each
 failing task, the loss recovered up to the restored copy's lower recovery bound, or with `without` the loss
 that stays at its upper bound; at least 0, summed over the tasks), so a group that brings back two answers of
-32 does not outrank one that brings back none when both are inside the noise; groups whose accuracy share is
-within it are ranked by their share of the KLD, which also breaks ties.
+32 does not outrank one that brings back none when both are inside the noise. Shares are compared in whole
+percent, as printed (`counted`); groups whose shares are equal, 0% for those within the noise included, are
+ranked by their share of the KLD.
 
     found = explain(Probe(failed, ["tiny_arith"], docs=64, budget=2000), by="layer")
     found["findings"][0]["layers"]     # the group that recovers the largest share, measured first
@@ -110,17 +111,25 @@ def held(reference: Measured, m: Measured) -> dict:
     return out
 
 
+def counted(found: dict) -> float | None:
+    """The share beyond the noise in whole percent, as printed: shares that print the same are equal (a
+    perplexity whose upper bound misses 100% by 1e-5 gives a share of 0.001%, which must not outrank a
+    group that holds 10% at its point but inside the noise: there the KLD decides)."""
+    beyond = found.get("beyond_noise")
+    return None if beyond is None else round(beyond, 2)
+
+
 def rank_key(found: dict) -> tuple[float, float]:
-    """Sorts groups (descending): the share beyond the noise, then the KLD share (the tie-break, and the whole
-    ranking when every accuracy share is within the noise)."""
+    """Sorts groups (descending): the share beyond the noise (`counted`), then the KLD share (the tie-break,
+    and the whole ranking when every accuracy share is within the noise)."""
     worst = float("-inf")
-    beyond, kld = found.get("beyond_noise"), found.get("kld_share")
+    beyond, kld = counted(found), found.get("kld_share")
     return (worst if beyond is None else beyond, worst if kld is None else kld)
 
 
 def helps(found: dict) -> bool:
     """Measured to matter: a share of the loss beyond the noise, or part of the KLD."""
-    return (found.get("beyond_noise") or 0) > 0 or (found.get("kld_share") or 0) > 0
+    return (counted(found) or 0) > 0 or (found.get("kld_share") or 0) > 0
 
 
 def _finding(group: str, layers: list[str], reference: Measured, m: Measured, verdict=share) -> dict:
@@ -182,10 +191,10 @@ def _bisect(probe: Probe, groups: dict, order: list[str], base: list[str], refer
             tried.append((part, found))
             keys = ("share", "beyond_noise", "kld_share", "basis")
             result["trail"].append({"groups": part, **{k: found[k] for k in keys}})
-            if (found["beyond_noise"] or 0) >= MOST:
+            if (counted(found) or 0) >= MOST:
                 chosen = part
                 break
-        if chosen is None and all(not f["beyond_noise"] for _, f in tried):
+        if chosen is None and all(not counted(f) for _, f in tried):
             chosen = next((part for part, f in tried if (f["kld_share"] or 0) >= MOST), None)
         if chosen is None:
             log.info(
@@ -219,7 +228,7 @@ def format_explanation(result: dict) -> str:
         interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
         kld = f", KLD share {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
         share_text = "n/a" if f["share"] is None else f"{100 * f['share']:.0f}%"
-        basis = f["basis"] + ("; within noise" if f["basis"] == "recovery" and not f["beyond_noise"] else "")
+        basis = f["basis"] + ("; within noise" if f["basis"] == "recovery" and not counted(f) else "")
         verb = "holds" if result["measure"] == "without" else "recovers"
         lines.append(f"  {f['group']}: {verb} {share_text}{interval} of the loss ({basis}){kld}")
     if result["stopped"]:

@@ -15,7 +15,7 @@ def _share(f: dict) -> str:
         return "n/a"
     interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
     basis = f["basis"]
-    if basis == "recovery" and not f.get("beyond_noise"):
+    if basis == "recovery" and not round(f.get("beyond_noise") or 0, 2):
         basis += "; within noise"
     kld = f", KLD {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
     return f"{100 * f['share']:.0f}%{interval} ({basis}{kld})"
@@ -31,7 +31,7 @@ def _cost(c: dict) -> str:
 
 def _helps(f: dict) -> bool:
     """evalsuite.sensitivity.helps, on the stored finding (reports read JSON and import no torch)."""
-    return (f.get("beyond_noise") or 0) > 0 or (f.get("kld_share") or 0) > 0
+    return round(f.get("beyond_noise") or 0, 2) > 0 or (f.get("kld_share") or 0) > 0
 
 
 def _responsible(found: dict, groups: list[str] | None) -> str:

@@ -205,6 +205,7 @@ def test_shares_count_only_beyond_the_noise_and_the_kld_breaks_ties():
         "kld": (0.02, 0.8),  # little accuracy, inside the noise; most of the KLD
         "real": (0.20, 0.5),  # all of the accuracy loss, beyond the noise
         "real-less-kld": (0.20, 0.3),  # the same share beyond the noise, less KLD: ranked after "real"
+        "hair": (0.1002, 0.05),  # 0.1% beyond the noise: equal to 0% in whole percent, so less KLD ranks it last
         "idle": (0.0, 0.0),
     }
     probe = AdditiveProbe(effects)
@@ -213,9 +214,10 @@ def test_shares_count_only_beyond_the_noise_and_the_kld_breaks_ties():
     assert by_group["noisy"]["share"] == pytest.approx(0.5) and by_group["noisy"]["beyond_noise"] == 0
     assert by_group["real"]["beyond_noise"] == pytest.approx(0.5)  # (0.2 - 0.1) / 0.2: the part past t's noise
     assert by_group["real"]["low"] < 0  # the interval of the share, summed over t and u, is wider
-    assert [f["group"] for f in found["findings"]] == ["real", "real-less-kld", "kld", "noisy", "idle"]
+    assert by_group["hair"]["beyond_noise"] == pytest.approx(0.001)
+    assert [f["group"] for f in found["findings"]] == ["real", "real-less-kld", "kld", "noisy", "hair", "idle"]
     order = [g for g, _ in ranking(found, probe.failed.layers, "layer")]
-    assert order == ["real", "real-less-kld", "kld", "noisy", "idle"]
+    assert order == ["real", "real-less-kld", "kld", "noisy", "hair", "idle"]
     assert "noisy: recovers 50% [-150, 100] of the loss (recovery; within noise), KLD share 10%" in (
         format_explanation(found)
     )
