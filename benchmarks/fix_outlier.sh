@@ -45,10 +45,14 @@ step run evalsuite run "$suite" --model "$model" --out "$work/run"
 set +e
 step gate evalsuite gate "$work/run" --config "$gate"
 set -e
+set +e
 step fix evalsuite fix "$work/run" --gate "$gate" --variant "$variant" --by "$by" --docs "$docs" --keep-as "$keep" \
   --measure "$measure" --budget "$budget"
-cp "$work/run/fix/$variant/fix.json" "$work/run/fix/$variant/suite.yaml" "$results/"
-cp "$work/run/report.md" "$results/report.md"
+fixed=$?
+set -e
+cp "$work/run/fix/$variant/fix.json" "$work/run/report.md" "$results/"
+[ "$fixed" -eq 0 ] || exit "$fixed"  # no recipe passed: nothing to export
+cp "$work/run/fix/$variant/suite.yaml" "$results/"
 # a recipe with every layer in float has nothing to export: the export says so and the readback is skipped
 if step export evalsuite export "$work/run/fix/$variant/suite.yaml" --variant "$variant-fixed" --out "$work/checkpoint"
 then
