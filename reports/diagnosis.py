@@ -68,7 +68,7 @@ def diagnosis(run_dir: str | Path) -> Table:
     return Table(
         [
             "variant",
-            "layers responsible (measured share of the loss recovered, 95% interval)",
+            "layers responsible (measured share of the loss it recovers, or holds when left quantized; 95% interval)",
             "recipe that passes",
             "cost: recipe vs variant (weight bytes, tok/s)",
         ],
