@@ -29,7 +29,10 @@ def suite(model, variants=("W8A8_INT8",), **suites):
             "model": {"path": str(model)},
             "variants": list(variants),
             "suites": suites,
-            "run": {"batch_size": 8, "bootstrap_iters": 50},
+            # a copy of the demo model is, by its path, a user's model, whose default calibration (128 windows
+            # of 512 tokens, for per-layer SQNR) is what these tests spent most of their time on: they test the
+            # store, so a few short windows do
+            "run": {"batch_size": 8, "bootstrap_iters": 50, "calibration": {"samples": 4, "seq_len": 128}},
         }
     )
 
