@@ -30,8 +30,9 @@ from pathlib import Path
 import yaml
 
 from evalsuite.gating import GateConfig, evaluate_gate, format_outcome
+from evalsuite.loss_shares import helps, rank_key
 from evalsuite.probing import BudgetExhausted, FailedRun, Probe, restored_overrides
-from evalsuite.sensitivity import explain, format_explanation, groups_of, helps, proxy_order, rank_key
+from evalsuite.sensitivity import explain, format_explanation, groups_of, proxy_order
 from evalsuite.suites.fidelity import remember_reference
 
 log = logging.getLogger("evalsuite")

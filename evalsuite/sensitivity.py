@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 
+from evalsuite.loss_shares import counted, rank_key, within_noise
 from evalsuite.probing import BudgetExhausted, Measured, Probe
 
 log = logging.getLogger("evalsuite")
@@ -109,27 +110,6 @@ def held(reference: Measured, m: Measured) -> dict:
         out.update(basis="kld", share=out["kld_share"], low=None, high=None)
         out["beyond_noise"] = out["kld_share"]
     return out
-
-
-def counted(found: dict) -> float | None:
-    """The share beyond the noise in whole percent, as printed: shares that print the same are equal (a
-    perplexity whose upper bound misses 100% by 1e-5 gives a share of 0.001%, which must not outrank a
-    group that holds 10% at its point but inside the noise: there the KLD decides)."""
-    beyond = found.get("beyond_noise")
-    return None if beyond is None else round(beyond, 2)
-
-
-def rank_key(found: dict) -> tuple[float, float]:
-    """Sorts groups (descending): the share beyond the noise (`counted`), then the KLD share (the tie-break,
-    and the whole ranking when every accuracy share is within the noise)."""
-    worst = float("-inf")
-    beyond, kld = counted(found), found.get("kld_share")
-    return (worst if beyond is None else beyond, worst if kld is None else kld)
-
-
-def helps(found: dict) -> bool:
-    """Measured to matter: a share of the loss beyond the noise, or part of the KLD."""
-    return (counted(found) or 0) > 0 or (found.get("kld_share") or 0) > 0
 
 
 def _finding(group: str, layers: list[str], reference: Measured, m: Measured, verdict=share) -> dict:
@@ -228,7 +208,7 @@ def format_explanation(result: dict) -> str:
         interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
         kld = f", KLD share {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
         share_text = "n/a" if f["share"] is None else f"{100 * f['share']:.0f}%"
-        basis = f["basis"] + ("; within noise" if f["basis"] == "recovery" and not counted(f) else "")
+        basis = f["basis"] + ("; within noise" if within_noise(f) else "")
         verb = "holds" if result["measure"] == "without" else "recovers"
         lines.append(f"  {f['group']}: {verb} {share_text}{interval} of the loss ({basis}){kld}")
     if result["stopped"]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evalsuite.loss_shares import helps, within_noise
+
 from .view import Table
 
 
@@ -14,9 +16,7 @@ def _share(f: dict) -> str:
     if f.get("share") is None:
         return "n/a"
     interval = f" [{100 * f['low']:.0f}, {100 * f['high']:.0f}]" if f.get("low") is not None else ""
-    basis = f["basis"]
-    if basis == "recovery" and not round(f.get("beyond_noise") or 0, 2):
-        basis += "; within noise"
+    basis = f["basis"] + ("; within noise" if within_noise(f) else "")
     kld = f", KLD {100 * f['kld_share']:.0f}%" if f.get("kld_share") is not None else ""
     return f"{100 * f['share']:.0f}%{interval} ({basis}{kld})"
 
@@ -29,17 +29,12 @@ def _cost(c: dict) -> str:
     return ", ".join(parts)
 
 
-def _helps(f: dict) -> bool:
-    """evalsuite.sensitivity.helps, on the stored finding (reports read JSON and import no torch)."""
-    return round(f.get("beyond_noise") or 0, 2) > 0 or (f.get("kld_share") or 0) > 0
-
-
 def _responsible(found: dict, groups: list[str] | None) -> str:
     """The groups the recipe restores (or, from explain alone, the five that recover most), each with its
     measured share of the loss (with `--measure without`, the share it holds); one not measured says so."""
     shares = {f["group"]: f for f in found.get("findings", [])}
     if groups is None:  # findings are stored in rank order
-        groups = [f["group"] for f in found.get("findings", []) if _helps(f)][:5]
+        groups = [f["group"] for f in found.get("findings", []) if helps(f)][:5]
     verb = "holds " if found.get("measure") == "without" else ""  # left quantized alone: the loss that stays
     parts = [f"{g}: {verb + _share(shares[g]) if g in shares else 'not measured'}" for g in groups]
     return "; ".join(parts) or "none measured"
