@@ -27,7 +27,7 @@ import triton.language as tl
 from . import paths
 from ._bits import bf16_rne
 from ._launch import interpreting
-from ._weight_only_dequant import _groups_per_tile, _load_codes, dequant_tile, dequantize
+from ._weight_only_dequant import _groups_per_tile, _load_codes, dequant_tile, dequantize, global_scale_stride
 from ._weight_only_gemv import GEMV_MAX_M, codes_per_word, gemv_applies, launch_gemv
 
 FMT_INT4, FMT_INT8, FMT_MXFP4, FMT_NVFP4 = 0, 1, 2, 3
@@ -89,6 +89,7 @@ def _weight_only_kernel(
     stride_zn,
     stride_om,
     stride_os,
+    stride_gs,
     # meta-parameters
     FMT: tl.constexpr,
     HAS_ZP: tl.constexpr,
@@ -108,7 +109,8 @@ def _weight_only_kernel(
     """SWAP_AB: acc (BLOCK_N, BLOCK_M) = W_tile @ x_tile.T with W from registers (decode); else acc
     (BLOCK_M, BLOCK_N) = x_tile @ W_tile.T (prefill). EPI_MAGIC > 0 (integer codes, tiles inside one group):
     the dot runs on the exact values EPI_MAGIC + code, read straight from the bits, and the epilogue of each
-    tile applies (part - (EPI_MAGIC + zero) * sum(x)) * scale, so no per-weight arithmetic is left."""
+    tile applies (part - (EPI_MAGIC + zero) * sum(x)) * scale, so no per-weight arithmetic is left. NVFP4's
+    global scale is one value (stride_gs 0) or one per output row (stride_gs 1, a fused layer's)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -118,7 +120,7 @@ def _weight_only_kernel(
     offs_xm = tl.where(offs_m < M, offs_m, 0).to(tl.int64)  # edge tokens read token 0, never stored
     w_rows = w_ptr + offs_wn[:, None] * stride_wn
     if FMT == 3:
-        gs = tl.load(gs_ptr).to(tl.float32)
+        gs = tl.load(gs_ptr + offs_wn * stride_gs).to(tl.float32)[:, None]  # (BLOCK_N, 1)
     else:
         gs = 1.0
 
@@ -343,7 +345,7 @@ def launch(
         x, w, scale, zp, gs, bias if bias is not None else dummy, target,
         m, n, k, group_size, scale.shape[1], k_per_split,
         x.stride(0), w.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
-        n if split_k > 1 else out.stride(0), m * n,
+        n if split_k > 1 else out.stride(0), m * n, global_scale_stride(global_scale),
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gpt, EVEN_K=k % cfg.block_k == 0, SWAP_AB=cfg.swap_ab,
         EPI_MAGIC=_epilogue_magic(fmt, x.dtype, gpt, cfg.epilogue_scale),

@@ -4,7 +4,8 @@ large-M path (dequantize once, then one cuBLAS matmul). Both dequantize exactly 
 (code - zero) * scale in fp32 (E2M1 value * E8M0 / E4M3 scale for FP4), then one rounding.
 
 Formats: FMT 0 int4 (two codes per byte, column 2j in the low nibble of byte j), 1 int8 codes, 2 MXFP4,
-3 NVFP4 (see `_weight_only.FMT_*`).
+3 NVFP4 (see `_weight_only.FMT_*`). NVFP4's global scale `gs` is one value or one per output row (a fused
+layer's); the helpers take it as (BLOCK_N, 1), broadcast where the one value was.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def _dequant_kernel(
     stride_sn,
     stride_zn,
     stride_on,
+    stride_gs,
     # meta-parameters
     FMT: tl.constexpr,
     HAS_ZP: tl.constexpr,
@@ -153,7 +155,7 @@ def _dequant_kernel(
     offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)
     w_rows = w_ptr + offs_wn[:, None] * stride_wn
     if FMT == 3:
-        gs = tl.load(gs_ptr).to(tl.float32)
+        gs = tl.load(gs_ptr + offs_wn * stride_gs).to(tl.float32)[:, None]  # (BLOCK_N, 1)
     else:
         gs = 1.0
     w = dequant_tile(w_rows, offs_wn, k0, offs_k, K, group_size, num_groups, s_ptr, z_ptr, stride_sn, stride_zn,
@@ -171,6 +173,11 @@ def _groups_per_tile(group_size: int, block_k: int) -> int:
     if block_k % group_size == 0 and group_size & (group_size - 1) == 0 and group_size >= 2:
         return block_k // group_size
     return 0
+
+
+def global_scale_stride(global_scale: torch.Tensor | None) -> int:
+    """0 for one global scale (or none), 1 for one per output row: the kernels read row n's at gs_ptr + n * stride."""
+    return 0 if global_scale is None or global_scale.numel() == 1 else 1
 
 
 def dequantize(
@@ -193,6 +200,7 @@ def dequantize(
         w, scale, zero_point if zero_point is not None else scale, global_scale if global_scale is not None else scale,
         out, n, k, group_size, scale.shape[1],
         w.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0, out.stride(0),
+        global_scale_stride(global_scale),
         FMT=fmt, HAS_ZP=zero_point is not None, GROUPS_PER_TILE=gpt, EVEN_K=k % block_k == 0,
         BF16_RNE=interpreting() and dtype == torch.bfloat16, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
     )  # fmt: skip

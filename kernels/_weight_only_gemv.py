@@ -10,7 +10,8 @@ through an int32 view: no layout change, no shuffle) and keeps the tile in the l
 - E2M1 codes: on NVIDIA GPUs two codes become an fp16 pair (value * 2**-14, exactly) with two shifts and a
   `lop3`, then one conversion each; elsewhere sign, exponent and mantissa bits go to their fp32 places
   (value * 2**-126, exactly) and one multiply restores the value. The power of two is undone once per word,
-  where the group scale (E8M0, or E4M3; the global scale divides the result once) multiplies.
+  where the group scale (E8M0, or E4M3; the global scale, one value or one per output row, divides the result
+  once) multiplies.
 K is split over SPLIT_K programs when N alone does not fill the GPU. Each writes its fp32 partial sums to a
 workspace and counts itself in on a per-tile counter; the program that arrives last adds the partials in
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
@@ -26,6 +27,7 @@ import triton.language as tl
 
 from ._bits import bf16_rne, e4m3_value, exp2_int
 from ._launch import nvidia_ptx
+from ._weight_only_dequant import global_scale_stride
 
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
@@ -141,6 +143,7 @@ def _gemv_kernel(
     stride_zn,
     stride_om,
     stride_ws,
+    stride_gs,
     # meta-parameters
     FMT: tl.constexpr,
     HAS_ZP: tl.constexpr,
@@ -169,7 +172,7 @@ def _gemv_kernel(
     w_rows = w_ptr + offs_wn[:, None] * stride_wn
     x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
     if FMT == 3:
-        gs = tl.load(gs_ptr).to(tl.float32)
+        gs = tl.load(gs_ptr + offs_wn * stride_gs).to(tl.float32)  # (BLOCK_N,): one value or one per row
     acc = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
     w_lo = pid_k * w_per_split
     w_hi = tl.minimum(w_lo + w_per_split, KW)
@@ -311,7 +314,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, out, ws, counters,
         m, n, k // cpw, group_words, scale.shape[1], w_per_split,
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
-        out.stride(0), m * n,
+        out.stride(0), m * n, global_scale_stride(global_scale),
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), BLOCK_N=cfg.block_n, BLOCK_W=block_w,

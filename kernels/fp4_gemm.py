@@ -5,14 +5,16 @@ Two formats share the E2M1 element code (sign bit, 2 exponent bits, 1 mantissa b
 - MXFP4 (OCP Microscaling v1.0): one E8M0 scale per 32 values, X = 2**(floor(log2(amax)) - 2), stored as
   the biased exponent in a uint8 (127 means 2**0).
 - NVFP4: one E4M3 scale per 16 values and an FP32 `global_scale` per tensor (compressed-tensors'
-  convention: global_scale = 448 * 6 / amax, and a value dequantizes as code * scale / global_scale).
+  convention: global_scale = 448 * 6 / amax, and a value dequantizes as code * scale / global_scale). The GEMM
+  and dequantize also take one global scale per output row, (N,): layers fused along their output rows
+  (`QuantLinear.concatenated`) keep each layer's own value on its rows.
 
 Elements round to nearest, ties to even, and saturate at +-6. Hopper has no FP4 tensor cores, so the GEMM
 dequantizes in registers and multiplies in the activation dtype with fp32 accumulation.
 
     packed, scale = mxfp4_quantize_ref(w)                  # (N, K/2) uint8, (N, ceil(K/32)) uint8
     packed, scale, gs = nvfp4_quantize_ref(w)              # (N, K/2) uint8, (N, ceil(K/16)) e4m3, () fp32
-    y = fp4_gemm_ref(x, packed, scale, "mxfp4")            # or (..., "nvfp4", global_scale=gs)
+    y = fp4_gemm_ref(x, packed, scale, "mxfp4")            # or (..., "nvfp4", global_scale=gs), gs () or (N,)
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def dequantize_fp4(
     values = e2m1_decode(unpack_int4(packed, k))  # (N, K) fp32
     if fmt == "mxfp4":
         group_scale = torch.ldexp(torch.ones_like(scale, dtype=torch.float32), scale.int() - E8M0_BIAS)
-    else:
-        group_scale = scale.float() / global_scale.float()
+    else:  # one global scale, or one per output row (a fused layer's): (1, 1) or (N, 1)
+        group_scale = scale.float() / global_scale.float().reshape(-1, 1)
     return (values * expand_groups(group_scale, GROUP[fmt], k)).to(dtype)
 
 
@@ -134,8 +136,12 @@ def fp4_gemm(
         if global_scale is None:
             raise ValueError(f"{who}: nvfp4 needs global_scale, the () fp32 tensor nvfp4_quantize returned")
         check_tensor(global_scale, "global_scale", who, (torch.float32,), None, x.device)
-        if global_scale.numel() != 1:
-            raise ValueError(f"{who}: global_scale must hold one value, got shape {tuple(global_scale.shape)}")
+        if global_scale.numel() != 1 and tuple(global_scale.shape) != (n,):
+            raise ValueError(
+                f"{who}: global_scale must hold one value or one per output row, shape ({n},), got shape "
+                f"{tuple(global_scale.shape)}"
+            )
+        global_scale = global_scale.contiguous()
     elif global_scale is not None:
         raise ValueError(f"{who}: mxfp4 takes no global_scale (its E8M0 scales are absolute); pass None")
     if bias is not None:

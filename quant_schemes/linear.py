@@ -73,6 +73,20 @@ def check_static_scale(input_scale: torch.Tensor) -> torch.Tensor:
     return s.reshape(1, 1).clone()  # (1, 1)
 
 
+def _global_scale_per_row(scales: list[torch.Tensor], layers: list[QuantLinear]) -> torch.Tensor:
+    """(sum of out_features,) fp32: each layer's global scale (one value, or already one per row) on its rows. A
+    new tensor, not views: the layers keep their own."""
+    rows = []
+    for gs, layer in zip(scales, layers, strict=True):
+        if gs.numel() != 1 and tuple(gs.shape) != (layer.out_features,):
+            raise ValueError(
+                f"global_scale is neither one value nor one per output row: shape {tuple(gs.shape)} in a layer "
+                f"of {layer.out_features} rows"
+            )
+        rows.append(gs.float().reshape(-1).expand(layer.out_features))
+    return torch.cat(rows)  # (N,)
+
+
 class QuantLinear(nn.Module):
     def __init__(
         self,
@@ -135,7 +149,9 @@ class QuantLinear(nn.Module):
         """One layer whose output is the given layers' outputs side by side (out_features concatenated), for
         layers that read the same input; ValueError names what keeps them apart. Per-row tensors are
         concatenated and the layers' own buffers become views into the new layer's, so nothing is stored twice;
-        per-tensor ones (a global or input scale) must be equal and are shared."""
+        per-tensor ones (a global or input scale) must be equal and are shared, except NVFP4's global scales:
+        where they differ, the fused layer gets one per output row (each layer's value on its rows, applied by
+        the fp4 kernels where they apply the one value), and the layers keep their own."""
         first = layers[0]
         for name in ("kind", "in_features", "group_size", "bits", "storage_bits", "act_granularity",
                      "fp8_accumulation"):  # fmt: skip
@@ -158,6 +174,8 @@ class QuantLinear(nn.Module):
                 rows[name] = torch.cat(tensors)
             elif all(t.numel() == 1 and torch.equal(t, tensors[0]) for t in tensors):
                 shared[name] = tensors[0]
+            elif name == "global_scale" and first.kind == "nvfp4":
+                shared[name] = _global_scale_per_row(tensors, layers)
             else:
                 raise ValueError(f"{name} is neither per output row nor one value shared by the layers")
         tensors = {**shared, **rows}

@@ -10,7 +10,7 @@ Storage of the built-in formats (the layouts the kernels in `evalsuite.kernels` 
 - "wna16": qdata unsigned codes, (N, ceil(K/2)) uint8 two per byte for <= 4 bits, else (N, K) uint8;
            scale (N, G) fp32; zero_point (N, G) uint8 or None (symmetric: the storage midpoint). -> w4a16_gemm
 - "mxfp4" / "nvfp4": packed E2M1 (N, K/2) uint8; scale (N, G) uint8 E8M0 / float8_e4m3fn;
-           nvfp4 also global_scale () fp32.                                                  -> fp4_gemm
+           nvfp4 also global_scale () fp32 ((N,), one per row, in a fused layer).          -> fp4_gemm
 """
 
 from __future__ import annotations

@@ -126,6 +126,15 @@ def test_fp4_errors():
         "nvfp4",
     )
     _raises(r"fp4_gemm: nvfp4 needs global_scale", fp4_gemm, x, q, nv_scale, "nvfp4")
+    _raises(
+        r"fp4_gemm: global_scale must hold one value or one per output row, shape \(6,\), got shape \(5,\)",
+        fp4_gemm,
+        x,
+        q,
+        nv_scale,
+        "nvfp4",
+        torch.ones(5, device=D),
+    )
     _raises(r"fp4_gemm: mxfp4 takes no global_scale", fp4_gemm, x, q, mx_scale, "mxfp4", torch.tensor(1.0, device=D))
     _raises(r"fp4_gemm: scale must have shape \(6, 2\), got \(6, 4\)", fp4_gemm, x, q, mx_scale.repeat(1, 2), "mxfp4")
     _raises(r"mxfp4_quantize: w must have shape \(\*, \*\), got \(64,\)", mxfp4_quantize, torch.randn(64, device=D))

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from evalsuite.kernels import _weight_only
-from evalsuite.kernels.fp4_gemm import dequantize_fp4, fp4_gemm, fp4_gemm_ref, mxfp4_quantize_ref, nvfp4_quantize_ref
+from evalsuite.kernels._launch import interpreting
+from evalsuite.kernels.fp4_gemm import (
+    dequantize_fp4,
+    fp4_gemm,
+    fp4_gemm_ref,
+    mxfp4_quantize_ref,
+    nvfp4_global_scale,
+    nvfp4_quantize_ref,
+)
 from evalsuite.kernels.w4a16_gemm import dequantize_wna16, pack_int4, w4a16_gemm, w4a16_gemm_ref
 from tests.kernels.common import DEVICE, GEMM_TOL, shapes
 from tests.utils import assert_close
@@ -84,10 +92,29 @@ def test_fp4_gemm(shape, fmt, dtype):
     _check(y, fp4_gemm_ref(x, packed, scale, fmt, global_scale, bias), fmt)
 
 
+def _nvfp4_row_blocks(rows, k):
+    """NVFP4 weights of row blocks quantized apart (each its own global scale: its absmax one times 1, 1/2, 1/8)
+    and the same weights as one tensor with one global scale per row, as QuantLinear.concatenated builds them
+    for a fused layer."""
+    ws = [torch.randn(n, k, device=DEVICE) / k**0.5 for n in rows]
+    blocks = [nvfp4_quantize_ref(w, nvfp4_global_scale(w) / 8**i) for i, w in enumerate(ws)]
+    packed = torch.cat([b[0] for b in blocks])  # (N, K/2)
+    scale = torch.cat([b[1] for b in blocks])  # (N, K/16)
+    gs = torch.cat([b[2].reshape(1).expand(n) for b, n in zip(blocks, rows, strict=True)])  # (N,)
+    return blocks, packed, scale, gs
+
+
+def _per_row(global_scale, n):
+    return global_scale.reshape(1).expand(n) * torch.linspace(0.5, 2.0, n, device=global_scale.device)  # (N,)
+
+
+@pytest.mark.parametrize("per_row", [False, True], ids=["one-global-scale", "global-scale-per-row"])
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_fp4_paths(config):
+def test_fp4_paths(config, per_row):
     x = torch.randn(3, 96, device=DEVICE).to(torch.bfloat16)
     packed, scale, global_scale = nvfp4_quantize_ref(torch.randn(40, 96, device=DEVICE) / 10)
+    if per_row:
+        global_scale = _per_row(global_scale, 40)
     y = _weight_only.launch(x, packed, scale.view(torch.uint8), None, global_scale, None, 16, 3, config)
     _check(y, fp4_gemm_ref(x, packed, scale, "nvfp4", global_scale), "fp4 path")
 
@@ -153,7 +180,7 @@ def test_weight_only_gemv(config, variant):
 
 
 @pytest.mark.parametrize("config", GEMV_CONFIGS.values(), ids=GEMV_CONFIGS.keys())
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nvfp4-per-row"])
 def test_fp4_gemv(config, fmt):
     m, n, k = 3, 21, 160
     x = torch.randn(m, k, device=DEVICE).to(torch.bfloat16)
@@ -162,6 +189,8 @@ def test_fp4_gemv(config, fmt):
         (packed, scale), gs = mxfp4_quantize_ref(w), None
     else:
         packed, scale, gs = nvfp4_quantize_ref(w)
+        if fmt == "nvfp4-per-row":
+            fmt, gs = "nvfp4", _per_row(gs, n)
     code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
     y = _weight_only.launch(x, packed, scale.view(torch.uint8), None, gs, None, 32 if fmt == "mxfp4" else 16, code,
                             config)  # fmt: skip
@@ -202,3 +231,38 @@ def test_gemv_refuses_partial_words():
     qweight, scale, _ = _int_weights(8, 36, 4, False, 12)
     with pytest.raises(ValueError, match="multiples of 8"):
         _weight_only.launch(x, qweight, scale, None, None, None, 12, 0, GEMV_CONFIGS["n16-k128"])
+
+
+def test_nvfp4_reference_with_a_global_scale_per_row_is_the_row_blocks_apart():
+    """A global scale per row divides each row's E4M3 scales by its own value: the fused weights dequantize
+    bit for bit as the blocks do apart, and the reference GEMM gives each block's outputs."""
+    blocks, packed, scale, gs = _nvfp4_row_blocks((37, 11, 12), 96)
+    x = torch.randn(3, 96, device=DEVICE).to(torch.bfloat16)
+    apart = torch.cat([dequantize_fp4(*b[:2], "nvfp4", 96, b[2]) for b in blocks])
+    assert_close(dequantize_fp4(packed, scale, "nvfp4", 96, gs), apart, what="per-row dequantize")
+    want = torch.cat([fp4_gemm_ref(x, *b[:2], "nvfp4", b[2]) for b in blocks], dim=-1)
+    assert_close(fp4_gemm_ref(x, packed, scale, "nvfp4", gs), want, what="per-row fp4_gemm_ref")
+
+
+def test_dequantize_kernel_with_a_global_scale_per_row_is_bit_exact():
+    _, packed, scale, gs = _nvfp4_row_blocks((37, 11, 12), 130)
+    out = _weight_only.dequantize(packed, scale.view(torch.uint8), None, gs, 16, _weight_only.FMT_NVFP4, 130,
+                                  torch.bfloat16)  # fmt: skip
+    ref = dequantize_fp4(packed.cpu(), scale.cpu(), "nvfp4", 130, gs.cpu())
+    assert_close(out.cpu(), ref.to(torch.bfloat16), what="nvfp4 dequantized weights, global scale per row")
+
+
+@pytest.mark.parametrize("m", [1, 5, 256], ids=["M1-gemv", "M5-fused-gemm", "M256-dequant-matmul"])
+def test_fp4_gemm_with_a_global_scale_per_row_is_the_row_blocks_apart(m):
+    """fp4_gemm on row blocks fused with a global scale per row: the reference's result, and on the interpreter
+    (whose tiles do not depend on N) each block's own fp4_gemm bit for bit. On a GPU the K split depends on N,
+    so the fused call sums in another order: GEMM tolerance there."""
+    blocks, packed, scale, gs = _nvfp4_row_blocks((37, 11, 12), 96)
+    x = torch.randn(m, 96, device=DEVICE).to(torch.bfloat16)
+    bias = torch.randn(60, device=DEVICE).to(torch.bfloat16)
+    y = fp4_gemm(x, packed, scale, "nvfp4", gs, bias)
+    _check(y, fp4_gemm_ref(x, packed, scale, "nvfp4", gs, bias), "fp4_gemm, global scale per row")
+    biases = bias.split([37, 11, 12])
+    apart = torch.cat([fp4_gemm(x, b[0], b[1], "nvfp4", b[2], c) for b, c in zip(blocks, biases, strict=True)], dim=-1)
+    atol, rtol = (0, 0) if interpreting() else GEMM_TOL[torch.bfloat16]
+    assert_close(y.cpu(), apart.cpu(), atol=atol, rtol=rtol, what="fused rows vs the blocks apart")
