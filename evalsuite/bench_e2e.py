@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from evalsuite import kernel_profile
 from evalsuite.quant_schemes.backends import pick_backend
 
 SHAPES = {
@@ -119,9 +120,13 @@ def make_decoder(kind: str, model, batch: int, max_len: int):
 
 
 @torch.no_grad()
-def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device, repeats: int, kind: str = "auto"):
-    """Decode tokens/s over a cache holding `context` random tokens, and what decoded them."""
-    decoder, path = make_decoder(kind, model, batch, context + steps * (repeats + 1) + 1)
+def decode_rate(
+    model, batch: int, context: int, steps: int, vocab: int, device, repeats: int, kind: str = "auto", profile: int = 0
+):
+    """Decode tokens/s over a cache holding `context` random tokens, what decoded them, and with `profile` > 0
+    (CUDA only) `kernel_profile.profile` of that many further steps, else None."""
+    extra = profile + 1 if profile else 0
+    decoder, path = make_decoder(kind, model, batch, context + steps * (repeats + 1) + extra + 1)
     contexts = torch.randint(0, vocab, (batch, context)).tolist()
     decoder.prefill(contexts)
     next_ids = torch.randint(0, vocab, (batch,), device=device)
@@ -130,7 +135,11 @@ def decode_rate(model, batch: int, context: int, steps: int, vocab: int, device,
         for _ in range(steps):
             decoder.step(next_ids)
 
-    return batch * steps / _time(run, device, repeats), path
+    seconds = _time(run, device, repeats)
+    prof = None
+    if profile and device.type == "cuda":
+        prof = kernel_profile.profile(lambda: decoder.step(next_ids), profile, wall_s=seconds / steps)
+    return batch * steps / seconds, path, prof
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -179,7 +188,9 @@ def run_variant(name: str, args, device, dtype) -> dict:
             row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
         for kind in args.decoders:
             try:
-                rate, path = decode_rate(model, b, args.context, args.steps, vocab, device, args.repeats, kind)
+                rate, path, prof = decode_rate(
+                    model, b, args.context, args.steps, vocab, device, args.repeats, kind, args.profile
+                )
             except Exception as e:  # noqa: BLE001 - recorded in the row and the table; the other decoders still run
                 row[f"decode_error_b{b}_{kind}"] = f"{type(e).__name__}: {str(e).strip()[:500]}"
                 print(f"{name}, batch {b}, {kind} decoder FAILED: {row[f'decode_error_b{b}_{kind}']}", flush=True)
@@ -189,6 +200,8 @@ def run_variant(name: str, args, device, dtype) -> dict:
                     gc.collect()
                     torch.cuda.empty_cache()
             row[f"decode_tok_s_b{b}_{kind}"] = rate
+            if prof is not None:
+                row[f"profile_b{b}_{kind}"] = prof
             row[f"roofline_b{b}_{kind}"] = row["weight_bytes"] * rate / b / args.copy_bytes_s
             row["decoders"][kind] = path
     if device.type == "cuda":
@@ -256,6 +269,18 @@ def render(rows: list[dict], args, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_profiles(rows: list[dict], args) -> str:
+    """Each profiled decoder's kernel table (`kernel_profile.render`), one section per variant and batch."""
+    parts = [
+        kernel_profile.render(r[f"profile_b{b}_{kind}"], f"{r['variant']}, batch {b}, {kind} decoder, one step")
+        for r in rows
+        for b in args.batches
+        for kind in args.decoders
+        if f"profile_b{b}_{kind}" in r
+    ]
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="evalsuite bench e2e", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--backend", default="auto", help="auto or a registered kernel backend")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also profile this many decode steps of each decoder (CUDA only): kernel time by kind, the longest "
+        "kernels and the GPU's idle share, written to bench-e2e-profile.md",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-e2e"))
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -300,5 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         table = render(rows, args, meta)
         (args.out / "bench-e2e.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str) + "\n")
         (args.out / "bench-e2e.md").write_text(table)
+        if args.profile:
+            (args.out / "bench-e2e-profile.md").write_text(render_profiles(rows, args))
     print(table)
     return 0

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from evalsuite import kernel_profile
+
 LOGLIKELIHOOD_TASKS = ("tiny_mc", "tiny_ppl")
 GENERATION_TASKS = ("tiny_arith",)
 LEADERBOARD_TASKS = ("mmlu", "hellaswag", "arc_challenge", "gsm8k")
@@ -249,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run lm-eval's HF backend at batch size 1 (untimed) and report how far its log-likelihoods move "
         "from its own batched run: the spread that batch shapes alone cause, against which ours is read",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each task's timed runs, run ours once more under the profiler (CUDA only): kernel time by kind "
+        "and the longest kernels against our request seconds, written to bench-harness-profile.md",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-harness"))
     parser.add_argument(
         "--budget-s", type=float, default=None, help="start no further task after this many seconds (rows so far kept)"
@@ -263,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=str(device))
     spent = {"hf": timed_requests(hf_lm), "ours": timed_requests(ours_lm)}
     rows: list[dict] = []
+    profiles: list[str] = []
     args.skipped = []
     for task, task_configs_ in configs.items():
         if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
@@ -295,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
             single = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, device=str(device))
             alone, _ = _evaluate(single, task_configs_, args.limit)
             row["lm_eval_batch1_loglikelihood_diff"] = _max_ll_diff(_responses(theirs), _responses(alone))
+        if args.profile and device.type == "cuda":
+            # wall: first kernel start to last kernel end, the span of our requests
+            run = lambda configs=task_configs_: _evaluate(ours_lm, configs, args.limit)  # noqa: E731
+            prof = kernel_profile.profile(run, 1, warmup=False)
+            profiles.append(kernel_profile.render(prof, f"{task}: our requests, {row['docs']} docs, one run"))
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench-harness-profile.md").write_text("\n".join(profiles))
         rows.append(row)
         print(json.dumps(row), flush=True)
         write(args, rows, header(args, model, label, device), kernels)  # each task's row kept as it finishes
