@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Where the time goes on one GPU (issues 16 and 17), in one device call of about 8 minutes on an H100, with
+# .whl carried; everything lands under $OUT:
+#   1. the GPU tests of what the profile runs: weight-only kernels, fused linears, the graph decoder, the profiler
+#      itself (tests.log);
+#   2. `bench e2e --profile 8`: batch-1 decode of bf16, W4A16 and NVFP4 at Llama-3.1-8B shapes with the graph
+#      decoder, tok/s beside each step's kernels by kind (e2e/bench-e2e{,-profile}.md);
+#   3. `bench harness --profile`: bf16 log-likelihood tasks at --scale ${SCALE:-0.02}, ours against lm-eval's HF
+#      backend, then our requests once more under the profiler (harness/bench-harness{,-profile}.md).
+# STEPS (default "tests,e2e,harness") picks the steps; VARIANTS and TASKS override the defaults above.
+set -u
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-tests,e2e,harness}
+mkdir -p "$OUT"
+if ! python3 -c "import lm_eval" 2>/dev/null; then  # the GPU image lacks lm-eval and some of our dependencies
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >"$OUT/pip-wheels.log" 2>&1 || tail -5 "$OUT/pip-wheels.log"
+  export PYTHONPATH=/tmp/site
+fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+step() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+if step tests; then
+  started=$SECONDS
+  OMP_NUM_THREADS=1 timeout -s INT 200 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
+    tests/kernels/test_weight_only.py tests/kernels/test_fused_linears_triton.py tests/test_fused_linears.py \
+    tests/test_decode_graph.py tests/test_kernel_profile.py >"$OUT/tests.log" 2>&1
+  echo "== tests: exit $? after $((SECONDS - started)) s"; grep -v "^\[gw" "$OUT/tests.log" | tail -15
+fi
+if step e2e; then
+  started=$SECONDS
+  timeout -s INT 240 python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,NVFP4}" --batches 1 \
+    --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$OUT/e2e" \
+    >"$OUT/e2e.log" 2>&1
+  echo "== e2e: exit $? after $((SECONDS - started)) s"; grep "^|\|FAILED\|Error" "$OUT/e2e.log" | tail -12
+  grep -A8 "^\*\*" "$OUT/e2e/bench-e2e-profile.md" 2>/dev/null
+fi
+if step harness; then
+  started=$SECONDS
+  timeout -s INT 230 python3 -m evalsuite bench harness --shape llama-3.1-8b --device cuda --dtype bfloat16 \
+    --scale "${SCALE:-0.02}" --tasks "${TASKS:-mmlu,hellaswag,arc_challenge}" --budget-s 170 --profile \
+    --out "$OUT/harness" >"$OUT/harness.log" 2>&1
+  echo "== harness: exit $? after $((SECONDS - started)) s"; grep "^|" "$OUT/harness/bench-harness.md" 2>/dev/null
+  grep -A10 "^\*\*" "$OUT/harness/bench-harness-profile.md" 2>/dev/null
+fi
