@@ -6,7 +6,9 @@
 #   2. `bench e2e --profile 8`: batch-1 decode of bf16, W4A16 and NVFP4 at Llama-3.1-8B shapes with the graph
 #      decoder, tok/s beside each step's kernels by kind (e2e/bench-e2e{,-profile}.md);
 #   3. `bench harness --profile`: bf16 log-likelihood tasks at --scale ${SCALE:-0.02}, ours against lm-eval's HF
-#      backend, then our requests once more under the profiler (harness/bench-harness{,-profile}.md).
+#      backend, then our requests once more under the profiler (harness/bench-harness{,-profile}.md);
+#   4. (step "spread", not in the default STEPS) fp32 log-likelihood equality at --scale 0.005, at most 16
+#      documents a task, with lm-eval against itself at batch size 1 as the yardstick (spread/bench-harness.md).
 # STEPS (default "tests,e2e,harness") picks the steps; VARIANTS and TASKS override the defaults above.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -44,4 +46,12 @@ if step harness; then
     --out "$OUT/harness" >"$OUT/harness.log" 2>&1
   echo "== harness: exit $? after $((SECONDS - started)) s"; grep "^|" "$OUT/harness/bench-harness.md" 2>/dev/null
   grep -A10 "^\*\*" "$OUT/harness/bench-harness-profile.md" 2>/dev/null
+fi
+if step spread; then
+  started=$SECONDS
+  timeout -s INT 150 python3 -m evalsuite bench harness --shape llama-3.1-8b --device cuda --dtype float32 \
+    --scale 0.005 --limit 16 --tasks "${TASKS:-mmlu,hellaswag,arc_challenge}" --budget-s 110 --reference-spread \
+    --out "$OUT/spread" >"$OUT/spread.log" 2>&1
+  echo "== spread: exit $? after $((SECONDS - started)) s"; grep "^|" "$OUT/spread/bench-harness.md" 2>/dev/null
+  grep -o '"lm_eval_batch1_loglikelihood_diff": [^,]*' "$OUT/spread/bench-harness.json" 2>/dev/null
 fi
