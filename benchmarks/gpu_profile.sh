@@ -55,3 +55,19 @@ if step spread; then
   echo "== spread: exit $? after $((SECONDS - started)) s"; grep "^|" "$OUT/spread/bench-harness.md" 2>/dev/null
   grep -o '"lm_eval_batch1_loglikelihood_diff": [^,]*' "$OUT/spread/bench-harness.json" 2>/dev/null
 fi
+if step scoring; then  # the scoring path after a change to it: its GPU tests, bf16 speed, a profiled run, fp32 equality
+  started=$SECONDS
+  OMP_NUM_THREADS=1 timeout -s INT 120 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
+    tests/test_lm_prefix.py tests/test_lm.py tests/test_kernel_profile.py tests/test_bench_harness.py \
+    >"$OUT/tests.log" 2>&1
+  echo "== tests: exit $? after $((SECONDS - started)) s"; grep -v "^\[gw" "$OUT/tests.log" | tail -5
+  for run in "bf16 170 --dtype bfloat16 --scale ${SCALE:-0.02} --budget-s 120" \
+             "bf16-profiled 100 --dtype bfloat16 --scale ${SCALE:-0.02} --tasks mmlu,arc_challenge --profile" \
+             "fp32 100 --dtype float32 --scale 0.005 --limit 16 --budget-s 80"; do
+    set -- $run; name=$1 limit=$2; shift 2; started=$SECONDS
+    timeout -s INT "$limit" python3 -m evalsuite bench harness --shape llama-3.1-8b --device cuda \
+      --tasks "${TASKS:-mmlu,hellaswag,arc_challenge}" "$@" --out "$OUT/$name" >"$OUT/$name.log" 2>&1
+    echo "== $name: exit $? after $((SECONDS - started)) s"; grep "^|" "$OUT/$name/bench-harness.md" 2>/dev/null
+  done
+  grep -B2 -A40 "^\*\*" "$OUT/bf16-profiled/bench-harness-profile.md" 2>/dev/null | head -120
+fi

@@ -31,6 +31,9 @@ KINDS = (
 )
 
 
+HOST_ROWS = 12
+
+
 def kind_of(name: str) -> str:
     for kind, pattern in KINDS:
         if re.search(pattern, name, re.IGNORECASE):
@@ -42,20 +45,23 @@ def _kernel_events(trace: dict) -> list[dict]:
     return [e for e in trace.get("traceEvents", []) if e.get("cat") == "kernel" and "dur" in e]
 
 
-def profile(fn, calls: int, wall_s: float | None = None, warmup: bool = True) -> dict:
+def profile(fn, calls: int, wall_s: float | None = None, warmup: bool = True, host: bool = False) -> dict:
     """Run fn `calls` times under the profiler (after one unprofiled call with `warmup`) and return {"calls",
     "wall_us" (per call: from wall_s when given, else the span), "span_us" (first kernel start to last kernel
     end, per call), "busy_us" (sum of kernel durations per call), "rows": [{"name", "grid", "kind", "count"
-    (per call), "us" (per call), "us_each"}], longest first}."""
+    (per call), "us" (per call), "us_each"}], longest first, "result": fn's last return value}; with `host`,
+    the host side is recorded too and "host" lists the operators with the most self time on the CPU (what the
+    GPU may be waiting for)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     if warmup:
         fn()
     torch.cuda.synchronize()
-    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if host else [])
+    with torch_profile(activities=activities) as prof:
         for _ in range(calls):
-            fn()
+            result = fn()
         torch.cuda.synchronize()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.json"
@@ -82,13 +88,18 @@ def profile(fn, calls: int, wall_s: float | None = None, warmup: bool = True) ->
     start = min(float(e["ts"]) for e in events)
     end = max(float(e["ts"]) + float(e["dur"]) for e in events)
     busy = sum(r["us"] for r in rows)
-    return {
+    out = {
         "calls": calls,
         "wall_us": wall_s * 1e6 if wall_s is not None else (end - start) / calls,
         "span_us": (end - start) / calls,
         "busy_us": busy,
         "rows": rows,
+        "result": result,
     }
+    if host:
+        ops = sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)[:HOST_ROWS]
+        out["host"] = [{"name": a.key, "count": a.count / calls, "self_us": a.self_cpu_time_total / calls} for a in ops]
+    return out
 
 
 def by_kind(prof: dict) -> list[dict]:
@@ -117,4 +128,8 @@ def render(prof: dict, title: str, top: int = 15) -> str:
     for r in prof["rows"][:top]:
         name = r["name"] if len(r["name"]) <= 60 else r["name"][:57] + "..."
         lines.append(f"| `{name}` | {r['grid']} | {r['kind']} | {r['count']:g} | {r['us_each']:.2f} | {r['us']:,.1f} |")
+    if "host" in prof:
+        lines += ["", "Host operators with the most self time on the CPU:", "", "| operator | per call | self us |"]
+        lines.append("|---|---|---|")
+        lines += [f"| `{h['name'][:60]}` | {h['count']:g} | {h['self_us']:,.1f} |" for h in prof["host"]]
     return "\n".join(lines) + "\n"

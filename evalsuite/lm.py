@@ -34,6 +34,7 @@ from evalsuite.lm_scoring import (
     gather_scores,
     pack_width,
     packed_mask,
+    packed_width,
     plan_rows,
 )
 
@@ -181,7 +182,9 @@ class EvalLM(TemplateLM):
     def _forward(self, input_ids: torch.Tensor, describe, keep: list[int], inputs_of=None, **kwargs) -> torch.Tensor:
         """Logits at the sequence positions `keep` only: (B, len(keep), V)."""
         self.model_calls += 1
-        logits = self.model(input_ids=input_ids, logits_to_keep=torch.tensor(keep, device=self.device), **kwargs).logits
+        keep_t = torch.tensor(keep, device=self.device)
+        # no KV cache: scoring reads each row once, and filling a cache copies every layer's keys and values
+        logits = self.model(input_ids=input_ids, logits_to_keep=keep_t, use_cache=False, **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
         inputs_of = inputs_of or (lambda r: input_ids[r : r + 1])
         check_logits(logits, self.model, inputs_of, where, describe)
@@ -204,10 +207,11 @@ class EvalLM(TemplateLM):
 
     def _score_chunk(self, chunk: list[Row]) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        width = max(len(r.tokens) for r in chunk)
+        packed = chunk[0].positions is not None
+        width = packed_width(chunk) if packed else max(len(r.tokens) for r in chunk)
         input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
         kwargs = {}
-        if chunk[0].positions is not None:
+        if packed:
             positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
             kwargs["position_ids"] = torch.tensor(positions, device=self.device)
             kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device)

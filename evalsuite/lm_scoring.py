@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
-
 MIN_SHARED_CONTEXT = 8  # a shorter context shared by several continuations is not worth packing
 MIN_SHARED_PREFIX = 32  # a shorter common prefix of different contexts is recomputed in every row
 ATTENTION_SHARE = 0.1  # a packed row is kept so wide that its (dense, masked) attention costs ~10% of its matmuls
 PACK_WIDTH_RANGE = (1024, 4096)
+MASK_ALIGN = 16  # packed batches are padded to a multiple of this many tokens
 TOKENS_PER_ROW = 1024  # a batch holds batch_size rows and, when packed, batch_size * TOKENS_PER_ROW tokens at most
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
@@ -218,10 +217,18 @@ def batches(rows: list[Row], size: int) -> list[list[Row]]:
     return out
 
 
+def packed_width(rows: list[Row]) -> int:
+    """The padded width of a batch of packed rows: its longest row, rounded up to a multiple of MASK_ALIGN, so that
+    the attention kernels take the mask as it is (SDPA copies a mask whose last dimension is not a multiple of
+    16 into an aligned one, in every layer)."""
+    width = max(len(r.tokens) for r in rows)
+    return -(-width // MASK_ALIGN) * MASK_ALIGN
+
+
 def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """(B, 1, W, W) boolean: the shared prefix causal; each branch sees the prefix and its own past; padding
-    sees itself only. As an additive float mask where
-    `model`'s attention takes no boolean one."""
+    """(B, 1, W, W) additive mask in the model's dtype (0 where attended, the dtype's minimum elsewhere): the
+    shared prefix causal; each branch sees the prefix and its own past; padding sees itself only. Built once per
+    batch in the form the attention kernels take: SDPA turns a boolean mask into this one in every layer."""
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
     for b, row in enumerate(rows):
         segment[b, : row.ctx_len] = 0
@@ -232,10 +239,8 @@ def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: tor
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     mask = causal & (q != -1) & ((k == 0) | (k == q))
     mask |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
-    mask = mask[:, None]
-    if model.config._attn_implementation in ("sdpa", KV_ATTENTION):
-        return mask
-    return torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(~mask, torch.finfo(model.dtype).min)
+    blocked = torch.full((), torch.finfo(model.dtype).min, dtype=model.dtype, device=device)
+    return torch.zeros((), dtype=model.dtype, device=device).where(mask, blocked)[:, None]  # (B, 1, W, W)
 
 
 def gather_scores(chunk: list[Row], logits: torch.Tensor, where: dict[int, int], device: torch.device) -> Batch:

@@ -65,3 +65,6 @@ def test_profile_records_the_kernels_of_a_cuda_graph_replay():
     assert kinds.get("cuBLAS / CUTLASS matmul") == 1, prof["rows"]
     assert sum(r["count"] for r in prof["rows"]) == 2, prof["rows"]
     assert 0 < prof["busy_us"] <= prof["span_us"] + 1e-6
+    hosted = kernel_profile.profile(graph.replay, calls=2, host=True)
+    assert hosted["host"] and all(h["self_us"] >= 0 for h in hosted["host"])
+    assert "Host operators" in kernel_profile.render(hosted, "replay")
