@@ -218,17 +218,16 @@ def batches(rows: list[Row], size: int) -> list[list[Row]]:
 
 
 def packed_width(rows: list[Row]) -> int:
-    """The padded width of a batch of packed rows: its longest row, rounded up to a multiple of MASK_ALIGN, so that
-    the attention kernels take the mask as it is (SDPA copies a mask whose last dimension is not a multiple of
-    16 into an aligned one, in every layer)."""
+    """The padded width of a batch of packed rows: its longest row, rounded up to a multiple of MASK_ALIGN, the
+    alignment SDPA's memory-efficient kernel asks of a mask's last dimension (it pads a mask that lacks it)."""
     width = max(len(r.tokens) for r in rows)
     return -(-width // MASK_ALIGN) * MASK_ALIGN
 
 
 def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
     """(B, 1, W, W) additive mask in the model's dtype (0 where attended, the dtype's minimum elsewhere): the
-    shared prefix causal; each branch sees the prefix and its own past; padding sees itself only. Built once per
-    batch in the form the attention kernels take: SDPA turns a boolean mask into this one in every layer."""
+    shared prefix causal; each branch sees the prefix and its own past; padding sees itself only. One form for
+    every attention implementation, built once per batch."""
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
     for b, row in enumerate(rows):
         segment[b, : row.ctx_len] = 0
