@@ -55,10 +55,13 @@ def timed_requests(lm) -> dict:
 
 
 def _evaluate(lm, configs: list, limit: int | None) -> tuple[dict, float]:
+    """One timed evaluation. lm-eval's own backend runs through lm-eval as `lm_eval --model hf` does (its
+    prompt templates compiled per document); ours as `evalsuite run` does (each template compiled once)."""
+    from evalsuite.lm import EvalLM
     from evalsuite.suites.academic import evaluate_tasks, task_manager
 
     started = time.perf_counter()
-    out = evaluate_tasks(lm, configs, None, limit, 1234, task_manager(False))
+    out = evaluate_tasks(lm, configs, None, limit, 1234, task_manager(False), compile_once=isinstance(lm, EvalLM))
     return out, time.perf_counter() - started
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from evalsuite.suites.task_checks import (
     check_task_names,
     check_task_packages,
 )
+from evalsuite.suites.templates import compiled_templates
 from evalsuite.task_names import task_manager
 from evalsuite.tasks import builtin_tasks, task_config
 
@@ -199,11 +200,14 @@ def no_request_bars():
             os.environ["TQDM_DISABLE"] = before
 
 
-def evaluate_tasks(lm, tasks: list, num_fewshot: int | None, limit: int | None, seed: int, manager) -> dict:
+def evaluate_tasks(
+    lm, tasks: list, num_fewshot: int | None, limit: int | None, seed: int, manager, compile_once: bool = True
+) -> dict:
     """Tasks (names or config dicts) through lm-eval's public `TaskManager.load` and `evaluate`, set up as
     `simple_evaluate` sets them up (seeds, few-shot count and seed) without what it adds around them: a
     `git describe` in the current directory, and results on LOCAL_RANK 0 only (our ranks share the work in
-    EvalLM and each needs them). lm-eval's results dict, samples logged."""
+    EvalLM and each needs them). With compile_once, each prompt template is compiled once
+    (`templates.compiled_templates`) instead of once per document. lm-eval's results dict, samples logged."""
     import random
 
     import numpy as np
@@ -222,7 +226,7 @@ def evaluate_tasks(lm, tasks: list, num_fewshot: int | None, limit: int | None, 
         elif num_fewshot is None and default is None:
             task_obj.set_config(key="num_fewshot", value=0)
         task_obj.set_fewshot_seed(seed=seed)
-    with no_request_bars():
+    with no_request_bars(), compiled_templates() if compile_once else nullcontext():
         return evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0, log_samples=True)
 
 
