@@ -61,3 +61,10 @@ def test_evaluate_builds_the_same_requests_with_templates_compiled_once(tmp_path
         evaluate_tasks(lm, tasks, None, 3, 1234, task_manager(False), compile_once=once)
         runs[once] = lm.seen
     assert len(runs[True]) > 10 and runs[True] == runs[False]
+
+
+def test_an_lm_eval_without_the_environment_runs_as_it_is_and_says_so(monkeypatch, caplog):
+    monkeypatch.delattr(lm_utils, "env")
+    with caplog.at_level("WARNING"), compiled_templates() as compiled:
+        pass
+    assert compiled == {} and "compiled as lm-eval does" in caplog.text

@@ -11,16 +11,24 @@ out again: the same template object renders the same text, so requests are uncha
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
 def compiled_templates():
     """lm-eval's `env.from_string(source)` memoized by source for the duration (calls with globals or a
-    template class pass through); the environment is as it was afterwards."""
+    template class pass through); the environment is as it was afterwards. An lm-eval without that module-level
+    Jinja environment runs as it is, and the log says so."""
     from lm_eval import utils as lm_utils
 
-    env = lm_utils.env
+    env = getattr(lm_utils, "env", None)
+    if env is None or not hasattr(env, "from_string"):
+        log.warning("lm_eval.utils has no Jinja environment `env`: prompt templates are compiled as lm-eval does")
+        yield {}
+        return
     compile_source = env.from_string
     compiled: dict[str, object] = {}
 
