@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         before = {k: v["s"] for k, v in spent.items()}
         phases = dict(ours_lm.seconds)
         theirs, t_hf = _evaluate(hf_lm, task_configs_, args.limit)
-        if args.profile and device.type == "cuda":
+        profiling = args.profile and device.type == "cuda"
+        if profiling:
             # our timed run itself, kernels and host operators: a first run's one-time costs show only there
             run = lambda configs=task_configs_: _evaluate(ours_lm, configs, args.limit)  # noqa: E731
             prof = kernel_profile.profile(run, 1, warmup=False, host=True)
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ours, t_ours = _evaluate(ours_lm, task_configs_, args.limit)
         r_hf, r_ours = (spent[k]["s"] - before[k] for k in ("hf", "ours"))
-        if args.profile and device.type == "cuda":
+        if profiling:
             prof["wall_us"] = r_ours * 1e6  # shares and idle time against our request seconds
             title = f"{task}: our timed requests under the profiler ({r_ours:.2f} s of {t_ours:.2f} s)"
             profiles.append(kernel_profile.render(prof, title))

@@ -1,8 +1,9 @@
 """Where a GPU function's time goes, kernel by kernel, measured: `profile(fn, calls)` runs fn under
 torch.profiler with CUDA activity (kernels replayed from a CUDA graph are recorded one by one) and groups the
 kernels by name and launch grid; `by_kind` sums them by what they do (our weight-only GEMV, cuBLAS matmuls,
-attention, Inductor's fused kernels, ...); `render` prints both tables. The wall time per call is measured
-beside the profile, without the profiler, so the GPU's idle share (launch gaps, host waits) is the difference.
+attention, Inductor's fused kernels, ...); `render` prints both tables. Against a wall time per call that the
+caller measured (else the span from the first kernel to the last), the GPU's idle share (launch gaps, host
+waits) is the difference.
 
     prof = profile(lambda: decoder.step(ids), calls=8, wall_s=step_seconds)
     print(render(prof, "W4A16 decode step"))

@@ -34,7 +34,6 @@ from evalsuite.lm_scoring import (
     gather_scores,
     pack_width,
     packed_mask,
-    packed_width,
     plan_rows,
 )
 
@@ -183,7 +182,8 @@ class EvalLM(TemplateLM):
         """Logits at the sequence positions `keep` only: (B, len(keep), V)."""
         self.model_calls += 1
         keep_t = torch.tensor(keep, device=self.device)
-        # no KV cache: scoring reads each row once, and filling a cache copies every layer's keys and values
+        # no KV cache: scoring reads each row once; a cache would hold every layer's keys and values, gigabytes
+        # for a batch of long packed rows, allocated anew for each batch shape
         logits = self.model(input_ids=input_ids, logits_to_keep=keep_t, use_cache=False, **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
         inputs_of = inputs_of or (lambda r: input_ids[r : r + 1])
@@ -207,11 +207,10 @@ class EvalLM(TemplateLM):
 
     def _score_chunk(self, chunk: list[Row]) -> Batch:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
-        packed = chunk[0].positions is not None
-        width = packed_width(chunk) if packed else max(len(r.tokens) for r in chunk)
+        width = max(len(r.tokens) for r in chunk)
         input_ids = torch.tensor([r.tokens + [pad] * (width - len(r.tokens)) for r in chunk], device=self.device)
         kwargs = {}
-        if packed:
+        if chunk[0].positions is not None:
             positions = [r.positions + [0] * (width - len(r.tokens)) for r in chunk]
             kwargs["position_ids"] = torch.tensor(positions, device=self.device)
             kwargs["attention_mask"] = packed_mask(chunk, width, self.model, self.device)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from evalsuite.quant_schemes.kv_cache import ATTENTION as KV_ATTENTION
+
 MIN_SHARED_CONTEXT = 8  # a shorter context shared by several continuations is not worth packing
 MIN_SHARED_PREFIX = 32  # a shorter common prefix of different contexts is recomputed in every row
 ATTENTION_SHARE = 0.1  # a packed row is kept so wide that its (dense, masked) attention costs ~10% of its matmuls
 PACK_WIDTH_RANGE = (1024, 4096)
-MASK_ALIGN = 16  # packed batches are padded to a multiple of this many tokens
 TOKENS_PER_ROW = 1024  # a batch holds batch_size rows and, when packed, batch_size * TOKENS_PER_ROW tokens at most
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
@@ -217,17 +218,10 @@ def batches(rows: list[Row], size: int) -> list[list[Row]]:
     return out
 
 
-def packed_width(rows: list[Row]) -> int:
-    """The padded width of a batch of packed rows: its longest row, rounded up to a multiple of MASK_ALIGN, the
-    alignment SDPA's memory-efficient kernel asks of a mask's last dimension (it pads a mask that lacks it)."""
-    width = max(len(r.tokens) for r in rows)
-    return -(-width // MASK_ALIGN) * MASK_ALIGN
-
-
 def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """(B, 1, W, W) additive mask in the model's dtype (0 where attended, the dtype's minimum elsewhere): the
-    shared prefix causal; each branch sees the prefix and its own past; padding sees itself only. One form for
-    every attention implementation, built once per batch."""
+    """(B, 1, W, W) boolean: the shared prefix causal; each branch sees the prefix and its own past; padding
+    sees itself only. As an additive float mask where
+    `model`'s attention takes no boolean one."""
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
     for b, row in enumerate(rows):
         segment[b, : row.ctx_len] = 0
@@ -238,8 +232,10 @@ def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: tor
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     mask = causal & (q != -1) & ((k == 0) | (k == q))
     mask |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
-    blocked = torch.full((), torch.finfo(model.dtype).min, dtype=model.dtype, device=device)
-    return torch.zeros((), dtype=model.dtype, device=device).where(mask, blocked)[:, None]  # (B, 1, W, W)
+    mask = mask[:, None]
+    if model.config._attn_implementation in ("sdpa", KV_ATTENTION):
+        return mask
+    return torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(~mask, torch.finfo(model.dtype).min)
 
 
 def gather_scores(chunk: list[Row], logits: torch.Tensor, where: dict[int, int], device: torch.device) -> Batch:
