@@ -10,9 +10,12 @@ each still runs as its own small kernel, which at batch 1 takes about as long as
 step calls the model's own modules for every linear layer (so each variant's kernels run unchanged) and does
 the rest in four pure-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into
 one or two kernels): add+RMSNorm, RoPE, attention over the static cache, SiLU-gate. The functions themselves,
-run eagerly, are the reference. The cache is one (2, B, Hkv, L, D) tensor per layer, written with one
-`index_copy_`; the step's position, write index and mask live in device buffers that the graph updates itself,
-so a step is one copy of the new ids plus one replay.
+run eagerly, are the reference. On NVIDIA GPUs the step's attention is our Triton decode kernel instead
+(kernels/decode_attention.py): split along the cache for parallelism at batch 1, and reading only the slots
+filled so far, where the compiled `attend` reads the whole cache allocated for the longest generation. The
+cache is one (2, B, Hkv, L, D) tensor per layer, written with one `index_copy_`; the step's position, write
+index and mask live in device buffers that the graph updates itself, so a step is one copy of the new ids
+plus one replay.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
@@ -167,10 +170,18 @@ def _no_recompile():
 
 class GraphDecoder:
     def __init__(
-        self, model: torch.nn.Module, batch_size: int, max_len: int, graphs: bool = True, fuse: str | None = "auto"
+        self,
+        model: torch.nn.Module,
+        batch_size: int,
+        max_len: int,
+        graphs: bool = True,
+        fuse: str | None = "auto",
+        attention: str = "auto",
     ):
         """`fuse`: the torch.compile backend for the step's non-GEMM functions ("auto": Inductor on CUDA, none
-        elsewhere; None: run them eagerly)."""
+        elsewhere; None: run them eagerly). `attention`: the step's attention, "triton" (our decode kernel,
+        kernels/decode_attention.py, which reads only the filled part of the cache), "torch" (`attend`, through
+        `fuse`), or "auto": the kernel on NVIDIA GPUs, `attend` elsewhere."""
         reason = unsupported(model, max_len)
         if reason:
             raise ValueError(f"the graph decoder cannot run this model: {reason}")
@@ -183,6 +194,10 @@ class GraphDecoder:
             fuse = "inductor" if self.device.type == "cuda" else None
         self.fuse = fuse
         self.fns = compiled(fuse) if fuse else EAGER
+        if attention == "auto":
+            attention = "triton" if self.device.type == "cuda" and torch.version.hip is None else "torch"
+        if attention not in ("triton", "torch"):
+            raise ValueError(f"GraphDecoder: attention must be 'auto', 'triton' or 'torch', got {attention!r}")
         config = model.config
         attn0 = self.inner.layers[0].self_attn
         self.head_dim = getattr(attn0, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -196,6 +211,11 @@ class GraphDecoder:
         self.keep = torch.zeros(batch_size, max_len, dtype=torch.bool, device=self.device)  # False at pads
         self.slots = torch.arange(max_len, device=self.device)
         self.length = 0
+        if attention == "triton":
+            from evalsuite.kernels.decode_attention import decode_attention
+
+            write = self.write
+            self.fns = {**self.fns, "attend": lambda q, kv, mask, scale: decode_attention(q, kv, mask, scale, write)}
         self.graph = None
         self.logits = None
         self.calls = 0
@@ -204,6 +224,8 @@ class GraphDecoder:
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
         if fused:
             self.path += f"; q/k/v and gate/up fused in {fused}/{2 * len(self.groups)} groups"
+        if attention == "triton":
+            self.path += "; step attention: Triton decode kernel"
         if not self.graphs:
             why = "switched off" if self.device.type == "cuda" else "they need CUDA"
             log.info("graph decoder on %s: CUDA graphs skipped (%s), steps run eagerly", self.device, why)

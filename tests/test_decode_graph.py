@@ -228,7 +228,10 @@ def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
     model = models.load(models.resolve_model("embedded:tiny"), "cuda", "float32").model
     decoder = GraphDecoder(model, batch_size=3, max_len=48)
     assert decoder.graphs
-    assert decoder.describe() == "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups)"
+    assert decoder.describe() == (
+        "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups; "
+        "step attention: Triton decode kernel)"
+    )
     for contexts in (CONTEXTS, [[9, 8, 7, 6, 5], [4, 3]]):
         want, want_logits = greedy(DynamicDecoder(model), contexts, 16)
         got, got_logits = greedy(decoder, contexts, 16)
@@ -236,6 +239,29 @@ def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
         for a, b in zip(got_logits, want_logits, strict=True):
             torch.testing.assert_close(a[: len(contexts)], b, atol=1e-3, rtol=1e-3)
     assert decoder.graph is not None
+
+
+@CUDA
+def test_the_attention_kernel_gives_the_compiled_attends_tokens_over_a_long_cache():
+    """Our decode kernel (reading only the filled slots) against the compiled `attend` (reading the whole cache)
+    with a cache far longer than the contexts, bf16: the same greedy tokens, logits within bf16 rounding."""
+    from evalsuite import models
+
+    model = models.load(models.resolve_model("embedded:tiny"), "cuda", "bfloat16").model
+    kernel = GraphDecoder(model, batch_size=3, max_len=1024)
+    torch_attn = GraphDecoder(model, batch_size=3, max_len=1024, attention="torch")
+    assert "step attention: Triton decode kernel" in kernel.describe()
+    assert "step attention" not in torch_attn.describe()
+    got, got_logits = greedy(kernel, CONTEXTS, 24)
+    want, want_logits = greedy(torch_attn, CONTEXTS, 24)
+    assert got == want
+    for a, b in zip(got_logits, want_logits, strict=True):
+        assert (a.float() - b.float()).abs().max() <= 3e-2 * b.float().abs().max()
+
+
+def test_an_unknown_attention_choice_is_refused(tiny):
+    with pytest.raises(ValueError, match="attention must be 'auto', 'triton' or 'torch', got 'flash'"):
+        GraphDecoder(tiny.model, batch_size=1, max_len=16, attention="flash")
 
 
 @CUDA
@@ -269,7 +295,10 @@ def test_on_cuda_the_harness_decodes_with_the_step_unless_it_cannot(monkeypatch)
     model = random_model("llama").cuda()
     decoder, path = pick_decoder(model, 2, 64)
     assert isinstance(decoder, GraphDecoder)
-    assert path == "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 4/4 groups)"
+    assert path == (
+        "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 4/4 groups; "
+        "step attention: Triton decode kernel)"
+    )
     decoder, path = pick_decoder(model, 2, 64, step=False)
     assert isinstance(decoder, StaticDecoder) and path == "HF forward in a CUDA graph (asked for)"
     model.config.sliding_window = 16

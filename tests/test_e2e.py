@@ -93,7 +93,10 @@ def test_variants_record_bytes_kernels_and_backend(run_dir):
     assert variants["W4A16"]["quantized_layer_bytes"] < variants["W4A16"]["float_layer_bytes"] / 3
     # which decoder generated tiny_arith's answers, recorded for every model
     cpu = "eager HF decoder: graph decoder skipped, no CUDA device (cpu)"
-    cuda = "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups)"
+    cuda = (
+        "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups; "
+        "step attention: Triton decode kernel)"
+    )
     expected = cuda if torch.cuda.is_available() else cpu
     assert {name: v["decode"] for name, v in variants.items()} == dict.fromkeys(variants, expected)
 

@@ -1,0 +1,201 @@
+"""Attention of one new token per row over a static KV cache (the decode step), split along the cache.
+
+    out = decode_attention(q, kv, mask, scale, last=write)   # q (B, H, 1, D), kv (2, B, Hkv, L, D) -> (B, 1, H*D)
+    out = decode_attention_ref(q, kv, mask, scale, last=write)  # the pure-torch definition
+
+`mask` (B, 1, L) is True where a slot may be read. `last` (optional, a one-element integer device tensor) is
+the newest written slot: slots after it are never read, so a cache allocated for the longest generation costs
+only what is filled. The caller's mask must be False there too (the graph decoder's is); the reference masks
+them, so both agree for any mask. The value is read on the device, so a CUDA graph replays the kernel with the
+length of each step. Query head h reads key head h // (H / Hkv) (grouped-query attention).
+
+At batch 1 an 8B model has 8 key heads, 8 programs if each read its head's whole cache. The cache is split
+into SPLITS parts of the filled length (flash-decoding); each program keeps the running maximum, the sum of
+exponentials and the weighted values of its part for the head's whole query group (one tensor-core product
+per block of keys), writes them to a workspace and counts itself in; the program that arrives last merges the
+parts in split order, so the result does not depend on which one that is, and puts the counter back to zero
+(the split-K GEMV's scheme, `_weight_only_gemv`). Scores are rounded to q's dtype before scaling and the
+probabilities to V's before the second product, as the reference's matmuls round them; the softmax runs in
+fp32. The kernel matches the reference within attention-in-bf16 tolerances (its exponentials are taken
+against a running, not the global, maximum), and to fp32 rounding in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import check_device, check_tensor, interpreting
+from ._weight_only_gemv import split_counters
+
+WHO = "decode_attention"
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def decode_attention_ref(
+    q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float, last: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each query head against its key head's cache, keys and values repeated per query head; scores from a
+    matmul in q's dtype, softmax in fp32, probabilities back in V's dtype for the second matmul."""
+    b, heads, _, d = q.shape
+    group = heads // kv.shape[2]
+    allowed = mask[:, :, None, :]  # (B, 1, 1, L)
+    if last is not None:
+        slots = torch.arange(kv.shape[3], device=kv.device)
+        allowed = allowed & (slots <= last.reshape(()))
+    k = kv[0].repeat_interleave(group, dim=1)  # (B, H, L, D)
+    v = kv[1].repeat_interleave(group, dim=1)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, H, 1, L)
+    probs = torch.softmax(scores.masked_fill(~allowed.transpose(1, 2), float("-inf")), dim=-1).to(v.dtype)
+    return torch.matmul(probs, v).transpose(1, 2).reshape(b, 1, heads * d)
+
+
+@triton.jit
+def _decode_attention_kernel(
+    q_ptr, kv_ptr, mask_ptr, last_ptr, out_ptr, ws_ptr, count_ptr,
+    L, D, GROUP, KV_HEADS, scale,
+    stride_qb, stride_qh, stride_kv, stride_kb, stride_kh, stride_kl, stride_mb, stride_ob,
+    HAS_LAST: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+):  # fmt: skip
+    """Program (row and key head, split). The head's query group is padded to BLOCK_G >= 16 rows for the
+    tensor-core products; the padding rows read zeros and are never stored. PRECISION: "ieee" for fp32 inputs
+    (no TF32: the reference multiplies in fp32), the default for 16-bit ones. DOT_IN_FP32 (the interpreter, whose
+    bf16 `tl.dot` returns garbage, triton 3.9): 16-bit operands widened to fp32 first, the same exact products."""
+    pid = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    b = (pid // KV_HEADS).to(tl.int64)
+    j = pid % KV_HEADS
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, BLOCK_D)
+    g_ok = offs_g < GROUP
+    d_ok = offs_d < D
+    heads = j * GROUP + offs_g
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=g_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+    n = L
+    if HAS_LAST:
+        n = tl.minimum(tl.load(last_ptr).to(tl.int32) + 1, L)
+    per_split = tl.cdiv(tl.cdiv(n, BLOCK_L), SPLITS) * BLOCK_L
+    lo = pid_s * per_split
+    hi = tl.minimum(lo + per_split, n)
+    k_base = kv_ptr + b * stride_kb + j * stride_kh
+    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_G,), tl.float32)
+    acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
+    for start in range(lo, hi, BLOCK_L):
+        offs_l = start + tl.arange(0, BLOCK_L)
+        l_ok = offs_l < hi
+        allowed = tl.load(mask_ptr + b * stride_mb + offs_l, mask=l_ok, other=0) != 0
+        tile = offs_l[:, None] * stride_kl + offs_d[None, :]
+        tile_ok = l_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_base + tile, mask=tile_ok, other=0.0)
+        if DOT_IN_FP32:
+            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_G, BLOCK_L), fp32
+        s = s.to(q_ptr.dtype.element_ty).to(tl.float32) * scale  # the reference's matmul output rounding
+        s = tl.where(allowed[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing allowed yet: keep everything at zero
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(k_base + stride_kv + tile, mask=tile_ok, other=0.0)
+        if DOT_IN_FP32:
+            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+    out_ptrs = out_ptr + b * stride_ob + heads[:, None] * D + offs_d[None, :]
+    out_ok = g_ok[:, None] & d_ok[None, :]
+    if SPLITS == 1:
+        tl.store(out_ptrs, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=out_ok)
+    else:
+        # workspace per (program, split): BLOCK_G maxima, BLOCK_G sums, then BLOCK_G x BLOCK_D values
+        part = BLOCK_G * (BLOCK_D + 2)
+        base = ws_ptr + (pid * SPLITS).to(tl.int64) * part
+        mine = base + pid_s * part
+        tl.store(mine + offs_g, m_i)
+        tl.store(mine + BLOCK_G + offs_g, l_i)
+        tl.store(mine + 2 * BLOCK_G + offs_g[:, None] * BLOCK_D + offs_d[None, :], acc)
+        tl.debug_barrier()  # every thread's part is written before the counter says so
+        counter = count_ptr + pid
+        if tl.atomic_add(counter, 1, sem="acq_rel") == SPLITS - 1:
+            # the last program of this head: merge the parts in split order, read from L2 (.cg: L1 may hold
+            # stale lines of the workspace from an earlier call)
+            m = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+            for s in range(SPLITS):
+                m = tl.maximum(m, tl.load(base + s * part + offs_g, cache_modifier=".cg"))
+            m = tl.where(m == float("-inf"), 0.0, m)
+            total_l = tl.zeros((BLOCK_G,), tl.float32)
+            total = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
+            for s in range(SPLITS):
+                w = tl.exp(tl.load(base + s * part + offs_g, cache_modifier=".cg") - m)
+                total_l += w * tl.load(base + s * part + BLOCK_G + offs_g, cache_modifier=".cg")
+                vals = tl.load(base + s * part + 2 * BLOCK_G + offs_g[:, None] * BLOCK_D + offs_d[None, :],
+                               cache_modifier=".cg")  # fmt: skip
+                total += w[:, None] * vals
+            tl.store(out_ptrs, (total / total_l[:, None]).to(out_ptr.dtype.element_ty), mask=out_ok)
+            tl.atomic_xchg(counter, 0)
+
+
+BLOCK_L = 64
+
+
+def pick_splits(programs: int, length: int, sms: int) -> int:
+    """Parts of the cache per key head: about two programs per SM over all heads, at most one block of keys
+    each at the cache's full length."""
+    return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(length, BLOCK_L)))
+
+
+def _sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few splits, so that tests merge parts
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def decode_attention(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    last: torch.Tensor | None = None,
+    splits: int | None = None,
+) -> torch.Tensor:
+    """See the module docstring; `splits` overrides the heuristic (tests)."""
+    check_device(q.device, WHO)
+    check_tensor(q, "q", WHO, DTYPES, (None, None, 1, None))
+    b, heads, _, d = q.shape
+    check_tensor(kv, "kv", WHO, (q.dtype,), (2, b, None, None, d), q.device)
+    kv_heads, length = kv.shape[2], kv.shape[3]
+    if heads % kv_heads:
+        raise ValueError(f"{WHO}: q's {heads} heads are not a whole number of groups over kv's {kv_heads} heads")
+    check_tensor(mask, "mask", WHO, (torch.bool,), (b, 1, length), q.device)
+    if last is not None:
+        check_tensor(last, "last", WHO, (torch.int64, torch.int32), None, q.device)
+        if last.numel() != 1:
+            raise ValueError(f"{WHO}: last must hold one slot index, got {last.numel()} values")
+    if q.stride(-1) != 1 or kv.stride(-1) != 1 or mask.stride(-1) != 1:
+        raise ValueError(f"{WHO}: q, kv and mask need a contiguous last dimension")
+    group = heads // kv_heads
+    programs = b * kv_heads
+    splits = splits or pick_splits(programs, length, _sms(q.device))
+    block_g = max(16, triton.next_power_of_2(group))
+    block_d = max(16, triton.next_power_of_2(d))
+    out = torch.empty((b, 1, heads * d), dtype=q.dtype, device=q.device)
+    ws, counters = out, out
+    if splits > 1:
+        ws = torch.empty(programs * splits * block_g * (block_d + 2), dtype=torch.float32, device=q.device)
+        counters = split_counters(q.device, programs)
+    _decode_attention_kernel[(programs, splits)](
+        q, kv, mask.view(torch.uint8), last if last is not None else out, out, ws, counters,
+        length, d, group, kv_heads, float(scale),
+        q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), mask.stride(0),
+        out.stride(0),
+        HAS_LAST=last is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=BLOCK_L, BLOCK_D=block_d,
+        PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(), num_warps=4,
+    )  # fmt: skip
+    return out

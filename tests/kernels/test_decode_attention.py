@@ -1,0 +1,125 @@
+"""The decode-step attention kernel against its reference, and the reference against the graph decoder's own
+`attend` (what the step computed before the kernel): grouped heads, odd head sizes and cache lengths, any
+number of splits, the filled length read on the device, and the errors."""
+
+import pytest
+import torch
+
+from evalsuite.decode_graph import attend
+from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref
+from tests.kernels.common import DEVICE, GPU
+from tests.utils import assert_close
+
+TOL = {torch.float32: (2e-5, 2e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (4e-3, 4e-3)}
+# (batch, query heads, key heads, cache length, head size)
+CPU_SHAPES = [(1, 4, 1, 1, 16), (2, 8, 2, 70, 32), (3, 6, 3, 130, 20), (1, 2, 2, 17, 64)]
+GPU_SHAPES = [(1, 32, 8, 1400, 128), (4, 32, 8, 777, 128), (2, 28, 4, 300, 128), (8, 16, 16, 2048, 64)]
+
+
+def _inputs(shape, dtype, last: int | None = None, density: float = 0.8):
+    b, heads, kv_heads, length, d = shape
+    q = torch.randn(b, heads, 1, d).to(dtype)
+    kv = torch.randn(2, b, kv_heads, length, d).to(dtype)
+    mask = torch.rand(b, 1, length) < density
+    mask[:, :, 0] = True  # every row may read something
+    if last is not None:
+        mask[:, :, last + 1 :] = False
+        mask[:, :, last] = True  # the newest token reads itself, as in the decoder
+    return q, kv, mask
+
+
+def _params(shapes_list):
+    return [pytest.param(s, id="x".join(map(str, s))) for s in shapes_list]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", _params(CPU_SHAPES))
+def test_reference_is_the_decoders_attend(shape, dtype):
+    q, kv, mask = _inputs(shape, dtype)
+    scale = shape[-1] ** -0.5
+    atol, rtol = (1e-6, 1e-6) if dtype == torch.float32 else (1e-2, 1e-2)  # grouped vs per-head matmul shapes
+    assert_close(decode_attention_ref(q, kv, mask, scale), attend(q, kv, mask, scale), atol, rtol, "ref vs attend")
+
+
+def _check(shape, dtype, splits, last):
+    q, kv, mask = _inputs(shape, dtype, last)
+    scale = shape[-1] ** -0.5
+    last_t = None if last is None else torch.tensor([last], device=DEVICE)
+    expected = decode_attention_ref(q, kv, mask, scale)
+    got = decode_attention(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE), scale, last_t, splits=splits)
+    assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last}")
+
+
+@pytest.mark.parametrize("splits", [None, 1, 2, 3, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", _params(CPU_SHAPES))
+def test_matches_reference(shape, dtype, splits):
+    _check(shape, dtype, splits, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("last", [0, 1, 63, 64, 100, 129])
+def test_reads_up_to_the_last_slot(last, dtype):
+    _check((2, 8, 2, 130, 32), dtype, 3, last)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [pytest.param(s, id="x".join(map(str, s)), marks=GPU) for s in GPU_SHAPES])
+def test_matches_reference_at_model_shapes(shape, dtype):
+    for last in (0, shape[3] // 3, shape[3] - 1):
+        _check(shape, dtype, None, last)
+
+
+def test_slots_after_last_are_never_read():
+    """Garbage (NaN) after the newest slot, with a mask that allows it: the kernel does not read it, and its
+    result is the reference's over the clean cache with those slots masked."""
+    shape, last = (1, 4, 2, 90, 16), 40
+    q, kv, mask = _inputs(shape, torch.float32, last)
+    clean = decode_attention_ref(q, kv, mask, 0.25)
+    kv[:, :, :, last + 1 :] = float("nan")
+    mask[:, :, last + 1 :] = True
+    got = decode_attention(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE), 0.25, torch.tensor([last], device=DEVICE))
+    assert_close(got.cpu(), clean, *TOL[torch.float32], what="with NaN after last")
+    assert_close(decode_attention_ref(q, kv.nan_to_num(7.0), mask, 0.25, torch.tensor([last])), clean, 1e-6, 1e-6,
+                 "the reference masks after last")  # fmt: skip
+
+
+def test_repeated_calls_put_the_counters_back():
+    """The last-arriving program zeroes its counter: a second call, and a call of another shape, merge right."""
+    for shape in ((2, 8, 2, 70, 32), (2, 8, 2, 70, 32), (1, 4, 4, 33, 16)):
+        _check(shape, torch.float32, 4, None)
+
+
+def test_a_row_with_nothing_allowed_is_nan_as_in_the_reference():
+    q, kv, mask = _inputs((2, 4, 2, 40, 16), torch.float32)
+    mask[1] = False
+    got = decode_attention(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE), 0.25, splits=3).cpu()
+    ref = decode_attention_ref(q, kv, mask, 0.25)
+    assert got[1].isnan().all() and ref[1].isnan().all()
+    assert_close(got[:1], ref[:1], *TOL[torch.float32], what="the other row")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda q, kv, m: (q.expand(-1, -1, 2, -1), kv, m), r"q must have shape \(\*, \*, 1, \*\)"),
+        (lambda q, kv, m: (q, kv.half(), m), "kv must be float32"),
+        (lambda q, kv, m: (q[:, :3], kv, m), "3 heads are not a whole number of groups over kv's 2"),
+        (lambda q, kv, m: (q, kv, m.float()), "mask must be bool"),
+        (lambda q, kv, m: (q, kv, m[..., :-1]), r"mask must have shape \(2, 1, 40\)"),
+    ],
+    ids=["two-tokens", "kv-dtype", "groups", "mask-dtype", "mask-length"],
+)
+def test_errors_name_the_argument(change, message):
+    q, kv, mask = _inputs((2, 4, 2, 40, 16), torch.float32)
+    q, kv, mask = change(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE))
+    with pytest.raises(ValueError, match=message):
+        decode_attention(q, kv, mask, 0.25)
+
+
+def test_last_must_be_one_integer():
+    q, kv, mask = (t.to(DEVICE) for t in _inputs((1, 4, 2, 40, 16), torch.float32))
+    with pytest.raises(ValueError, match="last must hold one slot index, got 2"):
+        decode_attention(q, kv, mask, 0.25, torch.tensor([3, 4], device=DEVICE))
+    with pytest.raises(ValueError, match="last must be int64 or int32"):
+        decode_attention(q, kv, mask, 0.25, torch.tensor([3.0], device=DEVICE))
