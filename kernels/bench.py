@@ -3,6 +3,7 @@
     python -m evalsuite.kernels.bench [--quick] [--out DIR] [--ops int8,fp8,...] [--jobs 8]
     python -m evalsuite.kernels.bench --tune --out DIR      # time candidate tile configs at the target shapes
     python -m evalsuite.kernels.bench --only weight_only_large --out DIR   # fused vs dequant+cuBLAS at large M
+    python -m evalsuite.kernels.bench --only decode_attention --out DIR    # the decode step's attention kernel
 
 Each row times our launcher and the torch baseline with `triton.testing.do_bench` (median, L2 flushed between
 calls): int8 vs `torch._int_mm` + the scale epilogue in torch; fp8 vs `torch._scaled_mm` with the same scales
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1), help="processes that precompile")
     p.add_argument("--tune", action="store_true", help="time candidate tile configs at the target shapes instead")
     p.add_argument("--render", default=None, help="re-render targets and Markdown from a saved JSON (no GPU)")
-    p.add_argument("--only", choices=["weight_only_large"], help="one study instead of the op table (see its module)")
+    p.add_argument("--only", choices=["weight_only_large", "decode_attention"],
+                   help="one study instead of the op table (see its module)")  # fmt: skip
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="--only: cpu needs TRITON_INTERPRET=1")
     p.add_argument("--tiny", action="store_true", help="--only: one tiny shape (a smoke run of the code path)")
     p.add_argument("--formats", default="int4,int8,mxfp4,nvfp4", help="--only weight_only_large: formats to time")
@@ -313,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import bench_weight_only
 
         return bench_weight_only.main(args)
+    if args.only == "decode_attention":
+        from . import bench_decode_attention
+
+        return bench_decode_attention.main(args)
     if args.render:
         with open(args.render) as f:
             saved = json.load(f)

@@ -36,19 +36,19 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def decode_attention_ref(
     q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float, last: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Each query head against its key head's cache, keys and values repeated per query head; scores from a
-    matmul in q's dtype, softmax in fp32, probabilities back in V's dtype for the second matmul."""
+    """The graph decoder's `attend` at one token (the same operations, so the same bits; a test holds them
+    equal), with slots after `last` masked: each key head's query group in one matmul in q's dtype, softmax in
+    fp32, probabilities back in V's dtype for the second matmul."""
     b, heads, _, d = q.shape
-    group = heads // kv.shape[2]
-    allowed = mask[:, :, None, :]  # (B, 1, 1, L)
+    kv_heads = kv.shape[2]
+    qg = q.reshape(b, kv_heads, heads // kv_heads, d)
+    allowed = mask[:, None]  # (B, 1, 1, L)
     if last is not None:
-        slots = torch.arange(kv.shape[3], device=kv.device)
-        allowed = allowed & (slots <= last.reshape(()))
-    k = kv[0].repeat_interleave(group, dim=1)  # (B, H, L, D)
-    v = kv[1].repeat_interleave(group, dim=1)
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, H, 1, L)
-    probs = torch.softmax(scores.masked_fill(~allowed.transpose(1, 2), float("-inf")), dim=-1).to(v.dtype)
-    return torch.matmul(probs, v).transpose(1, 2).reshape(b, 1, heads * d)
+        allowed = allowed & (torch.arange(kv.shape[3], device=kv.device) <= last.reshape(()))
+    scores = torch.matmul(qg, kv[0].transpose(-1, -2)).float() * scale  # (B, Hkv, G, L)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).to(q.dtype)
+    out = torch.matmul(probs, kv[1]).view(b, heads, 1, d)
+    return out.transpose(1, 2).reshape(b, 1, heads * d)
 
 
 @triton.jit
@@ -91,6 +91,7 @@ def _decode_attention_kernel(
         tile = offs_l[:, None] * stride_kl + offs_d[None, :]
         tile_ok = l_ok[:, None] & d_ok[None, :]
         k = tl.load(k_base + tile, mask=tile_ok, other=0.0)
+        v = tl.load(k_base + stride_kv + tile, mask=tile_ok, other=0.0)  # issued with K: the two latencies overlap
         if DOT_IN_FP32:
             s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
@@ -102,7 +103,6 @@ def _decode_attention_kernel(
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(k_base + stride_kv + tile, mask=tile_ok, other=0.0)
         if DOT_IN_FP32:
             pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
         else:
@@ -145,10 +145,10 @@ def _decode_attention_kernel(
 BLOCK_L = 64
 
 
-def pick_splits(programs: int, length: int, sms: int) -> int:
-    """Parts of the cache per key head: about two programs per SM over all heads, at most one block of keys
+def pick_splits(programs: int, length: int, sms: int, block_l: int = BLOCK_L) -> int:
+    """Parts of the cache per key head: about two programs per SM over all heads, at least one block of keys
     each at the cache's full length."""
-    return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(length, BLOCK_L)))
+    return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(length, block_l)))
 
 
 def _sms(device: torch.device) -> int:
@@ -164,8 +164,10 @@ def decode_attention(
     scale: float,
     last: torch.Tensor | None = None,
     splits: int | None = None,
+    block_l: int = BLOCK_L,
 ) -> torch.Tensor:
-    """See the module docstring; `splits` overrides the heuristic (tests)."""
+    """See the module docstring; `splits` and `block_l` (keys per step, a power of two >= 16) override the
+    defaults (tests, `evalsuite bench kernels --only decode_attention`)."""
     check_device(q.device, WHO)
     check_tensor(q, "q", WHO, DTYPES, (None, None, 1, None))
     b, heads, _, d = q.shape
@@ -182,7 +184,9 @@ def decode_attention(
         raise ValueError(f"{WHO}: q, kv and mask need a contiguous last dimension")
     group = heads // kv_heads
     programs = b * kv_heads
-    splits = splits or pick_splits(programs, length, _sms(q.device))
+    if block_l < 16 or block_l & (block_l - 1):
+        raise ValueError(f"{WHO}: block_l must be a power of two >= 16, got {block_l}")
+    splits = splits or pick_splits(programs, length, _sms(q.device), block_l)
     block_g = max(16, triton.next_power_of_2(group))
     block_d = max(16, triton.next_power_of_2(d))
     out = torch.empty((b, 1, heads * d), dtype=q.dtype, device=q.device)
@@ -195,7 +199,7 @@ def decode_attention(
         length, d, group, kv_heads, float(scale),
         q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), mask.stride(0),
         out.stride(0),
-        HAS_LAST=last is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=BLOCK_L, BLOCK_D=block_d,
+        HAS_LAST=last is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l, BLOCK_D=block_d,
         PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(), num_warps=4,
     )  # fmt: skip
     return out
