@@ -28,7 +28,8 @@ if step tests; then
   started=$SECONDS
   OMP_NUM_THREADS=1 timeout -s INT 200 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
     tests/kernels/test_weight_only.py tests/kernels/test_fused_linears_triton.py tests/test_fused_linears.py \
-    tests/test_decode_graph.py tests/test_kernel_profile.py tests/kernels/test_decode_attention.py >"$OUT/tests.log" 2>&1
+    tests/test_decode_graph.py tests/test_kernel_profile.py tests/kernels/test_decode_attention.py \
+    tests/kernels/test_w8a8_gemv.py >"$OUT/tests.log" 2>&1
   echo "== tests: exit $? after $((SECONDS - started)) s"; grep -v "^\[gw" "$OUT/tests.log" | tail -15
 fi
 if step e2e; then
