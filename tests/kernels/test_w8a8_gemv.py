@@ -85,4 +85,3 @@ def test_errors_name_the_argument(args, message):
     ops = [t.to(DEVICE) for t in _operands(1, 16, 64)]
     with pytest.raises(ValueError, match=message):
         w8a8_gemv(*args(*ops))
-
