@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Where the time goes on one GPU (issues 16 and 17), in one device call of about 8 minutes on an H100, with
 # .whl carried; everything lands under $OUT:
-#   1. the GPU tests of what the profile runs: weight-only kernels, fused linears, the graph decoder, the profiler
-#      itself (tests.log);
+#   1. the GPU tests of what the profile runs: weight-only kernels, fused linears, the graph decoder and its
+#      attention kernel, the profiler itself, and the W8A8 decode GEMV (tests.log);
 #   2. `bench e2e --profile 8`: batch-1 decode of bf16, W4A16 and NVFP4 at Llama-3.1-8B shapes with the graph
 #      decoder, tok/s beside each step's kernels by kind (e2e/bench-e2e{,-profile}.md);
 #   3. `bench harness --profile`: bf16 log-likelihood tasks at --scale ${SCALE:-0.02}, ours against lm-eval's HF
 #      backend, then our requests once more under the profiler (harness/bench-harness{,-profile}.md);
+#   (step "attn", not in the default STEPS) `bench kernels --only decode_attention`: the decode attention kernel
+#      against its compiled reference over the whole cache, with a splits x keys-per-step sweep (attn/);
 #   4. (step "spread", not in the default STEPS) fp32 log-likelihood equality at --scale 0.005, at most 16
 #      documents a task, with lm-eval against itself at batch size 1 as the yardstick (spread/bench-harness.md).
 # STEPS (default "tests,e2e,harness") picks the steps; VARIANTS and TASKS override the defaults above.
@@ -39,6 +41,12 @@ if step e2e; then
     >"$OUT/e2e.log" 2>&1
   echo "== e2e: exit $? after $((SECONDS - started)) s"; grep "^|\|FAILED\|Error" "$OUT/e2e.log" | tail -12
   grep -A8 "^\*\*" "$OUT/e2e/bench-e2e-profile.md" 2>/dev/null
+fi
+if step attn; then
+  started=$SECONDS
+  timeout -s INT 120 python3 -m evalsuite bench kernels --only decode_attention --rep 40 --out "$OUT/attn" \
+    >"$OUT/attn.log" 2>&1
+  echo "== attn: exit $? after $((SECONDS - started)) s"; grep "^B=\|Error" "$OUT/attn.log"
 fi
 if step harness; then
   started=$SECONDS
