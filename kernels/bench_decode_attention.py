@@ -12,9 +12,6 @@ wall clock, which checks the code path and not the speed. Writes decode-attentio
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 from functools import partial
 
@@ -107,28 +104,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main(args) -> int:
     """`evalsuite bench kernels --only decode_attention`: args carry device, tiny, out, rep."""
-    from ._launch import interpreting
-    from .bench import _device_slug
+    from . import bench_study
 
-    who = "bench kernels --only decode_attention"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"{who}: needs a CUDA device (or --device cpu with TRITON_INTERPRET=1)", file=sys.stderr)
+    device_name = bench_study.start(args, "bench kernels --only decode_attention")
+    if device_name is None:
         return 2
-    if args.device == "cpu" and not interpreting():
-        print(f"{who} --device cpu: set TRITON_INTERPRET=1 to run the kernels on the CPU", file=sys.stderr)
-        return 2
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (Triton interpreter)"
-    print(f"device: {device_name}, torch {torch.__version__}, triton {__import__('triton').__version__}", flush=True)
     rows = measure(TINY_CASES if args.tiny else CASES, args.device, args.rep, lambda s: print(s, flush=True))
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        timing = "CUDA-graph replay, median of do_bench (L2 flushed)" if args.device == "cuda" else "CPU wall clock"
-        meta = {"device": device_name, "torch": torch.__version__, "triton": __import__("triton").__version__,
-                "timing": timing, "rep_ms": args.rep}  # fmt: skip
-        stem = os.path.join(args.out, f"decode-attention-{'cpu' if args.device == 'cpu' else _device_slug()}")
-        with open(stem + ".json", "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-        with open(stem + ".md", "w") as f:
-            f.write(markdown(rows, meta))
-        print(f"wrote {stem}.json and .md", flush=True)
+        meta = bench_study.meta(args, device_name)
+        bench_study.write(args, "decode-attention", {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0

@@ -14,8 +14,6 @@ larger measured M, beside the constant in use. Writes weight-only-large-<device>
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -150,41 +148,25 @@ def markdown(rows: list[dict], summary: list[dict], meta: dict) -> str:
 
 def main(args) -> int:
     """`evalsuite bench kernels --only weight_only_large`: args carry device, tiny, formats, out, rep."""
-    from . import _weight_only
-    from ._launch import interpreting
-    from .bench import _device_slug
+    from . import _weight_only, bench_study
 
     who = "bench kernels --only weight_only_large"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"{who}: needs a CUDA device (or --device cpu with TRITON_INTERPRET=1)", file=sys.stderr)
-        return 2
-    if args.device == "cpu" and not interpreting():
-        print(f"{who} --device cpu: set TRITON_INTERPRET=1 to run the kernels on the CPU", file=sys.stderr)
-        return 2
     formats = tuple(f for f in args.formats.split(",") if f)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         print(f"{who}: unknown formats {unknown}; choose from {', '.join(FORMATS)}", file=sys.stderr)
         return 2
+    device_name = bench_study.start(args, who)
+    if device_name is None:
+        return 2
     shapes, ms = (TINY_SHAPES, TINY_M) if args.tiny else (SHAPES, M_VALUES)
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (Triton interpreter)"
-    print(f"device: {device_name}, torch {torch.__version__}, triton {__import__('triton').__version__}", flush=True)
     rows = measure(shapes, ms, formats, args.device, args.rep, lambda s: print(s, flush=True))
     summary = crossover(rows)
     for s in summary:
         print(f"{s['shape']:11s} {s['format']:6s} dequant+cuBLAS wins from M={s['dequant_wins_from_M'] or 'never'}")
     print(f"DEQUANT_GEMM_MIN_M = {_weight_only.DEQUANT_GEMM_MIN_M}", flush=True)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        timing = "CUDA-graph replay, median of do_bench (L2 flushed)" if args.device == "cuda" else "CPU wall clock"
-        meta = {"device": device_name, "torch": torch.__version__, "triton": __import__("triton").__version__,
-                "timing": timing, "rep_ms": args.rep,
-                "DEQUANT_GEMM_MIN_M": _weight_only.DEQUANT_GEMM_MIN_M}  # fmt: skip
-        slug = "cpu" if args.device == "cpu" else _device_slug()
-        stem = os.path.join(args.out, f"weight-only-large-{slug}")
-        with open(stem + ".json", "w") as f:
-            json.dump({"meta": meta, "crossover": summary, "rows": rows}, f, indent=1)
-        with open(stem + ".md", "w") as f:
-            f.write(markdown(rows, summary, meta))
-        print(f"wrote {stem}.json and .md", flush=True)
+        meta = bench_study.meta(args, device_name, DEQUANT_GEMM_MIN_M=_weight_only.DEQUANT_GEMM_MIN_M)
+        payload = {"meta": meta, "crossover": summary, "rows": rows}
+        bench_study.write(args, "weight-only-large", payload, markdown(rows, summary, meta))
     return 0

@@ -22,3 +22,19 @@ def test_the_crossover_is_the_smallest_m_from_which_dequant_wins_at_every_larger
     meta = {"device": "X", "torch": "t", "triton": "tr", "timing": "w", "DEQUANT_GEMM_MIN_M": 256}
     text = markdown(rows, crossover(rows), meta)
     assert "| 70b-o | int4 | never |" in text and "| 8b-o | int4 | 1024 |" in text
+
+
+def test_the_study_runs_on_the_interpreter_and_writes_its_files(tmp_path, capsys):
+    """`bench kernels --only weight_only_large --tiny` (int4 only): the code path, not the speed."""
+    import json
+
+    from evalsuite.kernels.bench import main
+    from tests.kernels.common import DEVICE
+
+    device = ["--device", "cpu"] if DEVICE == "cpu" else []
+    args = ["--only", "weight_only_large", "--tiny", "--rep", "5", "--formats", "int4", "--out", str(tmp_path)]
+    assert main([*args, *device]) == 0
+    data = json.loads(next(tmp_path.glob("weight-only-large-*.json")).read_text())
+    assert {r["M"] for r in data["rows"]} == {24, 300} and data["meta"]["DEQUANT_GEMM_MIN_M"] == 256
+    assert main(["--only", "weight_only_large", "--formats", "int9", *device]) == 2
+    assert "unknown formats ['int9']" in capsys.readouterr().err
