@@ -1,0 +1,79 @@
+"""The kernels' NVIDIA-only code paths compiled for an H100 (sm_90) on any machine: Triton lowers a kernel to PTX
+and assembles it with the ptxas it ships, no GPU needed. CI runs the kernels on Triton's interpreter, which
+neither compiles anything nor takes the branches that only NVIDIA GPUs take (inline PTX: the weight-only
+GEMV's `lop3` and fp16-pair E2M1 decode, the W8A8 GEMV's `dp4a`; act_quant's hardware FP8 conversion; the
+decode attention's tensor-core products), so a kernel that would not compile on a GPU would pass CI unseen.
+The compiles run in a subprocess: the kernel tests switch the interpreter on for their whole process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = r"""
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from evalsuite.kernels import _weight_only_gemv, act_quant, decode_attention, w8a8_gemv
+
+def compile(fn, types, consts, warps=4):
+    sig = {p.name: ("constexpr" if p.is_constexpr else types.get(p.name, "i32")) for p in fn.params}
+    missing = [p.name for p in fn.params if p.is_constexpr and p.name not in consts]
+    assert not missing, f"constexprs not given: {missing}"
+    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": warps})
+    return kernel.asm["ptx"]
+
+GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32",
+        "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32"}
+GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
+              PREFETCH=True, LOP3=True, BLOCK_N=64, BLOCK_W=32)
+ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
+        "ws_ptr": "*fp32", "count_ptr": "*i32", "scale": "fp32"}
+ATTN_C = dict(HAS_LAST=True, SPLITS=6, BLOCK_G=16, BLOCK_L=64, BLOCK_D=128, PRECISION=None, DOT_IN_FP32=False)
+W8 = {"x_ptr": "*bf16", "w_ptr": "*i32", "bs_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16",
+      "ws_ptr": "*i32", "count_ptr": "*i32"}
+W8_C = dict(HAS_BIAS=True, SPLIT_K=4, BF16_RNE=False, DP4A=True, EXACT_DIV=False, ROW_BLOCK=4096, BLOCK_N=64,
+            BLOCK_W=64)
+AQ = {"x_ptr": "*bf16", "q_ptr": "*u8", "scale_ptr": "*fp32", "amax_ptr": "*fp32"}
+AQ_C = dict(QMIN=-448.0, QMAX=448.0, IS_FP8=True, PER_TENSOR=False, STATIC=False, BLOCK_K=4096, SINGLE_PASS=True,
+            EXACT_DIV=False, HW_FP8=True)
+case = sys.argv[1]
+ptx = {
+    "gemv-int4": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV, {**GEMV_C, "FMT": 0}),
+    "gemv-nvfp4": lambda: compile(_weight_only_gemv._gemv_kernel, {**GEMV, "s_ptr": "*u8"}, {**GEMV_C, "FMT": 3}),
+    "w8a8-gemv": lambda: compile(w8a8_gemv._w8a8_gemv_kernel, W8, W8_C),
+    "attention-bf16": lambda: compile(decode_attention._decode_attention_kernel, ATTN, ATTN_C),
+    "attention-fp32": lambda: compile(decode_attention._decode_attention_kernel,
+                                      {**ATTN, "q_ptr": "*fp32", "kv_ptr": "*fp32", "out_ptr": "*fp32"},
+                                      {**ATTN_C, "PRECISION": "ieee", "SPLITS": 1}),
+    "act-quant-fp8": lambda: compile(act_quant._act_quant_row_kernel, AQ, AQ_C),
+}[case]()
+print(json.dumps({"bytes": len(ptx), "ptx": ptx}))
+"""
+
+# case: instructions its PTX must hold (the GPU-only path was taken, not the portable one)
+CASES = {
+    "gemv-int4": ["lop3.b32"],
+    "gemv-nvfp4": ["lop3.b32", "cvt.f32.f16"],
+    "w8a8-gemv": ["dp4a.s32.s32", "atom.global.gpu.acq_rel"],
+    "attention-bf16": ["mma.sync"],
+    "attention-fp32": ["fma.rn.f32"],
+    "act-quant-fp8": ["cvt.rn.satfinite.e4m3x2.f32"],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_nvidia_path_compiles_for_sm90(case):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # the default these kernels were written for (triton 3.9 asks)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, case], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ptx = json.loads(done.stdout.strip().splitlines()[-1])["ptx"]
+    for instruction in CASES[case]:
+        assert instruction in ptx, f"{case}: no {instruction} in the PTX"
