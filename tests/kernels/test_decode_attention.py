@@ -5,7 +5,7 @@ number of splits, the filled length read on the device, and the errors."""
 import pytest
 import torch
 
-from evalsuite.decode_graph import attend
+from evalsuite.decode_graph import GraphDecoder, attend
 from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref
 from tests.kernels.common import DEVICE, GPU
 from tests.utils import assert_close
@@ -135,3 +135,41 @@ def test_the_bench_runs_and_writes_its_table(tmp_path, capsys):
     assert [(r["batch"], r["filled"], r["cache"]) for r in rows] == [(1, 40, 70)]
     assert rows[0]["max_abs_diff"] < 2e-2 and set(rows[0]["sweep_us"]) >= {"32x1", "32x2", "64x1", "64x2"}
     assert "| 1 | 40 | 70 |" in stem.with_suffix(".md").read_text()
+
+
+def forced(decoder, contexts, tokens) -> list[torch.Tensor]:
+    """Each step's logits (float32 copies) when the same `tokens` (steps of B ids) are fed to `decoder`."""
+    logits = [decoder.prefill(contexts).float().clone()]
+    for ids in tokens:
+        logits.append(decoder.step(torch.tensor(ids, device=logits[0].device)).float().clone())
+    return logits
+
+
+def test_in_the_decoder_it_drifts_from_float32_no_more_than_the_compiled_attend(monkeypatch):
+    """bf16 steps over a cache far longer than the contexts, the graph decoder with our kernel (reading the
+    filled slots) and with `attend` (reading the whole cache), both fed the float32 model's greedy tokens: the
+    kernel's logits stay as close to float32's as attend's do (bf16 rounding drifts either path by a few per
+    cent over 24 steps; a filled length one slot short, which drops the newest token, fails it). The cache
+    holds one block of keys here, so the merge and the running rescale are the kernel tests' to check. On the
+    GPU both paths run in CUDA graphs; on the CPU the kernel runs on the interpreter and the steps eagerly."""
+    from evalsuite import models
+    from evalsuite.graphs import DynamicDecoder
+    from tests.test_decode_graph import CONTEXTS, greedy
+
+    if DEVICE == "cuda":  # the float32 reference without TF32
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    spec = models.resolve_model("embedded:tiny")
+    tokens, reference = greedy(DynamicDecoder(models.load(spec, DEVICE, "float32").model), CONTEXTS, 24)
+    reference = [r.float() for r in reference]
+    bf16 = models.load(spec, DEVICE, "bfloat16").model
+    kernel = GraphDecoder(bf16, batch_size=3, max_len=1024, attention="triton")
+    compiled_attend = GraphDecoder(bf16, batch_size=3, max_len=1024, attention="torch")
+    assert "step attention: Triton decode kernel" in kernel.describe()
+    assert "step attention" not in compiled_attend.describe()
+
+    def error(decoder) -> float:
+        got = forced(decoder, CONTEXTS, tokens)
+        return max(float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, reference, strict=True))
+
+    kernel_error, attend_error = error(kernel), error(compiled_attend)
+    assert kernel_error <= 1.5 * attend_error + 1e-3, f"kernel {kernel_error:.3g} vs attend {attend_error:.3g}"
