@@ -2,7 +2,8 @@
 and assembles it with the ptxas it ships, no GPU needed. CI runs the kernels on Triton's interpreter, which
 neither compiles anything nor takes the branches that only NVIDIA GPUs take (inline PTX: the weight-only
 GEMV's `lop3` and fp16-pair E2M1 decode, the W8A8 GEMV's `dp4a`; act_quant's hardware FP8 conversion; the
-decode attention's tensor-core products), so a kernel that would not compile on a GPU would pass CI unseen.
+tensor-core products of the decode attention, the weight-only GEMM and the int8 and fp8 GEMMs), so a kernel
+that would not compile on a GPU would pass CI unseen.
 The compiles run in a subprocess: the kernel tests switch the interpreter on for their whole process."""
 
 import json
@@ -19,7 +20,7 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from evalsuite.kernels import _weight_only_gemv, act_quant, decode_attention, w8a8_gemv
+from evalsuite.kernels import _scaled_gemm, _weight_only, _weight_only_gemv, act_quant, decode_attention, w8a8_gemv
 
 def compile(fn, types, consts, warps=4):
     sig = {p.name: ("constexpr" if p.is_constexpr else types.get(p.name, "i32")) for p in fn.params}
@@ -43,6 +44,15 @@ W8_C = dict(HAS_BIAS=True, SPLIT_K=4, BF16_RNE=False, DP4A=True, EXACT_DIV=False
 AQ = {"x_ptr": "*bf16", "q_ptr": "*u8", "scale_ptr": "*fp32", "amax_ptr": "*fp32"}
 AQ_C = dict(QMIN=-448.0, QMAX=448.0, IS_FP8=True, PER_TENSOR=False, STATIC=False, BLOCK_K=4096, SINGLE_PASS=True,
             EXACT_DIV=False, HW_FP8=True)
+WO = {"x_ptr": "*bf16", "w_ptr": "*u8", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32", "bias_ptr": "*bf16",
+      "out_ptr": "*bf16"}
+WO_C = dict(FMT=0, HAS_ZP=False, HAS_BIAS=True, SPLIT_K=1, GROUPS_PER_TILE=1, EVEN_K=True, SWAP_AB=True,
+            EPI_MAGIC=128, DOT_PRECISION="tf32", DOT_IN_FP32=False, BF16_RNE=False, BLOCK_N=64, BLOCK_M=16,
+            BLOCK_K=128)
+SG = {"a_ptr": "*i8", "b_ptr": "*i8", "c_ptr": "*bf16", "a_scale_ptr": "*fp32", "b_scale_ptr": "*fp32",
+      "bias_ptr": "*bf16"}
+SG_C = dict(SCALE_KIND=1, HAS_BIAS=True, ACC_INT=True, EVEN_K=True, PROMOTE_K=None, BF16_RNE=False, BLOCK_M=128,
+            BLOCK_N=128, BLOCK_K=128, GROUP_M=8)
 case = sys.argv[1]
 ptx = {
     "gemv-int4": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV, {**GEMV_C, "FMT": 0}),
@@ -53,6 +63,11 @@ ptx = {
                                       {**ATTN, "q_ptr": "*fp32", "kv_ptr": "*fp32", "out_ptr": "*fp32"},
                                       {**ATTN_C, "PRECISION": "ieee", "SPLITS": 1}),
     "act-quant-fp8": lambda: compile(act_quant._act_quant_row_kernel, AQ, AQ_C),
+    "w4a16-gemm": lambda: compile(_weight_only._weight_only_kernel, WO, WO_C),
+    "int8-gemm": lambda: compile(_scaled_gemm._scaled_gemm_kernel, SG, SG_C, warps=8),
+    "fp8-gemm-precise": lambda: compile(_scaled_gemm._scaled_gemm_kernel,
+                                        {**SG, "a_ptr": "*fp8e4nv", "b_ptr": "*fp8e4nv"},
+                                        {**SG_C, "ACC_INT": False, "PROMOTE_K": 128}, warps=8),
 }[case]()
 print(json.dumps({"bytes": len(ptx), "ptx": ptx}))
 """
@@ -65,6 +80,9 @@ CASES = {
     "attention-bf16": ["mma.sync"],
     "attention-fp32": ["fma.rn.f32"],
     "act-quant-fp8": ["cvt.rn.satfinite.e4m3x2.f32"],
+    "w4a16-gemm": ["mma"],
+    "int8-gemm": ["mma", ".s8"],
+    "fp8-gemm-precise": ["mma", "e4m3"],
 }
 
 
