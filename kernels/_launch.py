@@ -31,6 +31,14 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def num_sms(device: torch.device) -> int:
+    """The GPU's SM count, which the launchers size their grids by; 4 off CUDA (the interpreter), so that the
+    CPU tests still split work over several programs."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def check_device(device: torch.device, who: str) -> None:
     if device.type == "cuda":
         return

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from . import paths
 from ._bits import bf16_rne
-from ._launch import interpreting
+from ._launch import interpreting, num_sms
 
 SCALE_KINDS = {"tensor": 0, "row": 1, "block": 2}
 KERNEL_NAMES = {(dtype, kind): f"{dtype}_gemm[{kind}]" for dtype in ("int8", "fp8") for kind in SCALE_KINDS}
@@ -219,12 +219,6 @@ def _tma_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @functools.cache
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def pick_config(m: int, n: int, k: int, kind: str, is_int8: bool, num_sms: int = 132, out_bytes: int = 2) -> GemmConfig:
     """Shape heuristic, from the H100 sweep in benchmarks/NOTES-kernels.md: 128x256x128 tiles for large M,
     persistent (TMA) while the tile count is under ~8 waves, where wave quantization costs most."""
@@ -260,7 +254,7 @@ def launch(
     (m, k), n = a.shape, b.shape[0]
     is_int8 = a.dtype == torch.int8
     out_bytes = torch.empty((), dtype=out_dtype).element_size()
-    cfg = config or pick_config(m, n, k, kind, is_int8, _num_sms(a.device), out_bytes)
+    cfg = config or pick_config(m, n, k, kind, is_int8, num_sms(a.device), out_bytes)
     if kind == "block" and cfg.block_k != BLOCK:
         raise ValueError(f"block-scaled GEMM needs block_k == {BLOCK}, got {cfg.block_k}")
     c = torch.empty((m, n), dtype=out_dtype, device=a.device)
@@ -275,16 +269,16 @@ def launch(
     if persistent:
         from triton.tools.tensor_descriptor import TensorDescriptor
 
-        num_sms = _num_sms(a.device)
+        sms = num_sms(a.device)
         tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
-        _scaled_gemm_tma_kernel[(min(num_sms, tiles),)](
+        _scaled_gemm_tma_kernel[(min(sms, tiles),)](
             TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k]),
             TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k]),
             c, a_scale, b_scale, bias if bias is not None else c,
             m, n, k, c.stride(0), a_scale.stride(0), b_scale.stride(0),
             SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, PROMOTE_K=promote_k,
             BF16_RNE=rne,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, NUM_SMS=num_sms,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, NUM_SMS=sms,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         return c

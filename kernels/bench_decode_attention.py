@@ -49,13 +49,13 @@ def _timer(device: str, rep: int):
 
 
 def _case(batch: int, filled: int, cache: int, device: str, timer, compiled) -> dict:
+    from ._launch import num_sms
     from .decode_attention import BLOCK_L, decode_attention, decode_attention_ref, pick_splits
 
     q, kv, mask, last = _inputs(batch, filled, cache, device, *((4, 2, 16) if device != "cuda" else ()))
     scale = q.shape[-1] ** -0.5
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device == "cuda" else 4
     row = {"batch": batch, "filled": filled, "cache": cache, "block_l": BLOCK_L,
-           "default_splits": pick_splits(batch * kv.shape[2], cache, sms),
+           "default_splits": pick_splits(batch * kv.shape[2], cache, num_sms(q.device)),
            "torch_compiled_us": round(timer(partial(compiled, q, kv, mask, scale)), 2),
            "kernel_us": round(timer(partial(decode_attention, q, kv, mask, scale, last)), 2)}  # fmt: skip
     got = decode_attention(q, kv, mask, scale, last)

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_device, check_tensor, interpreting
+from ._launch import check_device, check_tensor, interpreting, num_sms
 from ._weight_only_gemv import split_counters
 
 WHO = "decode_attention"
@@ -151,12 +151,6 @@ def pick_splits(programs: int, length: int, sms: int, block_l: int = BLOCK_L) ->
     return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(length, block_l)))
 
 
-def _sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few splits, so that tests merge parts
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def decode_attention(
     q: torch.Tensor,
     kv: torch.Tensor,
@@ -186,7 +180,7 @@ def decode_attention(
     programs = b * kv_heads
     if block_l < 16 or block_l & (block_l - 1):
         raise ValueError(f"{WHO}: block_l must be a power of two >= 16, got {block_l}")
-    splits = splits or pick_splits(programs, length, _sms(q.device), block_l)
+    splits = splits or pick_splits(programs, length, num_sms(q.device), block_l)
     block_g = max(16, triton.next_power_of_2(group))
     block_d = max(16, triton.next_power_of_2(d))
     out = torch.empty((b, 1, heads * d), dtype=q.dtype, device=q.device)

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from . import paths
 from ._bits import bf16_rne
-from ._launch import check_device, check_tensor, interpreting, nvidia_ptx, out_dtype_check
+from ._launch import check_device, check_tensor, interpreting, num_sms, nvidia_ptx, out_dtype_check
 from ._weight_only_gemv import split_counters
 from .act_quant import _absmax, _nan_max, _quantize, _scale_of, act_quant_ref
 from .int8_gemm import int8_gemm_ref
@@ -49,19 +49,6 @@ def w8a8_gemv_ref(
 ) -> torch.Tensor:
     a_q, a_scale = act_quant_ref(x, "int8", "token")
     return int8_gemm_ref(a_q, a_scale, b_q, b_scale, bias, out_dtype)
-
-
-@triton.jit
-def _dot4(w, xw, acc, J: tl.constexpr, DP4A: tl.constexpr, code):
-    """acc + the int32 products of byte J of each word of w with `code` (interpreter), or, with DP4A, acc +
-    all four bytes of w against the four codes packed in xw (J == 0 only)."""
-    if DP4A:
-        acc = tl.inline_asm_elementwise(
-            "dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r", [w, xw, acc], dtype=tl.int32, is_pure=True, pack=1
-        )
-    else:
-        acc += ((w << (24 - 8 * J)) >> 24) * code[None, :]
-    return acc
 
 
 @triton.jit
@@ -99,12 +86,15 @@ def _w8a8_gemv_kernel(
         for j in tl.static_range(4):
             xj = tl.load(x_row + offs_w * 4 + j, mask=ok, other=0.0).to(tl.float32)
             code = _quantize(xj, scale, rcp, -127.0, 127.0, False, EXACT_DIV, False)  # int32 in [-127, 127]
-            if DP4A:
+            if DP4A:  # pack the four codes in the order of the word's bytes
                 xw = xw | ((code & 0xFF) << (8 * j))
-            else:
-                acc = _dot4(words, xw, acc, j, False, code)
-        if DP4A:
-            acc = _dot4(words, tl.broadcast_to(xw[None, :], (BLOCK_N, BLOCK_W)), acc, 0, True, xw)
+            else:  # byte j of each word, sign-extended, times its code
+                acc += ((words << (24 - 8 * j)) >> 24) * code[None, :]
+        if DP4A:  # all four byte products of each word and their sum in one instruction
+            acc = tl.inline_asm_elementwise(
+                "dp4a.s32.s32 $0, $1, $2, $3;", "=r,r,r,r",
+                [words, tl.broadcast_to(xw[None, :], (BLOCK_N, BLOCK_W)), acc], dtype=tl.int32, is_pure=True, pack=1,
+            )  # fmt: skip
     total = tl.sum(acc, axis=1)  # (BLOCK_N,) int32, exact
     mask = offs_n < N
     out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
@@ -168,8 +158,7 @@ def w8a8_gemv(
         raise ValueError(f"{WHO}: x and b_q must be contiguous along K and b_q's rows 4-byte aligned")
     words = b_q.view(torch.int32)  # (N, K / 4)
     kw = k // 4
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    split_k = max(1, min(split_k or pick_split_k(n, kw, m, sms), triton.cdiv(kw, BLOCK_W)))
+    split_k = max(1, min(split_k or pick_split_k(n, kw, m, num_sms(device)), triton.cdiv(kw, BLOCK_W)))
     w_per_split = triton.cdiv(triton.cdiv(kw, BLOCK_W), split_k) * BLOCK_W
     split_k = triton.cdiv(kw, w_per_split)
     out = torch.empty((m, n), dtype=out_dtype, device=device)

@@ -7,7 +7,7 @@ import torch
 
 from evalsuite.decode_graph import GraphDecoder, attend
 from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref
-from tests.kernels.common import DEVICE, GPU
+from tests.kernels.common import DEVICE, shapes
 from tests.utils import assert_close
 
 TOL = {torch.float32: (2e-5, 2e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (4e-3, 4e-3)}
@@ -28,12 +28,8 @@ def _inputs(shape, dtype, last: int | None = None, density: float = 0.8):
     return q, kv, mask
 
 
-def _params(shapes_list):
-    return [pytest.param(s, id="x".join(map(str, s))) for s in shapes_list]
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape", _params(CPU_SHAPES))
+@pytest.mark.parametrize("shape", shapes(CPU_SHAPES, []))
 def test_reference_is_the_decoders_attend(shape, dtype):
     q, kv, mask = _inputs(shape, dtype)
     scale = shape[-1] ** -0.5
@@ -51,7 +47,7 @@ def _check(shape, dtype, splits, last):
 
 @pytest.mark.parametrize("splits", [None, 1, 2, 3, 7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape", _params(CPU_SHAPES))
+@pytest.mark.parametrize("shape", shapes(CPU_SHAPES, []))
 def test_matches_reference(shape, dtype, splits):
     _check(shape, dtype, splits, None)
 
@@ -63,7 +59,7 @@ def test_reads_up_to_the_last_slot(last, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("shape", [pytest.param(s, id="x".join(map(str, s)), marks=GPU) for s in GPU_SHAPES])
+@pytest.mark.parametrize("shape", shapes([], GPU_SHAPES))
 def test_matches_reference_at_model_shapes(shape, dtype):
     for last in (0, shape[3] // 3, shape[3] - 1):
         _check(shape, dtype, None, last)
