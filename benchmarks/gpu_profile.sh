@@ -13,7 +13,8 @@
 #      documents a task, with lm-eval against itself at batch size 1 as the yardstick (spread/bench-harness.md).
 # STEPS (default "tests,e2e,harness") picks the steps; VARIANTS and TASKS override the defaults above.
 set -u
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# tokenizers keep their default (parallel) in the benches, as a user has it; only pytest's workers turn it off
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-tests,e2e,harness}
 mkdir -p "$OUT"
@@ -28,7 +29,7 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 step() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if step tests; then
   started=$SECONDS
-  OMP_NUM_THREADS=1 timeout -s INT 200 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 timeout -s INT 200 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
     tests/kernels/test_weight_only.py tests/kernels/test_fused_linears_triton.py tests/test_fused_linears.py \
     tests/test_decode_graph.py tests/test_kernel_profile.py tests/kernels/test_decode_attention.py \
     tests/kernels/test_w8a8_gemv.py >"$OUT/tests.log" 2>&1
@@ -66,7 +67,7 @@ if step spread; then
 fi
 if step scoring; then  # the scoring path after a change to it: its GPU tests, bf16 speed, a profiled run, fp32 equality
   started=$SECONDS
-  OMP_NUM_THREADS=1 timeout -s INT 120 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
+  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 timeout -s INT 120 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
     tests/test_lm_prefix.py tests/test_lm.py tests/test_kernel_profile.py tests/test_bench_harness.py \
     >"$OUT/tests.log" 2>&1
   echo "== tests: exit $? after $((SECONDS - started)) s"; grep -v "^\[gw" "$OUT/tests.log" | tail -5

@@ -21,6 +21,7 @@ import torch
 
 # first match wins: our kernels by their Triton names, then vendor and compiler kernels by their usual names
 KINDS = (
+    ("W8A8 decode GEMV, act_quant fused (ours)", r"_w8a8_gemv"),
     ("weight-only GEMV (ours)", r"_gemv_kernel"),
     ("weight-only GEMM / dequantize (ours)", r"_weight_only_kernel|_dequant_kernel|_split_k_reduce"),
     ("scaled GEMM (ours)", r"_scaled_gemm"),

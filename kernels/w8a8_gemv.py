@@ -14,11 +14,6 @@ order, so K may be split over SPLIT_K programs whose int32 partials the last-arr
 GEMV's scheme, `_weight_only_gemv`). Scales and bias are applied in `int8_gemm`'s order, in fp32.
 On NVIDIA GPUs four products and their sum are one `dp4a` (four int8 weights of a 32-bit word against four
 packed codes); elsewhere (the interpreter) each byte is sign-extended and multiplied.
-
-Status: bit-exact under the interpreter (tests/kernels/test_w8a8_gemv.py); not yet compiled or timed on a GPU,
-so no layer calls it yet. W8A8_INT8 layers still run act_quant and int8_gemm at every M. Wiring it in takes a
-`decode_kernel` on Int8Format, resolved by QuantLinear on non-reference backends, and a branch in
-W8A8Format.matmul at M <= DECODE_MAX_M for dynamic per-token activations, once its GPU tests pass.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ W8A8 layers quantize their input first: dynamically (a scale from each input), o
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 
 import torch
 from torch import nn
@@ -21,9 +23,18 @@ from torch import nn
 from evalsuite.kernels import paths
 
 from .args import QuantArgs
-from .backends import KernelBackend, get_backend
+from .backends import KernelBackend, KernelUnavailableError, get_backend
 from .scheme import Scheme
 from .weight_formats import QuantizedWeight, WeightFormat, get_format
+
+log = logging.getLogger(__name__)
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.warning(message)
 
 
 def use_fp8_accumulation(model: nn.Module, mode: str) -> int:
@@ -110,8 +121,6 @@ class QuantLinear(nn.Module):
         self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale))
         self.use_backend(backend)
         self.fp8_accumulation = "fast"  # see evalsuite.kernels.fp8_gemm; use_fp8_accumulation changes it
-        act = f"act_quant[{self.format.act_dtype}{' static' if self.input_scale is not None else ''}]"
-        self.kernels = ([act] if self.act_quant else []) + [self.format.kernel.entry]
 
     @property
     def format(self) -> WeightFormat:
@@ -124,7 +133,19 @@ class QuantLinear(nn.Module):
         fmt = self.format
         self.gemm = backend.resolve(fmt.kernel)
         self.act_quant = backend.resolve(fmt.act_kernel) if self.act_granularity else None
+        self.decode, self.decode_max_m = None, 0
+        if fmt.decode_kernel is not None and not backend.reference:
+            try:
+                self.decode = backend.resolve(fmt.decode_kernel)
+                self.decode_max_m = importlib.import_module(fmt.decode_kernel.module).DECODE_MAX_M
+            except KernelUnavailableError as e:
+                _log_once(f"{fmt.name} layers on backend {backend.name!r}: no fused decode kernel ({e}); "
+                          "decode runs act_quant and the GEMM as two kernels")  # fmt: skip
         self.backend = backend
+        act = f"act_quant[{fmt.act_dtype}{' static' if self.input_scale is not None else ''}]"
+        self.kernels = ([act] if self.act_quant else []) + [fmt.kernel.entry]  # what its calls may launch
+        if self.decode is not None and fmt.fusable(self):
+            self.kernels.append(fmt.decode_kernel.entry)
         self.path = None  # the path this layer records for each call, where its kernels do not record their own
         if not getattr(backend, "records_paths", False):
             why = f"kernel backend {backend.name!r}" + (": the pure-torch reference" if backend.reference else "")

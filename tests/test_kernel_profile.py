@@ -8,6 +8,7 @@ from evalsuite import kernel_profile
     "name, kind",
     [
         ("_gemv_kernel", "weight-only GEMV (ours)"),
+        ("_w8a8_gemv_kernel", "W8A8 decode GEMV, act_quant fused (ours)"),
         ("_decode_attention_kernel", "attention"),
         ("_weight_only_kernel", "weight-only GEMM / dequantize (ours)"),
         ("_scaled_gemm_tma_kernel", "scaled GEMM (ours)"),

@@ -67,6 +67,9 @@ class WeightFormat:
     types: ClassVar[tuple[QuantType, ...]]  # the weights' QuantArgs.type values it stores
     kernel: ClassVar[Kernel]  # the GEMM its layers call
     act_kernel: ClassVar[Kernel | None] = None  # quantizes the input first (W8A8); None: weight-only
+    # act_kernel and kernel fused for decode (a few tokens), where a non-reference backend has it; `matmul` says
+    # when it applies
+    decode_kernel: ClassVar[Kernel | None] = None
     act_dtype: ClassVar[str | None] = None  # the act_kernel's dtype argument
     algorithms: ClassVar[tuple[str, ...]] = ()  # calibrated algorithms that produce its weights (rtn always does)
     accumulation: ClassVar[bool] = False  # its Triton GEMM has the fp8 accumulation modes (fast / precise)
@@ -76,6 +79,11 @@ class WeightFormat:
         "expected 0 with round-to-nearest absmax scales (the largest weight of each group maps to the largest "
         "code); clipping observers (mse) and calibrated algorithms may clip on purpose"
     )
+
+    @staticmethod
+    def fusable(layer) -> bool:
+        """Whether `decode_kernel` computes what this layer's kernels compute (formats with one say when)."""
+        return False
 
     def check(self, weights: QuantArgs, acts: QuantArgs | None) -> None:
         """Refuse arguments this format cannot store or run, with the fix in the message."""

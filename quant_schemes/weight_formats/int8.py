@@ -18,6 +18,7 @@ class Int8Format(W8A8Format):
     name = "int8"
     types = (QuantType.INT,)
     kernel = Kernel("evalsuite.kernels.int8_gemm", "int8_gemm")
+    decode_kernel = Kernel("evalsuite.kernels.w8a8_gemv", "w8a8_gemv")
     act_dtype = "int8"
     checkpoint_format = "int-quantized"
     needs_activations = (

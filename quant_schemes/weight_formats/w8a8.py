@@ -56,6 +56,9 @@ class W8A8Format(WeightFormat):
         return "tensor" if acts.strategy == Strategy.TENSOR else "token"
 
     def matmul(self, layer, x: torch.Tensor) -> torch.Tensor:
+        if layer.decode is not None and x.shape[0] <= layer.decode_max_m and self.fusable(layer):
+            b_scale = layer.scale.reshape(-1, 1).expand(layer.out_features, 1)  # (N, 1)
+            return layer.decode(x, layer.qdata, b_scale, layer.bias, out_dtype=x.dtype)
         a_q, a_scale = layer.act_quant(x, self.act_dtype, layer.act_granularity, layer.input_scale)
         b_scale = layer.scale
         per_tensor = self.per_tensor_gemm and a_scale.numel() == 1 and b_scale.numel() == 1
@@ -64,6 +67,11 @@ class W8A8Format(WeightFormat):
             b_scale = b_scale.reshape(-1, 1).expand(layer.out_features, 1)  # (N, 1)
         extra = {"accumulation": layer.fp8_accumulation} if self.accumulation and not layer.backend.reference else {}
         return layer.gemm(a_q, a_scale, layer.qdata, b_scale, layer.bias, out_dtype=x.dtype, **extra)
+
+    @staticmethod
+    def fusable(layer) -> bool:
+        """The decode kernel quantizes the input per token with a dynamic scale, as act_quant does here."""
+        return layer.act_granularity == "token" and layer.input_scale is None
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
         return {"weight": qw.qdata, "weight_scale": qw.scale.float()}

@@ -1,5 +1,5 @@
 """The fused W8A8 int8 decode GEMV: bit for bit act_quant + int8_gemm (the reference pair on the CPU, the Triton
-pair on the GPU), at odd shapes, any split of K, ties and all-zero tokens; the errors."""
+pair on the GPU), at odd shapes, any split of K, ties and all-zero tokens; the layer's use of it; the errors."""
 
 import pytest
 import torch
@@ -85,3 +85,53 @@ def test_errors_name_the_argument(args, message):
     ops = [t.to(DEVICE) for t in _operands(1, 16, 64)]
     with pytest.raises(ValueError, match=message):
         w8a8_gemv(*args(*ops))
+
+
+def _layer(backend, in_features=72, out_features=40):
+    from evalsuite.quant_schemes.linear import QuantLinear
+    from evalsuite.quant_schemes.scheme import resolve
+
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(in_features, out_features).to(torch.bfloat16)
+    return QuantLinear.from_float(linear, resolve("W8A8_INT8"), backend=backend).to(DEVICE)
+
+
+def test_a_triton_layer_decodes_with_it_and_gives_the_reference_layers_bits():
+    """Up to DECODE_MAX_M tokens the layer runs the fused kernel (recorded), above it act_quant + int8_gemm; both
+    give the torch-ref layer's output bit for bit. The kernel list in results.json names it."""
+    from evalsuite.kernels import paths
+
+    triton_layer, ref_layer = _layer("triton"), _layer("torch-ref")
+    assert triton_layer.kernels == ["act_quant[int8]", "int8_gemm", "w8a8_gemv"]
+    assert ref_layer.kernels == ["act_quant[int8]", "int8_gemm"]
+    for m in (1, DECODE_MAX_M, DECODE_MAX_M + 1):
+        x = torch.randn(m, 72, dtype=torch.bfloat16, device=DEVICE)
+        paths.reset()
+        got = triton_layer(x)
+        kernels = {e["kernel"] for e in paths.taken()}
+        assert kernels == ({"w8a8_gemv"} if m <= DECODE_MAX_M else {"int8_gemm[row]"}), (m, paths.taken())
+        assert_close(got.cpu(), ref_layer(x).cpu(), what=f"M={m}")
+
+
+def test_a_backend_without_the_kernel_runs_two_kernels_and_says_so(caplog):
+    from evalsuite.quant_schemes.backends import BACKENDS, KernelUnavailableError
+
+    triton = BACKENDS["triton"]
+
+    class NoDecode:
+        name, reference, records_paths = "triton-no-decode", False, True
+
+        def resolve(self, kernel):
+            if kernel.entry == "w8a8_gemv":
+                raise KernelUnavailableError("w8a8_gemv is not in this backend")
+            return triton.resolve(kernel)
+
+        def check_device(self, device_type):
+            triton.check_device(device_type)
+
+    with caplog.at_level("WARNING"):
+        layer = _layer(NoDecode())
+    assert layer.decode is None and layer.kernels == ["act_quant[int8]", "int8_gemm"]
+    assert "no fused decode kernel (w8a8_gemv is not in this backend)" in caplog.text
+    x = torch.randn(1, 72, dtype=torch.bfloat16, device=DEVICE)
+    assert_close(layer(x).cpu(), _layer("torch-ref")(x).cpu(), what="two kernels")
