@@ -3,10 +3,10 @@ bytes of W rather than by instructions.
 
 Each program reads W as 32-bit words (8 int4/FP4 codes or 4 int8 codes in K order, the canonical packing seen
 through an int32 view: no layout change, no shuffle) and keeps the tile in the layout it was loaded in:
-- integer codes: code j becomes an exact fp32 with one mask-or (an exponent set above the code where it lies)
-  and one subtraction, then one FMA with x; per word and row, the group's contribution
-  scale * sum_j x_j * (code_j - zero) is applied as scale * (sum_j x_j * code_j - zero * sum_j x_j): two FMAs
-  per word, none per code, and no cross-thread reduction until the end;
+- integer codes: code j becomes the exact fp32 2**(23 - P) + code with one mask-or (an exponent set above the
+  code where it lies, at bit P), and one subtraction of 2**(23 - P) + zero leaves code - zero exactly (the zero
+  point costs nothing per code); one FMA with x per code, one with the group's scale per word and row, and no
+  cross-thread reduction until the end;
 - E2M1 codes: on NVIDIA GPUs two codes become an fp16 pair (value * 2**-14, exactly) with two shifts and a
   `lop3`, then one conversion each; elsewhere sign, exponent and mantissa bits go to their fp32 places
   (value * 2**-126, exactly) and one multiply restores the value. The power of two is undone once per word,
@@ -44,13 +44,15 @@ def _shift(w, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr):
-    """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): the code itself for
-    integer formats, the E2M1 value for FP4 (times 2**-14 with LOP3)."""
+def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr, z0, z4, z8, z12):
+    """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): code - zero for
+    integer formats (zP: 2**(23 - P) + zero, for a code at bit P), the E2M1 value for FP4 (times 2**-14 with
+    LOP3)."""
     if FMT <= 1:
         # Integer code c at bits P .. P+BITS-1 (P <= 15, the upper half read from w_hi) stays where it is; an
-        # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) leaves
-        # c exactly: one mask-or and one add per code, no shift.
+        # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) + zero
+        # (exact: zero < 2**8 <= 2**(23 - P)) leaves c - zero exactly, both operands within a factor of two:
+        # one mask-or and one add per code, no shift.
         BITS: tl.constexpr = 8 if FMT == 1 else 4
         P: tl.constexpr = (J * BITS) % 16
         src = w_hi if J * BITS >= 16 else w
@@ -62,7 +64,15 @@ def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr)
             )
         else:
             v = (src & MASK) | EXP
-        v = v.to(tl.float32, bitcast=True) - (1 << (23 - P))
+        if P == 0:
+            off = z0
+        elif P == 4:
+            off = z4
+        elif P == 8:
+            off = z8
+        else:
+            off = z12
+        v = v.to(tl.float32, bitcast=True) - off
     elif LOP3:
         # E2M1 as fp16, two codes at once: codes J % 4 and J % 4 + 4 sit 16 bits apart, so one shift takes the
         # exponent and mantissa bits of both to fp16 bits 9 .. 11 of each half and another takes the signs to bit
@@ -194,28 +204,25 @@ def _gemv_kernel(
         else:
             words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
         words_hi = words >> 16
+        if FMT <= 1 and HAS_ZP:
+            z = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+                           BLOCK_N, BLOCK_W, 0).to(tl.float32)  # fmt: skip
+            z = _to_words(z, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
+        else:  # the symmetric formats' fixed zero point (unused by FP4)
+            z = tl.full((1, 1), 1 << (BITS - 1), tl.float32)
         part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
-        sx = tl.zeros((BLOCK_W,), dtype=tl.float32)
         for j in tl.static_range(CPW):
             x_ptrs = x_row + offs_w * CPW + j  # (BLOCK_W,)
             if EVEN_K:
                 xj = tl.load(x_ptrs).to(tl.float32)
             else:
                 xj = tl.load(x_ptrs, mask=offs_w < KW, other=0.0).to(tl.float32)
-            part += xj[None, :] * _code_value(words, words_hi, j, FMT, LOP3)
-            if FMT <= 1:
-                sx += xj
+            code = _code_value(words, words_hi, j, FMT, LOP3, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
+            part += xj[None, :] * code
         if FMT <= 1:
             s = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 0.0).to(tl.float32)  # fmt: skip
-            if HAS_ZP:
-                z = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
-                               BLOCK_N, BLOCK_W, 0).to(tl.float32)  # fmt: skip
-                z = _to_words(z, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
-            else:
-                z = tl.full((BLOCK_N, 1), 1 << (BITS - 1), tl.float32)
-            s = _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
-            acc += s * (part - z * sx[None, :])
+            acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
         else:
             e = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 127 if FMT == 2 else 0).to(tl.int32)  # fmt: skip
