@@ -8,7 +8,9 @@ into an accumulator a few bits short of fp32 unless the kernel promotes its part
 every PROMOTE_K columns of K (`max_num_imprecise_acc` of `tl.dot`): PROMOTE_K None keeps Triton's default
 (never on sm_90, the "fast" accumulation of `_scaled_mm(use_fast_accum=True)`), 128 promotes as cuBLAS does
 by default. Other GPUs accumulate fp8 in fp32 either way. Scales and bias are applied in fp32 (per K block
-for block scales, so block scaling promotes every 128 columns in both modes; in the epilogue otherwise).
+for block scales, so block scaling promotes every 128 columns in both modes; in the epilogue otherwise). int8
+launches compile without FP fusion, so the epilogue rounds each multiply and the bias add apart as the
+reference does (fused, the last two would round once).
 Programs are visited in grouped order (GROUP_M rows of tiles at a time) so that consecutive programs share
 A and B tiles in L2.
 """
@@ -279,7 +281,7 @@ def launch(
             SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, PROMOTE_K=promote_k,
             BF16_RNE=rne,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, NUM_SMS=sms,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=not is_int8,
         )  # fmt: skip
         return c
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
@@ -290,6 +292,6 @@ def launch(
         SCALE_KIND=SCALE_KINDS[kind], HAS_BIAS=bias is not None, ACC_INT=is_int8, EVEN_K=k % cfg.block_k == 0,
         PROMOTE_K=promote_k, BF16_RNE=rne,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=not is_int8,
     )  # fmt: skip
     return c

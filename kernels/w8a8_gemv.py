@@ -11,7 +11,9 @@ program computes its token's absmax and scale from the whole row (a few kilobyte
 program of the token) exactly as `act_quant` does, quantizes the columns of its K range with the same
 `_quantize`, and multiplies them with its rows of W in int32, which is exact: the sum does not depend on the
 order, so K may be split over SPLIT_K programs whose int32 partials the last-arriving one adds (the split-K
-GEMV's scheme, `_weight_only_gemv`). Scales and bias are applied in `int8_gemm`'s order, in fp32.
+GEMV's scheme, `_weight_only_gemv`). Scales and bias are applied in `int8_gemm`'s order, in fp32, compiled
+without FP fusion (as int8_gemm is): a GPU would otherwise fuse the last multiply and the bias into one FMA,
+one rounding where the reference has two (1 ulp apart in fp32 outputs on an H100).
 On NVIDIA GPUs four products and their sum are one `dp4a` (four int8 weights of a 32-bit word against four
 packed codes); elsewhere (the interpreter) each byte is sign-extended and multiplied.
 """
@@ -169,6 +171,6 @@ def w8a8_gemv(
         n, k, kw, w_per_split, x.stride(0), words.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, SPLIT_K=split_k, BF16_RNE=interpreting() and out_dtype == torch.bfloat16,
         DP4A=nvidia_ptx(device), EXACT_DIV=interpreting(), ROW_BLOCK=min(triton.next_power_of_2(k), 4096),
-        BLOCK_N=BLOCK_N, BLOCK_W=BLOCK_W, num_warps=4,
+        BLOCK_N=BLOCK_N, BLOCK_W=BLOCK_W, num_warps=4, enable_fp_fusion=False,
     )  # fmt: skip
     return out
