@@ -1,7 +1,7 @@
 """The decode step's attention: our kernel (decode_attention.py, which reads the filled slots) against its
 reference compiled by Inductor over the whole cache allocated for the generation (what the graph decoder ran
 before: the same operations as its `attend`), at Llama-3.1-8B heads (32 query heads over 8 key/value heads of
-128), bf16; and the kernel at each number of splits and keys per step, to set `pick_splits` from data.
+128), bf16; and the kernel at each number of splits and keys per step, to set `pick_launch` from data.
 
     evalsuite bench kernels --only decode_attention --out DIR                        # GPU
     TRITON_INTERPRET=1 evalsuite bench kernels --only decode_attention --device cpu --tiny   # a smoke run
@@ -50,12 +50,12 @@ def _timer(device: str, rep: int):
 
 def _case(batch: int, filled: int, cache: int, device: str, timer, compiled) -> dict:
     from ._launch import num_sms
-    from .decode_attention import BLOCK_L, decode_attention, decode_attention_ref, pick_splits
+    from .decode_attention import decode_attention, decode_attention_ref, pick_launch
 
     q, kv, mask, last = _inputs(batch, filled, cache, device, *((4, 2, 16) if device != "cuda" else ()))
     scale = q.shape[-1] ** -0.5
-    row = {"batch": batch, "filled": filled, "cache": cache, "block_l": BLOCK_L,
-           "default_splits": pick_splits(batch * kv.shape[2], cache, num_sms(q.device)),
+    splits, block_l = pick_launch(batch * kv.shape[2], cache, num_sms(q.device))
+    row = {"batch": batch, "filled": filled, "cache": cache, "block_l": block_l, "default_splits": splits,
            "torch_compiled_us": round(timer(partial(compiled, q, kv, mask, scale)), 2),
            "kernel_us": round(timer(partial(decode_attention, q, kv, mask, scale, last)), 2)}  # fmt: skip
     got = decode_attention(q, kv, mask, scale, last)
@@ -81,8 +81,8 @@ def measure(cases, device: str, rep: int, log) -> list[dict]:
     for batch, filled, cache in cases:
         row = _case(batch, filled, cache, device, timer, compiled)
         log(f"B={batch:<3d} filled={filled:<5d} cache={cache:<5d} torch {row['torch_compiled_us']:8.1f} us  kernel "
-            f"{row['kernel_us']:7.1f} us ({row['speedup']}x, splits {row['default_splits']})  best {row['best']} "
-            f"{row['best_us']:.1f} us  max diff {row['max_abs_diff']:.1e}")  # fmt: skip
+            f"{row['kernel_us']:7.1f} us ({row['speedup']}x, {row['block_l']}x{row['default_splits']})  "
+            f"best {row['best']} {row['best_us']:.1f} us  max diff {row['max_abs_diff']:.1e}")  # fmt: skip
         rows.append(row)
     return rows
 
@@ -91,13 +91,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Decode attention, {meta['device']}", "",
              f"torch {meta['torch']}, triton {meta['triton']}; {meta['timing']}; heads {HEADS}/{KV_HEADS} of "
              f"{HEAD_DIM}, bf16. `torch` is the reference compiled by Inductor over the whole cache; the kernel reads "
-             "the filled slots. `best` is blocks-of-keys x splits.", "",
-             "| batch | filled | cache | torch compiled (us) | kernel (us) | speedup | default splits | best "
+             "the filled slots. `default` and `best` are keys per step x splits.", "",
+             "| batch | filled | cache | torch compiled (us) | kernel (us) | speedup | default | best "
              "| best (us) | max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['batch']} | {r['filled']} | {r['cache']} | {r['torch_compiled_us']} | {r['kernel_us']} | "
-            f"{r['speedup']}x | {r['default_splits']} | {r['best']} | {r['best_us']} | {r['max_abs_diff']:.1e} |"
+            f"{r['speedup']}x | {r['block_l']}x{r['default_splits']} | {r['best']} | {r['best_us']} | "
+            f"{r['max_abs_diff']:.1e} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -142,13 +142,18 @@ def _decode_attention_kernel(
             tl.atomic_xchg(counter, 0)
 
 
-BLOCK_L = 64
+def pick_launch(programs: int, length: int, sms: int) -> tuple[int, int]:
+    """(parts of the cache per key head, keys per step), from the H100 sweep of `evalsuite bench kernels --only
+    decode_attention` (benchmarks/decode-attention-h100/): about one program per SM over all heads (two, the
+    earlier rule, was slower at every batch-1 length: 18.9 against 15.8 us at 1,500 slots), at least one
+    block of keys each at the cache's full length; 128 keys a step while the heads leave SMs idle, 64 once
+    they fill the GPU (batch 32: 64 keys in one part, 47.6 us, against 54.9 us with 128)."""
+    block_l = 128 if programs < sms else 64
+    return _splits(programs, length, sms, block_l), block_l
 
 
-def pick_splits(programs: int, length: int, sms: int, block_l: int = BLOCK_L) -> int:
-    """Parts of the cache per key head: about two programs per SM over all heads, at least one block of keys
-    each at the cache's full length."""
-    return max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(length, block_l)))
+def _splits(programs: int, length: int, sms: int, block_l: int) -> int:
+    return max(1, min(triton.cdiv(sms, programs), triton.cdiv(length, block_l)))
 
 
 def decode_attention(
@@ -158,7 +163,7 @@ def decode_attention(
     scale: float,
     last: torch.Tensor | None = None,
     splits: int | None = None,
-    block_l: int = BLOCK_L,
+    block_l: int | None = None,
 ) -> torch.Tensor:
     """See the module docstring; `splits` and `block_l` (keys per step, a power of two >= 16) override the
     defaults (tests, `evalsuite bench kernels --only decode_attention`)."""
@@ -178,9 +183,11 @@ def decode_attention(
         raise ValueError(f"{WHO}: q, kv and mask need a contiguous last dimension")
     group = heads // kv_heads
     programs = b * kv_heads
+    sms = num_sms(q.device)
+    block_l = block_l or pick_launch(programs, length, sms)[1]
     if block_l < 16 or block_l & (block_l - 1):
         raise ValueError(f"{WHO}: block_l must be a power of two >= 16, got {block_l}")
-    splits = splits or pick_splits(programs, length, num_sms(q.device), block_l)
+    splits = splits or _splits(programs, length, sms, block_l)
     block_g = max(16, triton.next_power_of_2(group))
     block_d = max(16, triton.next_power_of_2(d))
     out = torch.empty((b, 1, heads * d), dtype=q.dtype, device=q.device)

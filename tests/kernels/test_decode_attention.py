@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evalsuite.decode_graph import GraphDecoder, attend
-from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref
+from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref, pick_launch
 from tests.kernels.common import DEVICE, shapes
 from tests.utils import assert_close
 
@@ -36,13 +36,13 @@ def test_reference_is_the_decoders_attend(shape, dtype):
     assert_close(decode_attention_ref(q, kv, mask, scale), attend(q, kv, mask, scale), what="ref vs attend")
 
 
-def _check(shape, dtype, splits, last):
+def _check(shape, dtype, splits, last, block_l=None):
     q, kv, mask = _inputs(shape, dtype, last)
     scale = shape[-1] ** -0.5
     last_t = None if last is None else torch.tensor([last], device=DEVICE)
     expected = decode_attention_ref(q, kv, mask, scale)
-    got = decode_attention(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE), scale, last_t, splits=splits)
-    assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last}")
+    got = decode_attention(q.to(DEVICE), kv.to(DEVICE), mask.to(DEVICE), scale, last_t, splits=splits, block_l=block_l)
+    assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last} block_l={block_l}")
 
 
 @pytest.mark.parametrize("splits", [None, 1, 2, 3, 7])
@@ -52,10 +52,20 @@ def test_matches_reference(shape, dtype, splits):
     _check(shape, dtype, splits, None)
 
 
+@pytest.mark.parametrize("block_l", [64, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("last", [0, 1, 63, 64, 100, 129])
-def test_reads_up_to_the_last_slot(last, dtype):
-    _check((2, 8, 2, 130, 32), dtype, 3, last)
+@pytest.mark.parametrize("last", [0, 1, 63, 64, 100, 127, 128, 129])
+def test_reads_up_to_the_last_slot(last, dtype, block_l):
+    _check((2, 8, 2, 130, 32), dtype, 3, last, block_l)
+
+
+def test_launch_rule():
+    """About one program per SM, no part shorter than a block of keys; 128 keys a step while the heads leave
+    SMs idle, 64 once they fill them (the H100 sweep in pick_launch's docstring)."""
+    assert pick_launch(8, 160, 132) == (2, 128)  # batch 1 of an 8B model, a short cache
+    assert pick_launch(8, 4096, 132) == (17, 128)
+    assert pick_launch(32, 1500, 132) == (5, 128)
+    assert pick_launch(256, 1024, 132) == (1, 64)  # batch 32: the heads alone fill the GPU
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
