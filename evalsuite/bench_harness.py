@@ -166,8 +166,11 @@ def header(args, model, label: str, device: torch.device) -> str:
     import transformers
 
     from evalsuite import __version__
+    from evalsuite.sdpa_backends import DESCRIPTION
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        gpu += f" (evalsuite's {DESCRIPTION}; lm-eval's as torch picks)"
     scale = "built-in tiny tasks"
     if args.scale is not None:
         scale = f"scale {args.scale} of leaderboard sizes (GSM8K up to {args.max_gen_toks} new tokens)"

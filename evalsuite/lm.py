@@ -36,6 +36,7 @@ from evalsuite.lm_scoring import (
     packed_mask,
     plan_rows,
 )
+from evalsuite.sdpa_backends import variable_shape_attention
 
 DEFAULT_MAX_GEN_TOKS = 256
 STOP_CHECK_EVERY = 8  # decode steps between reads of the new tokens by the host
@@ -184,7 +185,8 @@ class EvalLM(TemplateLM):
         keep_t = torch.tensor(keep, device=self.device)
         # no KV cache: scoring reads each row once; a cache would hold every layer's keys and values, gigabytes
         # for a batch of long packed rows, allocated anew for each batch shape
-        logits = self.model(input_ids=input_ids, logits_to_keep=keep_t, use_cache=False, **kwargs).logits
+        with variable_shape_attention(self.device):
+            logits = self.model(input_ids=input_ids, logits_to_keep=keep_t, use_cache=False, **kwargs).logits
         where = f"{self.label or 'model'} / {self.task_name or 'task'}"
         inputs_of = inputs_of or (lambda r: input_ids[r : r + 1])
         check_logits(logits, self.model, inputs_of, where, describe)
@@ -317,7 +319,8 @@ class EvalLM(TemplateLM):
         looked for in the decoded tail it grew by. Tokens past a stop are cut from the text, as lm-eval does."""
         n = len(contexts)
         decoder = self._decoder(n, max(len(c) for c in contexts) + max_new)
-        logits = decoder.prefill(contexts)
+        with variable_shape_attention(self.device):
+            logits = decoder.prefill(contexts)
         self.model_calls += 1
         new_ids = torch.empty(n, max_new, dtype=torch.long, device=self.device)
         finite = torch.ones(n, dtype=torch.bool, device=self.device)
