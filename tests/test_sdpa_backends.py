@@ -12,11 +12,14 @@ def _flags():
 
 
 def test_on_cuda_cudnn_is_left_out_and_restored_after():
-    before = _flags()
-    assert before[0], "cuDNN attention is on by default in this torch; the test would prove nothing"
-    with variable_shape_attention(torch.device("cuda")):
-        assert _flags() == (False, True, True, True)
-    assert _flags() == before
+    default = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)  # as torch 2.11 ships it, whatever this torch's default
+    try:
+        with variable_shape_attention(torch.device("cuda")):
+            assert _flags() == (False, True, True, True)
+        assert _flags()[0]
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(default)
 
 
 def test_off_cuda_nothing_changes():
