@@ -57,6 +57,22 @@ def test_fp8_gemm(shape, scaling, out_dtype, accumulation):
 
 @GPU[0]
 @GPU[1]
+@pytest.mark.parametrize("accumulation", ["fast", "precise"])
+def test_fp8_gemm_gives_the_same_bits_every_call(accumulation):
+    """A run on an H100 (2026-12-06) put one element of the 2048x4096x4096 fp32 case just outside tolerance
+    that another run with the same seed passed. The kernel must not be the variable: the same inputs give the
+    same bits in every call (the reference, a fixed cuBLAS matmul, is checked the same way)."""
+    a_q, a_scale, b_q, b_scale = _operands(2048, 4096, 4096, "fp8", "tensor")
+    first = fp8_gemm(a_q, a_scale, b_q, b_scale, None, torch.float32, accumulation)
+    ref = fp8_gemm_ref(a_q, a_scale, b_q, b_scale, None, torch.float32)
+    for call in range(10):
+        again = fp8_gemm(a_q, a_scale, b_q, b_scale, None, torch.float32, accumulation)
+        assert torch.equal(again, first), f"call {call + 1}: {int((again != first).sum())} elements changed"
+        assert torch.equal(fp8_gemm_ref(a_q, a_scale, b_q, b_scale, None, torch.float32), ref), "the reference"
+
+
+@GPU[0]
+@GPU[1]
 @pytest.mark.parametrize("config_name", ["heuristic", "persistent"])
 @pytest.mark.parametrize("accumulation", ["fast", "precise"])
 def test_fp8_accumulation_errs_as_scaled_mm_in_the_same_mode(accumulation, config_name):
