@@ -2,8 +2,8 @@
 # Where the time goes on one GPU (issues 16 and 17), in one device call of about 8 minutes on an H100, with
 # .whl carried; everything lands under $OUT:
 #   1. the GPU tests of what the profile runs: weight-only kernels, fused linears, the graph decoder and its
-#      attention kernel, the profiler itself, the W8A8 decode GEMV, the scaled GEMMs and the quantized layers end
-#      to end (tests.log);
+#      attention kernel, the profiler itself, the W8A8 decode GEMV, the scaled GEMMs, the quantized layers end
+#      to end, and scoring with its SDPA choice (tests.log);
 #   2. `bench harness --profile`: bf16 log-likelihood tasks at --scale ${SCALE:-0.02}, ours against lm-eval's HF
 #      backend, then our requests once more under the profiler (harness/bench-harness{,-profile}.md);
 #   3. `bench e2e --profile 8`: batch-1 decode of bf16, W4A16 and NVFP4 at Llama-3.1-8B shapes with the graph
@@ -39,7 +39,8 @@ if step tests; then
   TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 timeout -s INT $(cap 200) python3 -m pytest -q -n 8 -p no:cacheprovider -rfE --tb=short \
     tests/kernels/test_weight_only.py tests/kernels/test_fused_linears_triton.py tests/test_fused_linears.py \
     tests/test_decode_graph.py tests/test_kernel_profile.py tests/kernels/test_decode_attention.py \
-    tests/kernels/test_w8a8_gemv.py tests/kernels/test_scaled_gemm.py tests/test_e2e.py >"$OUT/tests.log" 2>&1
+    tests/kernels/test_w8a8_gemv.py tests/kernels/test_scaled_gemm.py tests/test_e2e.py tests/test_lm.py \
+    tests/test_lm_prefix.py tests/test_sdpa_backends.py >"$OUT/tests.log" 2>&1
   echo "== tests: exit $? after $((SECONDS - started)) s"; grep -v "^\[gw" "$OUT/tests.log" | tail -15
 fi
 if step harness; then
