@@ -20,6 +20,7 @@ MIN_SHARED_CONTEXT = 8  # a shorter context shared by several continuations is n
 MIN_SHARED_PREFIX = 32  # a shorter common prefix of different contexts is recomputed in every row
 ATTENTION_SHARE = 0.1  # a packed row is kept so wide that its (dense, masked) attention costs ~10% of its matmuls
 PACK_WIDTH_RANGE = (1024, 4096)
+ALIGN = 16  # packed-mask rows start this many elements apart, the alignment SDPA's masked kernels need
 TOKENS_PER_ROW = 1024  # a batch holds batch_size rows and, when packed, batch_size * TOKENS_PER_ROW tokens at most
 
 Batch = list[tuple[int, object]]  # (index into the request list, result)
@@ -219,9 +220,11 @@ def batches(rows: list[Row], size: int) -> list[list[Row]]:
 
 
 def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """(B, 1, W, W) boolean: the shared prefix causal; each branch sees the prefix and its own past; padding
-    sees itself only. As an additive float mask where
-    `model`'s attention takes no boolean one."""
+    """(B, 1, W, W) additive mask in the model's dtype: the shared prefix causal; each branch sees the prefix and
+    its own past; padding sees itself only. Built once per batch in the form the attention kernels take as is:
+    SDPA would otherwise turn a boolean mask into this one and pad its rows to an aligned stride again in every
+    layer, so the rows are stored ALIGN apart and the blocked entries are -inf, as SDPA's own conversion makes
+    them (eager attention gets the dtype's minimum, as transformers builds it)."""
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0: context, i: continuation i, -1: pad
     for b, row in enumerate(rows):
         segment[b, : row.ctx_len] = 0
@@ -230,12 +233,13 @@ def packed_mask(rows: list[Row], width: int, model: torch.nn.Module, device: tor
     segment = segment.to(device)
     q, k = segment[:, :, None], segment[:, None, :]  # (B, W, 1), (B, 1, W)
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    mask = causal & (q != -1) & ((k == 0) | (k == q))
-    mask |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
-    mask = mask[:, None]
-    if model.config._attn_implementation in ("sdpa", KV_ATTENTION):
-        return mask
-    return torch.zeros(mask.shape, dtype=model.dtype, device=device).masked_fill(~mask, torch.finfo(model.dtype).min)
+    allowed = causal & (q != -1) & ((k == 0) | (k == q))
+    allowed |= torch.eye(width, dtype=torch.bool, device=device) & (q == -1)
+    sdpa = model.config._attn_implementation in ("sdpa", KV_ATTENTION)
+    blocked = float("-inf") if sdpa else torch.finfo(model.dtype).min
+    stride = -(-width // ALIGN) * ALIGN
+    mask = torch.zeros(len(rows), 1, width, stride, dtype=model.dtype, device=device)[..., :width]
+    return mask.masked_fill_(~allowed[:, None], blocked)
 
 
 def gather_scores(chunk: list[Row], logits: torch.Tensor, where: dict[int, int], device: torch.device) -> Batch:

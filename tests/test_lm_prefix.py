@@ -2,9 +2,11 @@
 inputs are computed once, and every score stays what the request gives alone."""
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from evalsuite.lm import EvalLM
-from evalsuite.lm_scoring import pack_width, plan_rows
+from evalsuite.lm_scoring import ALIGN, Row, pack_width, packed_mask, plan_rows
 from tests.test_lm import ll_requests, reference_loglikelihood
 
 SHOTS = "".join(
@@ -95,3 +97,23 @@ def test_batched_tokenization_matches_one_by_one(tiny):
     lm = EvalLM(tiny.model, tiny.tokenizer, progress=False)
     pairs = [*PAIRS, ("", " hello there"), ("Ends with spaces  ", "x"), (PAIRS[0][0], " 6")]
     assert lm._encode_requests(pairs) == [lm._encode_request(*p) for p in pairs]
+
+
+def test_packed_mask_is_sdpa_ready_and_means_what_the_rows_say(tiny):
+    """The mask is built once per batch as SDPA takes it without a per-layer conversion (additive, in the model's
+    dtype, rows an aligned stride apart) and gives attention the same bits as the boolean mask it replaces."""
+    rows = [
+        Row(tokens=[0] * 7, positions=[0, 1, 2, 3, 4, 3, 4], ctx_len=3, segments=[(3, 5), (5, 7)], targets=[]),
+        Row(tokens=[0] * 4, positions=[0, 1, 2, 3], ctx_len=2, segments=[(2, 4)], targets=[]),
+    ]
+    mask = packed_mask(rows, 9, tiny.model, torch.device("cpu"))
+    assert mask.shape == (2, 1, 9, 9) and mask.dtype == tiny.model.dtype
+    assert all(s % ALIGN == 0 for s in mask.stride()[:-1]) and mask.stride(-1) == 1
+    seen = mask[:, 0] == 0
+    assert seen[0, 4].tolist() == [True] * 5 + [False] * 4  # a first-branch token: the context and its own past
+    assert seen[0, 6].tolist() == [True] * 3 + [False, False, True, True, False, False]  # the second skips the first
+    assert seen[1, 6].tolist() == [False] * 6 + [True, False, False]  # padding sees itself only
+    assert torch.equal(seen[0, :3, :3], torch.ones(3, 3, dtype=torch.bool).tril())
+    q, k, v = torch.randn(3, 2, 4, 9, 16).unbind(0)
+    boolean = F.scaled_dot_product_attention(q, k, v, attn_mask=seen[:, None])
+    assert torch.equal(F.scaled_dot_product_attention(q, k, v, attn_mask=mask.float()), boolean)
