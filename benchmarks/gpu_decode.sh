@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Decode-kernel GPU session (issue 17): install, GPU tests of the weight-only kernels, then a step chosen by
-# the arguments: "tune" (the GEMV tile sweep), "bench" (quick kernel bench of the decode ops and act_quant).
+# the arguments: "tune" (the GEMV tile sweep), "bench" (quick kernel bench of the decode ops and act_quant),
+# "e2e" (batch-1 graph decode at 8B shapes), "ncu" (Nsight Compute sections of the M = 1 GEMV at the shapes
+# and formats of benchmarks/ncu_gemv.py: stall reasons, issue rate, bandwidth).
 # Usage on the device machine: bash benchmarks/gpu_decode.sh tests tune|bench   (writes under $OUT)
 set -u
 export PYTHONUNBUFFERED=1
@@ -17,5 +19,18 @@ for step in "$@"; do
       timeout 160 python3 -m evalsuite.kernels.bench --tune --rep 12 --out "$OUT" 2>&1 | tee "$OUT/tune.log" | grep -v "^wo" | tail -20 ;;
     bench)
       timeout 75 python3 -m evalsuite.kernels.bench --quick --rep 25 --ops w4a16,mxfp4,nvfp4,act_quant --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60 ;;
+    e2e)
+      timeout 200 python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,W8A8_INT8,NVFP4}" --batches 1 \
+        --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$OUT/e2e" \
+        >"$OUT/e2e.log" 2>&1; grep "^|" "$OUT/e2e.log" | tail -8 ;;
+    ncu)
+      # every launch of benchmarks/ncu_gemv.py's GEMV (the first two of each case compile and warm up), at the
+      # GPU's own clocks, with the stall reasons per issued instruction
+      timeout 200 /usr/local/cuda/bin/ncu --kernel-name regex:_gemv_kernel --clock-control none \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats \
+        --section SchedulerStats --section MemoryWorkloadAnalysis \
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+        python3 benchmarks/ncu_gemv.py >"$OUT/ncu.txt" 2>&1; echo "ncu exit $?"
+      grep -E "^  [a-z_]+|Duration|Memory Throughput|DRAM Throughput|Issued Warp|No Eligible|Warp Cycles Per Issued|stalled_.*ratio +[^ ]+ +[0-9.]*[1-9]|Registers Per|Achieved Occ|Grid Size" "$OUT/ncu.txt" | head -200 ;;
   esac
 done
