@@ -30,6 +30,7 @@ from ._launch import check_device, check_tensor, interpreting, num_sms
 from ._weight_only_gemv import split_counters
 
 WHO = "decode_attention"
+TILE_BYTES = 32 * 1024  # the most one K or V tile may take in shared memory (bf16 at 128 keys x 128 dims)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -142,13 +143,17 @@ def _decode_attention_kernel(
             tl.atomic_xchg(counter, 0)
 
 
-def pick_launch(programs: int, length: int, sms: int) -> tuple[int, int]:
+def pick_launch(programs: int, length: int, sms: int, row_bytes: int = 256) -> tuple[int, int]:
     """(parts of the cache per key head, keys per step), from the H100 sweep of `evalsuite bench kernels --only
     decode_attention` (benchmarks/decode-attention-h100/): about one program per SM over all heads (two, the
     earlier rule, was slower at every batch-1 length: 18.9 against 15.8 us at 1,500 slots), at least one
     block of keys each at the cache's full length; 128 keys a step while the heads leave SMs idle, 64 once
-    they fill the GPU (batch 32: 64 keys in one part, 47.6 us, against 54.9 us with 128)."""
+    they fill the GPU (batch 32: 64 keys in one part, 47.6 us, against 54.9 us with 128). `row_bytes`, one
+    key's bytes as the kernel holds it (padded head size x element size), caps a K or V tile at TILE_BYTES:
+    Triton keeps two of each in shared memory, and 128 fp32 keys of 128 dimensions asked an H100 for 272 KB
+    of its 227."""
     block_l = 128 if programs < sms else 64
+    block_l = max(16, min(block_l, TILE_BYTES // row_bytes))
     return _splits(programs, length, sms, block_l), block_l
 
 
@@ -184,12 +189,12 @@ def decode_attention(
     group = heads // kv_heads
     programs = b * kv_heads
     sms = num_sms(q.device)
-    block_l = block_l or pick_launch(programs, length, sms)[1]
+    block_g = max(16, triton.next_power_of_2(group))
+    block_d = max(16, triton.next_power_of_2(d))
+    block_l = block_l or pick_launch(programs, length, sms, block_d * q.element_size())[1]
     if block_l < 16 or block_l & (block_l - 1):
         raise ValueError(f"{WHO}: block_l must be a power of two >= 16, got {block_l}")
     splits = splits or _splits(programs, length, sms, block_l)
-    block_g = max(16, triton.next_power_of_2(group))
-    block_d = max(16, triton.next_power_of_2(d))
     out = torch.empty((b, 1, heads * d), dtype=q.dtype, device=q.device)
     ws, counters = out, out
     if splits > 1:
