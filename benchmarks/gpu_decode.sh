@@ -3,7 +3,7 @@
 # the arguments: "tune" (the GEMV tile sweep), "bench" (quick kernel bench of the decode ops and act_quant),
 # "e2e" (batch-1 graph decode at 8B shapes), "ncu" (Nsight Compute sections of the M = 1 GEMV at the shapes
 # and formats of benchmarks/ncu_gemv.py: stall reasons, issue rate, bandwidth).
-# Usage on the device machine: bash benchmarks/gpu_decode.sh tests tune|bench   (writes under $OUT)
+# Usage on the device machine: bash benchmarks/gpu_decode.sh [tests] [tune] [bench] [e2e] [ncu]   (writes under $OUT)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
