@@ -102,15 +102,15 @@ def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr,
 
 @triton.jit
 def _per_group(
-    ptr, offs_wn, stride, w0, offs_w, KW, group_words, num_groups,
+    ptr, offs_wn, stride, g0, offs_w, KW, group_words, num_groups,
     GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, OTHER: tl.constexpr,
 ):  # fmt: skip
     """The tile's per-group values, compact: (BLOCK_N, 1) when the tile lies in one group, (BLOCK_N, G) when it
-    holds G whole groups, else gathered per word (BLOCK_N, BLOCK_W)."""
+    holds G whole groups (g0: the tile's first group), else gathered per word (BLOCK_N, BLOCK_W)."""
     if GROUPS_PER_TILE == 1:
-        v = tl.load(ptr + offs_wn * stride + w0 // group_words)[:, None]
+        v = tl.load(ptr + offs_wn * stride + g0)[:, None]
     elif GROUPS_PER_TILE > 1:
-        offs_g = w0 // group_words + tl.arange(0, GROUPS_PER_TILE)
+        offs_g = g0 + tl.arange(0, GROUPS_PER_TILE)
         v = tl.load(ptr + offs_wn[:, None] * stride + offs_g[None, :], mask=offs_g[None, :] < num_groups, other=OTHER)
     else:
         g = offs_w // group_words
@@ -190,8 +190,16 @@ def _gemv_kernel(
         ahead = tl.load(w_rows + (w_lo + tl.arange(0, BLOCK_W))[None, :])
     else:
         ahead = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.int32)
+    # the tile's first group: with G whole groups a tile (splits start on a tile) it advances by G a step, so
+    # the loop divides only when a group spans several tiles
+    g_next = w_lo // group_words
     for w0 in range(w_lo, w_hi, BLOCK_W):
         offs_w = w0 + tl.arange(0, BLOCK_W)
+        if GROUPS_PER_TILE > 1:
+            g0 = g_next
+            g_next += GROUPS_PER_TILE
+        else:
+            g0 = w0 // group_words
         if PREFETCH:
             # the next tile's load is issued before this tile's arithmetic, so the two overlap in every warp
             # (Triton pipelines only loads that feed a tl.dot); the last step reloads its own tile (an L1 hit)
@@ -205,7 +213,7 @@ def _gemv_kernel(
             words = tl.load(w_rows + offs_w[None, :], mask=offs_w[None, :] < KW, other=0)
         words_hi = words >> 16
         if FMT <= 1 and HAS_ZP:
-            z = _per_group(z_ptr, offs_wn, stride_zn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+            z = _per_group(z_ptr, offs_wn, stride_zn, g0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 0).to(tl.float32)  # fmt: skip
             z = _to_words(z, GROUPS_PER_TILE, BLOCK_N, BLOCK_W)
         else:  # the symmetric formats' fixed zero point (unused by FP4)
@@ -220,11 +228,11 @@ def _gemv_kernel(
             code = _code_value(words, words_hi, j, FMT, LOP3, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
             part += xj[None, :] * code
         if FMT <= 1:
-            s = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+            s = _per_group(s_ptr, offs_wn, stride_sn, g0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 0.0).to(tl.float32)  # fmt: skip
             acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
         else:
-            e = _per_group(s_ptr, offs_wn, stride_sn, w0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
+            e = _per_group(s_ptr, offs_wn, stride_sn, g0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
                            BLOCK_N, BLOCK_W, 127 if FMT == 2 else 0).to(tl.int32)  # fmt: skip
             if FMT == 2:
                 s = exp2_int(e - 127)
