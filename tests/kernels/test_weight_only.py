@@ -216,6 +216,28 @@ def test_split_k_gemv_reduces_in_one_launch_and_leaves_its_counters_at_zero():
     _check(first, w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, 4, bias), "split-K GEMV")
 
 
+def test_gemv_reads_x_four_at_a_time_only_where_it_may():
+    """16-bit x with 8-byte aligned rows is read as int64 quads; an x 2 bytes off alignment or fp32 x is read
+    value by value; each gives the reference's result (`launch` takes x with K contiguous, so a transposed x
+    only has to be refused quads)."""
+    from evalsuite.kernels._weight_only_gemv import x_in_quads
+
+    m, n, k, group_size = 2, 21, 96, 32
+    qweight, scale, _ = _int_weights(n, k, 4, False, group_size)
+    base = torch.randn(m, k + 4, device=DEVICE).to(torch.bfloat16)
+    cases = {
+        "aligned": (base[:, 4:], True),
+        "2 bytes off": (base[:, 1 : k + 1], False),
+        "fp32": (torch.randn(m, k, device=DEVICE), False),
+        "fp16": (base[:, :k].to(torch.float16), True),
+    }
+    assert not x_in_quads(torch.randn(k, m, device=DEVICE).to(torch.bfloat16).t())
+    for what, (x, quads) in cases.items():
+        assert x_in_quads(x) == quads, what
+        y = _weight_only.launch(x, qweight, scale, None, None, None, group_size, 0, GEMV_CONFIGS["n16-k128"])
+        _check(y, w4a16_gemm_ref(x, qweight, scale, None, group_size, 4), f"GEMV with {what} x")
+
+
 def test_gemv_dispatch():
     """Decode shapes with whole words take the GEMV; K or groups that split a word, and M > 4, do not."""
     w = torch.zeros(8, 64, dtype=torch.uint8, device=DEVICE)
