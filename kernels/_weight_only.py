@@ -62,7 +62,7 @@ class WeightOnlyConfig:
     epilogue_scale: bool = True  # when the codes allow it (integer formats, tiles inside one group)
     dequant_gemm: bool = False  # large M: dequantize W once into a workspace, then one cuBLAS matmul
     gemv: bool = False  # M <= GEMV_MAX_M: the CUDA-core GEMV of _weight_only_gemv (block_k counts columns)
-    prefetch: int = 1  # GEMV: load W this many tiles (0, 1 or 2) ahead of the arithmetic (when K is whole tiles)
+    prefetch: bool = True  # GEMV: load W one tile ahead of the arithmetic (when K is whole tiles)
 
 
 @triton.jit

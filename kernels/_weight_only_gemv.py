@@ -184,10 +184,9 @@ def _gemv_kernel(
 ):
     """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
     the end, so the loop has no cross-thread traffic. KW, the word count of a row, and group_words, words per
-    group, count in 32-bit words. PREFETCH (only with EVEN_K, where every split is whole tiles) loads W that
-    many tiles (1 or 2) ahead. LOP3 (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes
-    with one inline `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per
-    code in SASS.
+    group, count in 32-bit words. PREFETCH (only with EVEN_K, where every split is whole tiles) loads W one
+    tile ahead. LOP3 (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes with one inline
+    `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS.
     X_HALVES (16-bit x, rows 8-byte aligned) reads a word's x values 4 at a time as int64 rather than one by
     one: for int4, 8 loads instead of 32 per 128 codes of a thread."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
@@ -204,15 +203,10 @@ def _gemv_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
     w_lo = pid_k * w_per_split
     w_hi = tl.minimum(w_lo + w_per_split, KW)
-    if PREFETCH > 0:
+    if PREFETCH:
         ahead = tl.load(w_rows + (w_lo + tl.arange(0, BLOCK_W))[None, :])
     else:
         ahead = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.int32)
-    if PREFETCH > 1:
-        w_second = tl.multiple_of(tl.minimum(w_lo + BLOCK_W, w_hi - BLOCK_W), BLOCK_W)
-        ahead2 = tl.load(w_rows + (w_second + tl.arange(0, BLOCK_W))[None, :])
-    else:
-        ahead2 = ahead
     # the tile's first group: with G whole groups a tile (splits start on a tile) it advances by G a step, so
     # the loop divides only when a group spans several tiles
     g_next = w_lo // group_words
@@ -223,17 +217,13 @@ def _gemv_kernel(
             g_next += GROUPS_PER_TILE
         else:
             g0 = w0 // group_words
-        if PREFETCH > 0:
-            # the load PREFETCH tiles ahead is issued before this tile's arithmetic, so they overlap in every
-            # warp (Triton pipelines only loads that feed a tl.dot); the last steps reload the split's last tile
-            # (an L1 hit) rather than masking, which would cost the 16-byte vector loads
+        if PREFETCH:
+            # the next tile's load is issued before this tile's arithmetic, so the two overlap in every warp
+            # (Triton pipelines only loads that feed a tl.dot); the last step reloads its own tile (an L1 hit)
+            # rather than masking, which would cost the 16-byte vector loads
             words = ahead
-            w_next = tl.multiple_of(tl.minimum(w0 + PREFETCH * BLOCK_W, w_hi - BLOCK_W), BLOCK_W)
-            if PREFETCH > 1:
-                ahead = ahead2
-                ahead2 = tl.load(w_rows + (w_next + tl.arange(0, BLOCK_W))[None, :])
-            else:
-                ahead = tl.load(w_rows + (w_next + tl.arange(0, BLOCK_W))[None, :])
+            w_next = tl.multiple_of(tl.minimum(w0 + BLOCK_W, w_hi - BLOCK_W), BLOCK_W)
+            ahead = tl.load(w_rows + (w_next + tl.arange(0, BLOCK_W))[None, :])
         elif EVEN_K:
             words = tl.load(w_rows + offs_w[None, :])
         else:
@@ -380,7 +370,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         out.stride(0), m * n, global_scale_stride(global_scale),
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
-        PREFETCH=cfg.prefetch if even_k else 0, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
+        PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
         BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

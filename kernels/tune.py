@@ -36,9 +36,9 @@ GEMV = (
     ]
     + [
         W(128, 1, 256, 1, 4, 2, gemv=True),
-        W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=0),
-        W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=0),
-        W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=0),
+        W(128, 1, 256, 0, 4, 2, gemv=True, prefetch=False),
+        W(64, 1, 512, 0, 4, 2, gemv=True, prefetch=False),
+        W(64, 1, 256, 0, 2, 2, gemv=True, prefetch=False),
     ]
     + [W(64, 1, 256, split, 4, 2, gemv=True) for split in (2, 3, 4, 6, 8, 12, 16)]
 )
