@@ -1,12 +1,17 @@
-"""The weight-only decode GEMV (M = 1) with and without one launch-time choice, timed side by side in one
-process (issue 17): each case runs the kernel as dispatched, then with the choice turned off, on the same
-weights and x, each a CUDA-graph replay with L2 flushed (`bench.time_gpu`). Prints a table and writes
-gemv-ab.json to $OUT (or the directory given):
+"""The weight-only decode GEMV (M = 1) as dispatched against variants of it, timed side by side in one process
+(issue 17): on the same weights and x, each variant is a CUDA-graph replay with L2 flushed (`bench.time_gpu`),
+and its output is compared bit for bit with the dispatched one's. Prints a table and writes gemv-ab.json to
+the directory given (default $OUT):
 
     python3 benchmarks/gemv_ab.py [OUT_DIR]
 
-Today's choice: `x_in_quads`, whether x is read 4 bf16 values at a time (int64 loads) or one at a time."""
+Variants: "x one by one" reads x one bf16 value at a time instead of four (`x_in_quads` off); the others
+change the dispatched config's tile (rows, warps, columns a step) and keep its K splits. A variant that sums
+in another order may differ from the dispatched output in the last bits ("DIFFERS"). Runs on an H100
+(benchmarks/gemv-ab-h100/) also timed prefetching W two tiles ahead (no faster anywhere, up to 1.3x slower
+for NVFP4; taken out again), 512 columns a step and twice the K splits."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -14,43 +19,66 @@ import sys
 import torch
 import triton
 
-from evalsuite.kernels import _weight_only_gemv
+from evalsuite.kernels import _weight_only, _weight_only_gemv
 from evalsuite.kernels.bench import copy_bandwidth, time_gpu, weight_bytes
-from evalsuite.kernels.bench_weight_only import paths, weights
+from evalsuite.kernels.bench_weight_only import weights
 
 SHAPES = {"8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 4096), "8b-down": (4096, 14336),
           "70b-o": (8192, 8192)}  # fmt: skip
 FORMATS = ("int4", "nvfp4")
+VARIANTS = {
+    "dispatched": (lambda c: {}, True),
+    "x one by one": (lambda c: {}, False),
+    "32 rows, 1 warp": (lambda c: {"block_n": 32, "num_warps": 1}, True),
+    "32 rows, 2 warps": (lambda c: {"block_n": 32, "num_warps": 2}, True),
+    "64 rows, 2 warps": (lambda c: {"block_n": 64, "num_warps": 2}, True),
+    "128 rows, 8 warps": (lambda c: {"block_n": 128, "num_warps": 8}, True),
+    "128 columns a step": (lambda c: {"block_k": 128}, True),
+}
 REP = 60
+
+
+def runner(x: torch.Tensor, wt: dict, change: dict, quads: bool):
+    (m, k), n = x.shape, wt["w"].shape[0]
+    cfg = _weight_only.pick_config(m, n, k, wt["group"], wt["fmt"], gemv=True)
+    cfg = dataclasses.replace(cfg, **change(cfg))
+    in_quads = _weight_only_gemv.x_in_quads
+
+    def run():
+        _weight_only_gemv.x_in_quads = in_quads if quads else (lambda x: False)
+        try:
+            return _weight_only.launch(x, wt["w"], wt["scale"], None, wt["global_scale"], None, wt["group"],
+                                       wt["fmt"], cfg)  # fmt: skip
+        finally:
+            _weight_only_gemv.x_in_quads = in_quads
+
+    return run
 
 
 def main(out_dir: str) -> None:
     copy_gbps = copy_bandwidth(REP)
-    on = _weight_only_gemv.x_in_quads
     rows = []
+    names = list(VARIANTS)
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}  "
-          f"copy {copy_gbps:.0f} GB/s")  # fmt: skip
-    print("| format | shape | quads (us) | one by one (us) | one / quads | quads % copy | one % copy | same bits |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"copy {copy_gbps:.0f} GB/s; each cell: us, % of copy bandwidth, same bits as dispatched")  # fmt: skip
+    print("| format | shape | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for fmt in FORMATS:
-        for name, (n, k) in SHAPES.items():
+        for shape, (n, k) in SHAPES.items():
             wt = weights(fmt, n, k, "cuda")
             x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
-            fused, _, _ = paths(x, wt)
-            _weight_only_gemv.x_in_quads = on
-            y_on, t_on = fused().clone(), time_gpu(fused, REP)
-            _weight_only_gemv.x_in_quads = lambda x: False
-            y_off, t_off = fused().clone(), time_gpu(fused, REP)
-            _weight_only_gemv.x_in_quads = on
             gb = weight_bytes("w4a16" if fmt == "int4" else fmt, n, k) * 1e-3
-            row = {"format": fmt, "shape": name, "N": n, "K": k, "quads_us": round(t_on, 2),
-                   "one_by_one_us": round(t_off, 2), "speedup": round(t_off / t_on, 3),
-                   "quads_pct_copy": round(100 * gb / t_on / copy_gbps, 1),
-                   "one_pct_copy": round(100 * gb / t_off / copy_gbps, 1),
-                   "same_bits": bool(torch.equal(y_on, y_off))}  # fmt: skip
+            row, cells, first = {"format": fmt, "shape": shape, "N": n, "K": k}, [], None
+            for name, (change, quads) in VARIANTS.items():
+                run = runner(x, wt, change, quads)
+                y, us = run().clone(), time_gpu(run, REP)
+                first = y if first is None else first
+                same = bool(torch.equal(y, first))
+                row[name] = {"us": round(us, 2), "pct_copy": round(100 * gb / us / copy_gbps, 1), "same_bits": same}
+                cells.append(f"{us:.1f}, {row[name]['pct_copy']}%{'' if same else ', DIFFERS'}")
             rows.append(row)
-            print(f"| {fmt} | {name} | {t_on:.1f} | {t_off:.1f} | {row['speedup']:.3f} | {row['quads_pct_copy']} "
-                  f"| {row['one_pct_copy']} | {row['same_bits']} |", flush=True)  # fmt: skip
+            print(f"| {fmt} | {shape} | " + " | ".join(cells) + " |", flush=True)
+            del wt
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
             "copy_gbps": round(copy_gbps, 1), "rep": REP}  # fmt: skip
     os.makedirs(out_dir, exist_ok=True)
