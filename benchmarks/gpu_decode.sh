@@ -3,11 +3,17 @@
 # the arguments: "tune" (the GEMV tile sweep), "bench" (quick kernel bench of the decode ops and act_quant),
 # "e2e" (batch-1 graph decode at 8B shapes), "ncu" (Nsight Compute sections of the M = 1 GEMV at the shapes
 # and formats of benchmarks/ncu_gemv.py: stall reasons, issue rate, bandwidth).
-# Usage on the device machine: bash benchmarks/gpu_decode.sh [tests] [tune] [bench] [e2e] [ncu]   (writes under $OUT)
+# Usage on the device machine, with .whl carried (e2e imports our pydantic-based schemes):
+#   bash benchmarks/gpu_decode.sh [tests] [tune] [bench] [e2e] [ncu]   (writes under $OUT)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+if ! python3 -c "import pydantic, lm_eval" 2>/dev/null; then  # the GPU image lacks some of our dependencies
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >"$OUT/pip-wheels.log" 2>&1 || tail -5 "$OUT/pip-wheels.log"
+  export PYTHONPATH=/tmp/site
+fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
 for step in "$@"; do
