@@ -38,7 +38,9 @@ VARIANTS = {
 REP = 60
 
 
-def runner(x: torch.Tensor, wt: dict, change: dict, quads: bool):
+def runner(x: torch.Tensor, wt: dict, change, quads: bool):
+    """A call of the GEMV on x with weight `wt`, its dispatched config changed by change(config) (a dict of
+    fields), x read four at a time where it may (quads) or one by one."""
     (m, k), n = x.shape, wt["w"].shape[0]
     cfg = _weight_only.pick_config(m, n, k, wt["group"], wt["fmt"], gemv=True)
     cfg = dataclasses.replace(cfg, **change(cfg))
@@ -67,14 +69,14 @@ def main(out_dir: str) -> None:
         for shape, (n, k) in SHAPES.items():
             wt = weights(fmt, n, k, "cuda")
             x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
-            gb = weight_bytes("w4a16" if fmt == "int4" else fmt, n, k) * 1e-3
+            kb = weight_bytes("w4a16" if fmt == "int4" else fmt, n, k) * 1e-3  # kB over us: GB/s
             row, cells, first = {"format": fmt, "shape": shape, "N": n, "K": k}, [], None
             for name, (change, quads) in VARIANTS.items():
                 run = runner(x, wt, change, quads)
                 y, us = run().clone(), time_gpu(run, REP)
                 first = y if first is None else first
                 same = bool(torch.equal(y, first))
-                row[name] = {"us": round(us, 2), "pct_copy": round(100 * gb / us / copy_gbps, 1), "same_bits": same}
+                row[name] = {"us": round(us, 2), "pct_copy": round(100 * kb / us / copy_gbps, 1), "same_bits": same}
                 cells.append(f"{us:.1f}, {row[name]['pct_copy']}%{'' if same else ', DIFFERS'}")
             rows.append(row)
             print(f"| {fmt} | {shape} | " + " | ".join(cells) + " |", flush=True)
