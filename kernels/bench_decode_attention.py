@@ -54,7 +54,7 @@ def _case(batch: int, filled: int, cache: int, device: str, timer, compiled) -> 
 
     q, kv, mask, last = _inputs(batch, filled, cache, device, *((4, 2, 16) if device != "cuda" else ()))
     scale = q.shape[-1] ** -0.5
-    splits, block_l = pick_launch(batch * kv.shape[2], cache, num_sms(q.device), q.shape[-1] * q.element_size())
+    splits, block_l = pick_launch(batch * kv.shape[2], cache, num_sms(q.device), q.shape[-1], q.element_size())
     row = {"batch": batch, "filled": filled, "cache": cache, "block_l": block_l, "default_splits": splits,
            "torch_compiled_us": round(timer(partial(compiled, q, kv, mask, scale)), 2),
            "kernel_us": round(timer(partial(decode_attention, q, kv, mask, scale, last)), 2)}  # fmt: skip

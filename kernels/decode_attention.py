@@ -143,17 +143,21 @@ def _decode_attention_kernel(
             tl.atomic_xchg(counter, 0)
 
 
-def pick_launch(programs: int, length: int, sms: int, row_bytes: int = 256) -> tuple[int, int]:
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def pick_launch(programs: int, length: int, sms: int, head_dim: int = 128, element_size: int = 2) -> tuple[int, int]:
     """(parts of the cache per key head, keys per step), from the H100 sweep of `evalsuite bench kernels --only
     decode_attention` (benchmarks/decode-attention-h100/): about one program per SM over all heads (two, the
     earlier rule, was slower at every batch-1 length: 18.9 against 15.8 us at 1,500 slots), at least one
     block of keys each at the cache's full length; 128 keys a step while the heads leave SMs idle, 64 once
-    they fill the GPU (batch 32: 64 keys in one part, 47.6 us, against 54.9 us with 128). `row_bytes`, one
-    key's bytes as the kernel holds it (padded head size x element size), caps a K or V tile at TILE_BYTES:
+    they fill the GPU (batch 32: 64 keys in one part, 47.6 us, against 54.9 us with 128). One key's bytes as
+    the kernel holds it (the head size padded to its block, times the element size) cap a K or V tile at TILE_BYTES:
     Triton keeps two of each in shared memory, and 128 fp32 keys of 128 dimensions asked an H100 for 272 KB
     of its 227."""
     block_l = 128 if programs < sms else 64
-    block_l = max(16, min(block_l, TILE_BYTES // row_bytes))
+    block_l = max(16, min(block_l, TILE_BYTES // (_block_d(head_dim) * element_size)))
     return _splits(programs, length, sms, block_l), block_l
 
 
@@ -190,8 +194,8 @@ def decode_attention(
     programs = b * kv_heads
     sms = num_sms(q.device)
     block_g = max(16, triton.next_power_of_2(group))
-    block_d = max(16, triton.next_power_of_2(d))
-    block_l = block_l or pick_launch(programs, length, sms, block_d * q.element_size())[1]
+    block_d = _block_d(d)
+    block_l = block_l or pick_launch(programs, length, sms, d, q.element_size())[1]
     if block_l < 16 or block_l & (block_l - 1):
         raise ValueError(f"{WHO}: block_l must be a power of two >= 16, got {block_l}")
     splits = splits or _splits(programs, length, sms, block_l)

@@ -67,8 +67,9 @@ def test_launch_rule():
     assert pick_launch(32, 1500, 132) == (5, 128)
     assert pick_launch(256, 1024, 132) == (1, 64)  # batch 32: the heads alone fill the GPU
     # fp32 keys of 128 dimensions: 64 a step (128 needed 272 KB of shared memory on an H100), and 32 at 256
-    assert pick_launch(8, 160, 132, 128 * 4) == (3, 64)
-    assert pick_launch(8, 4096, 132, 256 * 4) == (17, 32)
+    assert pick_launch(8, 160, 132, 128, 4) == (3, 64)
+    assert pick_launch(8, 4096, 132, 256, 4) == (17, 32)
+    assert pick_launch(8, 160, 132, 96, 4) == (3, 64)  # 96 dimensions are held padded to 128
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
