@@ -160,6 +160,7 @@ GEMV_CONFIGS = {  # tiles inside a group, holding several groups, gathered per w
     "n8-k64-split2": _weight_only.WeightOnlyConfig(8, 4, 64, 2, 4, 1, gemv=True),
     "n16-k128": _weight_only.WeightOnlyConfig(16, 4, 128, 1, 4, 1, gemv=True),
     "n4-k32-split5": _weight_only.WeightOnlyConfig(4, 4, 32, 5, 2, 1, gemv=True),
+    "n4-k32-split2-staged3": _weight_only.WeightOnlyConfig(4, 4, 32, 2, 2, 3, gemv=True, prefetch=False),
 }
 
 
