@@ -311,3 +311,24 @@ def test_compiled_step_functions_take_new_batch_sizes_and_cache_lengths_without_
     with torch.compiler.set_stance("fail_on_recompile"):
         for batch, length in ((5, 96), (7, 256), (4, 128)):
             assert attend(batch, length).shape == (batch, 1, 64)
+
+
+def test_compiled_rope_writes_the_new_keys_and_values_into_the_cache_in_place(monkeypatch):
+    """RoPE writes the cache itself (so that Inductor puts the write in its own kernel): compiled, the cache it
+    was given holds the rotated keys and the values at the write slots, the other slots untouched, as eagerly."""
+    monkeypatch.setattr(decode_graph, "_COMPILED", {})
+    torch._dynamo.reset()
+    rope = decode_graph.compiled("inductor")["rope"]
+    b, t, heads, kv_heads, d, length = 2, 3, 4, 2, 16, 10
+    q, k, v = torch.randn(b, t, heads * d), torch.randn(b, t, kv_heads * d), torch.randn(b, t, kv_heads * d)
+    cos, sin = torch.randn(b, t, d), torch.randn(b, t, d)
+    index = torch.tensor([4, 5, 6])
+    cache = torch.randn(2, b, kv_heads, length, d)
+    want_cache = cache.clone()
+    want_q = EAGER["rope"](q, k, v, cos, sin, d, None, want_cache, index)
+    before = cache.clone()
+    got_q = rope(q, k, v, cos, sin, d, None, cache, index)
+    torch.testing.assert_close(got_q, want_q)
+    torch.testing.assert_close(cache, want_cache)
+    assert not torch.equal(cache[..., 4:7, :], before[..., 4:7, :])
+    assert torch.equal(cache[..., :4, :], before[..., :4, :]) and torch.equal(cache[..., 7:, :], before[..., 7:, :])
