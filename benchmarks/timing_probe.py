@@ -11,6 +11,8 @@
    the weights (together over twice the L2, so every call reads DRAM as in a model's decode step), and the
    replay's time is divided by CHAIN. Timed for the int4 GEMV as dispatched and the bf16 matmul it is compared
    with, at M = 1.
+3. act_quant (per-token FP8, the bench's row) at the bench's shapes with 1 to 16 warps a program, against the
+   same-size copy timed both ways (the bench divides by the graph copy).
 """
 
 import json
@@ -21,7 +23,7 @@ import torch
 import triton
 import triton.testing
 
-from evalsuite.kernels import _weight_only
+from evalsuite.kernels import _weight_only, act_quant
 from evalsuite.kernels.bench import copy_bandwidth, time_gpu, weight_bytes
 from evalsuite.kernels.bench_weight_only import weights
 
@@ -95,6 +97,31 @@ def launch_share(n: int, k: int) -> dict:
     return row
 
 
+ACT_SHAPES = ((1, 4096), (2048, 4096), (2048, 8192), (8192, 8192))
+ACT_WARPS = (1, 2, 4, 8, 16)
+
+
+def act_quant_warps(m: int, k: int) -> dict:
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty_like(x)
+    gb = (m * k * 2 + m * k + m * 4) * 1e-9  # what the bench counts: bf16 read, codes and scales written
+    copy_gb = 2 * m * k * 2 * 1e-9
+    row = {"M": m, "K": k, "dispatched_warps": act_quant.row_warps(triton.next_power_of_2(k))}
+    row["copy_graph_gbps"] = round(copy_gb / (time_gpu(lambda: out.copy_(x), REP) * 1e-6), 1)
+    row["copy_kernel_gbps"] = round(copy_gb / (time_gpu(lambda: torch.mul(x, 1, out=out), REP) * 1e-6), 1)
+    dispatched = act_quant.row_warps
+    try:
+        for warps in ACT_WARPS:
+            act_quant.row_warps = lambda block_k, w=warps: w
+            us = time_gpu(lambda: act_quant.act_quant(x, "fp8", "token"), REP)
+            row[f"warps{warps}_us"] = round(us, 2)
+            row[f"warps{warps}_pct_graph_copy"] = round(100 * gb / (us * 1e-6) / row["copy_graph_gbps"], 1)
+            row[f"warps{warps}_pct_kernel_copy"] = round(100 * gb / (us * 1e-6) / row["copy_kernel_gbps"], 1)
+    finally:
+        act_quant.row_warps = dispatched
+    return row
+
+
 def main(out_dir: str) -> None:
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
     print("  ".join(f"{k} {v}" for k, v in meta.items()))
@@ -107,6 +134,14 @@ def main(out_dir: str) -> None:
         print(f"| {name} | {r['gemv_single_us']} | {r['gemv_chain_us']} (x{r['chain_gemv']}) | {r['bf16_single_us']} "
               f"| {r['bf16_chain_us']} (x{r['chain_bf16']}) | {r['ratio_single']} | {r['ratio_chain']} |", flush=True)
         torch.cuda.empty_cache()
+    print("act_quant fp8 per token: us, % of the same-size graph copy / kernel copy, per warps a program")
+    result["act_quant"] = []
+    for m, k in ACT_SHAPES:
+        r = act_quant_warps(m, k)
+        result["act_quant"].append(r)
+        cells = [f"{w}w {r[f'warps{w}_us']} us {r[f'warps{w}_pct_graph_copy']}% / {r[f'warps{w}_pct_kernel_copy']}%"
+                 for w in ACT_WARPS]  # fmt: skip
+        print(f"M={m} K={k} (dispatched {r['dispatched_warps']}w): " + "; ".join(cells), flush=True)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "timing-probe.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -266,6 +266,11 @@ def _check(x: torch.Tensor, dtype: str, granularity: Granularity, scale: torch.T
         _check_static_scale(scale, granularity, x.device)
 
 
+def row_warps(block_k: int) -> int:
+    """Warps of the per-token and per-tensor kernels' programs (one row each, BLOCK_K columns at a time)."""
+    return 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
+
+
 def act_quant(
     x: torch.Tensor, dtype: str = "int8", granularity: Granularity = "token", scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +296,7 @@ def act_quant(
         )  # fmt: skip
         return q, scale
     block_k = min(triton.next_power_of_2(k), MAX_SINGLE_PASS)
-    num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
+    num_warps = row_warps(block_k)
     per_tensor = granularity == "tensor"
     static = scale is not None
     if static:
