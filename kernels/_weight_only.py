@@ -244,13 +244,19 @@ def _gemv_config(m: int, n: int, k: int, fmt: int, sms: int) -> WeightOnlyConfig
     N = K = 8192 and at Llama-3.1-8B's shapes, for int4 and FP4 alike (the former 128-row tile: 0-10% slower).
     Integer weights split K for about four programs per SM, FP4 for about three (int4 at 8192^2: 27.8 us at
     four, 30.3 at three; MXFP4: 35.5 at four, 30.0 at three). Tall integer weights (N >= 4K, gate/up) take 32
-    rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7); FP4 there keeps four warps."""
+    rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7); FP4 there keeps four warps.
+    Loads: integer weights, and FP4 ones with N >= 4K, stage every load of a step three steps deep through
+    shared memory (benchmarks/gemv-ab-h100/gemv-ab-run4-staged.json, side by side on an H100, M = 1: int4 5-16%
+    faster at 8B q/k/v, gate/up, down and 70B o, 8B o within noise; NVFP4 gate/up 53.9 -> 45.0 us); smaller
+    FP4 weights load W one tile ahead instead (staged, 4-8% slower at 8B q/k/v, o and down)."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
     fp4 = fmt in (FMT_MXFP4, FMT_NVFP4)
-    block_n, block_k, warps = (32, 256, 1) if n >= 4 * k and not fp4 else (64, 256, 4)
+    tall = n >= 4 * k
+    block_n, block_k, warps = (32, 256, 1) if tall and not fp4 else (64, 256, 4)
     split_k = gemv_split_k(n, k, block_n, block_k, 3 if fp4 else 4, sms)
-    return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 2, gemv=True)
+    staged = tall or not fp4
+    return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 3 if staged else 2, gemv=True, prefetch=not staged)
 
 
 def gemv_split_k(n: int, k: int, block_n: int, block_k: int, per_sm: int, sms: int = 132) -> int:

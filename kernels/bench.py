@@ -204,10 +204,13 @@ def weight_bytes(op: str, n: int, k: int) -> int:
 
 
 def copy_bandwidth(rep: int) -> float:
-    """GB/s of a 1 GiB device-to-device copy, counting bytes read plus bytes written."""
+    """GB/s of a 1 GiB device-to-device copy by a kernel on the SMs (x * 1 into another buffer), counting bytes
+    read plus bytes written. Not `dst.copy_(src)`: captured in a graph, that 1 GiB copy is a memcpy node that
+    ran at 2,422 GB/s on an H100 where the kernel, and the same copy_ run eagerly, reached 3,005 and 2,981
+    (benchmarks/gemv-ab-h100/timing-probe.json); every decode row's share of copy bandwidth read 24% high."""
     src = torch.randn(2**28, device="cuda")
     dst = torch.empty_like(src)
-    us = time_gpu(lambda: dst.copy_(src), rep)
+    us = time_gpu(lambda: torch.mul(src, 1, out=dst), rep)
     return 2 * src.numel() * 4 / us * 1e-3
 
 
