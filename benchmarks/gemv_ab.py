@@ -5,13 +5,14 @@ the directory given (default $OUT):
 
     python3 benchmarks/gemv_ab.py [OUT_DIR]
 
-Variants: "staged S" turns the one-tile-ahead load of W off and has Triton's pipeliner stage every load of a
-step S steps deep through shared memory (asynchronous copies); the others also change the dispatched config's
-tile (rows, warps, columns a step) or its K splits. A variant that sums
+Variants: "one tile ahead" loads W one tile ahead in registers (the dispatch before 2026-12-07); "staged S"
+turns that off and has Triton's pipeliner stage every load of a step S steps deep through shared memory
+(asynchronous copies); the last also changes the dispatched tile. A variant that sums
 in another order may differ from the dispatched output in the last bits ("DIFFERS"). Runs on an H100
 (benchmarks/gemv-ab-h100/) also timed prefetching W two tiles ahead (no faster anywhere, up to 1.3x slower
 for NVFP4; taken out again), 512 columns a step and twice the K splits, x read one value at a time (the
-runner's `quads` flag off), and tiles of 32 to 128 rows with 1 to 8 warps."""
+runner's `quads` flag off), tiles of 32 to 128 rows with 1 to 8 warps, and staging with twice the K splits
+or 512 columns a step (gemv-ab-run4-staged.json)."""
 
 import dataclasses
 import json
@@ -30,13 +31,12 @@ SHAPES = {"8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 40
 FORMATS = ("int4", "nvfp4")
 VARIANTS = {
     "dispatched": (lambda c: {}, True),
+    "one tile ahead": (lambda c: {"prefetch": True, "num_stages": 2}, True),
     "staged 2": (lambda c: {"prefetch": False, "num_stages": 2}, True),
     "staged 3": (lambda c: {"prefetch": False, "num_stages": 3}, True),
     "staged 4": (lambda c: {"prefetch": False, "num_stages": 4}, True),
-    "staged 3, 2x splits": (lambda c: {"prefetch": False, "num_stages": 3, "split_k": 2 * c.split_k}, True),
     "staged 3, 64 rows, 4 warps": (lambda c: {"prefetch": False, "num_stages": 3, "block_n": 64, "num_warps": 4},
                                    True),
-    "staged 3, 512 columns": (lambda c: {"prefetch": False, "num_stages": 3, "block_k": 512}, True),
 }
 REP = 60
 
