@@ -13,9 +13,9 @@ one or two kernels): add+RMSNorm, RoPE, attention over the static cache, SiLU-ga
 run eagerly, are the reference. On NVIDIA GPUs the step's attention is our Triton decode kernel instead
 (kernels/decode_attention.py): split along the cache for parallelism at batch 1, and reading only the slots
 filled so far, where the compiled `attend` reads the whole cache allocated for the longest generation. The
-cache is one (2, B, Hkv, L, D) tensor per layer, written by the RoPE function with one `index_copy_`; the step's position, write
-index and mask live in device buffers that the graph updates itself, so a step is one copy of the new ids
-plus one replay.
+cache is one (2, B, Hkv, L, D) tensor per layer, written by the RoPE function with one `index_copy_`; the
+step's position, write index and mask live in device buffers that the graph updates itself, so a step is one
+copy of the new ids plus one replay.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly

@@ -62,8 +62,9 @@ class WeightOnlyConfig:
     epilogue_scale: bool = True  # when the codes allow it (integer formats, tiles inside one group)
     dequant_gemm: bool = False  # large M: dequantize W once into a workspace, then one cuBLAS matmul
     gemv: bool = False  # M <= GEMV_MAX_M: the CUDA-core GEMV of _weight_only_gemv (block_k counts columns)
-    prefetch: bool = True  # GEMV: load W one tile ahead of the arithmetic (when K is whole tiles); without it,
-    # num_stages > 1 stages every load of a step through shared memory (asynchronous copies)
+    # GEMV, when K is whole tiles: load W one tile ahead of the arithmetic; without it, num_stages > 1 stages
+    # every load of a step through shared memory (asynchronous copies)
+    prefetch: bool = True
 
 
 @triton.jit

@@ -189,9 +189,10 @@ def _gemv_kernel(
     tile ahead. LOP3 (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes with one inline
     `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS.
     X_HALVES (16-bit x, rows 8-byte aligned) reads a word's x values 4 at a time as int64 rather than one by
-    one: for int4, 8 loads instead of 32 per 128 codes of a thread. STAGES > 1 (without PREFETCH) has Triton's
-    pipeliner stage each step's loads that many steps deep through shared memory as asynchronous copies, so the
-    bytes in flight no longer depend on where ptxas places the loads among the arithmetic."""
+    one: for int4, 8 loads instead of 32 per 128 codes of a thread. STAGES > 1 (without PREFETCH; the launcher
+    stages only where K is whole tiles, as it prefetches, the case measured on a GPU) has Triton's pipeliner
+    stage each step's loads that many steps deep through shared memory as asynchronous copies, so the bytes in
+    flight no longer depend on where ptxas places the loads among the arithmetic."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -374,6 +375,6 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
-        STAGES=1 if cfg.prefetch else cfg.num_stages, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
