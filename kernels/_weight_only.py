@@ -248,7 +248,7 @@ def _gemv_config(m: int, n: int, k: int, fmt: int, sms: int) -> WeightOnlyConfig
     rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7); FP4 there keeps four warps.
     Loads: integer weights, and FP4 ones with N >= 4K, stage every load of a step three steps deep through
     shared memory (benchmarks/gemv-ab-h100/gemv-ab-run4-staged.json, side by side on an H100, M = 1: int4 5-16%
-    faster at 8B q/k/v, gate/up, down and 70B o, 8B o within noise; NVFP4 gate/up 53.9 -> 45.0 us); smaller
+    faster at 8B q/k/v, gate/up, down and 70B o, 8B o 3% slower; NVFP4 gate/up 53.9 -> 45.0 us); smaller
     FP4 weights load W one tile ahead instead (staged, 4-8% slower at 8B q/k/v, o and down)."""
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
