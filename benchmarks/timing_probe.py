@@ -22,7 +22,6 @@ import sys
 
 import torch
 import triton
-import triton.testing
 
 from evalsuite.kernels import _weight_only, act_quant
 from evalsuite.kernels.bench import copy_bandwidth, time_gpu, weight_bytes
@@ -33,24 +32,10 @@ REP = 60
 L2_BYTES_TIMES = 2
 
 
-def _graph(fns) -> torch.cuda.CUDAGraph:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for fn in fns:
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for fn in fns:
-            fn()
-    return graph
-
-
 def time_chain(fns) -> float:
-    """us per call when the calls `fns` run back to back in one graph (L2 flushed before each replay)."""
-    graph = _graph(fns)
-    return triton.testing.do_bench(graph.replay, warmup=15, rep=REP, return_mode="median") * 1e3 / len(fns)
+    """us per call when the calls `fns` run back to back in one graph (`bench.time_gpu` of them all: L2 flushed
+    before each replay)."""
+    return time_gpu(lambda: [fn() for fn in fns], REP) / len(fns)
 
 
 def copies() -> dict:
