@@ -7,12 +7,12 @@ the directory given (default $OUT):
 
 Variants: "one tile ahead" loads W one tile ahead in registers (the dispatch before 2026-12-07); "staged S"
 turns that off and has Triton's pipeliner stage every load of a step S steps deep through shared memory
-(asynchronous copies); the last also changes the dispatched tile. A variant that sums
-in another order may differ from the dispatched output in the last bits ("DIFFERS"). Runs on an H100
-(benchmarks/gemv-ab-h100/) also timed prefetching W two tiles ahead (no faster anywhere, up to 1.3x slower
-for NVFP4; taken out again), 512 columns a step and twice the K splits, x read one value at a time (the
-runner's `quads` flag off), tiles of 32 to 128 rows with 1 to 8 warps, and staging with twice the K splits
-or 512 columns a step (gemv-ab-run4-staged.json)."""
+(asynchronous copies); the last also changes the dispatched tile. A variant that sums in another order may
+differ from the dispatched output in the last bits ("DIFFERS"). Runs on an H100 (benchmarks/gemv-ab-h100/)
+also timed prefetching W two tiles ahead (no faster anywhere, up to 1.3x slower for NVFP4; taken out again),
+512 columns a step and twice the K splits, x read one value at a time (`_weight_only_gemv.x_in_quads` off),
+tiles of 32 to 128 rows with 1 to 8 warps, and staging with twice the K splits or 512 columns a step
+(gemv-ab-run4-staged.json)."""
 
 import dataclasses
 import json
@@ -22,7 +22,7 @@ import sys
 import torch
 import triton
 
-from evalsuite.kernels import _weight_only, _weight_only_gemv
+from evalsuite.kernels import _weight_only
 from evalsuite.kernels.bench import copy_bandwidth, time_gpu, weight_bytes
 from evalsuite.kernels.bench_weight_only import weights
 
@@ -30,34 +30,24 @@ SHAPES = {"8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 40
           "70b-o": (8192, 8192)}  # fmt: skip
 FORMATS = ("int4", "nvfp4")
 VARIANTS = {
-    "dispatched": (lambda c: {}, True),
-    "one tile ahead": (lambda c: {"prefetch": True, "num_stages": 2}, True),
-    "staged 2": (lambda c: {"prefetch": False, "num_stages": 2}, True),
-    "staged 3": (lambda c: {"prefetch": False, "num_stages": 3}, True),
-    "staged 4": (lambda c: {"prefetch": False, "num_stages": 4}, True),
-    "staged 3, 64 rows, 4 warps": (lambda c: {"prefetch": False, "num_stages": 3, "block_n": 64, "num_warps": 4},
-                                   True),
+    "dispatched": lambda c: {},
+    "one tile ahead": lambda c: {"prefetch": True, "num_stages": 2},
+    "staged 2": lambda c: {"prefetch": False, "num_stages": 2},
+    "staged 3": lambda c: {"prefetch": False, "num_stages": 3},
+    "staged 4": lambda c: {"prefetch": False, "num_stages": 4},
+    "staged 3, 64 rows, 4 warps": lambda c: {"prefetch": False, "num_stages": 3, "block_n": 64, "num_warps": 4},
 }
 REP = 60
 
 
-def runner(x: torch.Tensor, wt: dict, change, quads: bool):
+def runner(x: torch.Tensor, wt: dict, change):
     """A call of the GEMV on x with weight `wt`, its dispatched config changed by change(config) (a dict of
-    fields), x read four at a time where it may (quads) or one by one."""
+    fields)."""
     (m, k), n = x.shape, wt["w"].shape[0]
     cfg = _weight_only.pick_config(m, n, k, wt["group"], wt["fmt"], gemv=True)
     cfg = dataclasses.replace(cfg, **change(cfg))
-    in_quads = _weight_only_gemv.x_in_quads
-
-    def run():
-        _weight_only_gemv.x_in_quads = in_quads if quads else (lambda x: False)
-        try:
-            return _weight_only.launch(x, wt["w"], wt["scale"], None, wt["global_scale"], None, wt["group"],
+    return lambda: _weight_only.launch(x, wt["w"], wt["scale"], None, wt["global_scale"], None, wt["group"],
                                        wt["fmt"], cfg)  # fmt: skip
-        finally:
-            _weight_only_gemv.x_in_quads = in_quads
-
-    return run
 
 
 def main(out_dir: str) -> None:
@@ -74,8 +64,8 @@ def main(out_dir: str) -> None:
             x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
             kb = weight_bytes("w4a16" if fmt == "int4" else fmt, n, k) * 1e-3  # kB over us: GB/s
             row, cells, first = {"format": fmt, "shape": shape, "N": n, "K": k}, [], None
-            for name, (change, quads) in VARIANTS.items():
-                run = runner(x, wt, change, quads)
+            for name, change in VARIANTS.items():
+                run = runner(x, wt, change)
                 y, us = run().clone(), time_gpu(run, REP)
                 first = y if first is None else first
                 same = bool(torch.equal(y, first))
