@@ -55,8 +55,12 @@ def copies() -> dict:
     eager = gb / sorted(times)[len(times) // 2]
     kernel = gb / (time_gpu(lambda: torch.mul(src, 1, out=dst), REP) * 1e-6)
     graph = gb / (time_gpu(lambda: dst.copy_(src), REP) * 1e-6)
-    return {"graph_copy_gbps": round(graph, 1), "eager_copy_gbps": round(eager, 1),
-            "graph_kernel_copy_gbps": round(kernel, 1), "bench_copy_bandwidth_gbps": round(copy_bandwidth(REP), 1)}
+    return {
+        "graph_copy_gbps": round(graph, 1),
+        "eager_copy_gbps": round(eager, 1),
+        "graph_kernel_copy_gbps": round(kernel, 1),
+        "bench_copy_bandwidth_gbps": round(copy_bandwidth(REP), 1),
+    }
 
 
 def launch_share(n: int, k: int) -> dict:
@@ -118,8 +122,11 @@ def main(out_dir: str) -> None:
     print("|---|---|---|---|---|---|---|")
     for name, (n, k) in SHAPES.items():
         r = result["launch"][name] = launch_share(n, k)
-        print(f"| {name} | {r['gemv_single_us']} | {r['gemv_chain_us']} (x{r['chain_gemv']}) | {r['bf16_single_us']} "
-              f"| {r['bf16_chain_us']} (x{r['chain_bf16']}) | {r['ratio_single']} | {r['ratio_chain']} |", flush=True)
+        print(
+            f"| {name} | {r['gemv_single_us']} | {r['gemv_chain_us']} (x{r['chain_gemv']}) | {r['bf16_single_us']} "
+            f"| {r['bf16_chain_us']} (x{r['chain_bf16']}) | {r['ratio_single']} | {r['ratio_chain']} |",
+            flush=True,
+        )
         torch.cuda.empty_cache()
     print("act_quant fp8 per token: us, % of the same-size graph copy / kernel copy, per warps a program")
     result["act_quant"] = []
