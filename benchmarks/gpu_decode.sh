@@ -24,7 +24,7 @@ for step in "$@"; do
     tune)
       timeout 160 python3 -m evalsuite.kernels.bench --tune --rep 12 --out "$OUT" 2>&1 | tee "$OUT/tune.log" | grep -v "^wo" | tail -20 ;;
     bench)
-      timeout 75 python3 -m evalsuite.kernels.bench --quick --rep 25 --ops w4a16,mxfp4,nvfp4,act_quant --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60 ;;
+      timeout 120 python3 -m evalsuite.kernels.bench --quick --rep 25 --ops w4a16,mxfp4,nvfp4,act_quant --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60 ;;
     e2e)
       timeout 200 python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,W8A8_INT8,NVFP4}" --batches 1 \
         --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$OUT/e2e" \
