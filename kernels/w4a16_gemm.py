@@ -5,13 +5,17 @@ activations. Weights are dequantized in registers; products accumulate in fp32.
     # x: (M, K); qweight: (N, ceil(K/2)) uint8 for bits=4 (low nibble = even column), (N, K) uint8 for bits=8
     # scale: (N, ceil(K/group_size)) fp32; zero_point: same shape uint8, or None for symmetric weights,
     # whose implicit zero point is 2**(bits-1). w[n, k] = (code[n, k] - zero_point[n, g]) * scale[n, g].
+    y = w4a16_gemm(x, qweight, scale, zero_point, group_size, k_order="mma128")
+    # qweight's codes stored in the tensor-core decode GEMV's order (`_int4_mma_gemv.to_mma_order`): the same
+    # bytes permuted within each 128 columns; decode (M <= 8, bf16 x) runs that GEMV, other calls gather x's
+    # columns into the stored order and run the kernels below on the stored bytes.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _weight_only
+from . import _int4_mma_gemv, _weight_only, paths
 from ._launch import check_device, check_tensor
 
 
@@ -55,7 +59,10 @@ def w4a16_gemm_ref(
     group_size: int,
     bits: int = 4,
     bias: torch.Tensor | None = None,
+    k_order: str | None = None,
 ) -> torch.Tensor:
+    if k_order is not None:
+        x = x[..., _int4_mma_gemv.stored_order(x.shape[-1], x.device)]
     w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     return y if bias is None else y + bias.to(y.dtype)
@@ -83,6 +90,7 @@ def w4a16_gemm(
     group_size: int,
     bits: int = 4,
     bias: torch.Tensor | None = None,
+    k_order: str | None = None,
 ) -> torch.Tensor:
     who = "w4a16_gemm"
     x2 = check_weight_only_x(x, who)
@@ -101,5 +109,26 @@ def w4a16_gemm(
     if bias is not None:
         check_tensor(bias, "bias", who, _SCALE_DTYPES, (n,), x.device)
     fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+    if k_order is not None:
+        check_k_order(k_order, bits, k, group_size, who)
+        if _int4_mma_gemv.runs(x2, group_size):
+            y = torch.empty((x2.shape[0], n), dtype=x2.dtype, device=x2.device)
+            paths.record(_weight_only.KERNEL_NAMES[fmt], paths.TRITON_GEMV, _int4_mma_gemv.WHY, x2.shape[0])
+            _int4_mma_gemv.launch(x2, qweight.view(torch.int32), scale, zero_point, bias, group_size, y)
+            return y.reshape(*x.shape[:-1], n)
+        x2 = x2[:, _int4_mma_gemv.stored_order(k, x2.device)]  # (M, K) in the order W's codes are stored
     y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt)
     return y.reshape(*x.shape[:-1], n)
+
+
+def check_k_order(k_order: str, bits: int, k: int, group_size: int, who: str) -> None:
+    """The stored orders W4A16 layers may hold: "mma128" (`_int4_mma_gemv`), for 4-bit codes with K and the group
+    size multiples of 128."""
+    if k_order != _int4_mma_gemv.K_ORDER:
+        raise ValueError(f"{who}: k_order must be None (K order) or {_int4_mma_gemv.K_ORDER!r}, got {k_order!r}")
+    seg = _int4_mma_gemv.SEGMENT
+    if bits != 4 or k % seg or group_size % seg:
+        raise ValueError(
+            f"{who}: k_order {k_order!r} holds 4-bit codes with K and group_size multiples of {seg}; got bits={bits}, "
+            f"K={k}, group_size={group_size}"
+        )

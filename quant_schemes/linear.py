@@ -37,6 +37,28 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
+ORDER_BACKENDS = ("triton", "torch-ref")  # the backends whose W4A16 kernels take a k_order
+
+
+def use_decode_order(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the codes of each W4A16 layer that the tensor-core decode GEMV can run in that kernel's K order
+    (`QuantLinear.use_k_order("mma128")`): 4-bit integer codes with K and the group size multiples of 128, on
+    the "triton" backend, bf16 activations (`dtype`), on an NVIDIA GPU where the kernel runs. Returns how many
+    layers now hold that order; the others keep K order, and their decode runs the CUDA-core GEMV."""
+    from evalsuite.kernels import _int4_mma_gemv
+
+    count = 0
+    for layer in model.modules():
+        if not isinstance(layer, QuantLinear) or layer.kind != "wna16" or layer.backend.name != "triton":
+            continue
+        fits = layer.storage_bits == 4 and layer.in_features % _int4_mma_gemv.SEGMENT == 0
+        fits = fits and layer.group_size % _int4_mma_gemv.SEGMENT == 0 and dtype == torch.bfloat16
+        if fits and _int4_mma_gemv.runs_on(layer.qdata.device):
+            layer.use_k_order(_int4_mma_gemv.K_ORDER)
+            count += 1
+    return count
+
+
 def use_fp8_accumulation(model: nn.Module, mode: str) -> int:
     """Set the fp8 accumulation mode of every layer whose format has one; returns how many there are."""
     layers = [m for m in model.modules() if isinstance(m, QuantLinear) and m.format.accumulation]
@@ -119,6 +141,7 @@ class QuantLinear(nn.Module):
             self.register_buffer(name, tensors.get(name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.register_buffer("input_scale", _static_input_scale(input_activations, input_scale))
+        self.k_order = None  # None: qdata holds the codes in K order; else the stored order's name (use_k_order)
         self.use_backend(backend)
         self.fp8_accumulation = "fast"  # see evalsuite.kernels.fp8_gemm; use_fp8_accumulation changes it
 
@@ -130,6 +153,8 @@ class QuantLinear(nn.Module):
         """Switch kernel backend, e.g. between the Triton kernels and their torch references (to measure the
         noise floor)."""
         backend = get_backend(backend)
+        if self.k_order is not None and backend.name not in ORDER_BACKENDS:
+            self.use_k_order(None)  # another backend's kernels read the codes in K order
         fmt = self.format
         self.gemm = backend.resolve(fmt.kernel)
         self.act_quant = backend.resolve(fmt.act_kernel) if self.act_granularity else None
@@ -146,6 +171,8 @@ class QuantLinear(nn.Module):
         self.kernels = ([act] if self.act_quant else []) + [fmt.kernel.entry]  # what its calls may launch
         if self.decode is not None and fmt.fusable(self):
             self.kernels.append(fmt.decode_kernel.entry)
+        if self.k_order is not None:
+            self.kernels.append(f"{fmt.kernel.entry}[{self.k_order}]")
         self.path = None  # the path this layer records for each call, where its kernels do not record their own
         if not getattr(backend, "records_paths", False):
             why = f"kernel backend {backend.name!r}" + (": the pure-torch reference" if backend.reference else "")
@@ -175,7 +202,7 @@ class QuantLinear(nn.Module):
         the fp4 kernels where they apply the one value), and the layers keep their own."""
         first = layers[0]
         for name in ("kind", "in_features", "group_size", "bits", "storage_bits", "act_granularity",
-                     "fp8_accumulation"):  # fmt: skip
+                     "fp8_accumulation", "k_order"):  # fmt: skip
             values = {getattr(layer, name) for layer in layers}
             if len(values) > 1:
                 raise ValueError(f"the layers differ in {name}: {sorted(map(str, values))}")
@@ -206,6 +233,7 @@ class QuantLinear(nn.Module):
             first.storage_bits,
         )  # fmt: skip
         fused = cls(weight, None, None, first.backend)
+        fused.k_order = first.k_order  # the rows were stored in this order already
         fused.bias = tensors["bias"]
         fused.input_scale = tensors["input_scale"]
         fused.act_granularity = first.act_granularity
@@ -219,7 +247,29 @@ class QuantLinear(nn.Module):
             start += layer.out_features
         return fused
 
-    def quantized_weight(self) -> QuantizedWeight:
+    def use_k_order(self, k_order: str | None) -> None:
+        """Store the codes in another order along K (a permutation within each row, undone exactly by
+        `quantized_weight`), or back in K order (None). "mma128": the tensor-core decode GEMV's order
+        (`evalsuite.kernels._int4_mma_gemv`), for 4-bit integer weights with K and the group size multiples of
+        128, on the "triton" and "torch-ref" backends."""
+        from evalsuite.kernels import _int4_mma_gemv
+        from evalsuite.kernels.w4a16_gemm import check_k_order
+
+        if k_order == self.k_order:
+            return
+        if self.k_order is not None:
+            self.qdata = _int4_mma_gemv.from_mma_order(self.qdata, self.in_features)
+        if k_order is not None:
+            if self.kind != "wna16" or self.backend.name not in ORDER_BACKENDS:
+                raise ValueError(f"k_order {k_order!r} is for wna16 layers on {ORDER_BACKENDS}; this layer is "
+                                 f"{self.kind} on {self.backend.name!r}")  # fmt: skip
+            check_k_order(k_order, self.storage_bits, self.in_features, self.group_size, "use_k_order")
+            self.qdata = _int4_mma_gemv.to_mma_order(self.qdata, self.in_features)
+        self.k_order = k_order
+        self.use_backend(self.backend)
+
+    def stored_weight(self) -> QuantizedWeight:
+        """The weight as this layer holds it (qdata in `k_order`)."""
         return QuantizedWeight(
             self.kind,
             (self.out_features, self.in_features),
@@ -232,13 +282,22 @@ class QuantLinear(nn.Module):
             self.storage_bits,
         )
 
+    def quantized_weight(self) -> QuantizedWeight:
+        """The weight with its codes in K order, as its format defines it (a copy where `k_order` is set)."""
+        qw = self.stored_weight()
+        if self.k_order is not None:
+            from evalsuite.kernels import _int4_mma_gemv
+
+            qw.qdata = _int4_mma_gemv.from_mma_order(self.qdata, self.in_features)
+        return qw
+
     def dequantize(self) -> torch.Tensor:
         return self.quantized_weight().dequantize()
 
     @property
     def nbytes(self) -> int:
         extra = sum(t.numel() * t.element_size() for t in (self.bias, self.input_scale) if t is not None)
-        return self.quantized_weight().nbytes + extra
+        return self.stored_weight().nbytes + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)  # (M, K)
@@ -253,4 +312,5 @@ class QuantLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}, "
             f"bits={self.bits}, group_size={self.group_size}, backend={self.backend.name}"
             + (f", fp8_accumulation={self.fp8_accumulation}" if self.format.accumulation else "")
+            + (f", k_order={self.k_order}" if self.k_order is not None else "")
         )

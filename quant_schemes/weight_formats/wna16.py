@@ -95,8 +95,9 @@ class WNA16Format(WeightFormat):
         return int_saturated(scaled, qw)
 
     def matmul(self, layer, x: torch.Tensor) -> torch.Tensor:
+        order = {} if layer.k_order is None else {"k_order": layer.k_order}  # set on the backends that take one
         return layer.gemm(
-            x, layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias
+            x, layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias, **order
         )
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
