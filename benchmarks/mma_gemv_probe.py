@@ -24,12 +24,13 @@ SHAPES = {"8b-qkv": (6144, 4096), "8b-o": (4096, 4096), "8b-gate_up": (28672, 40
 CHECKS = [  # m, n, k, group, zero points, bias
     (1, 4096, 4096, 128, False, False), (3, 1000, 384, 128, True, True), (8, 6144, 4096, 256, True, False),
     (5, 72, 1024, 512, False, True), (1, 28672, 4096, 128, False, False), (2, 4099, 8192, 128, True, False),
+    (16, 1000, 1024, 128, True, True), (11, 300, 640, 128, False, False),
 ]  # fmt: skip
 CHECK_CONFIGS = [dict(num_warps=4, reps=1, prefetch=1), dict(num_warps=4, reps=2, prefetch=2),
                  dict(num_warps=8, reps=2, prefetch=1), dict(num_warps=4, reps=4, prefetch=1, splits=1),
                  dict(num_warps=4, reps=2, prefetch=1, splits=3)]  # fmt: skip
-TILES = [dict(num_warps=w, reps=r, prefetch=p, per_sm=s)
-         for w, r, p, s in itertools.product((4, 8), (1, 2, 4), (1, 2), (2, 4, 8)) if w * r <= 8]  # fmt: skip
+TILES = [dict(num_warps=w, reps=r, prefetch=p, chains=c, per_sm=s)
+         for (w, r), p, c, s in itertools.product(((4, 1), (8, 1), (4, 2)), (1, 2), (1, 2), (4, 8))]  # fmt: skip
 REP = 60
 
 
@@ -77,7 +78,7 @@ def check_layer_calls() -> list:
     codes, scale, z = weights(n, k, group, True)
     packed = pack_int4(codes)
     stored = mg.to_mma_order(packed, k)
-    for m in (1, 4, 8, 9, 16, 300):
+    for m in (1, 4, 8, 9, 16, 17, 300):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         want = w4a16_gemm(x, packed, scale.float(), z, group).float()
         got = w4a16_gemm(x, stored, scale.float(), z, group, k_order=mg.K_ORDER).float()
@@ -92,7 +93,7 @@ def timing(copy_gbps: float) -> list:
     print("\n| shape | M | bf16 us | dispatched W4A16 us | best mma us (config) | mma vs bf16 | dispatched vs bf16 |"
           " mma % of copy |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
     for shape, (n, k) in SHAPES.items():
-        for m in (1, 8):
+        for m in (1, 16):
             rows.append(_time_shape(shape, n, k, m, copy_gbps))
     return rows
 
@@ -106,7 +107,7 @@ def _time_shape(shape: str, n: int, k: int, m: int, copy_gbps: float) -> dict:
     t_bf16 = time_gpu(lambda: x @ w_bf16.t(), REP)
     t_disp = time_gpu(lambda: w4a16_gemm(x, packed, scale32, None, 128, bits=4), REP)
     per = {}
-    for cfg in TILES:
+    for cfg in TILES if m == 1 else [t for t in TILES if t["prefetch"] == 1 and t["per_sm"] == 4]:  # M = 16: fewer
         try:
             t = time_gpu(lambda cfg=cfg: mg.launch(x, words, scale, None, None, 128, out, **cfg), REP)
         except Exception as e:  # a tile that does not compile or launch is reported, not fatal

@@ -1,5 +1,5 @@
-"""Decode GEMV for int4 weights on tensor cores (M <= 8): y = x @ dequant(W).T as a swap-AB `mma` (W's rows on
-the MMA's M side, the tokens on its N = 8 side), with W in a K order permuted offline so that no code crosses
+"""Decode GEMV for int4 weights on tensor cores (M <= 16): y = x @ dequant(W).T as a swap-AB `mma` (W's rows on
+the MMA's M side, the tokens on its N side, 8 or 16), with W in a K order permuted offline so that no code crosses
 a thread on its way into the MMA's operand.
 
 The operand layout of a bf16 `mma.m16n8k16` with Triton's k_width = 8 gives each thread, per 16 rows and 32 K,
@@ -33,7 +33,7 @@ except ImportError:  # triton < 3.5: the path is unavailable and `available()` s
     gluon = None
 
 SEGMENT = 128  # K per segment: 16 words, four per thread and row
-MAX_M = 8  # the MMA's N
+MAX_M = 16  # two of the MMA's N = 8 columns
 K_ORDER = "mma128"  # the name W4A16 layers record for weights stored in this kernel's order
 WHY = f"M <= {MAX_M}, bf16 x, codes stored in {K_ORDER!r} order: the tensor-core decode GEMV"
 
@@ -61,17 +61,26 @@ def applies(m: int, k: int, group_size: int, x: torch.Tensor) -> bool:
     return m <= MAX_M and k % SEGMENT == 0 and group_size % SEGMENT == 0 and x.dtype == torch.bfloat16
 
 
+def _operand_k(position: int) -> int:
+    """The segment-relative K of position `position` of the MMA operands' K (Triton's k_width = 8 order: a
+    thread's 8 consecutive positions per 32, at 8 x its lane block; the chunk of 32 above). Chosen so that x
+    loads straight into the B fragments: each `mma` takes from a thread the positions (chunk c, e, e + 1) and
+    (chunk c + 1, e, e + 1), c even, e even, which this order puts at 4 consecutive K; a thread's K per 64 are
+    then 16 consecutive values (two 16-byte loads)."""
+    chunk, lane_block, e = position // 32, position // 8 % 4, position % 8
+    return (chunk // 2) * 64 + lane_block * 16 + (e // 2) * 4 + (chunk % 2) * 2 + e % 2
+
+
 def _segment_order() -> torch.Tensor:
     """For each physical nibble slot of a 128-K segment (16 words x 8 nibbles), the segment-relative K of the
     code stored there."""
     order = torch.empty(SEGMENT, dtype=torch.long)
-    for lane_block in range(4):  # a thread's K block within each 32 K
-        for chunk in range(4):  # which 32 K
+    for lane_block in range(4):  # a thread's K block within each 32 operand positions
+        for chunk in range(4):  # which 32
             slot_word = lane_block * 4 + chunk
-            k0 = chunk * 32 + lane_block * 8
-            for e in range(8):  # K offset within the thread's 8
+            for e in range(8):  # the thread's 8 positions: pair e // 2, low or high half
                 nibble = e // 2 + 4 * (e % 2)
-                order[slot_word * 8 + nibble] = k0 + e
+                order[slot_word * 8 + nibble] = _operand_k(chunk * 32 + lane_block * 8 + e)
     return order
 
 
@@ -146,8 +155,19 @@ def _word_layout(num_warps, reps):
     return gl.DistributedLinearLayout(regs, lanes, warps, [], [16 * num_warps * reps, 4, 4])
 
 
+def _x_layout(num_warps, block_m):
+    """Layout of the (BLOCK_M, 64) x pairs (two bf16 as an int32) of a segment as loaded, [token, K / 2]: per
+    thread a token (lanes 2-4, and the register above for 16) and 16 consecutive K per 64 (lanes 0-1 pick the
+    16), every warp the same."""
+    regs = [[0, 1], [0, 2], [0, 4], [0, 32]] + ([[8, 0]] if int(block_m) == 16 else [])
+    lanes = [[0, 8], [0, 16], [1, 0], [2, 0], [4, 0]]
+    warps = [[0, 0] for _ in range(int(num_warps).bit_length() - 1)]
+    return gl.DistributedLinearLayout(regs, lanes, warps, [], [int(block_m), 64])
+
+
 if gluon is not None:
     _word_layout = gluon.constexpr_function(_word_layout)
+    _x_layout = gluon.constexpr_function(_x_layout)
     _barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
 
     @gluon.jit
@@ -160,6 +180,11 @@ if gluon is not None:
         p = gl.inline_asm_elementwise(
             "lop3.b32 $0, $1, 983055, 1124090624, 0xEA;", "=r,r", [v], dtype=gl.int32, is_pure=True, pack=1
         )  # (v & 0x000F000F) | 0x43004300
+        return _halves(p)
+
+    @gluon.jit
+    def _halves(p):
+        """The two bf16 values of each 32-bit pair, low half first, as a trailing dimension of 2."""
         lo = p.to(gl.int16).to(gl.bfloat16, bitcast=True)
         hi = (p >> 16).to(gl.int16).to(gl.bfloat16, bitcast=True)
         return gl.join(lo, hi)
@@ -167,9 +192,10 @@ if gluon is not None:
     @gluon.jit
     def _int4_mma_gemv_kernel(
         x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, ws_ptr, count_ptr,
-        M, N, segs_per_split, num_segs, segs_per_group,
+        M, N, segs_per_split, num_segs,
         stride_xm, stride_wn, stride_sn, stride_zn, stride_om, stride_ws,
-        HAS_ZP: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, PREFETCH: gl.constexpr,
+        SEGS_PER_GROUP: gl.constexpr, HAS_ZP: gl.constexpr, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
+        PREFETCH: gl.constexpr, CHAINS: gl.constexpr, BLOCK_M: gl.constexpr,
         REPS: gl.constexpr, num_warps: gl.constexpr,
     ):  # fmt: skip
         BLOCK_N: gl.constexpr = 16 * num_warps * REPS
@@ -192,47 +218,72 @@ if gluon is not None:
         )  # (BLOCK_N, 4, 4)
         w_tile = w_ptr + w_offs
 
-        k_b = gl.arange(0, SEG, layout=gl.SliceLayout(1, B))
-        m_b = gl.arange(0, 8, layout=gl.SliceLayout(0, B))
-        x_offs = gl.expand_dims(m_b, 0) * stride_xm + gl.expand_dims(k_b, 1)  # (128, 8)
-        x_mask = gl.expand_dims(m_b < M, 0) & gl.expand_dims(k_b >= 0, 1)
-        x_tile = x_ptr + x_offs
+        XL: gl.constexpr = _x_layout(num_warps, BLOCK_M)
+        k_x = gl.arange(0, SEG // 2, layout=gl.SliceLayout(0, XL))
+        m_x = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, XL))
+        x_pairs = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)  # x pairs: a loop-carried bf16 is repacked
+        x_tile = x_pairs + gl.expand_dims(m_x, 1) * (stride_xm // 2) + gl.expand_dims(k_x, 0)  # (BLOCK_M, 64)
+        x_mask = gl.expand_dims(m_x < M, 1) & gl.expand_dims(k_x >= 0, 0)
 
         rows_c = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
         rows_cs = gl.where(rows_c < N, rows_c, 0).to(gl.int64)
         ones = gl.full([BLOCK_N, SEG], 1.0, gl.bfloat16, layout=A)
-        zero = gl.zeros([BLOCK_N, 8], gl.float32, layout=MMA)
-        acc = gl.zeros([BLOCK_N, 8], gl.float32, layout=MMA)
+        ones_half = gl.full([BLOCK_N, SEG // 2], 1.0, gl.bfloat16, layout=A)
+        zero = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
+        acc = gl.zeros([BLOCK_N, BLOCK_M], gl.float32, layout=MMA)
 
         seg_lo = pid_k * segs_per_split
         seg_hi = gl.minimum(seg_lo + segs_per_split, num_segs)
+        # W, x and the group's scale and zero point of the next segment are loaded before this one's arithmetic
+        # (W two ahead with PREFETCH = 2); the last step reloads its own segment (an L1 hit) rather than masking
         ahead = gl.load(w_tile + seg_lo * 16)
         if PREFETCH == 2:
             ahead2 = gl.load(w_tile + gl.minimum(seg_lo + 1, seg_hi - 1) * 16)
+        x_ahead = gl.load(x_tile + seg_lo * (SEG // 2), mask=x_mask, other=0)
+        s_ahead = gl.load(s_ptr + rows_cs * stride_sn + seg_lo // SEGS_PER_GROUP)
+        if HAS_ZP:
+            z_ahead = gl.load(z_ptr + rows_cs * stride_zn + seg_lo // SEGS_PER_GROUP)
         for seg in range(seg_lo, seg_hi):
             words = ahead
+            xk = x_ahead
+            s = s_ahead.to(gl.float32)
+            if HAS_ZP:
+                c = z_ahead.to(gl.float32) + 128.0
+            else:
+                c = gl.full([BLOCK_N], 136.0, gl.float32, layout=gl.SliceLayout(1, MMA))
+            nxt = gl.minimum(seg + 1, seg_hi - 1)
             if PREFETCH == 2:
                 ahead = ahead2
                 ahead2 = gl.load(w_tile + gl.minimum(seg + 2, seg_hi - 1) * 16)
             else:
-                ahead = gl.load(w_tile + gl.minimum(seg + 1, seg_hi - 1) * 16)
-            xb = gl.load(x_tile + seg * SEG, mask=x_mask, other=0.0)
-            g = seg // segs_per_group
-            s = gl.load(s_ptr + rows_cs * stride_sn + g).to(gl.float32)
+                ahead = gl.load(w_tile + nxt * 16)
+            x_ahead = gl.load(x_tile + nxt * (SEG // 2), mask=x_mask, other=0)
+            s_ahead = gl.load(s_ptr + rows_cs * stride_sn + nxt // SEGS_PER_GROUP)
             if HAS_ZP:
-                c = gl.load(z_ptr + rows_cs * stride_zn + g).to(gl.float32) + 128.0
-            else:
-                c = gl.full([BLOCK_N], 136.0, gl.float32, layout=gl.SliceLayout(1, MMA))
+                z_ahead = gl.load(z_ptr + rows_cs * stride_zn + nxt // SEGS_PER_GROUP)
+            # K = 64 c1 + 16 lane block + 4 q + 2 c0 + e0 -> operand position 32 (2 c1 + c0) + 8 lane block + 2 q + e0
+            xk = gl.permute(gl.reshape(_halves(xk), [BLOCK_M, 2, 4, 4, 2, 2]), [0, 1, 4, 2, 3, 5])
+            xb = gl.convert_layout(gl.permute(gl.reshape(xk, [BLOCK_M, SEG]), [1, 0]), B, assert_trivial=True)
             # words (BLOCK_N, slot, chunk) -> (BLOCK_N, 16) in K order: word index chunk * 4 + slot
             wk = gl.reshape(gl.permute(words, [0, 2, 1]), [BLOCK_N, 16])
             q = gl.join(gl.join(_pair(wk, 0), _pair(wk, 1)), gl.join(_pair(wk, 2), _pair(wk, 3)))
             a = gl.reshape(gl.permute(q, [0, 1, 4, 3, 2]), [BLOCK_N, SEG])
-            a = gl.convert_layout(a, A, assert_trivial=True)
-            d = mma_v2(a, xb, zero)
-            xs = mma_v2(ones, xb, zero)
+            if CHAINS == 2:  # the two 64-K halves as independent MMA chains (4 `mma` each, not 8 in a row)
+                A2: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=8)
+                a_lo, a_hi = gl.split(gl.permute(gl.reshape(a, [BLOCK_N, 2, SEG // 2]), [0, 2, 1]))
+                x_lo, x_hi = gl.split(gl.permute(gl.reshape(xb, [2, SEG // 2, BLOCK_M]), [1, 2, 0]))
+                x_lo = gl.convert_layout(x_lo, B, assert_trivial=True)
+                x_hi = gl.convert_layout(x_hi, B, assert_trivial=True)
+                d = mma_v2(gl.convert_layout(a_lo, A2, assert_trivial=True), x_lo, zero)
+                d += mma_v2(gl.convert_layout(a_hi, A2, assert_trivial=True), x_hi, zero)
+                xs = mma_v2(ones_half, x_lo, zero) + mma_v2(ones_half, x_hi, zero)
+            else:
+                a = gl.convert_layout(a, A, assert_trivial=True)
+                d = mma_v2(a, xb, zero)
+                xs = mma_v2(ones, xb, zero)
             acc += gl.expand_dims(s, 1) * (d - gl.expand_dims(c, 1) * xs)
 
-        m_c = gl.arange(0, 8, layout=gl.SliceLayout(0, MMA))
+        m_c = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
         mask = gl.expand_dims(rows_c < N, 1) & gl.expand_dims(m_c < M, 0)
         o_offs = gl.expand_dims(m_c, 0) * stride_om + gl.expand_dims(rows_c, 1)
         if SPLIT_K == 1:
@@ -262,8 +313,8 @@ def split_k(n: int, k: int, block_n: int, per_sm: int, sms: int) -> int:
     return max(1, min(segs // 2, per_sm * sms // triton.cdiv(n, block_n)))
 
 
-def launch(x, words, scale, zero_point, bias, group_size, out, *, num_warps=4, reps=2, prefetch=1, splits=None,
-           per_sm=4):  # fmt: skip
+def launch(x, words, scale, zero_point, bias, group_size, out, *, num_warps=4, reps=2, prefetch=1, chains=1,
+           splits=None, per_sm=4):  # fmt: skip
     """(M, K) bf16 x times (N, K / 8) int32 words in `mma_layout_words` order into `out` (M, N); `applies` and
     the caller checked the sizes."""
     from ._launch import num_sms
@@ -282,10 +333,11 @@ def launch(x, words, scale, zero_point, bias, group_size, out, *, num_warps=4, r
         counters = split_counters(x.device, tiles)
     _int4_mma_gemv_kernel[(tiles, splits)](
         x, words, scale, zero_point if zero_point is not None else scale, bias if bias is not None else scale, out,
-        ws, counters, m, n, segs_per_split, num_segs, group_size // SEGMENT,
+        ws, counters, m, n, segs_per_split, num_segs,
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
         out.stride(0), m * n,
-        HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=splits, PREFETCH=prefetch, REPS=reps,
+        SEGS_PER_GROUP=group_size // SEGMENT, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None,
+        SPLIT_K=splits, PREFETCH=prefetch, CHAINS=chains, BLOCK_M=8 if m <= 8 else 16, REPS=reps,
         num_warps=num_warps,
     )  # fmt: skip
     return out

@@ -22,9 +22,16 @@ def _weights(n, k, group, asymmetric, device=DEVICE):
 def test_segment_order_is_a_permutation_of_each_128_columns():
     order = mg._segment_order()
     assert sorted(order.tolist()) == list(range(128))
-    # a thread's word (slot 0: lanes 0 mod 4, first 32 K) holds K 0..7, pairs (0, 1), (2, 3), ... in nibbles
-    # (0, 4), (1, 5), ...: the first eight slots
-    assert order[:8].tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    # the first word (lane block 0, first chunk) holds operand positions 0..7, the pairs (0, 1), (2, 3), ... in
+    # nibbles (0, 4), (1, 5), ...; position 2q + e0 of chunk 0 is K 4q + e0 (chunk 1 fills 4q + 2 + e0)
+    assert order[:8].tolist() == [0, 4, 8, 12, 1, 5, 9, 13]
+    # every MMA's B fragment, positions (chunk c, e, e + 1) and (chunk c + 1, e, e + 1) for c, e even, is 4
+    # consecutive K: x loads straight into it
+    for c in (0, 2):
+        for lane_block in range(4):
+            for e in (0, 2, 4, 6):
+                ks = [mg._operand_k(32 * (c + dc) + 8 * lane_block + e + de) for dc in (0, 1) for de in (0, 1)]
+                assert ks == list(range(ks[0], ks[0] + 4)), ks
     full = mg.stored_order(384, torch.device("cpu"))
     assert sorted(full.tolist()) == list(range(384))
     assert ((full // 128) == torch.arange(384) // 128).all(), "codes never leave their 128-column segment"
@@ -45,24 +52,28 @@ def test_the_stored_order_is_undone_bit_for_bit(shape):
 
 
 def test_the_words_hold_one_bf16_pair_per_shift_and_mask():
-    """(word >> 4i) & 0x000F000F | 0x43004300 is the bf16 pair 128 + (code 2i, code 2i + 1) of the word's K block."""
+    """(word >> 4i) & 0x000F000F | 0x43004300 is the bf16 pair 128 + the codes of the word's operand positions
+    2i and 2i + 1."""
     codes = torch.randint(0, 16, (3, 128), dtype=torch.uint8)
     words = mg.mma_layout_words(codes).to(torch.int64) & 0xFFFFFFFF
-    order = mg._segment_order()
     for slot in range(16):
-        k0 = int(order[slot * 8])  # the K the word's first nibble holds: its block start
+        lane_block, chunk = divmod(slot, 4)
         for i in range(4):
             pair = ((words[:, slot] >> (4 * i)) & 0x000F000F) | 0x43004300
             lo = (pair & 0xFFFF).to(torch.int16).view(torch.bfloat16).float()
             hi = (pair >> 16).to(torch.int16).view(torch.bfloat16).float()
-            assert torch.equal(lo, 128 + codes[:, k0 + 2 * i].float())
-            assert torch.equal(hi, 128 + codes[:, k0 + 2 * i + 1].float())
+            position = chunk * 32 + lane_block * 8 + 2 * i
+            assert torch.equal(lo, 128 + codes[:, mg._operand_k(position)].float())
+            assert torch.equal(hi, 128 + codes[:, mg._operand_k(position + 1)].float())
 
 
 @pytest.mark.parametrize(
     "shape",
     [(1, 40, 256), (3, 72, 384), (9, 40, 256)]
-    + [pytest.param(s, marks=GPU) for s in [(1, 4096, 4096), (8, 1000, 8192), (5, 4099, 1024), (12, 300, 384)]],
+    + [
+        pytest.param(s, marks=GPU)
+        for s in [(1, 4096, 4096), (8, 1000, 8192), (5, 4099, 1024), (12, 300, 384), (16, 520, 1024), (17, 300, 384)]
+    ],
 )
 @pytest.mark.parametrize("asymmetric", [False, True], ids=["sym", "asym"])
 def test_calls_on_the_stored_order_match_the_same_weights_in_k_order(shape, asymmetric):
@@ -102,7 +113,8 @@ def test_stored_orders_the_kernels_cannot_read_are_refused(k_order, bits, group,
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU or not mg.available(), reason="the Gluon kernel runs on an NVIDIA GPU only")
 @pytest.mark.parametrize("m, n, k, group", [(1, 64, 128, 128), (3, 1000, 384, 128), (8, 4099, 2048, 256),
-                                            (5, 72, 1024, 512), (2, 6144, 4096, 128)])  # fmt: skip
+                                            (5, 72, 1024, 512), (2, 6144, 4096, 128), (11, 200, 640, 128),
+                                            (16, 4099, 1024, 256)])  # fmt: skip
 @pytest.mark.parametrize(
     "config",
     [dict(num_warps=4, reps=1, prefetch=1, splits=1), dict(num_warps=4, reps=2, prefetch=2),
