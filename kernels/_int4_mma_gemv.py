@@ -313,10 +313,21 @@ def split_k(n: int, k: int, block_n: int, per_sm: int, sms: int) -> int:
     return max(1, min(segs // 2, per_sm * sms // triton.cdiv(n, block_n)))
 
 
-def launch(x, words, scale, zero_point, bias, group_size, out, *, num_warps=4, reps=2, prefetch=1, chains=1,
+def pick(m: int) -> dict:
+    """Tiles from the H100 probe (benchmarks/mma-gemv-h100/run1-probe.json, M = 1 and 16 at Llama-3.1-8B's and
+    -70B's shapes): at M <= 8 one 16-row tile per warp, 8 warps, W two segments ahead and about 8 programs per
+    SM (the fastest at 8B gate/up, within 3% elsewhere); at 16 tokens two tiles per warp, 4 warps, 4 per SM."""
+    if m <= 8:
+        return dict(num_warps=8, reps=1, prefetch=2, chains=1, per_sm=8)
+    return dict(num_warps=4, reps=2, prefetch=1, chains=1, per_sm=4)
+
+
+def launch(x, words, scale, zero_point, bias, group_size, out, *, num_warps=None, reps=1, prefetch=1, chains=1,
            splits=None, per_sm=4):  # fmt: skip
     """(M, K) bf16 x times (N, K / 8) int32 words in `mma_layout_words` order into `out` (M, N); `applies` and
-    the caller checked the sizes."""
+    the caller checked the sizes. Tiles from `pick` unless num_warps is given."""
+    if num_warps is None:
+        return launch(x, words, scale, zero_point, bias, group_size, out, splits=splits, **pick(x.shape[0]))
     from ._launch import num_sms
     from ._weight_only_gemv import split_counters
 
