@@ -314,11 +314,12 @@ def split_k(n: int, k: int, block_n: int, per_sm: int, sms: int) -> int:
 
 
 def pick(m: int) -> dict:
-    """Tiles from the H100 probe (benchmarks/mma-gemv-h100/run1-probe.json, M = 1 and 16 at Llama-3.1-8B's and
-    -70B's shapes): at M <= 8 one 16-row tile per warp, 8 warps, W two segments ahead and about 8 programs per
-    SM (the fastest at 8B gate/up, within 3% elsewhere); at 16 tokens two tiles per warp, 4 warps, 4 per SM."""
+    """Tiles from the H100 probes (benchmarks/mma-gemv-h100/run2-probe.json, M = 1 and 16 at Llama-3.1-8B's and
+    -70B's shapes): at M <= 8 one 16-row tile per warp, 8 warps, W one segment ahead and about 4 programs per SM
+    (the lowest total over the five shapes, 129 µs; the grid's 16 tiles spanned 129 to 150); at 16 tokens two tiles
+    per warp, 4 warps, 4 per SM."""
     if m <= 8:
-        return dict(num_warps=8, reps=1, prefetch=2, chains=1, per_sm=8)
+        return dict(num_warps=8, reps=1, prefetch=1, chains=1, per_sm=4)
     return dict(num_warps=4, reps=2, prefetch=1, chains=1, per_sm=4)
 
 

@@ -44,7 +44,9 @@ def use_decode_order(model: nn.Module, dtype: torch.dtype) -> int:
     """Store the codes of each W4A16 layer that the tensor-core decode GEMV can run in that kernel's K order
     (`QuantLinear.use_k_order("mma128")`): 4-bit integer codes with K and the group size multiples of 128, on
     the "triton" backend, bf16 activations (`dtype`), on an NVIDIA GPU where the kernel runs. Returns how many
-    layers now hold that order; the others keep K order, and their decode runs the CUDA-core GEMV."""
+    layers now hold that order; the others keep K order, and their decode runs the CUDA-core GEMV. The loaders
+    do not call it: on an H100 that GEMV decodes faster (docs/architecture.md, "Codes stored in a kernel's K
+    order")."""
     from evalsuite.kernels import _int4_mma_gemv
 
     count = 0
