@@ -26,6 +26,14 @@ def hardware_fp8(device: torch.device) -> bool:
     return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (8, 9)
 
 
+def programmatic_launch(device: torch.device) -> bool:
+    """True where a kernel may be launched as a programmatic dependent launch and use `griddepcontrol`: NVIDIA
+    sm_90 and later."""
+    if not nvidia_ptx(device):
+        return False
+    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
+
+
 @functools.cache
 def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)

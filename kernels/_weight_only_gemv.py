@@ -17,6 +17,12 @@ workspace and counts itself in on a per-tile counter; the program that arrives l
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
 program is last) and writes the output, then puts the counter back to zero for the next call. One launch
 instead of two: at decode shapes the second kernel's launch cost a tenth of the GEMV.
+On Hopper and later the GEMV can be launched as a programmatic dependent launch (PDL, `PDL_MODE` 1 or 2): its
+programs may then start while the kernel before it in the stream is finishing, read only the layer's constants
+(the global scale; in mode 2 also a prefetch of their first W tiles into L2) and wait for that kernel
+(`griddepcontrol.wait`) before they read x or write anything; after their loop they let the next such kernel
+launch. It is off: in batch-1 graph decode at Llama-3.1-8B shapes on an H100 it made W4A16 slower, 322 (mode 1)
+and 315 (mode 2) tok/s against 330 with plain launches (`benchmarks/pdl_ab.py`, `benchmarks/pdl-ab-h100/`).
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._bits import bf16_rne, e4m3_value, exp2_int
-from ._launch import nvidia_ptx
+from ._launch import nvidia_ptx, programmatic_launch
 from ._weight_only_dequant import global_scale_stride
 
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
+PDL_MODE = 0  # 0: ordinary launch; 1: PDL; 2: PDL and each program's first two W tiles prefetched into L2
 
 
 @triton.jit
@@ -142,6 +150,12 @@ def _to_words(v, GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: 
 
 
 @triton.jit
+def _prefetch_l2(ptrs):
+    """`prefetch.global.L2` of the line holding each address (no value comes back; kept, as it has effects)."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _gemv_kernel(
     # pointers
     x_ptr,
@@ -180,6 +194,7 @@ def _gemv_kernel(
     LOP3: tl.constexpr,
     X_HALVES: tl.constexpr,
     STAGES: tl.constexpr,
+    PDL: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
@@ -211,6 +226,12 @@ def _gemv_kernel(
         ahead = tl.load(w_rows + (w_lo + tl.arange(0, BLOCK_W))[None, :])
     else:
         ahead = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.int32)
+    if PDL == 2:  # W is the layer's own: safe to read before the previous kernel is done
+        LINES: tl.constexpr = (2 * BLOCK_W + 31) // 32  # 128-byte lines of two tiles
+        lines = tl.minimum(w_lo + tl.arange(0, LINES) * 32, KW - 1)
+        _prefetch_l2(w_rows + lines[None, :])
+    if PDL > 0:
+        gdc_wait()  # x, the workspace, the counters and out are read or written only after this
     # the tile's first group: with G whole groups a tile (splits start on a tile) it advances by G a step, so
     # the loop divides only when a group spans several tiles
     g_next = w_lo // group_words
@@ -277,6 +298,8 @@ def _gemv_kernel(
                 part = part * 16384.0  # the fp16 decode's 2**-14, undone exactly
             acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
 
+    if PDL > 0:
+        gdc_launch_dependents()
     out = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
@@ -362,6 +385,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     dummy = scale
     even_k = (k // cpw) % block_w == 0
     grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
+    pdl = PDL_MODE if programmatic_launch(x.device) else 0
     ws, counters = dummy, dummy
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
@@ -375,6 +399,6 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
-        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip
