@@ -21,17 +21,19 @@ def nvidia_ptx(device: torch.device) -> bool:
 def hardware_fp8(device: torch.device) -> bool:
     """True on a GPU with FP8 conversion instructions (NVIDIA sm_89 and later); never under the interpreter,
     whose float8 cast is not faithful (shared/FACTS.md)."""
-    if not nvidia_ptx(device):
-        return False
-    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (8, 9)
+    return _nvidia_at_least(device, (8, 9))
 
 
 def programmatic_launch(device: torch.device) -> bool:
     """True where a kernel may be launched as a programmatic dependent launch and use `griddepcontrol`: NVIDIA
     sm_90 and later."""
+    return _nvidia_at_least(device, (9, 0))
+
+
+def _nvidia_at_least(device: torch.device, capability: tuple[int, int]) -> bool:
     if not nvidia_ptx(device):
         return False
-    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
+    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= capability
 
 
 @functools.cache
