@@ -385,7 +385,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     dummy = scale
     even_k = (k // cpw) % block_w == 0
     grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
-    pdl = PDL_MODE if programmatic_launch(x.device) else 0
+    pdl = PDL_MODE if PDL_MODE and programmatic_launch(x.device) else 0  # no device query while it is off
     ws, counters = dummy, dummy
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
