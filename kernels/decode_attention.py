@@ -2,12 +2,18 @@
 
     out = decode_attention(q, kv, mask, scale, last=write)   # q (B, H, 1, D), kv (2, B, Hkv, L, D) -> (B, 1, H*D)
     out = decode_attention_ref(q, kv, mask, scale, last=write)  # the pure-torch definition
+    out = decode_attention(q, kv, mask, scale, last=write, new_kv=kv_new)  # kv_new (B, 2, Hkv, D) written first
 
 `mask` (B, 1, L) is True where a slot may be read. `last` (optional, a one-element integer device tensor) is
 the newest written slot: slots after it are never read, so a cache allocated for the longest generation costs
 only what is filled. The caller's mask must be False there too (the graph decoder's is); the reference masks
 them, so both agree for any mask. The value is read on the device, so a CUDA graph replays the kernel with the
 length of each step. Query head h reads key head h // (H / Hkv) (grouped-query attention).
+
+`new_kv` (B, 2, Hkv, D, any strides but the last), with `last`: the new token's key and value, which the call
+writes into the cache at slot `last` before attending (the reference does the same with `index_copy_`). In the
+graph decoder this replaces a kernel of its own per layer: the program whose part of the cache holds slot
+`last` writes it and then reads its part, after a barrier; no other program reads that slot.
 
 At batch 1 an 8B model has 8 key heads, 8 programs if each read its head's whole cache. The cache is split
 into SPLITS parts of the filled length (flash-decoding); each program keeps the running maximum, the sum of
@@ -35,11 +41,19 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def decode_attention_ref(
-    q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float, last: torch.Tensor | None = None
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float,
+    last: torch.Tensor | None = None,
+    new_kv: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The graph decoder's `attend` at one token (the same operations, so the same bits; a test holds them
     equal), with slots after `last` masked: each key head's query group in one matmul in q's dtype, softmax in
-    fp32, probabilities back in V's dtype for the second matmul."""
+    fp32, probabilities back in V's dtype for the second matmul. `new_kv` is first written into kv at slot
+    `last`, in place."""
+    if new_kv is not None:
+        kv.index_copy_(3, last.reshape(1), new_kv.transpose(0, 1).unsqueeze(3))
     b, heads, _, d = q.shape
     kv_heads = kv.shape[2]
     qg = q.reshape(b, kv_heads, heads // kv_heads, d)
@@ -54,10 +68,11 @@ def decode_attention_ref(
 
 @triton.jit
 def _decode_attention_kernel(
-    q_ptr, kv_ptr, mask_ptr, last_ptr, out_ptr, ws_ptr, count_ptr,
+    q_ptr, kv_ptr, mask_ptr, last_ptr, out_ptr, ws_ptr, count_ptr, new_ptr,
     L, D, GROUP, KV_HEADS, scale,
     stride_qb, stride_qh, stride_kv, stride_kb, stride_kh, stride_kl, stride_mb, stride_ob,
-    HAS_LAST: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
+    stride_nb, stride_nkv, stride_nh,
+    HAS_LAST: tl.constexpr, WRITE: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
     """Program (row and key head, split). The head's query group is padded to BLOCK_G >= 16 rows for the
@@ -82,6 +97,13 @@ def _decode_attention_kernel(
     lo = pid_s * per_split
     hi = tl.minimum(lo + per_split, n)
     k_base = kv_ptr + b * stride_kb + j * stride_kh
+    if WRITE:  # the new key and value into slot n - 1 (= last), by the one program that reads that slot
+        if (lo <= n - 1) & (n - 1 < hi):
+            new = new_ptr + b * stride_nb + j * stride_nh + offs_d
+            slot = k_base + (n - 1) * stride_kl + offs_d
+            tl.store(slot, tl.load(new, mask=d_ok), mask=d_ok)
+            tl.store(slot + stride_kv, tl.load(new + stride_nkv, mask=d_ok), mask=d_ok)
+        tl.debug_barrier()  # the slot is written before any thread of this program reads it
     m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_G,), tl.float32)
     acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
@@ -173,6 +195,7 @@ def decode_attention(
     last: torch.Tensor | None = None,
     splits: int | None = None,
     block_l: int | None = None,
+    new_kv: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """See the module docstring; `splits` and `block_l` (keys per step, a power of two >= 16) override the
     defaults (tests, `evalsuite bench kernels --only decode_attention`)."""
@@ -188,8 +211,12 @@ def decode_attention(
         check_tensor(last, "last", WHO, (torch.int64, torch.int32), None, q.device)
         if last.numel() != 1:
             raise ValueError(f"{WHO}: last must hold one slot index, got {last.numel()} values")
-    if q.stride(-1) != 1 or kv.stride(-1) != 1 or mask.stride(-1) != 1:
-        raise ValueError(f"{WHO}: q, kv and mask need a contiguous last dimension")
+    if new_kv is not None:
+        if last is None:
+            raise ValueError(f"{WHO}: new_kv is written at slot `last`: pass last as well")
+        check_tensor(new_kv, "new_kv", WHO, (q.dtype,), (b, 2, kv_heads, d), q.device)
+    if any(t is not None and t.stride(-1) != 1 for t in (q, kv, mask, new_kv)):
+        raise ValueError(f"{WHO}: q, kv, mask and new_kv need a contiguous last dimension")
     group = heads // kv_heads
     programs = b * kv_heads
     sms = num_sms(q.device)
@@ -204,12 +231,14 @@ def decode_attention(
     if splits > 1:
         ws = torch.empty(programs * splits * block_g * (block_d + 2), dtype=torch.float32, device=q.device)
         counters = split_counters(q.device, programs)
+    new = new_kv if new_kv is not None else out
     _decode_attention_kernel[(programs, splits)](
-        q, kv, mask.view(torch.uint8), last if last is not None else out, out, ws, counters,
+        q, kv, mask.view(torch.uint8), last if last is not None else out, out, ws, counters, new,
         length, d, group, kv_heads, float(scale),
         q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), mask.stride(0),
-        out.stride(0),
-        HAS_LAST=last is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l, BLOCK_D=block_d,
+        out.stride(0), *(new.stride()[:3] if new_kv is not None else (0, 0, 0)),
+        HAS_LAST=last is not None, WRITE=new_kv is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l,
+        BLOCK_D=block_d,
         PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(), num_warps=4,
     )  # fmt: skip
     return out

@@ -93,6 +93,56 @@ def test_slots_after_last_are_never_read():
                  "the reference masks after last")  # fmt: skip
 
 
+@pytest.mark.parametrize("splits", [1, 3, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("last", [0, 63, 64, 100, 129])
+def test_writes_the_new_key_and_value_at_last_before_reading_it(last, dtype, splits):
+    """new_kv lands in slot `last` of the cache (and nowhere else), and the output attends over it: the same
+    output and cache as the reference, which index_copies it first. The slot holds other values before, so
+    reading the old ones would show."""
+    shape = (2, 8, 2, 130, 32)
+    q, kv, mask = _inputs(shape, dtype, last)
+    new_kv = torch.randn(shape[0], 2, shape[2], shape[4]).to(dtype)
+    strided = torch.randn(shape[0], 2, shape[2], shape[4] + 16).to(dtype)[..., 8 : 8 + shape[4]]
+    strided.copy_(new_kv)  # the decoder passes a view into a wider tensor
+    scale = shape[-1] ** -0.5
+    kv_ref, last_t = kv.clone(), torch.tensor([last])
+    expected = decode_attention_ref(q, kv_ref, mask, scale, last_t, new_kv=new_kv)
+    kv_dev = kv.to(DEVICE)
+    got = decode_attention(q.to(DEVICE), kv_dev, mask.to(DEVICE), scale, last_t.to(DEVICE), splits=splits,
+                           new_kv=strided.to(DEVICE))  # fmt: skip
+    assert torch.equal(kv_ref[:, :, :, last], new_kv.transpose(0, 1))
+    assert torch.equal(kv_dev.cpu(), kv_ref), "the cache after the call"
+    assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last}")
+
+
+def test_new_kv_needs_last_and_its_shape():
+    q, kv, mask = (t.to(DEVICE) for t in _inputs((1, 4, 2, 40, 16), torch.float32))
+    new_kv = torch.zeros(1, 2, 2, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="new_kv is written at slot `last`: pass last as well"):
+        decode_attention(q, kv, mask, 0.25, new_kv=new_kv)
+    with pytest.raises(ValueError, match=r"new_kv must have shape \(1, 2, 2, 16\)"):
+        decode_attention(q, kv, mask, 0.25, torch.tensor([3], device=DEVICE), new_kv=new_kv[:, :1])
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_the_decoder_whose_kernel_writes_the_cache_matches_the_one_whose_rope_does(kind):
+    """float32, eager steps: the graph decoder with our kernel (`rope_heads`, the kernel writing the new keys and
+    values) gives the tokens, logits and cache of the one with `attend` (`rope` writing them); Qwen3's
+    per-head q/k norms included."""
+    from tests.test_decode_graph import CONTEXTS, greedy, random_model
+
+    model = random_model(kind).to(DEVICE)
+    decoders = [GraphDecoder(model, batch_size=3, max_len=24, attention=a, graphs=False) for a in ("triton", "torch")]
+    (got, got_logits), (want, want_logits) = (greedy(d, CONTEXTS, 8) for d in decoders)
+    assert "writes the new keys and values" in decoders[0].describe()
+    assert got == want
+    for a, b in zip(got_logits, want_logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for ours, theirs in zip(decoders[0].kv, decoders[1].kv, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
 def test_repeated_calls_put_the_counters_back():
     """The last-arriving program zeroes its counter: a second call, and a call of another shape, merge right."""
     for shape in ((2, 8, 2, 70, 32), (2, 8, 2, 70, 32), (1, 4, 4, 33, 16)):
