@@ -10,7 +10,9 @@ each still runs as its own small kernel, which at batch 1 takes about as long as
 step calls the model's own modules for every linear layer (so each variant's kernels run unchanged) and does
 the rest in four pure-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into
 one or two kernels): add+RMSNorm, RoPE, attention over the static cache, SiLU-gate. The functions themselves,
-run eagerly, are the reference. On NVIDIA GPUs the step's attention is our Triton decode kernel instead
+run eagerly, are the reference. A fused gate/up layer whose kernel applies the SiLU-gate itself (the
+weight-only formats: in the decode GEMV's epilogue, `QuantLinear.silu_gated`) returns silu(gate) * up
+directly, and the step's SiLU-gate kernel is gone. On NVIDIA GPUs the step's attention is our Triton decode kernel instead
 (kernels/decode_attention.py): split along the cache for parallelism at batch 1, and reading only the slots
 filled so far, where the compiled `attend` reads the whole cache allocated for the longest generation. The
 cache is one (2, B, Hkv, L, D) tensor per layer, written by the RoPE function with one `index_copy_`, or in
@@ -31,6 +33,7 @@ import logging
 import torch
 
 from evalsuite.fused_linears import FusedGroup, fused
+from evalsuite.quant_schemes.linear import QuantLinear
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,14 @@ def _no_recompile():
     return stance("fail_on_recompile")
 
 
+def _gates_itself(group) -> bool:
+    """Whether a fused gate/up group's layer applies the SiLU-gate in its own kernel (QuantLinear.silu_gated:
+    the weight-only formats' GEMV epilogue), so the step calls no separate `gated`."""
+    if not isinstance(group, FusedGroup) or not isinstance(group.layer, QuantLinear):
+        return False
+    return group.layer.fuses_gate and len(group.sizes) == 2 and group.sizes[0] == group.sizes[1]
+
+
 class GraphDecoder:
     def __init__(
         self,
@@ -243,9 +254,12 @@ class GraphDecoder:
         self.calls = 0
         self.groups = [self._fuse(layer) for layer in self.inner.layers]
         fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
+        self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
         if fused:
             self.path += f"; q/k/v and gate/up fused in {fused}/{2 * len(self.groups)} groups"
+        if any(self.gate_in_kernel):
+            self.path += f"; SiLU-gate in the gate/up kernel in {sum(self.gate_in_kernel)}/{len(self.groups)} layers"
         if attention == "triton":
             self.path += "; step attention: Triton decode kernel, which writes the new keys and values"
         if not self.graphs:
@@ -288,8 +302,11 @@ class GraphDecoder:
             out = attn.o_proj(attended)
             post = layer.post_attention_layernorm
             h, x = fns["add_norm"](h, out, post.weight, post.variance_epsilon)
-            gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
-            down = mlp.down_proj(fns["gated"](gate, up))
+            if self.gate_in_kernel[i]:
+                down = mlp.down_proj(gate_up.layer.silu_gated(x))
+            else:
+                gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
+                down = mlp.down_proj(fns["gated"](gate, up))
             following = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.inner.norm
             h, x = fns["add_norm"](h, down, following.weight, following.variance_epsilon)
         return self.model.lm_head(x[:, -1:]).squeeze(1)

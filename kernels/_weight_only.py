@@ -318,8 +318,11 @@ def launch(
     group_size: int,
     fmt: int,
     config: WeightOnlyConfig | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
-    """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous."""
+    """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous. `gated` (W = [gate; up],
+    N even): return silu_gate of the output, (M, N / 2), computed in the GEMV's epilogue where the GEMV runs
+    and by `silu_gate` after the other paths."""
     (m, k), n = x.shape, w.shape[0]
     if config is None:
         gemv = gemv_applies(m, k, group_size, fmt, w)
@@ -332,7 +335,21 @@ def launch(
     path = paths.TRITON_GEMV if cfg.gemv else paths.DEQUANT_CUBLAS if cfg.dequant_gemm else paths.TRITON_GEMM
     paths.record(KERNEL_NAMES[fmt], path, why, m)
     if cfg.gemv:
-        return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
+        return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated)
+    y = _launch_gemm(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
+    return silu_gate(y) if gated else y
+
+
+def silu_gate(y: torch.Tensor) -> torch.Tensor:
+    """(M, 2I) output of a fused [gate; up] layer -> (M, I) silu(gate) * up, in fp32 from the output's values,
+    rounded once to its dtype: what the GEMV's gated epilogue computes (its reference), and what the graph
+    decoder's compiled SiLU-gate computes from the two outputs."""
+    gate, up = y.float().chunk(2, dim=-1)
+    return (torch.nn.functional.silu(gate) * up).to(y.dtype)
+
+
+def _launch_gemm(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg) -> torch.Tensor:
+    (m, k), n = x.shape, w.shape[0]
     if cfg.dequant_gemm:
         w_full = dequantize(w, scale, zero_point, global_scale, group_size, fmt, k, x.dtype, cfg)  # (N, K)
         y = x @ w_full.t()  # (M, N): the reference's own matmul
@@ -368,7 +385,7 @@ def launch(
     return out
 
 
-def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg) -> torch.Tensor:
+def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated) -> torch.Tensor:
     (m, k), n = x.shape, w.shape[0]
     if not gemv_applies(1, k, group_size, fmt, w):
         raise ValueError(f"weight-only GEMV: K={k} and group_size={group_size} must be multiples of "
@@ -378,9 +395,10 @@ def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, c
     split_k = max(1, min(cfg.split_k, w_tiles))
     w_per_split = triton.cdiv(w_tiles, split_k) * block_w
     split_k = triton.cdiv(k // codes_per_word(fmt), w_per_split)
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    out = torch.empty((m, n // 2 if gated else n), dtype=x.dtype, device=x.device)
     rne = interpreting() and x.dtype == torch.bfloat16
-    launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split, rne)
+    launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split, rne,
+                gated)  # fmt: skip
     return out
 
 

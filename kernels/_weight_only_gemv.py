@@ -17,6 +17,10 @@ workspace and counts itself in on a per-tile counter; the program that arrives l
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
 program is last) and writes the output, then puts the counter back to zero for the next call. One launch
 instead of two: at decode shapes the second kernel's launch cost a tenth of the GEMV.
+GATED (a fused gate/up layer, W = [gate; up] with N = 2I rows): each program takes HALF = BLOCK_N / 2 rows of
+gate and the same rows of up, and its epilogue writes silu(gate) * up (M, I), from the two outputs rounded to
+out's dtype as the layer would round them, in fp32, rounded once (`_weight_only.silu_gate`, the reference):
+the SiLU-gate kernel that would follow the GEMV, and its read of the (M, 2I) output, are gone.
 On Hopper and later the GEMV can be launched as a programmatic dependent launch (PDL, `PDL_MODE` 1 or 2): its
 programs may then start while the kernel before it in the stream is finishing, read only the layer's constants
 (the global scale; in mode 2 also a prefetch of their first W tiles into L2) and wait for that kernel
@@ -195,6 +199,7 @@ def _gemv_kernel(
     X_HALVES: tl.constexpr,
     STAGES: tl.constexpr,
     PDL: tl.constexpr,
+    GATED: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
@@ -213,8 +218,15 @@ def _gemv_kernel(
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_wn = tl.where(offs_n < N, offs_n, 0).to(tl.int64)  # edge rows read row 0 and are never stored
+    if GATED:  # rows i < HALF of gate, then the same rows of up, N // 2 further down
+        HALF: tl.constexpr = BLOCK_N // 2
+        rows = pid_n * HALF + tl.arange(0, BLOCK_N) % HALF
+        row_ok = rows < N // 2
+        offs_n = rows + (tl.arange(0, BLOCK_N) // HALF) * (N // 2)
+    else:
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = offs_n < N
+    offs_wn = tl.where(row_ok, offs_n, 0).to(tl.int64)  # edge rows read row 0 and are never stored
     w_rows = w_ptr + offs_wn[:, None] * stride_wn
     x_row = x_ptr + pid_m.to(tl.int64) * stride_xm
     if FMT == 3:
@@ -303,10 +315,10 @@ def _gemv_kernel(
     out = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
-    mask = offs_n < N
-    out_ptrs = out_ptr + pid_m.to(tl.int64) * stride_om + offs_n
+    mask = row_ok
+    out_row = out_ptr + pid_m.to(tl.int64) * stride_om
     if SPLIT_K == 1:
-        _store_out(out_ptrs, out, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE)
+        _store_out(out_row, pid_n, out, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE, GATED, N, BLOCK_N)
     else:
         ws_ptrs = ws_ptr + pid_m.to(tl.int64) * N + offs_n
         tl.store(ws_ptrs + pid_k * stride_ws, out, mask=mask)
@@ -318,17 +330,33 @@ def _gemv_kernel(
             total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             for s in range(1, SPLIT_K):
                 total += tl.load(ws_ptrs + s * stride_ws, mask=mask, other=0.0, cache_modifier=".cg")
-            _store_out(out_ptrs, total, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE)
+            _store_out(out_row, pid_n, total, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE, GATED, N, BLOCK_N)
             tl.atomic_xchg(counter, 0)
 
 
 @triton.jit
-def _store_out(out_ptrs, out, bias_ptr, offs_wn, mask, HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr):
+def _store_out(
+    out_row, pid_n, out, bias_ptr, offs_wn, mask,
+    HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr, GATED: tl.constexpr, N, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The tile's BLOCK_N sums (bias added) to out's row: as they are, or GATED: silu(gate) * up of its HALF
+    pairs, each value first rounded to out's dtype as the fused layer's output would be."""
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_wn).to(tl.float32)
+    if GATED:
+        HALF: tl.constexpr = BLOCK_N // 2
+        if BF16_RNE:
+            out = bf16_rne(out)
+        out = out.to(out_row.dtype.element_ty).to(tl.float32)
+        gate, up = tl.split(tl.permute(tl.reshape(out, (2, HALF)), (1, 0)))
+        out = gate / (1.0 + tl.exp(-gate)) * up
+        cols = pid_n * HALF + tl.arange(0, HALF)
+        mask = cols < N // 2
+    else:
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if BF16_RNE:
         out = bf16_rne(out)
-    tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=mask)
+    tl.store(out_row + cols, out.to(out_row.dtype.element_ty), mask=mask)
 
 
 def codes_per_word(fmt: int) -> int:
@@ -374,9 +402,10 @@ def split_counters(device: torch.device, tiles: int) -> torch.Tensor:
 
 
 def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split,
-                rne: bool):  # fmt: skip
-    """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words into `out` (M, N); sizes were
-    checked by `gemv_applies` and the caller."""
+                rne: bool, gated: bool = False):  # fmt: skip
+    """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words into `out` (M, N), or with
+    `gated` (N even) silu(gate) * up into `out` (M, N / 2); sizes were checked by `gemv_applies` and the
+    caller."""
     (m, k), n = x.shape, w.shape[0]
     cpw = codes_per_word(fmt)
     words = w.view(torch.int32)  # (N, K / cpw): the canonical packing read 4 bytes at a time
@@ -384,7 +413,8 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     group_words = group_size // cpw
     dummy = scale
     even_k = (k // cpw) % block_w == 0
-    grid = (triton.cdiv(n, cfg.block_n), m, split_k)  # one token per program: M <= GEMV_MAX_M re-reads W from L2
+    # one token per program: M <= GEMV_MAX_M re-reads W from L2; gated, a program's rows are half gate, half up
+    grid = (triton.cdiv(n // 2, cfg.block_n // 2) if gated else triton.cdiv(n, cfg.block_n), m, split_k)
     pdl = PDL_MODE if PDL_MODE and programmatic_launch(x.device) else 0  # no device query while it is off
     ws, counters = dummy, dummy
     if split_k > 1:
@@ -399,6 +429,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
-        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, BLOCK_N=cfg.block_n,
+        BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip

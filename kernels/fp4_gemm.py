@@ -15,6 +15,7 @@ dequantizes in registers and multiplies in the activation dtype with fp32 accumu
     packed, scale = mxfp4_quantize_ref(w)                  # (N, K/2) uint8, (N, ceil(K/32)) uint8
     packed, scale, gs = nvfp4_quantize_ref(w)              # (N, K/2) uint8, (N, ceil(K/16)) e4m3, () fp32
     y = fp4_gemm_ref(x, packed, scale, "mxfp4")            # or (..., "nvfp4", global_scale=gs), gs () or (N,)
+    h = fp4_gemm(x, packed, scale, "mxfp4", gated=True)    # fused [gate; up] rows: silu(gate) * up, (M, N/2)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import triton.language as tl
 from . import _weight_only
 from ._bits import e2m1_code, e4m3_bits, e4m3_value, exp2_int, floor_log2
 from ._launch import check_device, check_tensor
-from .w4a16_gemm import check_weight_only_x, expand_groups, pack_int4, unpack_int4
+from .w4a16_gemm import check_gated, check_weight_only_x, expand_groups, pack_int4, unpack_int4
 
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Midpoints between neighbouring E2M1 magnitudes, and whether a tie there rounds up (to the even code).
@@ -109,10 +110,12 @@ def fp4_gemm_ref(
     fmt: str,
     global_scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
     w = dequantize_fp4(packed, scale, fmt, x.shape[-1], global_scale, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
-    return y if bias is None else y + bias.to(y.dtype)
+    y = y if bias is None else y + bias.to(y.dtype)
+    return _weight_only.silu_gate(y) if gated else y
 
 
 def fp4_gemm(
@@ -122,6 +125,7 @@ def fp4_gemm(
     fmt: str,
     global_scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
     who = "fp4_gemm"
     if fmt not in GROUP:
@@ -146,10 +150,12 @@ def fp4_gemm(
         raise ValueError(f"{who}: mxfp4 takes no global_scale (its E8M0 scales are absolute); pass None")
     if bias is not None:
         check_tensor(bias, "bias", who, (torch.float32, torch.bfloat16, torch.float16), (n,), x.device)
+    check_gated(gated, n, who)
     code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
     scale_bytes = scale.contiguous().view(torch.uint8)
-    y = _weight_only.launch(x2, packed.contiguous(), scale_bytes, None, global_scale, bias, GROUP[fmt], code)
-    return y.reshape(*x.shape[:-1], n)
+    y = _weight_only.launch(x2, packed.contiguous(), scale_bytes, None, global_scale, bias, GROUP[fmt], code,
+                            gated=gated)  # fmt: skip
+    return y.reshape(*x.shape[:-1], y.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------

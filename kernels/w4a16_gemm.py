@@ -5,6 +5,8 @@ activations. Weights are dequantized in registers; products accumulate in fp32.
     # x: (M, K); qweight: (N, ceil(K/2)) uint8 for bits=4 (low nibble = even column), (N, K) uint8 for bits=8
     # scale: (N, ceil(K/group_size)) fp32; zero_point: same shape uint8, or None for symmetric weights,
     # whose implicit zero point is 2**(bits-1). w[n, k] = (code[n, k] - zero_point[n, g]) * scale[n, g].
+    h = w4a16_gemm(x, qweight, scale, zero_point, group_size, gated=True)
+    # a fused [gate; up] layer (N = 2I rows): silu(gate) * up, (M, I), in the decode GEMV's epilogue
     y = w4a16_gemm(x, qweight, scale, zero_point, group_size, k_order="mma128")
     # qweight's codes stored in the tensor-core decode GEMV's order (`_int4_mma_gemv.to_mma_order`): the same
     # bytes permuted within each 128 columns; decode (M <= 8, bf16 x) runs that GEMV, other calls gather x's
@@ -60,12 +62,14 @@ def w4a16_gemm_ref(
     bits: int = 4,
     bias: torch.Tensor | None = None,
     k_order: str | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
     if k_order is not None:
         x = x[..., _int4_mma_gemv.stored_order(x.shape[-1], x.device)]
     w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
-    return y if bias is None else y + bias.to(y.dtype)
+    y = y if bias is None else y + bias.to(y.dtype)
+    return _weight_only.silu_gate(y) if gated else y
 
 
 _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -91,6 +95,7 @@ def w4a16_gemm(
     bits: int = 4,
     bias: torch.Tensor | None = None,
     k_order: str | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
     who = "w4a16_gemm"
     x2 = check_weight_only_x(x, who)
@@ -108,6 +113,7 @@ def w4a16_gemm(
         zero_point = zero_point.contiguous()
     if bias is not None:
         check_tensor(bias, "bias", who, _SCALE_DTYPES, (n,), x.device)
+    check_gated(gated, n, who)
     fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
     if k_order is not None:
         check_k_order(k_order, bits, k, group_size, who)
@@ -115,10 +121,19 @@ def w4a16_gemm(
             y = torch.empty((x2.shape[0], n), dtype=x2.dtype, device=x2.device)
             paths.record(_weight_only.KERNEL_NAMES[fmt], paths.TRITON_GEMV, _int4_mma_gemv.WHY, x2.shape[0])
             _int4_mma_gemv.launch(x2, qweight.view(torch.int32), scale, zero_point, bias, group_size, y)
-            return y.reshape(*x.shape[:-1], n)
+            y = _weight_only.silu_gate(y) if gated else y
+            return y.reshape(*x.shape[:-1], y.shape[1])
         x2 = x2[:, _int4_mma_gemv.stored_order(k, x2.device)]  # (M, K) in the order W's codes are stored
-    y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt)
-    return y.reshape(*x.shape[:-1], n)
+    y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt,
+                            gated=gated)  # fmt: skip
+    return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+def check_gated(gated: bool, n: int, who: str) -> None:
+    if not isinstance(gated, bool):
+        raise ValueError(f"{who}: gated must be True or False, got {gated!r}")
+    if gated and n % 2:
+        raise ValueError(f"{who}: gated=True takes a fused [gate; up] weight, an even number of rows; got N={n}")
 
 
 def check_k_order(k_order: str, bits: int, k: int, group_size: int, who: str) -> None:

@@ -38,6 +38,7 @@ def _log_once(message: str) -> None:
 
 
 ORDER_BACKENDS = ("triton", "torch-ref")  # the backends whose W4A16 kernels take a k_order
+GATE_BACKENDS = ("triton", "torch-ref")  # the backends whose weight-only kernels take `gated`
 
 
 def use_decode_order(model: nn.Module, dtype: torch.dtype) -> int:
@@ -308,6 +309,25 @@ class QuantLinear(nn.Module):
         with on_device(x):
             y = self.format.matmul(self, x2)  # (M, N)
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    @property
+    def fuses_gate(self) -> bool:
+        """Whether `silu_gated` runs: a weight-only format whose kernels apply the SiLU-gate themselves."""
+        return self.format.fuses_gate and self.backend.name in GATE_BACKENDS
+
+    def silu_gated(self, x: torch.Tensor) -> torch.Tensor:
+        """For a fused [gate; up] layer (`QuantLinear.concatenated` of the two): silu(gate) * up of its output,
+        (..., out_features / 2), applied by the layer's kernel (in the decode GEMV's epilogue, where that runs:
+        no second kernel, no (M, 2I) output written and read back)."""
+        if not self.fuses_gate or self.out_features % 2:
+            raise ValueError(f"silu_gated needs an even out_features and a {', '.join(GATE_BACKENDS)} layer of a "
+                             f"format whose kernels fuse it; this one: {self.extra_repr()}")  # fmt: skip
+        x2 = x.reshape(-1, self.in_features)
+        if self.path is not None:
+            paths.record(*self.path, x2.shape[0])
+        with on_device(x):
+            y = self.format.matmul(self, x2, gated=True)
+        return y.reshape(*x.shape[:-1], self.out_features // 2)
 
     def extra_repr(self) -> str:
         return (

@@ -92,6 +92,30 @@ def test_cache_slots_hold_what_hf_caches_and_nothing_past_the_last_token():
     assert decoder.positions[:, 0].tolist() == [9, 4, 6]
 
 
+@pytest.mark.parametrize("variant", ["W4A16", "NVFP4", "W8A8_INT8"])
+def test_weight_only_layers_apply_the_silu_gate_in_their_own_kernel(variant):
+    """Quantized (torch-ref kernels, float32): the weight-only variants' fused gate/up layers return silu(gate) *
+    up themselves (`QuantLinear.silu_gated`, the GEMV epilogue's reference) and the step calls no `gated`; the
+    tokens and logits are the HF path's. W8A8 keeps the separate gate."""
+    from evalsuite import models
+    from evalsuite.quant_schemes.apply import quantize
+
+    model = models.load(models.resolve_model("embedded:tiny"), "cpu", "float32").model
+    quantize(model, variant, backend="torch-ref")
+    want, want_logits = greedy(DynamicDecoder(model), CONTEXTS, 6)
+    decoder = GraphDecoder(model, batch_size=3, max_len=24)
+    layers = len(model.model.layers)
+    gated = f"SiLU-gate in the gate/up kernel in {layers}/{layers} layers"
+    assert (gated in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
+    calls = []
+    decoder.fns = {**decoder.fns, "gated": lambda *a: calls.append(1) or EAGER["gated"](*a)}
+    got, got_logits = greedy(decoder, CONTEXTS, 6)
+    assert got == want
+    assert bool(calls) == (variant == "W8A8_INT8")
+    for a, b in zip(got_logits, want_logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_a_second_batch_reuses_the_decoder_and_a_smaller_one_fills_rows():
     model = random_model("llama")
     decoder = GraphDecoder(model, batch_size=3, max_len=24)
@@ -240,7 +264,7 @@ def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
     assert decoder.graphs
     assert decoder.describe() == (
         "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups; "
-        "step attention: Triton decode kernel)"
+        "step attention: Triton decode kernel, which writes the new keys and values)"
     )
     for contexts in (CONTEXTS, [[9, 8, 7, 6, 5], [4, 3]]):
         want, want_logits = greedy(DynamicDecoder(model), contexts, 16)
@@ -267,6 +291,7 @@ def test_quantized_kernels_run_inside_the_captured_step(variant):
     model = models.load(models.resolve_model("embedded:tiny"), "cuda", "bfloat16").model
     quantize(model, variant, backend="triton")
     reference, decoder = StaticDecoder(model, 3, 40), GraphDecoder(model, batch_size=3, max_len=40)
+    assert ("SiLU-gate in the gate/up kernel in" in decoder.describe()) == (variant != "W8A8_INT8")
     pairs = [(reference.prefill(CONTEXTS), decoder.prefill(CONTEXTS))]
     for ids in ([11, 12, 13], [14, 15, 16], [17, 18, 19]):  # the same tokens into both: capture, then replays
         ids = torch.tensor(ids, device="cuda")

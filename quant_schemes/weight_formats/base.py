@@ -74,6 +74,9 @@ class WeightFormat:
     algorithms: ClassVar[tuple[str, ...]] = ()  # calibrated algorithms that produce its weights (rtn always does)
     accumulation: ClassVar[bool] = False  # its Triton GEMM has the fp8 accumulation modes (fast / precise)
     checkpoint_format: ClassVar[str | None] = None  # compressed-tensors `format` it exports as; None: not exported
+    # its kernel takes `gated` (a fused [gate; up] layer's silu(gate) * up, in the decode GEMV's epilogue), so
+    # `matmul(..., gated=True)` works
+    fuses_gate: ClassVar[bool] = False
     # what a count of saturated weights (clipped at the largest code) means for this format, for the report
     saturation_note: ClassVar[str] = (
         "expected 0 with round-to-nearest absmax scales (the largest weight of each group maps to the largest "
@@ -119,8 +122,9 @@ class WeightFormat:
         """(N, K) bool: elements of the weight divided by its element scales that fall past the largest code."""
         raise NotImplementedError
 
-    def matmul(self, layer, x: torch.Tensor) -> torch.Tensor:
-        """y (M, N) of x (M, K) through the layer's resolved kernels (layer.gemm, layer.act_quant)."""
+    def matmul(self, layer, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        """y (M, N) of x (M, K) through the layer's resolved kernels (layer.gemm, layer.act_quant); `gated`
+        (formats with `fuses_gate`): silu(gate) * up of y = [gate | up], (M, N / 2)."""
         raise NotImplementedError
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:

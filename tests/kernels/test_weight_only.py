@@ -199,6 +199,95 @@ def test_fp4_gemv(config, fmt):
     _check(y / ref.abs().max(), ref / ref.abs().max(), f"{fmt} gemv")
 
 
+def _gated_check(y, ungated, ref, what):
+    """The gated output is silu_gate of the same kernel's ungated output (its pre-gate values are that output
+    bit for bit: same tiles, same summation) to one rounding of the output dtype, and the gated reference
+    within the GEMM tolerance."""
+    assert y.shape == (ungated.shape[0], ungated.shape[1] // 2), what
+    expected = _weight_only.silu_gate(ungated)
+    ulp = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 2**-22}[y.dtype]
+    assert_close(y.float(), expected.float(), ulp, 1e-6 * float(expected.abs().max()), what=f"{what} vs ungated")
+    _check(y / ref.abs().max(), ref / ref.abs().max(), f"{what} vs reference")
+
+
+@pytest.mark.parametrize("config", GEMV_CONFIGS.values(), ids=GEMV_CONFIGS.keys())
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_gated_gemv_writes_silu_gate_of_the_fused_gate_up_output(config, variant):
+    """gated=True on a [gate; up] weight: each program pairs gate and up rows and its epilogue writes silu(gate) *
+    up, (M, N / 2); halves not a multiple of the tile (13, 40 rows), M 1 to 4, a bias, split K or not."""
+    bits, asymmetric, group_size, dtype = variant
+    for m, half, k in ((1, 13, 200), (4, 40, 96)):
+        if k % group_size and group_size % 8:
+            k = 240
+        x = torch.randn(m, k, device=DEVICE).to(dtype)
+        qweight, scale, zero_point = _int_weights(2 * half, k, bits, asymmetric, group_size)
+        bias = torch.randn(2 * half, device=DEVICE).to(dtype) if m == 1 else None
+        fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
+        args = (x, qweight, scale, zero_point, None, bias, group_size, fmt, config)
+        ref = w4a16_gemm_ref(x, qweight, scale, zero_point, group_size, bits, bias, gated=True)
+        _gated_check(_weight_only.launch(*args, gated=True), _weight_only.launch(*args), ref, f"M={m} I={half}")
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nvfp4-per-row"])
+def test_gated_fp4_gemv(fmt):
+    m, half, k = 2, 11, 160
+    x = torch.randn(m, k, device=DEVICE).to(torch.bfloat16)
+    w = torch.randn(2 * half, k, device=DEVICE) * torch.logspace(-3, 1, k, device=DEVICE)
+    if fmt == "mxfp4":
+        (packed, scale), gs = mxfp4_quantize_ref(w), None
+    else:
+        packed, scale, gs = nvfp4_quantize_ref(w)
+        if fmt == "nvfp4-per-row":
+            fmt, gs = "nvfp4", _per_row(gs, 2 * half)
+    code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
+    args = (x, packed, scale.view(torch.uint8), None, gs, None, 32 if fmt == "mxfp4" else 16, code,
+            GEMV_CONFIGS["n4-k32-split5"])  # fmt: skip
+    ref = fp4_gemm_ref(x, packed, scale, fmt, gs, gated=True)
+    _gated_check(_weight_only.launch(*args, gated=True), _weight_only.launch(*args), ref, f"{fmt} gated GEMV")
+    assert torch.equal(fp4_gemm(x, packed, scale, fmt, gs, gated=True), fp4_gemm(x, packed, scale, fmt, gs, gated=True))
+
+
+@pytest.mark.parametrize("m", [1, 5, 40], ids=["M1-gemv", "M5-gemm", "M40-gemm"])
+def test_gated_w4a16_gemm_at_every_m(m):
+    """The public entry: the GEMV's epilogue at M <= 4, silu_gate after the GEMM above; leading dims kept; an odd
+    N or a non-bool gated is refused."""
+    k, half = 96, 24
+    x = torch.randn(2, m, k, device=DEVICE).to(torch.bfloat16)
+    qweight, scale, zero_point = _int_weights(2 * half, k, 4, True, 32)
+    y = w4a16_gemm(x, qweight, scale, zero_point, 32, gated=True)
+    assert y.shape == (2, m, half)
+    ref = w4a16_gemm_ref(x, qweight, scale, zero_point, 32, gated=True)
+    _check(y / ref.abs().max(), ref / ref.abs().max(), f"gated w4a16_gemm M={m}")
+    with pytest.raises(ValueError, match=r"a fused \[gate; up\] weight, an even number of rows; got N=47"):
+        w4a16_gemm(x, qweight[:47], scale[:47], zero_point[:47], 32, gated=True)
+    with pytest.raises(ValueError, match="gated must be True or False, got 1"):
+        w4a16_gemm(x, qweight, scale, zero_point, 32, gated=1)
+
+
+def test_the_graph_decoder_gates_in_the_gemv_epilogue():
+    """W4A16 with our Triton kernels (the interpreter on CPU): the graph decoder's gate/up layers run the gated
+    GEMV, no separate SiLU-gate, and give the HF path's tokens and logits (float32, eager steps)."""
+    from evalsuite.decode_graph import GraphDecoder
+    from evalsuite.graphs import DynamicDecoder
+    from evalsuite.kernels import paths
+    from evalsuite.quant_schemes.apply import quantize
+    from tests.test_decode_graph import greedy, random_model
+
+    model = random_model("llama").to(DEVICE)
+    quantize(model, "W4A16", backend="triton")
+    contexts = [[5, 17, 33], [7, 8]]
+    want, want_logits = greedy(DynamicDecoder(model), contexts, 2)
+    decoder = GraphDecoder(model, batch_size=2, max_len=8, graphs=False, fuse=None)
+    assert "SiLU-gate in the gate/up kernel in" in decoder.describe()
+    decoder.fns = {**decoder.fns, "gated": None}  # a call would fail
+    paths.reset()
+    got, got_logits = greedy(decoder, contexts, 2)
+    assert got == want
+    assert any(e["path"] == paths.TRITON_GEMV for e in paths.taken())
+    for a, b in zip(got_logits, want_logits, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
 def test_split_k_gemv_reduces_in_one_launch_and_leaves_its_counters_at_zero():
     """The last program of each tile adds the partials and writes the output; the per-tile counters are back at
     zero for the next call, which gives the same bits."""
