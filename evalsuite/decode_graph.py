@@ -7,8 +7,8 @@
 The HF forward (`graphs.StaticDecoder`, kept as the reference) launches some forty kernels per layer for the norms,
 RoPE, the cache update, the mask and attention. Captured in a CUDA graph their launch cost is gone but each still
 runs as its own small kernel, which at batch 1 takes about as long as the layer's GEMMs. Here the step calls the
-model's own modules for every linear layer (so each variant's kernels run unchanged) and does the rest in four pure-
-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into one or two kernels):
+model's own modules for every linear layer (so each variant's kernels run unchanged) and does the rest in four
+pure-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into one or two kernels):
 add+RMSNorm, RoPE, attention over the static cache, SiLU-gate. The functions themselves, run eagerly, are the
 reference. A fused gate/up layer whose kernel applies the SiLU-gate itself (the weight-only formats: in the decode
 GEMV's epilogue, `QuantLinear.silu_gated`) returns silu(gate) * up directly, and the step's SiLU-gate kernel is
