@@ -314,7 +314,7 @@ def test_on_cuda_the_harness_decodes_with_the_step_unless_it_cannot(monkeypatch)
     assert isinstance(decoder, GraphDecoder)
     assert path == (
         "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 4/4 groups; "
-        "step attention: Triton decode kernel)"
+        "step attention: Triton decode kernel, which writes the new keys and values)"
     )
     decoder, path = pick_decoder(model, 2, 64, step=False)
     assert isinstance(decoder, StaticDecoder) and path == "HF forward in a CUDA graph (asked for)"
