@@ -37,8 +37,7 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
-ORDER_BACKENDS = ("triton", "torch-ref")  # the backends whose W4A16 kernels take a k_order
-GATE_BACKENDS = ("triton", "torch-ref")  # the backends whose weight-only kernels take `gated`
+OWN_BACKENDS = ("triton", "torch-ref")  # the backends whose weight-only kernels take a k_order and `gated`
 
 
 def use_decode_order(model: nn.Module, dtype: torch.dtype) -> int:
@@ -156,7 +155,7 @@ class QuantLinear(nn.Module):
         """Switch kernel backend, e.g. between the Triton kernels and their torch references (to measure the
         noise floor)."""
         backend = get_backend(backend)
-        if self.k_order is not None and backend.name not in ORDER_BACKENDS:
+        if self.k_order is not None and backend.name not in OWN_BACKENDS:
             self.use_k_order(None)  # another backend's kernels read the codes in K order
         fmt = self.format
         self.gemm = backend.resolve(fmt.kernel)
@@ -263,8 +262,8 @@ class QuantLinear(nn.Module):
         if self.k_order is not None:
             self.qdata = _int4_mma_gemv.from_mma_order(self.qdata, self.in_features)
         if k_order is not None:
-            if self.kind != "wna16" or self.backend.name not in ORDER_BACKENDS:
-                raise ValueError(f"k_order {k_order!r} is for wna16 layers on {ORDER_BACKENDS}; this layer is "
+            if self.kind != "wna16" or self.backend.name not in OWN_BACKENDS:
+                raise ValueError(f"k_order {k_order!r} is for wna16 layers on {OWN_BACKENDS}; this layer is "
                                  f"{self.kind} on {self.backend.name!r}")  # fmt: skip
             check_k_order(k_order, self.storage_bits, self.in_features, self.group_size, "use_k_order")
             self.qdata = _int4_mma_gemv.to_mma_order(self.qdata, self.in_features)
@@ -303,31 +302,30 @@ class QuantLinear(nn.Module):
         return self.stored_weight().nbytes + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._matmul(x)
+
+    def _matmul(self, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        """(..., K) -> (..., N), or with `gated` silu(gate) * up, (..., N / 2)."""
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.path is not None:
             paths.record(*self.path, x2.shape[0])
         with on_device(x):
-            y = self.format.matmul(self, x2)  # (M, N)
-        return y.reshape(*x.shape[:-1], self.out_features)
+            y = self.format.matmul(self, x2, gated=True) if gated else self.format.matmul(self, x2)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
 
     @property
     def fuses_gate(self) -> bool:
         """Whether `silu_gated` runs: a weight-only format whose kernels apply the SiLU-gate themselves."""
-        return self.format.fuses_gate and self.backend.name in GATE_BACKENDS
+        return self.format.fuses_gate and self.backend.name in OWN_BACKENDS
 
     def silu_gated(self, x: torch.Tensor) -> torch.Tensor:
         """For a fused [gate; up] layer (`QuantLinear.concatenated` of the two): silu(gate) * up of its output,
         (..., out_features / 2), applied by the layer's kernel (in the decode GEMV's epilogue, where that runs:
         no second kernel, no (M, 2I) output written and read back)."""
         if not self.fuses_gate or self.out_features % 2:
-            raise ValueError(f"silu_gated needs an even out_features and a {', '.join(GATE_BACKENDS)} layer of a "
+            raise ValueError(f"silu_gated needs an even out_features and a {', '.join(OWN_BACKENDS)} layer of a "
                              f"format whose kernels fuse it; this one: {self.extra_repr()}")  # fmt: skip
-        x2 = x.reshape(-1, self.in_features)
-        if self.path is not None:
-            paths.record(*self.path, x2.shape[0])
-        with on_device(x):
-            y = self.format.matmul(self, x2, gated=True)
-        return y.reshape(*x.shape[:-1], self.out_features // 2)
+        return self._matmul(x, gated=True)
 
     def extra_repr(self) -> str:
         return (
