@@ -15,10 +15,10 @@ GEMV's epilogue, `QuantLinear.silu_gated`) returns silu(gate) * up directly, and
 gone. On NVIDIA GPUs the step's attention is our Triton decode kernel instead (kernels/decode_attention.py): split
 along the cache for parallelism at batch 1, and reading only the slots filled so far, where the compiled `attend`
 reads the whole cache allocated for the longest generation. The cache is one (2, B, Hkv, L, D) tensor per layer,
-written by the RoPE function with one `index_copy_`, or in the step, where the Triton kernel attends, by that kernel
-(`rope_heads` then returns the rotated heads and the new values as one tensor: two kernels for RoPE, none for the
-cache write, where there were three); the step's position, write index and mask live in device buffers that the
-graph updates itself, so a step is one copy of the new ids plus one replay.
+written by the RoPE function with one `index_copy_`, or in the step, where the Triton kernel attends, by that kernel,
+which also applies RoPE (and Qwen3's q/k norms) to the projections as the fused q/k/v layer left them: no kernel of
+its own for RoPE or the cache write, where there were three; the step's position, write index and mask live in
+device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
@@ -109,21 +109,6 @@ def rope(q, k, v, cos, sin, head_dim: int, qk_norm: tuple | None, cache: torch.T
     return q
 
 
-def rope_heads(q, k, v, cos, sin, head_dim: int, qk_norm: tuple | None) -> torch.Tensor:
-    """As `rope` without the cache write, for a step whose attention kernel writes the new keys and values
-    itself: (B, T, H*D) projections -> one (B, T, H + 2 Hkv, D) tensor of the rotated query heads, the rotated
-    key heads and the value heads. Compiled by Inductor it is two kernels where `rope`'s two outputs and its
-    cache write were three (H100, Llama-3.1-8B shapes, batch 1: 1.9 + 2.6 us a layer against 2.0 + 1.4 + 1.7;
-    `_rotate`'s concatenation inside the outer one is realized as a kernel of its own)."""
-    b, t = q.shape[:2]
-    q = q.view(b, t, -1, head_dim)
-    k = k.view(b, t, -1, head_dim)
-    if qk_norm is not None:
-        q, k = rms_norm(q, qk_norm[0], qk_norm[2]), rms_norm(k, qk_norm[1], qk_norm[2])
-    rotated = _rotate(torch.cat((q, k), dim=2), cos[:, :, None], sin[:, :, None])
-    return torch.cat((rotated, v.view(b, t, -1, head_dim)), dim=2)
-
-
 def attend(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """q (B, H, T, D) over the cache kv (2, B, Hkv, L, D) where mask (B, T, L) is True -> (B, T, H*D). Query
     heads are grouped over their shared key head (head h reads key head h // (H / Hkv)), as HF's repeat_kv
@@ -153,8 +138,7 @@ def gated(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.silu(gate) * up
 
 
-EAGER = {"norm": rms_norm, "add_norm": add_norm, "rope": rope, "rope_heads": rope_heads, "attend": attend,
-         "gated": gated}  # fmt: skip
+EAGER = {"norm": rms_norm, "add_norm": add_norm, "rope": rope, "attend": attend, "gated": gated}
 PREFILL = {**EAGER, "attend": attend_prefill}
 _COMPILED: dict = {}
 
@@ -190,6 +174,15 @@ def _no_recompile():
 
         return nullcontext()
     return stance("fail_on_recompile")
+
+
+def _key_values(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """The new keys and values (B, 1, Hkv*D) each as one (B, 2, Hkv, D) tensor for the attention kernel: a view
+    where the fused q/k/v layer left them side by side in its output, else (separate layers) a stacked copy."""
+    b, _, width = k.shape
+    if k.stride() == v.stride() and k.stride(-1) == 1 and v.data_ptr() == k.data_ptr() + width * k.element_size():
+        return k.as_strided((b, 2, width // head_dim, head_dim), (k.stride(0), width, head_dim, 1))
+    return torch.stack((k, v), dim=1).view(b, 2, -1, head_dim)
 
 
 def _gates_itself(group) -> bool:
@@ -247,8 +240,8 @@ class GraphDecoder:
             from evalsuite.kernels.decode_attention import decode_attention
 
             write = self.write
-            self.fns = {**self.fns, "attend_write": lambda q, kv, mask, scale, new_kv: decode_attention(
-                q, kv, mask, scale, write, new_kv=new_kv)}  # fmt: skip
+            self.fns = {**self.fns, "attend_write": lambda q, kv, mask, scale, new_kv, rope, qk_norm: decode_attention(
+                q, kv, mask, scale, write, new_kv=new_kv, rope=rope, qk_norm=qk_norm)}  # fmt: skip
         self.graph = None
         self.logits = None
         self.calls = 0
@@ -261,7 +254,7 @@ class GraphDecoder:
         if any(self.gate_in_kernel):
             self.path += f"; SiLU-gate in the gate/up kernel in {sum(self.gate_in_kernel)}/{len(self.groups)} layers"
         if attention == "triton":
-            self.path += "; step attention: Triton decode kernel, which writes the new keys and values"
+            self.path += "; step attention: Triton decode kernel, which applies RoPE and writes the new keys and values"
         if not self.graphs:
             why = "switched off" if self.device.type == "cuda" else "they need CUDA"
             log.info("graph decoder on %s: CUDA graphs skipped (%s), steps run eagerly", self.device, why)
@@ -292,10 +285,12 @@ class GraphDecoder:
             if hasattr(attn, "q_norm"):
                 qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
             projections = qkv(x) if isinstance(qkv, FusedGroup) else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
-            if "attend_write" in fns:  # one token per row; the attention kernel writes it into the cache
-                new = fns["rope_heads"](*projections, cos, sin, self.head_dim, qk_norm)
-                q, new_kv = new[:, :, :heads].transpose(1, 2), new[:, 0, heads:].view(b, 2, -1, self.head_dim)
-                attended = fns["attend_write"](q, self.kv[i], mask, self.scale, new_kv)
+            if "attend_write" in fns:  # one token per row; the attention kernel rotates it and writes the cache
+                q, k, v = projections
+                q = q.view(b, 1, heads, self.head_dim).transpose(1, 2)
+                new_kv = _key_values(k, v, self.head_dim)
+                rotation = (cos[:, 0], sin[:, 0])
+                attended = fns["attend_write"](q, self.kv[i], mask, self.scale, new_kv, rotation, qk_norm)
             else:
                 q = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm, self.kv[i], index)
                 attended = fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale)

@@ -3,6 +3,7 @@
     out = decode_attention(q, kv, mask, scale, last=write)   # q (B, H, 1, D), kv (2, B, Hkv, L, D) -> (B, 1, H*D)
     out = decode_attention_ref(q, kv, mask, scale, last=write)  # the pure-torch definition
     out = decode_attention(q, kv, mask, scale, last=write, new_kv=kv_new)  # kv_new (B, 2, Hkv, D) written first
+    out = decode_attention(q, kv, mask, scale, last=write, new_kv=kv_new, rope=(cos, sin), qk_norm=(wq, wk, eps))
 
 `mask` (B, 1, L) is True where a slot may be read. `last` (optional, a one-element integer device tensor) is
 the newest written slot: slots after it are never read, so a cache allocated for the longest generation costs
@@ -32,12 +33,26 @@ import torch
 import triton
 import triton.language as tl
 
+from ._bits import bf16_rne
 from ._launch import check_device, check_tensor, interpreting, num_sms
 from ._weight_only_gemv import split_counters
 
 WHO = "decode_attention"
 TILE_BYTES = 32 * 1024  # the most one K or V tile may take in shared memory (bf16 at 128 keys x 128 dims)
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def rope_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
+    """x (B, heads, D) rotated by cos, sin (B, D) as the kernel rotates q and the new keys: first, with `norm`
+    (weight, eps), the HF RMSNorm of each head (fp32, rounded to x's dtype, times the weight in x's dtype), then
+    x * cos + rotate_half(x) * sin in fp32, rounded once to x's dtype."""
+    if norm is not None:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm[1])
+        x = norm[0] * x32.to(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x.float() * cos.float()[:, None] + rotated.float() * sin.float()[:, None]).to(x.dtype)
 
 
 def decode_attention_ref(
@@ -47,11 +62,17 @@ def decode_attention_ref(
     scale: float,
     last: torch.Tensor | None = None,
     new_kv: torch.Tensor | None = None,
+    rope: tuple | None = None,
+    qk_norm: tuple | None = None,
 ) -> torch.Tensor:
     """The graph decoder's `attend` at one token (the same operations, so the same bits; a test holds them
     equal), with slots after `last` masked: each key head's query group in one matmul in q's dtype, softmax in
     fp32, probabilities back in V's dtype for the second matmul. `new_kv` is first written into kv at slot
-    `last`, in place."""
+    `last`, in place; with `rope`, q and its keys are rotated first (`rope_ref`)."""
+    if rope is not None:
+        norms = (None, None) if qk_norm is None else ((qk_norm[0], qk_norm[2]), (qk_norm[1], qk_norm[2]))
+        q = rope_ref(q[:, :, 0], *rope, norms[0]).unsqueeze(2)
+        new_kv = torch.stack((rope_ref(new_kv[:, 0], *rope, norms[1]), new_kv[:, 1]), dim=1)
     if new_kv is not None:
         kv.index_copy_(3, last.reshape(1), new_kv.transpose(0, 1).unsqueeze(3))
     b, heads, _, d = q.shape
@@ -67,13 +88,45 @@ def decode_attention_ref(
 
 
 @triton.jit
+def _rope_rows(rows, ok, offs_d, D, cos, sin, w_ptr, eps, QK_NORM: tl.constexpr, RNE: tl.constexpr):
+    """The (R, BLOCK_D) rows at pointers `rows` (R, 1), rotated (`rope_ref`): cos, sin (1, BLOCK_D) fp32; each
+    element's rotate-half partner is loaded from its own address (L1), so no register shuffles. RNE (bf16 on
+    the interpreter, whose casts truncate): round to bf16 with integer operations first."""
+    half = D // 2
+    first = offs_d < half
+    offs_p = tl.where(first, offs_d + half, offs_d - half)
+    d_ok = offs_d < D
+    x = tl.load(rows + offs_d[None, :], mask=ok & d_ok[None, :], other=0.0)
+    xp = tl.load(rows + offs_p[None, :], mask=ok & d_ok[None, :], other=0.0)
+    dtype = x.dtype
+    x, xp = x.to(tl.float32), xp.to(tl.float32)
+    if QK_NORM:
+        r = tl.math.rsqrt(tl.sum(x * x, axis=1) / D + eps)[:, None]  # the same per row for x and its partners
+        w = tl.load(w_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        wp = tl.load(w_ptr + offs_p, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        x, xp = x * r, xp * r
+        if RNE:
+            x, xp = bf16_rne(x), bf16_rne(xp)
+        x = x.to(dtype).to(tl.float32) * w
+        xp = xp.to(dtype).to(tl.float32) * wp
+        if RNE:
+            x, xp = bf16_rne(x), bf16_rne(xp)
+        x, xp = x.to(dtype).to(tl.float32), xp.to(dtype).to(tl.float32)
+    out = x * cos + tl.where(first[None, :], -xp, xp) * sin
+    if RNE:
+        out = bf16_rne(out)
+    return out.to(dtype)
+
+
+@triton.jit
 def _decode_attention_kernel(
-    q_ptr, kv_ptr, mask_ptr, last_ptr, out_ptr, ws_ptr, count_ptr, new_ptr,
-    L, D, GROUP, KV_HEADS, scale,
+    q_ptr, kv_ptr, mask_ptr, last_ptr, out_ptr, ws_ptr, count_ptr, new_ptr, cos_ptr, sin_ptr, wq_ptr, wk_ptr,
+    L, D, GROUP, KV_HEADS, scale, eps,
     stride_qb, stride_qh, stride_kv, stride_kb, stride_kh, stride_kl, stride_mb, stride_ob,
-    stride_nb, stride_nkv, stride_nh,
-    HAS_LAST: tl.constexpr, WRITE: tl.constexpr, SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
-    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    stride_nb, stride_nkv, stride_nh, stride_cb,
+    HAS_LAST: tl.constexpr, WRITE: tl.constexpr, ROPE: tl.constexpr, QK_NORM: tl.constexpr, RNE: tl.constexpr,
+    SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
     """Program (row and key head, split). The head's query group is padded to BLOCK_G >= 16 rows for the
     tensor-core products; the padding rows read zeros and are never stored. PRECISION: "ieee" for fp32 inputs
@@ -88,8 +141,13 @@ def _decode_attention_kernel(
     g_ok = offs_g < GROUP
     d_ok = offs_d < D
     heads = j * GROUP + offs_g
-    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=g_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+    q_rows = q_ptr + b * stride_qb + heads[:, None] * stride_qh
+    if ROPE:
+        cos = tl.load(cos_ptr + b * stride_cb + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        sin = tl.load(sin_ptr + b * stride_cb + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        q = _rope_rows(q_rows, g_ok[:, None], offs_d, D, cos, sin, wq_ptr, eps, QK_NORM, RNE)
+    else:
+        q = tl.load(q_rows + offs_d[None, :], mask=g_ok[:, None] & d_ok[None, :], other=0.0)
     n = L
     if HAS_LAST:
         n = tl.minimum(tl.load(last_ptr).to(tl.int32) + 1, L)
@@ -101,7 +159,12 @@ def _decode_attention_kernel(
         if (lo <= n - 1) & (n - 1 < hi):
             new = new_ptr + b * stride_nb + j * stride_nh + offs_d
             slot = k_base + (n - 1) * stride_kl + offs_d
-            tl.store(slot, tl.load(new, mask=d_ok), mask=d_ok)
+            if ROPE:
+                key_row = new_ptr + b * stride_nb + j * stride_nh + tl.zeros((1, 1), tl.int32)
+                key = _rope_rows(key_row, (offs_d >= 0)[None, :], offs_d, D, cos, sin, wk_ptr, eps, QK_NORM, RNE)
+                tl.store(slot[None, :], key, mask=d_ok[None, :])
+            else:
+                tl.store(slot, tl.load(new, mask=d_ok), mask=d_ok)
             tl.store(slot + stride_kv, tl.load(new + stride_nkv, mask=d_ok), mask=d_ok)
         tl.debug_barrier()  # the slot is written before any thread of this program reads it
     m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
@@ -196,6 +259,8 @@ def decode_attention(
     splits: int | None = None,
     block_l: int | None = None,
     new_kv: torch.Tensor | None = None,
+    rope: tuple | None = None,
+    qk_norm: tuple | None = None,
 ) -> torch.Tensor:
     """See the module docstring; `splits` and `block_l` (keys per step, a power of two >= 16) override the
     defaults (tests, `evalsuite bench kernels --only decode_attention`)."""
@@ -215,8 +280,24 @@ def decode_attention(
         if last is None:
             raise ValueError(f"{WHO}: new_kv is written at slot `last`: pass last as well")
         check_tensor(new_kv, "new_kv", WHO, (q.dtype,), (b, 2, kv_heads, d), q.device)
-    if any(t is not None and t.stride(-1) != 1 for t in (q, kv, mask, new_kv)):
-        raise ValueError(f"{WHO}: q, kv, mask and new_kv need a contiguous last dimension")
+    if qk_norm is not None and rope is None:
+        raise ValueError(f"{WHO}: qk_norm is applied before the rotation: pass rope as well")
+    if rope is not None:
+        if new_kv is None:
+            raise ValueError(f"{WHO}: rope rotates q and the new keys: pass new_kv as well")
+        if d % 2:
+            raise ValueError(f"{WHO}: rope needs an even head size, got {d}")
+        for name, t in zip(("cos", "sin"), rope, strict=True):
+            check_tensor(t, name, WHO, DTYPES, (b, d), q.device)
+        if rope[0].stride() != rope[1].stride():
+            raise ValueError(f"{WHO}: cos and sin must have the same strides, got {rope[0].stride()} and "
+                             f"{rope[1].stride()}")  # fmt: skip
+    if qk_norm is not None:
+        for name, t in zip(("qk_norm's q weight", "qk_norm's k weight"), qk_norm[:2], strict=True):
+            check_tensor(t, name, WHO, DTYPES, (d,), q.device)
+    extra = (*(rope or ()), *(qk_norm[:2] if qk_norm is not None else ()))
+    if any(t is not None and t.stride(-1) != 1 for t in (q, kv, mask, new_kv, *extra)):
+        raise ValueError(f"{WHO}: q, kv, mask, new_kv, rope and qk_norm need a contiguous last dimension")
     group = heads // kv_heads
     programs = b * kv_heads
     sms = num_sms(q.device)
@@ -232,12 +313,15 @@ def decode_attention(
         ws = torch.empty(programs * splits * block_g * (block_d + 2), dtype=torch.float32, device=q.device)
         counters = split_counters(q.device, programs)
     new = new_kv if new_kv is not None else out
+    cos, sin = rope if rope is not None else (out, out)
+    wq, wk, eps = qk_norm if qk_norm is not None else (out, out, 0.0)
     _decode_attention_kernel[(programs, splits)](
-        q, kv, mask.view(torch.uint8), last if last is not None else out, out, ws, counters, new,
-        length, d, group, kv_heads, float(scale),
+        q, kv, mask.view(torch.uint8), last if last is not None else out, out, ws, counters, new, cos, sin, wq, wk,
+        length, d, group, kv_heads, float(scale), float(eps),
         q.stride(0), q.stride(1), kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3), mask.stride(0),
-        out.stride(0), *(new.stride()[:3] if new_kv is not None else (0, 0, 0)),
-        HAS_LAST=last is not None, WRITE=new_kv is not None, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l,
+        out.stride(0), *(new.stride()[:3] if new_kv is not None else (0, 0, 0)), cos.stride(0),
+        HAS_LAST=last is not None, WRITE=new_kv is not None, ROPE=rope is not None, QK_NORM=qk_norm is not None,
+        RNE=interpreting() and q.dtype == torch.bfloat16, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l,
         BLOCK_D=block_d,
         PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(), num_warps=4,
     )  # fmt: skip

@@ -140,20 +140,10 @@ def test_the_compiled_functions_trace_without_graph_breaks():
     assert got == want
     assert set(decoder.fns) == set(EAGER) and all(decoder.fns[n] is not EAGER[n] for n in EAGER)
     # one graph per function for every layer and step: no guard on which layer's weights came in (a
-    # recompile per layer would hit dynamo's limit, and inside a capture fail_on_recompile); `rope_heads` runs
-    # only where our attention kernel writes the cache (CUDA), and is traced on its own below
-    used = len(EAGER) - 1
-    assert counters["stats"]["unique_graphs"] == used
+    # recompile per layer would hit dynamo's limit, and inside a capture fail_on_recompile)
+    assert counters["stats"]["unique_graphs"] == len(EAGER)
     greedy(GraphDecoder(model, batch_size=3, max_len=20, fuse="aot_eager"), CONTEXTS, 3)
-    assert counters["stats"]["unique_graphs"] == used  # a new cache length: compiled dynamic, no recompile
-    attn = model.model.layers[0].self_attn
-    qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
-    for batch in (3, 2):
-        q, k, v = (torch.randn(batch, 1, n * 16) for n in (4, 2, 2))
-        cos, sin = torch.randn(2, batch, 1, 16)
-        args = (q, k, v, cos, sin, 16, qk_norm)
-        torch.testing.assert_close(decoder.fns["rope_heads"](*args), EAGER["rope_heads"](*args))
-    assert counters["stats"]["unique_graphs"] == used + 1
+    assert counters["stats"]["unique_graphs"] == len(EAGER)  # a new cache length: compiled dynamic, no recompile
 
 
 def test_a_recompile_where_the_graph_is_captured_fails_loudly():
@@ -264,7 +254,7 @@ def test_cuda_graph_steps_give_the_eager_tokens_on_the_gpu(monkeypatch):
     assert decoder.graphs
     assert decoder.describe() == (
         "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 8/8 groups; "
-        "step attention: Triton decode kernel, which writes the new keys and values)"
+        "step attention: Triton decode kernel, which applies RoPE and writes the new keys and values)"
     )
     for contexts in (CONTEXTS, [[9, 8, 7, 6, 5], [4, 3]]):
         want, want_logits = greedy(DynamicDecoder(model), contexts, 16)
@@ -314,7 +304,7 @@ def test_on_cuda_the_harness_decodes_with_the_step_unless_it_cannot(monkeypatch)
     assert isinstance(decoder, GraphDecoder)
     assert path == (
         "graph decoder (cuda-graph, inductor-compiled; q/k/v and gate/up fused in 4/4 groups; "
-        "step attention: Triton decode kernel, which writes the new keys and values)"
+        "step attention: Triton decode kernel, which applies RoPE and writes the new keys and values)"
     )
     decoder, path = pick_decoder(model, 2, 64, step=False)
     assert isinstance(decoder, StaticDecoder) and path == "HF forward in a CUDA graph (asked for)"

@@ -35,8 +35,9 @@ GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
               PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
-        "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "scale": "fp32"}
-ATTN_C = dict(HAS_LAST=True, WRITE=False, SPLITS=6, BLOCK_G=16, BLOCK_L=64, BLOCK_D=128, PRECISION=None,
+        "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
+        "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}
+ATTN_C = dict(HAS_LAST=True, WRITE=False, ROPE=False, QK_NORM=False, RNE=False, SPLITS=6, BLOCK_G=16, BLOCK_L=64, BLOCK_D=128, PRECISION=None,
               DOT_IN_FP32=False)
 W8 = {"x_ptr": "*bf16", "w_ptr": "*i32", "bs_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16",
       "ws_ptr": "*i32", "count_ptr": "*i32"}
@@ -68,9 +69,12 @@ ptx = {
     "attention-bf16": lambda: compile(decode_attention._decode_attention_kernel, ATTN, ATTN_C),
     "attention-bf16-write": lambda: compile(decode_attention._decode_attention_kernel, ATTN,
                                             {**ATTN_C, "WRITE": True}),
+    "attention-bf16-rope-norm": lambda: compile(decode_attention._decode_attention_kernel, ATTN,
+                                                {**ATTN_C, "WRITE": True, "ROPE": True, "QK_NORM": True}),
     "attention-fp32": lambda: compile(decode_attention._decode_attention_kernel,
                                       {**ATTN, "q_ptr": "*fp32", "kv_ptr": "*fp32", "out_ptr": "*fp32",
-                                       "new_ptr": "*fp32"},
+                                       "new_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
+                                       "wq_ptr": "*fp32", "wk_ptr": "*fp32"},
                                       {**ATTN_C, "PRECISION": "ieee", "SPLITS": 1}),
     "act-quant-fp8": lambda: compile(act_quant._act_quant_row_kernel, AQ, AQ_C),
     "w4a16-gemm": lambda: compile(_weight_only._weight_only_kernel, WO, WO_C),
@@ -92,6 +96,7 @@ CASES = {
     "w8a8-gemv": ["dp4a.s32.s32", "atom.global.gpu.acq_rel"],
     "attention-bf16": ["mma.sync"],
     "attention-bf16-write": ["mma.sync", "bar.sync"],
+    "attention-bf16-rope-norm": ["mma.sync", "bar.sync", "rsqrt.approx"],
     "attention-fp32": ["fma.rn.f32"],
     "act-quant-fp8": ["cvt.rn.satfinite.e4m3x2.f32"],
     "w4a16-gemm": ["mma"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evalsuite.decode_graph import GraphDecoder, attend
-from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref, pick_launch
+from evalsuite.kernels.decode_attention import decode_attention, decode_attention_ref, pick_launch, rope_ref
 from tests.kernels.common import DEVICE, shapes
 from tests.utils import assert_close
 
@@ -116,6 +116,96 @@ def test_writes_the_new_key_and_value_at_last_before_reading_it(last, dtype, spl
     assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last}")
 
 
+def _rotation(b: int, d: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, D) of Llama's layout: each row's D / 2 angles, repeated for the two halves."""
+    angles = torch.rand(b, d // 2) * 20
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+ROPE_TOL = {torch.float32: (1e-6, 1e-6), torch.bfloat16: (1e-2, 1e-2)}  # bf16: one rounding of the rotation
+
+
+@pytest.mark.parametrize("qk_norm", [False, True], ids=["rope", "qk-norm+rope"])
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("last", [0, 129])
+def test_rotates_q_and_the_new_key_before_writing_and_attending(last, dtype, splits, qk_norm):
+    """rope (and Qwen3's q/k norms): q and the new key as the projections left them, rotated in the kernel; the
+    cache and the output are the reference's, which rotates first (`rope_ref`). q is a transposed view of a
+    (B, 1, H*D) projection and new_kv a view into a wider tensor, as the decoder passes them."""
+    b, heads, kv_heads, length, d = 2, 8, 2, 130, 32
+    _, kv, mask = _inputs((b, heads, kv_heads, length, d), dtype, last)
+    q = torch.randn(b, 1, heads * d + 16).to(dtype)[..., : heads * d].view(b, 1, heads, d).transpose(1, 2)
+    new_kv = torch.randn(b, 2, kv_heads, d + 16).to(dtype)[..., 8 : 8 + d]
+    rope = _rotation(b, d, dtype)
+    norm = (torch.rand(d).to(dtype) + 0.5, torch.rand(d).to(dtype) + 0.5, 1e-6) if qk_norm else None
+    scale = d**-0.5
+    kv_ref, last_t = kv.clone(), torch.tensor([last])
+    expected = decode_attention_ref(q, kv_ref, mask, scale, last_t, new_kv=new_kv, rope=rope, qk_norm=norm)
+    kv_dev = kv.to(DEVICE)
+    to_dev = lambda t: tuple(x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in t)  # noqa: E731
+    got = decode_attention(
+        q.to(DEVICE),
+        kv_dev,
+        mask.to(DEVICE),
+        scale,
+        last_t.to(DEVICE),
+        splits=splits,
+        new_kv=new_kv.to(DEVICE),
+        rope=to_dev(rope),
+        qk_norm=to_dev(norm) if norm else None,
+    )
+    kv_got = kv_dev.cpu()
+    others = torch.arange(length) != last
+    assert torch.equal(kv_got[:, :, :, others], kv[:, :, :, others]), "only slot `last` is written"
+    assert torch.equal(kv_got[1], kv_ref[1]), "the values are written as they came"
+    assert not torch.equal(kv_ref[0, :, :, last], new_kv[:, 0]), "the reference rotated the keys"
+    assert_close(kv_got[0, :, :, last], kv_ref[0, :, :, last], *ROPE_TOL[dtype], what="the rotated keys")
+    assert_close(got.cpu(), expected, *TOL[dtype], what=f"splits={splits} last={last}")
+
+
+def test_rope_ref_is_the_decoders_rope():
+    """`rope_ref` against the graph decoder's `rope` (the HF rotate-half form), Qwen3's norms included, in fp32."""
+    from evalsuite.decode_graph import rope
+
+    b, heads, kv_heads, d = 3, 4, 2, 16
+    q, k, v = (torch.randn(b, 1, n * d) for n in (heads, kv_heads, kv_heads))
+    cos, sin = _rotation(b, d, torch.float32)
+    norm = (torch.rand(d) + 0.5, torch.rand(d) + 0.5, 1e-6)
+    cache = torch.zeros(2, b, kv_heads, 4, d)
+    want_q = rope(q, k, v, cos[:, None], sin[:, None], d, norm, cache, torch.tensor([2]))
+    got_q = rope_ref(q.view(b, heads, d), cos, sin, (norm[0], norm[2]))
+    torch.testing.assert_close(got_q, want_q[:, :, 0], atol=1e-6, rtol=1e-6)
+    got_k = rope_ref(k.view(b, kv_heads, d), cos, sin, (norm[1], norm[2]))
+    torch.testing.assert_close(got_k, cache[0, :, :, 2], atol=1e-6, rtol=1e-6)
+
+
+def test_rope_needs_new_kv_an_even_head_and_its_shapes():
+    q, kv, mask = (t.to(DEVICE) for t in _inputs((1, 4, 2, 40, 16), torch.float32))
+    last = torch.tensor([3], device=DEVICE)
+    new_kv = torch.zeros(1, 2, 2, 16, device=DEVICE)
+    rope = tuple(t.to(DEVICE) for t in _rotation(1, 16, torch.float32))
+    norm = (torch.ones(16, device=DEVICE), torch.ones(16, device=DEVICE), 1e-6)
+    with pytest.raises(ValueError, match="rope rotates q and the new keys: pass new_kv as well"):
+        decode_attention(q, kv, mask, 0.25, last, rope=rope)
+    with pytest.raises(ValueError, match="qk_norm is applied before the rotation: pass rope as well"):
+        decode_attention(q, kv, mask, 0.25, last, new_kv=new_kv, qk_norm=norm)
+    with pytest.raises(ValueError, match=r"cos must have shape \(1, 16\), got \(1, 8\)"):
+        decode_attention(q, kv, mask, 0.25, last, new_kv=new_kv, rope=(rope[0][:, :8], rope[1]))
+    with pytest.raises(ValueError, match=r"qk_norm's k weight must have shape \(16\), got \(15,\)"):
+        decode_attention(q, kv, mask, 0.25, last, new_kv=new_kv, rope=rope, qk_norm=(norm[0], norm[1][:15], 1e-6))
+    odd = [t.to(DEVICE) for t in _inputs((1, 4, 2, 40, 15), torch.float32)]
+    with pytest.raises(ValueError, match="rope needs an even head size, got 15"):
+        decode_attention(
+            *odd,
+            0.25,
+            last,
+            new_kv=torch.zeros(1, 2, 2, 15, device=DEVICE),
+            rope=(torch.ones(1, 15, device=DEVICE),) * 2,
+        )
+
+
 def test_new_kv_needs_last_and_its_shape():
     q, kv, mask = (t.to(DEVICE) for t in _inputs((1, 4, 2, 40, 16), torch.float32))
     new_kv = torch.zeros(1, 2, 2, 16, device=DEVICE)
@@ -127,15 +217,15 @@ def test_new_kv_needs_last_and_its_shape():
 
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_the_decoder_whose_kernel_writes_the_cache_matches_the_one_whose_rope_does(kind):
-    """float32, eager steps: the graph decoder with our kernel (`rope_heads`, the kernel writing the new keys and
-    values) gives the tokens, logits and cache of the one with `attend` (`rope` writing them); Qwen3's
-    per-head q/k norms included."""
+    """float32, eager steps: the graph decoder with our kernel (which rotates q and the new keys and writes the
+    keys and values) gives the tokens, logits and cache of the one with `rope` and `attend`; Qwen3's per-head q/k
+    norms included."""
     from tests.test_decode_graph import CONTEXTS, greedy, random_model
 
     model = random_model(kind).to(DEVICE)
     decoders = [GraphDecoder(model, batch_size=3, max_len=24, attention=a, graphs=False) for a in ("triton", "torch")]
     (got, got_logits), (want, want_logits) = (greedy(d, CONTEXTS, 8) for d in decoders)
-    assert "writes the new keys and values" in decoders[0].describe()
+    assert "applies RoPE and writes the new keys and values" in decoders[0].describe()
     assert got == want
     for a, b in zip(got_logits, want_logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
