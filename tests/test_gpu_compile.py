@@ -37,8 +37,8 @@ GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
         "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}
-ATTN_C = dict(HAS_LAST=True, WRITE=False, ROPE=False, QK_NORM=False, RNE=False, SPLITS=6, BLOCK_G=16, BLOCK_L=64, BLOCK_D=128, PRECISION=None,
-              DOT_IN_FP32=False)
+ATTN_C = dict(HAS_LAST=True, WRITE=False, ROPE=False, QK_NORM=False, RNE=False, SPLITS=6, BLOCK_G=16, BLOCK_L=64,
+              BLOCK_D=128, PRECISION=None, DOT_IN_FP32=False)
 W8 = {"x_ptr": "*bf16", "w_ptr": "*i32", "bs_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16",
       "ws_ptr": "*i32", "count_ptr": "*i32"}
 W8_C = dict(HAS_BIAS=True, SPLIT_K=4, BF16_RNE=False, DP4A=True, EXACT_DIV=False, ROW_BLOCK=4096, BLOCK_N=64,
