@@ -28,8 +28,8 @@ SHAPES = {"8b-qkv": (6144, 4096, False), "8b-o": (4096, 4096, False), "8b-down":
           "8b-gate_up": (28672, 4096, True)}  # fmt: skip
 FORMATS = ("int4", "nvfp4")
 REP = 40
-TILES = ((32, 1), (32, 2), (64, 2), (64, 4), (128, 4), (128, 8))  # (rows, warps)
-PER_SM = (2, 4, 8, 16)
+TILES = ((16, 1), (32, 1), (32, 2), (64, 2), (64, 4), (128, 4), (128, 8))  # (rows, warps)
+PER_SM = (1, 2, 4, 8, 16)  # 1: no split where N alone fills an SM once
 TALL_TILES = ((16, 1), (32, 1), (32, 2), (64, 2), (64, 4))
 TALL_PER_SM = (1, 2, 4)
 
