@@ -386,3 +386,50 @@ def test_fp4_gemm_with_a_global_scale_per_row_is_the_row_blocks_apart(m):
     apart = torch.cat([fp4_gemm(x, b[0], b[1], "nvfp4", b[2], c) for b, c in zip(blocks, biases, strict=True)], dim=-1)
     atol, rtol = (0, 0) if interpreting() else GEMM_TOL[torch.bfloat16]
     assert_close(y.cpu(), apart.cpu(), atol=atol, rtol=rtol, what="fused rows vs the blocks apart")
+
+
+def test_dependent_launches_apply_only_inside_and_only_where_the_gpu_has_them():
+    from evalsuite.kernels._launch import dependent, dependent_launches, programmatic_launch
+
+    device = torch.device(DEVICE)
+    assert not dependent(device)
+    with dependent_launches():
+        assert dependent(device) == programmatic_launch(device)
+        with dependent_launches(False):
+            assert not dependent(device)
+    assert not dependent(device)
+
+
+@pytest.mark.skipif(DEVICE != "cuda" or torch.cuda.get_device_capability() < (9, 0), reason="needs sm_90 or later")
+def test_a_dependent_gemv_reads_the_attention_output_of_the_same_replay():
+    """In a CUDA graph: the decode attention (which lets the next kernel launch at once), then the int4 GEMV of
+    its output as a programmatic dependent launch (which prefetches W, then waits). Each replay gets new queries:
+    were the wait missing, the GEMV would read the previous replay's attention output."""
+    from evalsuite.kernels._launch import dependent_launches
+    from evalsuite.kernels.decode_attention import decode_attention
+
+    b, heads, kv_heads, length, d = 1, 32, 8, 600, 128
+    q = torch.randn(b, heads, 1, d, device=DEVICE, dtype=torch.bfloat16)
+    kv = torch.randn(2, b, kv_heads, length, d, device=DEVICE, dtype=torch.bfloat16)
+    mask = torch.ones(b, 1, length, dtype=torch.bool, device=DEVICE)
+    n, k, group_size = 4096, heads * d, 128
+    qweight, scale, _ = _int_weights(n, k, 4, False, group_size)
+
+    def step():
+        attended = decode_attention(q, kv, mask, d**-0.5)
+        with dependent_launches():
+            return attended, w4a16_gemm(attended.view(b, k), qweight, scale, None, group_size)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        attended, y = step()
+    for _ in range(5):
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        want = w4a16_gemm(attended.view(b, k), qweight, scale, None, group_size)  # a plain launch
+        assert torch.equal(y, want)
