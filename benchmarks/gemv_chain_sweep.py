@@ -82,8 +82,6 @@ def sweep(fmt_name: str, shape: str, n: int, k: int, gated: bool, copy_gbps: flo
         rows.append({"variant": name, "config": dataclasses.asdict(cfg), "us": round(us, 2),
                      "pct_copy": round(100 * per_copy * 1e-3 / us / copy_gbps, 1),
                      "same_bits": bool(torch.equal(y, first))})  # fmt: skip
-    del sets, wt
-    torch.cuda.empty_cache()
     return {"format": fmt_name, "shape": shape, "N": n, "K": k, "gated": gated, "chain": chain, "rows": rows}
 
 

@@ -32,10 +32,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-from ._bits import bf16_rne
 from triton.language.extra.cuda import gdc_launch_dependents
 
+from ._bits import bf16_rne
 from ._launch import check_device, check_tensor, interpreting, num_sms, programmatic_launch
 from ._weight_only_gemv import split_counters
 
