@@ -1,9 +1,7 @@
 """Programmatic dependent launch of the weight-only decode GEMV (`_weight_only_gemv.PDL_MODE`, issue 17), side
-by side in one process: batch-1 graph decode at Llama-3.1-8B shapes (`evalsuite bench e2e`) with the GEMVs the
-decoder launches as dependent (o and down, `_launch.dependent_launches`) launched plainly (mode 0), as a
-dependent launch (1), and as one that also prefetches its first W tiles into L2 before it waits (2), in the
-order given, each variant's decode graph captured afresh per mode. (Until 2026-12-07 the mode applied to every
-GEMV launch, and the kernels before them did not trigger early: `benchmarks/pdl-ab-h100/`.) Prints a table and
+by side in one process: batch-1 graph decode at Llama-3.1-8B shapes (`evalsuite bench e2e`) with the GEMV
+launched plainly (mode 0), as a dependent launch (1), and as one that also prefetches its first W tiles into L2
+before it waits (2), in the order given, each variant's decode graph captured afresh per mode. Prints a table and
 writes pdl-ab.json to the directory given (default $OUT):
 
     python3 benchmarks/pdl_ab.py [OUT_DIR] [MODES, e.g. 0,1,2,0] [VARIANTS, e.g. W4A16,NVFP4]

@@ -7,21 +7,18 @@
 The HF forward (`graphs.StaticDecoder`, kept as the reference) launches some forty kernels per layer for the norms,
 RoPE, the cache update, the mask and attention. Captured in a CUDA graph their launch cost is gone but each still
 runs as its own small kernel, which at batch 1 takes about as long as the layer's GEMMs. Here the step calls the
-model's own modules for every linear layer (so each variant's kernels run unchanged) and does the rest in four pure-
-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into one or two kernels):
+model's own modules for every linear layer (so each variant's kernels run unchanged) and does the rest in four
+pure-torch functions, which on CUDA are compiled by `torch.compile` (Inductor fuses each into one or two kernels):
 add+RMSNorm, RoPE, attention over the static cache, SiLU-gate. The functions themselves, run eagerly, are the
 reference. A fused gate/up layer whose kernel applies the SiLU-gate itself (the weight-only formats: in the decode
 GEMV's epilogue, `QuantLinear.silu_gated`) returns silu(gate) * up directly, and the step's SiLU-gate kernel is
-gone. The o and down projections are called inside `kernels._launch.dependent_launches()`: the kernels before them
-(our attention, the gated GEMV) let them launch early, so on Hopper a weight-only o or down GEMV starts on idle SMs,
-prefetches its weights into L2 and waits there for its input. On NVIDIA GPUs the step's attention is our Triton
-decode kernel instead (kernels/decode_attention.py): split along the cache for parallelism at batch 1, and reading
-only the slots filled so far, where the compiled `attend` reads the whole cache allocated for the longest
-generation. The cache is one (2, B, Hkv, L, D) tensor per layer, written by the RoPE function with one
-`index_copy_`, or in the step, where the Triton kernel attends, by that kernel, which also applies RoPE (and Qwen3's
-q/k norms) to the projections as the fused q/k/v layer left them: no kernel of its own for RoPE or the cache write,
-where there were three; the step's position, write index and mask live in device buffers that the graph updates
-itself, so a step is one copy of the new ids plus one replay.
+gone. On NVIDIA GPUs the step's attention is our Triton decode kernel instead (kernels/decode_attention.py): split
+along the cache for parallelism at batch 1, and reading only the slots filled so far, where the compiled `attend`
+reads the whole cache allocated for the longest generation. The cache is one (2, B, Hkv, L, D) tensor per layer,
+written by the RoPE function with one `index_copy_`, or in the step, where the Triton kernel attends, by that kernel,
+which also applies RoPE (and Qwen3's q/k norms) to the projections as the fused q/k/v layer left them: no kernel of
+its own for RoPE or the cache write, where there were three; the step's position, write index and mask live in
+device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
@@ -35,7 +32,6 @@ import logging
 import torch
 
 from evalsuite.fused_linears import FusedGroup, fused
-from evalsuite.kernels._launch import dependent_launches
 from evalsuite.quant_schemes.linear import QuantLinear
 
 log = logging.getLogger(__name__)
@@ -298,14 +294,11 @@ class GraphDecoder:
             else:
                 q = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm, self.kv[i], index)
                 attended = fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale)
-            with dependent_launches("attend_write" in fns):  # after our attention kernel, which triggers early
-                out = attn.o_proj(attended)
+            out = attn.o_proj(attended)
             post = layer.post_attention_layernorm
             h, x = fns["add_norm"](h, out, post.weight, post.variance_epsilon)
             if self.gate_in_kernel[i]:
-                gated_up = gate_up.layer.silu_gated(x)
-                with dependent_launches():  # after the gated GEMV, which triggers early
-                    down = mlp.down_proj(gated_up)
+                down = mlp.down_proj(gate_up.layer.silu_gated(x))
             else:
                 gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
                 down = mlp.down_proj(fns["gated"](gate, up))

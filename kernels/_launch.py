@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 
@@ -30,30 +28,6 @@ def programmatic_launch(device: torch.device) -> bool:
     """True where a kernel may be launched as a programmatic dependent launch and use `griddepcontrol`: NVIDIA
     sm_90 and later."""
     return _nvidia_at_least(device, (9, 0))
-
-
-_DEPENDENT: ContextVar[bool] = ContextVar("dependent_launches", default=False)
-
-
-@contextmanager
-def dependent_launches(on: bool = True):
-    """Inside, the kernels that can (the weight-only decode GEMV) are launched as programmatic dependent launches
-    where the GPU has them (`programmatic_launch`): the caller says so where the kernel before them in the stream
-    lets its dependents launch early (`griddepcontrol.launch_dependents` at its start: our decode attention and
-    the weight-only GEMV do), so that their programs can start on the SMs that kernel leaves idle, prefetch their
-    weights into L2 and wait there (`griddepcontrol.wait`) for it to finish. After a kernel that does not trigger
-    (an Inductor or cuBLAS one), a dependent launch would only start when that kernel ends: no gain, so the
-    caller leaves it off there."""
-    token = _DEPENDENT.set(on)
-    try:
-        yield
-    finally:
-        _DEPENDENT.reset(token)
-
-
-def dependent(device: torch.device) -> bool:
-    """True inside `dependent_launches()` on a GPU that has programmatic dependent launch."""
-    return _DEPENDENT.get() and programmatic_launch(device)
 
 
 def _nvidia_at_least(device: torch.device, capability: tuple[int, int]) -> bool:

@@ -21,16 +21,17 @@ GATED (a fused gate/up layer, W = [gate; up] with N = 2I rows): each program tak
 gate and the same rows of up, and its epilogue writes silu(gate) * up (M, I), from the two outputs rounded to
 out's dtype as the layer would round them, in fp32, rounded once (`_weight_only.silu_gate`, the reference):
 the SiLU-gate kernel that would follow the GEMV, and its read of the (M, 2I) output, are gone.
-On Hopper and later every program first lets the next kernel in the stream launch
-(`griddepcontrol.launch_dependents`; it still waits for this one to finish before it reads anything this one
-writes), and inside `_launch.dependent_launches()` the GEMV is itself launched as a programmatic dependent launch
-(PDL; what it does then is `PDL_MODE`): its programs may start while the kernel before it is still running, read
-only the layer's constants (the global scale; in mode 2 also prefetch the first PDL_TILES W tiles of their split
-into L2) and wait for that kernel (`griddepcontrol.wait`) before they read x or write anything. The graph decoder
-asks for it where the kernel before triggers early too (the decode attention before o, the gated gate/up GEMV
-before down). Launched as PDL after every kernel, Inductor's included, and with the trigger after the loop, it
-made W4A16 slower: 322 (mode 1) and 315 (mode 2) tok/s against 330 with plain launches on an H100
-(`benchmarks/pdl_ab.py`, `benchmarks/pdl-ab-h100/`).
+On Hopper and later the GEMV can be launched as a programmatic dependent launch (PDL, `PDL_MODE` 1 or 2): its
+programs may then start while the kernel before it in the stream is finishing, read only the layer's constants
+(the global scale; in mode 2 also a prefetch of their first W tiles into L2) and wait for that kernel
+(`griddepcontrol.wait`) before they read x or write anything; after their loop they let the next such kernel
+launch. It is off: in batch-1 graph decode at Llama-3.1-8B shapes on an H100 it made W4A16 slower, 322 (mode 1)
+and 315 (mode 2) tok/s against 330 with plain launches (`benchmarks/pdl_ab.py`, `benchmarks/pdl-ab-h100/`). A
+second design, measured 2026-12-07 and taken out again, was slower still: the decode attention and the GEMV let
+their dependents launch at their start, and only o (after the attention) and down (after the gated gate/up GEMV)
+were dependent launches, prefetching eight tiles each: 331 against 355 tok/s. The early o and down programs
+took SM room and bandwidth from the kernels they waited on (gate/up 25.5 -> 28.9 us, attention 8.5 -> 10.5 us a
+layer; `benchmarks/pdl-ab-h100/run3-early-trigger/`).
 """
 
 from __future__ import annotations
@@ -41,13 +42,12 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._bits import bf16_rne, e4m3_value, exp2_int
-from ._launch import dependent, nvidia_ptx, programmatic_launch
+from ._launch import nvidia_ptx, programmatic_launch
 from ._weight_only_dequant import global_scale_stride
 
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
-PDL_MODE = 2  # a dependent launch: 1, PDL; 2, PDL with each program's first PDL_TILES W tiles prefetched into L2
-PDL_TILES = tl.constexpr(8)
+PDL_MODE = 0  # 0: ordinary launch; 1: PDL; 2: PDL and each program's first two W tiles prefetched into L2
 
 
 @triton.jit
@@ -204,7 +204,6 @@ def _gemv_kernel(
     X_HALVES: tl.constexpr,
     STAGES: tl.constexpr,
     PDL: tl.constexpr,
-    TRIGGER: tl.constexpr,
     GATED: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -219,8 +218,6 @@ def _gemv_kernel(
     stages only where K is whole tiles, as it prefetches, the case measured on a GPU) has Triton's pipeliner
     stage each step's loads that many steps deep through shared memory as asynchronous copies, so the bytes in
     flight no longer depend on where ptxas places the loads among the arithmetic."""
-    if TRIGGER:  # the next kernel may launch now; it waits for this one before it reads what this one writes
-        gdc_launch_dependents()
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -247,8 +244,8 @@ def _gemv_kernel(
     else:
         ahead = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.int32)
     if PDL == 2:  # W is the layer's own: safe to read before the previous kernel is done
-        LINES: tl.constexpr = (PDL_TILES * BLOCK_W + 31) // 32  # 128-byte lines of PDL_TILES tiles
-        lines = tl.minimum(w_lo + tl.arange(0, LINES) * 32, w_hi - 1)
+        LINES: tl.constexpr = (2 * BLOCK_W + 31) // 32  # 128-byte lines of two tiles
+        lines = tl.minimum(w_lo + tl.arange(0, LINES) * 32, KW - 1)
         _prefetch_l2(w_rows + lines[None, :])
     if PDL > 0:
         gdc_wait()  # x, the workspace, the counters and out are read or written only after this
@@ -318,6 +315,8 @@ def _gemv_kernel(
                 part = part * 16384.0  # the fp16 decode's 2**-14, undone exactly
             acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
 
+    if PDL > 0:
+        gdc_launch_dependents()
     out = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
@@ -421,7 +420,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     even_k = (k // cpw) % block_w == 0
     # one token per program: M <= GEMV_MAX_M re-reads W from L2; gated, a program's rows are half gate, half up
     grid = (triton.cdiv(n // 2, cfg.block_n // 2) if gated else triton.cdiv(n, cfg.block_n), m, split_k)
-    pdl = PDL_MODE if dependent(x.device) else 0
+    pdl = PDL_MODE if PDL_MODE and programmatic_launch(x.device) else 0  # no device query while it is off
     ws, counters = dummy, dummy
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
@@ -435,8 +434,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
-        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl,
-        TRIGGER=programmatic_launch(x.device), GATED=gated, BLOCK_N=cfg.block_n,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, BLOCK_N=cfg.block_n,
         BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip

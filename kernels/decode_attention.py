@@ -32,10 +32,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents
 
 from ._bits import bf16_rne
-from ._launch import check_device, check_tensor, interpreting, num_sms, programmatic_launch
+from ._launch import check_device, check_tensor, interpreting, num_sms
 from ._weight_only_gemv import split_counters
 
 WHO = "decode_attention"
@@ -127,16 +126,12 @@ def _decode_attention_kernel(
     stride_nb, stride_nkv, stride_nh, stride_cb,
     HAS_LAST: tl.constexpr, WRITE: tl.constexpr, ROPE: tl.constexpr, QK_NORM: tl.constexpr, RNE: tl.constexpr,
     SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr, TRIGGER: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
 ):  # fmt: skip
     """Program (row and key head, split). The head's query group is padded to BLOCK_G >= 16 rows for the
     tensor-core products; the padding rows read zeros and are never stored. PRECISION: "ieee" for fp32 inputs
     (no TF32: the reference multiplies in fp32), the default for 16-bit ones. DOT_IN_FP32 (the interpreter, whose
-    bf16 `tl.dot` returns garbage, triton 3.9): 16-bit operands widened to fp32 first, the same exact products.
-    TRIGGER (Hopper and later): the next kernel may launch at once (`_launch.dependent_launches`); the step's
-    o projection then prefetches its weights on the SMs this kernel's few programs leave idle."""
-    if TRIGGER:
-        gdc_launch_dependents()
+    bf16 `tl.dot` returns garbage, triton 3.9): 16-bit operands widened to fp32 first, the same exact products."""
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
     b = (pid // KV_HEADS).to(tl.int64)
@@ -328,7 +323,6 @@ def decode_attention(
         HAS_LAST=last is not None, WRITE=new_kv is not None, ROPE=rope is not None, QK_NORM=qk_norm is not None,
         RNE=interpreting() and q.dtype == torch.bfloat16, SPLITS=splits, BLOCK_G=block_g, BLOCK_L=block_l,
         BLOCK_D=block_d,
-        PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(),
-        TRIGGER=programmatic_launch(q.device), num_warps=4,
+        PRECISION="ieee" if q.dtype == torch.float32 else None, DOT_IN_FP32=interpreting(), num_warps=4,
     )  # fmt: skip
     return out

@@ -33,13 +33,12 @@ def compile(fn, types, consts, warps=4):
 GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32",
         "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32"}
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
-              PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, TRIGGER=False, GATED=False, BLOCK_N=64,
-              BLOCK_W=32)
+              PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
         "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}
 ATTN_C = dict(HAS_LAST=True, WRITE=False, ROPE=False, QK_NORM=False, RNE=False, SPLITS=6, BLOCK_G=16, BLOCK_L=64,
-              BLOCK_D=128, PRECISION=None, DOT_IN_FP32=False, TRIGGER=False)
+              BLOCK_D=128, PRECISION=None, DOT_IN_FP32=False)
 W8 = {"x_ptr": "*bf16", "w_ptr": "*i32", "bs_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16",
       "ws_ptr": "*i32", "count_ptr": "*i32"}
 W8_C = dict(HAS_BIAS=True, SPLIT_K=4, BF16_RNE=False, DP4A=True, EXACT_DIV=False, ROW_BLOCK=4096, BLOCK_N=64,
@@ -63,8 +62,7 @@ ptx = {
     "gemv-int4-staged": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
                                         {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3}),
     "gemv-int4-staged-pdl": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
-                                            {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "PDL": 2,
-                                             "TRIGGER": True}),
+                                            {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "PDL": 2}),
     "gemv-int4-gated": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
                                        {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "GATED": True}),
     "w8a8-gemv": lambda: compile(w8a8_gemv._w8a8_gemv_kernel, W8, W8_C),
@@ -72,8 +70,7 @@ ptx = {
     "attention-bf16-write": lambda: compile(decode_attention._decode_attention_kernel, ATTN,
                                             {**ATTN_C, "WRITE": True}),
     "attention-bf16-rope-norm": lambda: compile(decode_attention._decode_attention_kernel, ATTN,
-                                                {**ATTN_C, "WRITE": True, "ROPE": True, "QK_NORM": True,
-                                                 "TRIGGER": True}),
+                                                {**ATTN_C, "WRITE": True, "ROPE": True, "QK_NORM": True}),
     "attention-fp32": lambda: compile(decode_attention._decode_attention_kernel,
                                       {**ATTN, "q_ptr": "*fp32", "kv_ptr": "*fp32", "out_ptr": "*fp32",
                                        "new_ptr": "*fp32", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
@@ -99,7 +96,7 @@ CASES = {
     "w8a8-gemv": ["dp4a.s32.s32", "atom.global.gpu.acq_rel"],
     "attention-bf16": ["mma.sync"],
     "attention-bf16-write": ["mma.sync", "bar.sync"],
-    "attention-bf16-rope-norm": ["mma.sync", "bar.sync", "rsqrt.approx", "griddepcontrol.launch_dependents"],
+    "attention-bf16-rope-norm": ["mma.sync", "bar.sync", "rsqrt.approx"],
     "attention-fp32": ["fma.rn.f32"],
     "act-quant-fp8": ["cvt.rn.satfinite.e4m3x2.f32"],
     "w4a16-gemm": ["mma"],
