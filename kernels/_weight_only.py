@@ -232,6 +232,9 @@ def _split_k_reduce_kernel(
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+MIN_SPLIT_TILES = 4  # integer GEMV: K steps a split keeps at least
+
+
 def _decode_block_k(group_size: int) -> int:
     """A power of two: 128, or the group when it is a smaller power of two (tiles then lie inside groups)."""
     if group_size % 128 == 0 or group_size < 16 or group_size & (group_size - 1):
@@ -240,12 +243,19 @@ def _decode_block_k(group_size: int) -> int:
 
 
 def _gemv_config(m: int, n: int, k: int, fmt: int, sms: int) -> WeightOnlyConfig:
-    """GEMV tiles from the H100 sweeps (M = 1; benchmarks/tune-h100-run5-gemv-prefetch.json and
+    """GEMV tiles from the H100 sweeps (M = 1). Single calls (benchmarks/tune-h100-run5-gemv-prefetch.json and
     tune-h100-run6-gemv-8b.json): 64 rows x 256 columns per step with 4 warps was fastest or within noise at
     N = K = 8192 and at Llama-3.1-8B's shapes, for int4 and FP4 alike (the former 128-row tile: 0-10% slower).
     Integer weights split K for about four programs per SM, FP4 for about three (int4 at 8192^2: 27.8 us at
     four, 30.3 at three; MXFP4: 35.5 at four, 30.0 at three). Tall integer weights (N >= 4K, gate/up) take 32
-    rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7); FP4 there keeps four warps.
+    rows with one warp (int4 at 28672 x 4096: 39.6 us against 41.7).
+    Back to back on distinct weights, as a decode step runs them (benchmarks/gemv-chain-sweep-h100/, 2026-12-07):
+    - integer splits keep at least MIN_SPLIT_TILES steps each: 8B o (K = 4096, 16 steps) split 4 took 8.6 us
+      against 9.5 split 8, where the three-deep staging had two steps to overlap;
+    - wide integer weights (K >= 3N, down) take 32 rows with one warp at about eight programs per SM: 8B down
+      18.7 us against 19.7 with 64 rows and 4 warps;
+    - tall FP4 weights (gate/up) take 16 rows with one warp: NVFP4 8B gate/up, SiLU-gated, 38.0 us against 40.6
+      with 64 rows and 4 warps (MXFP4 follows NVFP4: the same loop but for the scale's decode).
     Loads: integer weights, and FP4 ones with N >= 4K, stage every load of a step three steps deep through
     shared memory (benchmarks/gemv-ab-h100/gemv-ab-run4-staged.json, side by side on an H100, M = 1: int4 5-16%
     faster at 8B q/k/v, gate/up, down and 70B o, 8B o 3% slower; NVFP4 gate/up 53.9 -> 45.0 us); smaller
@@ -253,9 +263,17 @@ def _gemv_config(m: int, n: int, k: int, fmt: int, sms: int) -> WeightOnlyConfig
     if interpreting():  # small tiles, two splits: the CPU tests cover the edges and the reduction
         return WeightOnlyConfig(8, 1, 64, 2 if k > 64 else 1, 4, 1, gemv=True)
     fp4 = fmt in (FMT_MXFP4, FMT_NVFP4)
-    tall = n >= 4 * k
-    block_n, block_k, warps = (32, 256, 1) if tall and not fp4 else (64, 256, 4)
-    split_k = gemv_split_k(n, k, block_n, block_k, 3 if fp4 else 4, sms)
+    tall, wide = n >= 4 * k, k >= 3 * n
+    block_k, per_sm = 256, 3 if fp4 else 4
+    if tall:
+        block_n, warps = (16, 1) if fp4 else (32, 1)
+    elif wide and not fp4:
+        block_n, warps, per_sm = 32, 1, 8
+    else:
+        block_n, warps = 64, 4
+    split_k = gemv_split_k(n, k, block_n, block_k, per_sm, sms)
+    if not fp4:
+        split_k = max(1, min(split_k, triton.cdiv(k, block_k) // MIN_SPLIT_TILES))
     staged = tall or not fp4
     return WeightOnlyConfig(block_n, 1, block_k, split_k, warps, 3 if staged else 2, gemv=True, prefetch=not staged)
 

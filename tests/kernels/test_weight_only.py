@@ -386,3 +386,22 @@ def test_fp4_gemm_with_a_global_scale_per_row_is_the_row_blocks_apart(m):
     apart = torch.cat([fp4_gemm(x, b[0], b[1], "nvfp4", b[2], c) for b, c in zip(blocks, biases, strict=True)], dim=-1)
     atol, rtol = (0, 0) if interpreting() else GEMM_TOL[torch.bfloat16]
     assert_close(y.cpu(), apart.cpu(), atol=atol, rtol=rtol, what="fused rows vs the blocks apart")
+
+
+def test_gemv_tiles_at_llama_8b_shapes(monkeypatch):
+    """The GEMV tiles the GPU dispatch picks (`_weight_only._gemv_config`, from the H100 sweeps): 8B o splits K
+    in 4 (16 steps of 256), down takes 32 rows with one warp, NVFP4 gate/up 16 rows with one warp; q/k/v and
+    int4 gate/up keep theirs."""
+    monkeypatch.setattr(_weight_only, "interpreting", lambda: False)
+    int4, nvfp4 = _weight_only.FMT_INT4, _weight_only.FMT_NVFP4
+
+    def tiles(n, k, fmt):
+        cfg = _weight_only.pick_config(1, n, k, 128, fmt, gemv=True)
+        return cfg.block_n, cfg.num_warps, cfg.split_k
+
+    assert tiles(4096, 4096, int4) == (64, 4, 4)  # o
+    assert tiles(6144, 4096, int4) == (64, 4, 4)  # q/k/v
+    assert tiles(4096, 14336, int4) == (32, 1, 8)  # down
+    assert tiles(28672, 4096, int4) == (32, 1, 1)  # gate/up
+    assert tiles(28672, 4096, nvfp4) == (16, 1, 1)
+    assert tiles(8192, 8192, int4) == (64, 4, 4)
