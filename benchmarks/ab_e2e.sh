@@ -2,7 +2,8 @@
 # Batch-1 graph decode at Llama-3.1-8B shapes (`evalsuite bench e2e`, as benchmarks/gpu_decode.sh e2e runs it)
 # for several versions of the code on one GPU, one after another in one call: each LABEL=DIR is a source tree
 # (e.g. `git archive <commit> | tar -x -C DIR`, carried to the device) installed into its own target folder;
-# "head" is the checkout itself. Prints each run's table and writes LABEL/ under $OUT.
+# "head" is the checkout itself. Prints each run's table and writes each run's log and, in one archive
+# ($OUT/ab-e2e.tgz: the device returns a limited number of files), its profile and JSON.
 #   VARIANTS=bf16,W4A16 bash benchmarks/ab_e2e.sh base=.ab/base head [base=.ab/base ...]
 set -u
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
@@ -29,3 +30,4 @@ for spec in "$@"; do
   echo "== run $i: $label ($(cd /tmp && PYTHONPATH=$path python3 -c 'import evalsuite; print(evalsuite.__file__)'))"
   grep "^|" "$run.log" | head -8
 done
+(cd "$OUT" && tar czf ab-e2e.tgz ./*/bench-e2e* && rm -rf ./*/bench-e2e* && find . -mindepth 1 -type d -empty -delete)

@@ -1,7 +1,10 @@
 """The decode step's attention: our kernel (decode_attention.py, which reads the filled slots) against its
 reference compiled by Inductor over the whole cache allocated for the generation (what the graph decoder ran
 before: the same operations as its `attend`), at Llama-3.1-8B heads (32 query heads over 8 key/value heads of
-128), bf16; and the kernel at each number of splits and keys per step, to set `pick_launch` from data.
+128), bf16; the kernel as the graph decoder's step calls it, writing the new key and value (`new_kv`), also
+rotating q and the key (`rope`) and also normalizing them first (`qk_norm`, Qwen3), side by side, so what each
+costs is measured in one run; and the kernel at each number of splits and keys per step, to set `pick_launch`
+from data.
 
     evalsuite bench kernels --only decode_attention --out DIR                        # GPU
     TRITON_INTERPRET=1 evalsuite bench kernels --only decode_attention --device cpu --tiny   # a smoke run
@@ -58,6 +61,16 @@ def _case(batch: int, filled: int, cache: int, device: str, timer, compiled) -> 
     row = {"batch": batch, "filled": filled, "cache": cache, "block_l": block_l, "default_splits": splits,
            "torch_compiled_us": round(timer(partial(compiled, q, kv, mask, scale)), 2),
            "kernel_us": round(timer(partial(decode_attention, q, kv, mask, scale, last)), 2)}  # fmt: skip
+    b, kv_heads, d = batch, kv.shape[2], q.shape[-1]
+    new_kv = torch.randn(b, 2, kv_heads, d, device=q.device, dtype=q.dtype)
+    angles = torch.rand(b, d // 2, device=q.device) * 20
+    angles = torch.cat((angles, angles), dim=-1)
+    rope = (angles.cos().to(q.dtype), angles.sin().to(q.dtype))
+    norm = (torch.ones(d, device=q.device, dtype=q.dtype), torch.ones(d, device=q.device, dtype=q.dtype), 1e-6)
+    step = partial(decode_attention, q, kv.clone(), mask, scale, last, new_kv=new_kv)  # writes its own cache
+    row["write_us"] = round(timer(step), 2)
+    row["write_rope_us"] = round(timer(partial(step, rope=rope)), 2)
+    row["write_rope_norm_us"] = round(timer(partial(step, rope=rope, qk_norm=norm)), 2)
     got = decode_attention(q, kv, mask, scale, last)
     row["max_abs_diff"] = float((got.float() - decode_attention_ref(q, kv, mask, scale).float()).abs().max())
     sweep = {}
@@ -81,7 +94,8 @@ def measure(cases, device: str, rep: int, log) -> list[dict]:
     for batch, filled, cache in cases:
         row = _case(batch, filled, cache, device, timer, compiled)
         log(f"B={batch:<3d} filled={filled:<5d} cache={cache:<5d} torch {row['torch_compiled_us']:8.1f} us  kernel "
-            f"{row['kernel_us']:7.1f} us ({row['speedup']}x, {row['block_l']}x{row['default_splits']})  "
+            f"{row['kernel_us']:7.1f} us ({row['speedup']}x, {row['block_l']}x{row['default_splits']}); writing "
+            f"{row['write_us']:.1f}, +RoPE {row['write_rope_us']:.1f}, +q/k norms {row['write_rope_norm_us']:.1f} us  "
             f"best {row['best']} {row['best_us']:.1f} us  max diff {row['max_abs_diff']:.1e}")  # fmt: skip
         rows.append(row)
     return rows
@@ -91,13 +105,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Decode attention, {meta['device']}", "",
              f"torch {meta['torch']}, triton {meta['triton']}; {meta['timing']}; heads {HEADS}/{KV_HEADS} of "
              f"{HEAD_DIM}, bf16. `torch` is the reference compiled by Inductor over the whole cache; the kernel reads "
-             "the filled slots. `default` and `best` are keys per step x splits.", "",
-             "| batch | filled | cache | torch compiled (us) | kernel (us) | speedup | default | best "
-             "| best (us) | max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "the filled slots. `default` and `best` are keys per step x splits. `writing`: the kernel as the step "
+             "calls it, writing the new key and value; `+RoPE` also rotating q and the key; `+norms` also "
+             "normalizing them first (Qwen3).", "",
+             "| batch | filled | cache | torch compiled (us) | kernel (us) | speedup | writing (us) | +RoPE (us) "
+             "| +norms (us) | default | best | best (us) | max abs diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['batch']} | {r['filled']} | {r['cache']} | {r['torch_compiled_us']} | {r['kernel_us']} | "
-            f"{r['speedup']}x | {r['block_l']}x{r['default_splits']} | {r['best']} | {r['best_us']} | "
+            f"{r['speedup']}x | {r['write_us']} | {r['write_rope_us']} | {r['write_rope_norm_us']} | "
+            f"{r['block_l']}x{r['default_splits']} | {r['best']} | {r['best_us']} | "
             f"{r['max_abs_diff']:.1e} |"
         )
     return "\n".join(lines) + "\n"

@@ -284,6 +284,7 @@ def test_the_bench_runs_and_writes_its_table(tmp_path, capsys):
     rows = __import__("json").loads(stem.read_text())["rows"]
     assert [(r["batch"], r["filled"], r["cache"]) for r in rows] == [(1, 40, 70)]
     assert rows[0]["max_abs_diff"] < 2e-2 and set(rows[0]["sweep_us"]) >= {"32x1", "32x2", "64x1", "64x2"}
+    assert all(rows[0][key] > 0 for key in ("write_us", "write_rope_us", "write_rope_norm_us"))
     assert "| 1 | 40 | 70 |" in stem.with_suffix(".md").read_text()
 
 
