@@ -357,3 +357,18 @@ def test_compiled_rope_writes_the_new_keys_and_values_into_the_cache_in_place(mo
     torch.testing.assert_close(cache, want_cache)
     assert not torch.equal(cache[..., 4:7, :], before[..., 4:7, :])
     assert torch.equal(cache[..., :4, :], before[..., :4, :]) and torch.equal(cache[..., 7:, :], before[..., 7:, :])
+
+
+def test_the_new_keys_and_values_reach_the_attention_kernel_as_one_tensor():
+    """`_key_values`: a view (no copy) where the fused q/k/v output holds k and v side by side, a stacked copy
+    where separate layers produced them; the same (B, 2, Hkv, D) values either way."""
+    from evalsuite.decode_graph import _key_values
+
+    b, kv_heads, d = 3, 2, 8
+    fused_out = torch.randn(b, 1, (4 + 2 * kv_heads) * d)
+    _, k, v = fused_out.split([4 * d, kv_heads * d, kv_heads * d], dim=-1)
+    want = torch.stack((k, v), dim=1).view(b, 2, kv_heads, d)
+    view = _key_values(k, v, d)
+    assert view.data_ptr() == k.data_ptr() and torch.equal(view, want)
+    separate = _key_values(k.clone(), v.clone(), d)
+    assert separate.data_ptr() != k.data_ptr() and torch.equal(separate, want)
