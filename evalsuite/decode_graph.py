@@ -28,6 +28,7 @@ instead of compiling inside the graph. No step reads a device value on the host.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -185,12 +186,51 @@ def _key_values(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> torch.Tensor
     return torch.stack((k, v), dim=1).view(b, 2, -1, head_dim)
 
 
+def _fused_ops_max_m() -> int:
+    """Tokens up to which the linear layers' RMSNorm and residual add run fused: where the decode GEMV runs (more
+    tokens take the GEMM paths, which compute both in torch, slower than the step's compiled add+RMSNorm)."""
+    from evalsuite.kernels._weight_only_gemv import GEMV_MAX_M
+
+    return GEMV_MAX_M
+
+
 def _gates_itself(group) -> bool:
     """Whether a fused gate/up group's layer applies the SiLU-gate in its own kernel (QuantLinear.silu_gated:
     the weight-only formats' GEMV epilogue), so the step calls no separate `gated`."""
     if not isinstance(group, FusedGroup) or not isinstance(group.layer, QuantLinear):
         return False
-    return group.layer.fuses_gate and len(group.sizes) == 2 and group.sizes[0] == group.sizes[1]
+    return group.layer.fuses_ops and len(group.sizes) == 2 and group.sizes[0] == group.sizes[1]
+
+
+@dataclass(frozen=True)
+class LayerOps:
+    """Which of a layer's RMSNorms and residual adds its linear layers' kernels do themselves (`QuantLinear`
+    with `fuses_ops`: in the decode GEMV's prologue and epilogue), so the step runs no kernel for them."""
+
+    qkv_norm: bool = False  # the fused q/k/v layer normalizes its input (input_layernorm)
+    o_residual: bool = False  # o_proj adds the residual
+    gate_norm: bool = False  # the fused, SiLU-gated gate/up layer normalizes its input (post_attention_layernorm)
+    down_residual: bool = False  # down_proj adds the residual
+
+    @classmethod
+    def of(cls, layer, qkv, gate_in_kernel: bool, dtype: torch.dtype) -> LayerOps:
+        attn, mlp = layer.self_attn, layer.mlp
+
+        def fuses(module) -> bool:
+            return isinstance(module, QuantLinear) and module.fuses_ops
+
+        def norm_ok(norm) -> bool:  # the kernels normalize as `rms_norm` does, with a weight of h's dtype
+            return norm.weight.dtype == dtype
+
+        return cls(
+            qkv_norm=isinstance(qkv, FusedGroup) and fuses(qkv.layer) and norm_ok(layer.input_layernorm),
+            o_residual=fuses(attn.o_proj),
+            gate_norm=gate_in_kernel and norm_ok(layer.post_attention_layernorm),
+            down_residual=fuses(mlp.down_proj),
+        )
+
+    def count(self) -> int:
+        return sum((self.qkv_norm, self.o_residual, self.gate_norm, self.down_residual))
 
 
 class GraphDecoder:
@@ -248,6 +288,9 @@ class GraphDecoder:
         self.groups = [self._fuse(layer) for layer in self.inner.layers]
         fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
         self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
+        self.ops = [LayerOps.of(layer, qkv, gate, self.dtype)
+                    for layer, (qkv, _), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)]
+        self.ops_max_m = _fused_ops_max_m() if any(op.count() for op in self.ops) else 0
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
         if fused:
             self.path += f"; q/k/v and gate/up fused in {fused}/{2 * len(self.groups)} groups"
@@ -255,6 +298,10 @@ class GraphDecoder:
             self.path += f"; SiLU-gate in the gate/up kernel in {sum(self.gate_in_kernel)}/{len(self.groups)} layers"
         if attention == "triton":
             self.path += "; step attention: Triton decode kernel, which applies RoPE and writes the new keys and values"
+        fused_ops = sum(op.count() for op in self.ops) if batch_size <= self.ops_max_m else 0
+        if fused_ops:
+            self.path += (f"; RMSNorm and residual add in the linear layers' kernels ({fused_ops}/{4 * len(self.ops)}: "
+                          "q/k/v, gate/up normalize, o, down add)")  # fmt: skip
         if not self.graphs:
             why = "switched off" if self.device.type == "cuda" else "they need CUDA"
             log.info("graph decoder on %s: CUDA graphs skipped (%s), steps run eagerly", self.device, why)
@@ -271,20 +318,25 @@ class GraphDecoder:
     def _forward(self, ids, positions, index, mask, fns: dict, span: int | None = None) -> torch.Tensor:
         """One pass over T new tokens per row: writes their keys/values at cache slots `index` (T,), attends
         over the first `span` slots (all: None) where mask (B, T, span) is True, returns the last position's
-        logits (B, V)."""
+        logits (B, V). Where a layer's kernels normalize their input or add the residual themselves (LayerOps,
+        up to `ops_max_m` tokens), h carries the residual stream and `pending` a layer output not yet added."""
         h = self.inner.embed_tokens(ids)
         b, heads = ids.shape[0], self.model.config.num_attention_heads
         cos, sin = self.inner.rotary_emb(h, positions)
         layers = self.inner.layers
-        first = layers[0].input_layernorm
-        x = fns["norm"](h, first.weight, first.variance_epsilon)
+        fused_ops = ids.numel() <= self.ops_max_m
+        pending = None
         for i, layer in enumerate(layers):
             attn, mlp = layer.self_attn, layer.mlp
             qkv, gate_up = self.groups[i]
+            ops = self.ops[i] if fused_ops else LayerOps()
             qk_norm = None
             if hasattr(attn, "q_norm"):
                 qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
-            projections = qkv(x) if isinstance(qkv, FusedGroup) else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
+            h, projections = self._normed(
+                h, pending, layer.input_layernorm, fns, ops.qkv_norm, lambda x, norm=None: qkv(x, norm=norm),
+                lambda x: qkv(x) if isinstance(qkv, FusedGroup) else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)),
+            )  # fmt: skip
             if "attend_write" in fns:  # one token per row; the attention kernel rotates it and writes the cache
                 q, k, v = projections
                 q = q.view(b, 1, heads, self.head_dim).transpose(1, 2)
@@ -294,17 +346,33 @@ class GraphDecoder:
             else:
                 q = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm, self.kv[i], index)
                 attended = fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale)
-            out = attn.o_proj(attended)
-            post = layer.post_attention_layernorm
-            h, x = fns["add_norm"](h, out, post.weight, post.variance_epsilon)
+            h, pending = (attn.o_proj(attended, residual=h), None) if ops.o_residual else (h, attn.o_proj(attended))
             if self.gate_in_kernel[i]:
-                down = mlp.down_proj(gate_up.layer.silu_gated(x))
+                h, act = self._normed(h, pending, layer.post_attention_layernorm, fns, ops.gate_norm,
+                                      gate_up.layer.silu_gated, gate_up.layer.silu_gated)  # fmt: skip
             else:
-                gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
-                down = mlp.down_proj(fns["gated"](gate, up))
-            following = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.inner.norm
-            h, x = fns["add_norm"](h, down, following.weight, following.variance_epsilon)
+                h, act = self._normed(h, pending, layer.post_attention_layernorm, fns, False, None,
+                                      lambda x: self._gated(x, gate_up, mlp, fns))  # fmt: skip
+            h, pending = (mlp.down_proj(act, residual=h), None) if ops.down_residual else (h, mlp.down_proj(act))
+        _, x = self._normed(h, pending, self.inner.norm, fns, False, None, lambda x: x)
         return self.model.lm_head(x[:, -1:]).squeeze(1)
+
+    @staticmethod
+    def _normed(h, pending, norm, fns: dict, fused: bool, fused_call, call):
+        """(h with `pending` added, a layer's output on the RMSNorm of it): `fused_call(h, norm=(weight, eps))`
+        where the layer normalizes its input itself and nothing is pending, else the compiled add+RMSNorm (or
+        RMSNorm) and `call` on its output."""
+        if fused and pending is None:
+            return h, fused_call(h, norm=(norm.weight, norm.variance_epsilon))
+        if pending is None:
+            return h, call(fns["norm"](h, norm.weight, norm.variance_epsilon))
+        h, x = fns["add_norm"](h, pending, norm.weight, norm.variance_epsilon)
+        return h, call(x)
+
+    @staticmethod
+    def _gated(x, gate_up, mlp, fns: dict) -> torch.Tensor:
+        gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
+        return fns["gated"](gate, up)
 
     @torch.no_grad()
     def prefill(self, contexts: list[list[int]]) -> torch.Tensor:

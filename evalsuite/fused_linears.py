@@ -35,8 +35,11 @@ class FusedGroup:
     sizes: list[int]
     members: list[tuple[weakref.ref, dict[str, int]]]  # each layer and where its tensors live (views into layer)
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.layer(x).split(self.sizes, dim=-1)
+    def __call__(self, x: torch.Tensor, norm: tuple | None = None) -> tuple[torch.Tensor, ...]:
+        """The layers' outputs; `norm` (weight, eps): x is normalized first, by the layer's kernel
+        (QuantLinear.forward; only for layers with `fuses_ops`)."""
+        y = self.layer(x) if norm is None else self.layer(x, norm=norm)
+        return y.split(self.sizes, dim=-1)
 
     def current(self, layers: tuple[nn.Module, ...]) -> bool:
         """Whether the group still computes these layers: the same modules, their tensors still the views into

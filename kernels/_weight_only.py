@@ -337,10 +337,15 @@ def launch(
     fmt: int,
     config: WeightOnlyConfig | None = None,
     gated: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Allocate and launch; arguments are already checked. x: (M, K) with K contiguous. `gated` (W = [gate; up],
     N even): return silu_gate of the output, (M, N / 2), computed in the GEMV's epilogue where the GEMV runs
-    and by `silu_gate` after the other paths."""
+    and by `silu_gate` after the other paths. `norm` (weight, eps): x is a decoder's residual stream h and the
+    product is taken with `rms_norm_ref(h, weight, eps)`, normalized in the GEMV's prologue where it runs.
+    `residual` (M, N): return residual + the output, added in the GEMV's epilogue where it runs. The other
+    paths compute both with the references, around the product."""
     (m, k), n = x.shape, w.shape[0]
     if config is None:
         gemv = gemv_applies(m, k, group_size, fmt, w)
@@ -353,9 +358,19 @@ def launch(
     path = paths.TRITON_GEMV if cfg.gemv else paths.DEQUANT_CUBLAS if cfg.dequant_gemm else paths.TRITON_GEMM
     paths.record(KERNEL_NAMES[fmt], path, why, m)
     if cfg.gemv:
-        return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated)
+        return _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated, norm, residual)
+    if norm is not None:
+        x = rms_norm_ref(x, *norm)
     y = _launch_gemm(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
-    return silu_gate(y) if gated else y
+    y = silu_gate(y) if gated else y
+    return y if residual is None else residual + y
+
+
+def rms_norm_ref(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF's Llama RMSNorm (also Mistral's and Qwen's): in fp32, rounded to h's dtype, then times the weight."""
+    h32 = h.float()
+    h32 = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h32.to(h.dtype)
 
 
 def silu_gate(y: torch.Tensor) -> torch.Tensor:
@@ -403,7 +418,7 @@ def _launch_gemm(x, w, scale, zero_point, global_scale, bias, group_size, fmt, c
     return out
 
 
-def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated) -> torch.Tensor:
+def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, gated, norm, residual):
     (m, k), n = x.shape, w.shape[0]
     if not gemv_applies(1, k, group_size, fmt, w):
         raise ValueError(f"weight-only GEMV: K={k} and group_size={group_size} must be multiples of "
@@ -416,7 +431,7 @@ def _launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, c
     out = torch.empty((m, n // 2 if gated else n), dtype=x.dtype, device=x.device)
     rne = interpreting() and x.dtype == torch.bfloat16
     launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split, rne,
-                gated)  # fmt: skip
+                gated, norm, residual)  # fmt: skip
     return out
 
 

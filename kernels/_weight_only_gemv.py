@@ -132,6 +132,59 @@ def _x_value(quad, Q: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _quads(row, offs_w, KW, CPW: tl.constexpr, EVEN_K: tl.constexpr):
+    """The 16-bit values of words offs_w of a row (x, or the norm's weight) as CPW // 4 int64 loads (4 values
+    each); the second is the first again for 8-bit codes (4 values a word, never read)."""
+    quads = row.to(tl.pointer_type(tl.int64)) + offs_w * (CPW // 4)
+    if EVEN_K:
+        q0 = tl.load(quads)
+        q1 = tl.load(quads + 1) if CPW == 8 else q0
+    else:
+        q0 = tl.load(quads, mask=offs_w < KW, other=0)
+        q1 = tl.load(quads + 1, mask=offs_w < KW, other=0) if CPW == 8 else q0
+    return q0, q1
+
+
+@triton.jit
+def _x_column(row, offs_w, j, KW, CPW: tl.constexpr, EVEN_K: tl.constexpr):
+    """fp32 value j of each word offs_w of a row (BLOCK_W,), one load per value."""
+    if EVEN_K:
+        v = tl.load(row + offs_w * CPW + j)
+    else:
+        v = tl.load(row + offs_w * CPW + j, mask=offs_w < KW, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _rounded(v, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
+    """fp32 v rounded to DTYPE (to nearest even) and back: what storing it as a DTYPE tensor would keep."""
+    if DTYPE != tl.float32:
+        if BF16_RNE:
+            v = bf16_rne(v)
+        v = v.to(DTYPE).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _normed(h, w, rstd, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
+    """One element of HF's Llama RMSNorm from fp32 copies of the 16-bit (or fp32) h and weight: h * rstd in fp32,
+    rounded to the activation dtype, times the weight, rounded again (`_weight_only.rms_norm_ref`)."""
+    return _rounded(_rounded(h * rstd, DTYPE, BF16_RNE) * w, DTYPE, BF16_RNE)
+
+
+@triton.jit
+def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr):
+    """1 / sqrt(mean(h**2) + eps) of the token's row of h (K values), in fp32, each operation correctly rounded."""
+    sq = tl.zeros((NORM_BLOCK,), dtype=tl.float32)
+    for k0 in range(0, K, NORM_BLOCK):
+        offs = k0 + tl.arange(0, NORM_BLOCK)
+        h = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+        sq += h * h
+    mean = tl.math.div_rn(tl.sum(sq, axis=0), K.to(tl.float32))
+    return tl.math.div_rn(1.0, tl.sqrt_rn(mean + eps))
+
+
+@triton.jit
 def _per_group(
     ptr, offs_wn, stride, g0, offs_w, KW, group_words, num_groups,
     GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, OTHER: tl.constexpr,
@@ -176,6 +229,8 @@ def _gemv_kernel(
     out_ptr,
     ws_ptr,
     count_ptr,
+    nw_ptr,
+    res_ptr,
     # sizes
     M,
     N,
@@ -183,6 +238,7 @@ def _gemv_kernel(
     group_words,
     num_groups,
     w_per_split,
+    eps,
     # strides
     stride_xm,
     stride_wn,
@@ -191,6 +247,7 @@ def _gemv_kernel(
     stride_om,
     stride_ws,
     stride_gs,
+    stride_rm,
     # meta-parameters
     FMT: tl.constexpr,
     HAS_ZP: tl.constexpr,
@@ -205,6 +262,9 @@ def _gemv_kernel(
     STAGES: tl.constexpr,
     PDL: tl.constexpr,
     GATED: tl.constexpr,
+    NORM: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+    NORM_BLOCK: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
@@ -217,7 +277,10 @@ def _gemv_kernel(
     one: for int4, 8 loads instead of 32 per 128 codes of a thread. STAGES > 1 (without PREFETCH; the launcher
     stages only where K is whole tiles, as it prefetches, the case measured on a GPU) has Triton's pipeliner
     stage each step's loads that many steps deep through shared memory as asynchronous copies, so the bytes in
-    flight no longer depend on where ptxas places the loads among the arithmetic."""
+    flight no longer depend on where ptxas places the loads among the arithmetic. NORM: x_ptr holds the
+    un-normalized h, and the product is taken with rms_norm(h, weight at nw_ptr, eps): every program first sums
+    the squares of the token's whole row (an L2 read of 2K bytes), then normalizes each x value as it loads it.
+    RESIDUAL: the output is residual (res_ptr) + the layer's output, as rounded, added in the epilogue."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -249,6 +312,9 @@ def _gemv_kernel(
         _prefetch_l2(w_rows + lines[None, :])
     if PDL > 0:
         gdc_wait()  # x, the workspace, the counters and out are read or written only after this
+    if NORM:
+        rstd = _row_rstd(x_row, KW * CPW, eps, NORM_BLOCK)
+        nw = nw_ptr
     # the tile's first group: with G whole groups a tile (splits start on a tile) it advances by G a step, so
     # the loop divides only when a group spans several tiles
     g_next = w_lo // group_words
@@ -279,25 +345,25 @@ def _gemv_kernel(
             z = tl.full((1, 1), 1 << (BITS - 1), tl.float32)
         part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
         if X_HALVES:  # a word's CPW 16-bit x values as CPW // 4 64-bit loads (4 values each)
-            x_quads = x_row.to(tl.pointer_type(tl.int64)) + offs_w * (CPW // 4)
-            if EVEN_K:
-                xq0 = tl.load(x_quads)
-                if CPW == 8:
-                    xq1 = tl.load(x_quads + 1)
-            else:
-                xq0 = tl.load(x_quads, mask=offs_w < KW, other=0)
-                if CPW == 8:
-                    xq1 = tl.load(x_quads + 1, mask=offs_w < KW, other=0)
+            xq0, xq1 = _quads(x_row, offs_w, KW, CPW, EVEN_K)
+            if NORM:
+                nq0, nq1 = _quads(nw, offs_w, KW, CPW, EVEN_K)
         for j in tl.static_range(CPW):
             if X_HALVES:
                 if j < 4:
                     xj = _x_value(xq0, j, x_row.dtype.element_ty)
+                    if NORM:
+                        nj = _x_value(nq0, j, x_row.dtype.element_ty)
                 else:
                     xj = _x_value(xq1, j - 4, x_row.dtype.element_ty)
-            elif EVEN_K:
-                xj = tl.load(x_row + offs_w * CPW + j).to(tl.float32)  # (BLOCK_W,)
+                    if NORM:
+                        nj = _x_value(nq1, j - 4, x_row.dtype.element_ty)
             else:
-                xj = tl.load(x_row + offs_w * CPW + j, mask=offs_w < KW, other=0.0).to(tl.float32)
+                xj = _x_column(x_row, offs_w, j, KW, CPW, EVEN_K)  # (BLOCK_W,)
+                if NORM:
+                    nj = _x_column(nw, offs_w, j, KW, CPW, EVEN_K)
+            if NORM:
+                xj = _normed(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
             code = _code_value(words, words_hi, j, FMT, LOP3, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
             part += xj[None, :] * code
         if FMT <= 1:
@@ -320,48 +386,54 @@ def _gemv_kernel(
     out = tl.sum(acc, axis=1)  # (BLOCK_N,)
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
-    mask = row_ok
     out_row = out_ptr + pid_m.to(tl.int64) * stride_om
+    res_row = res_ptr + pid_m.to(tl.int64) * stride_rm
     if SPLIT_K == 1:
-        _store_out(out_row, pid_n, out, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE, GATED, N, BLOCK_N)
+        _store_out(out_row, res_row, pid_n, out, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED, RESIDUAL, N,
+                   BLOCK_N)  # fmt: skip
     else:
         ws_ptrs = ws_ptr + pid_m.to(tl.int64) * N + offs_n
-        tl.store(ws_ptrs + pid_k * stride_ws, out, mask=mask)
+        tl.store(ws_ptrs + pid_k * stride_ws, out, mask=row_ok)
         tl.debug_barrier()  # every thread's partial is written before the counter says so
         counter = count_ptr + pid_m * tl.num_programs(0) + pid_n
         if tl.atomic_add(counter, 1, sem="acq_rel") == SPLIT_K - 1:
             # the last of the tile's programs: partials in split order, read from L2 (L1 may hold stale lines
             # of this workspace from an earlier call)
-            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            total = tl.load(ws_ptrs, mask=row_ok, other=0.0, cache_modifier=".cg")
             for s in range(1, SPLIT_K):
-                total += tl.load(ws_ptrs + s * stride_ws, mask=mask, other=0.0, cache_modifier=".cg")
-            _store_out(out_row, pid_n, total, bias_ptr, offs_wn, mask, HAS_BIAS, BF16_RNE, GATED, N, BLOCK_N)
+                total += tl.load(ws_ptrs + s * stride_ws, mask=row_ok, other=0.0, cache_modifier=".cg")
+            _store_out(out_row, res_row, pid_n, total, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED,
+                       RESIDUAL, N, BLOCK_N)  # fmt: skip
             tl.atomic_xchg(counter, 0)
 
 
 @triton.jit
 def _store_out(
-    out_row, pid_n, out, bias_ptr, offs_wn, mask,
-    HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr, GATED: tl.constexpr, N, BLOCK_N: tl.constexpr,
+    out_row, res_row, pid_n, out, bias_ptr, offs_wn, mask,
+    HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr, N,
+    BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """The tile's BLOCK_N sums (bias added) to out's row: as they are, or GATED: silu(gate) * up of its HALF
-    pairs, each value first rounded to out's dtype as the fused layer's output would be."""
+    pairs, each value first rounded to out's dtype as the fused layer's output would be, or RESIDUAL: the
+    residual's row plus the sums rounded to out's dtype, in fp32, rounded once (the residual add of a decoder
+    layer, as torch adds two tensors)."""
+    dtype: tl.constexpr = out_row.dtype.element_ty
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_wn).to(tl.float32)
     if GATED:
         HALF: tl.constexpr = BLOCK_N // 2
-        if BF16_RNE:
-            out = bf16_rne(out)
-        out = out.to(out_row.dtype.element_ty).to(tl.float32)
+        out = _rounded(out, dtype, BF16_RNE)
         gate, up = tl.split(tl.permute(tl.reshape(out, (2, HALF)), (1, 0)))
         out = gate / (1.0 + tl.exp(-gate)) * up
         cols = pid_n * HALF + tl.arange(0, HALF)
         mask = cols < N // 2
     else:
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        if RESIDUAL:
+            out = _rounded(out, dtype, BF16_RNE) + tl.load(res_row + cols, mask=mask, other=0.0).to(tl.float32)
     if BF16_RNE:
         out = bf16_rne(out)
-    tl.store(out_row + cols, out.to(out_row.dtype.element_ty), mask=mask)
+    tl.store(out_row + cols, out.to(dtype), mask=mask)
 
 
 def codes_per_word(fmt: int) -> int:
@@ -407,10 +479,11 @@ def split_counters(device: torch.device, tiles: int) -> torch.Tensor:
 
 
 def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg, out, split_k, w_per_split,
-                rne: bool, gated: bool = False):  # fmt: skip
+                rne: bool, gated: bool = False, norm=None, residual=None):  # fmt: skip
     """Launch on (M, K) x and (N, K / codes-per-byte) uint8 W seen as int32 words into `out` (M, N), or with
-    `gated` (N even) silu(gate) * up into `out` (M, N / 2); sizes were checked by `gemv_applies` and the
-    caller."""
+    `gated` (N even) silu(gate) * up into `out` (M, N / 2); `norm` (weight (K,) of x's dtype, eps): x is h and
+    the product is taken with rms_norm(h); `residual` (M, N): out = residual + the product. Sizes were checked
+    by `gemv_applies` and the caller."""
     (m, k), n = x.shape, w.shape[0]
     cpw = codes_per_word(fmt)
     words = w.view(torch.int32)  # (N, K / cpw): the canonical packing read 4 bytes at a time
@@ -425,16 +498,19 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
         counters = split_counters(x.device, grid[0] * m)
+    quads = x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
         global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, out, ws, counters,
-        m, n, k // cpw, group_words, scale.shape[1], w_per_split,
+        norm[0] if norm is not None else dummy, residual if residual is not None else dummy,
+        m, n, k // cpw, group_words, scale.shape[1], w_per_split, float(norm[1]) if norm is not None else 0.0,
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
-        out.stride(0), m * n, global_scale_stride(global_scale),
+        out.stride(0), m * n, global_scale_stride(global_scale), residual.stride(0) if residual is not None else 0,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
-        PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=x_in_quads(x),
-        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, BLOCK_N=cfg.block_n,
+        PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=quads,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, NORM=norm is not None,
+        RESIDUAL=residual is not None, NORM_BLOCK=min(1024, triton.next_power_of_2(k)), BLOCK_N=cfg.block_n,
         BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip

@@ -27,7 +27,7 @@ import triton.language as tl
 from . import _weight_only
 from ._bits import e2m1_code, e4m3_bits, e4m3_value, exp2_int, floor_log2
 from ._launch import check_device, check_tensor
-from .w4a16_gemm import check_gated, check_weight_only_x, expand_groups, pack_int4, unpack_int4
+from .w4a16_gemm import check_gated, check_norm_residual, check_weight_only_x, expand_groups, pack_int4, unpack_int4
 
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 # Midpoints between neighbouring E2M1 magnitudes, and whether a tie there rounds up (to the even code).
@@ -111,11 +111,16 @@ def fp4_gemm_ref(
     global_scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     gated: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if norm is not None:
+        x = _weight_only.rms_norm_ref(x, *norm)
     w = dequantize_fp4(packed, scale, fmt, x.shape[-1], global_scale, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     y = y if bias is None else y + bias.to(y.dtype)
-    return _weight_only.silu_gate(y) if gated else y
+    y = _weight_only.silu_gate(y) if gated else y
+    return y if residual is None else residual + y
 
 
 def fp4_gemm(
@@ -126,7 +131,10 @@ def fp4_gemm(
     global_scale: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     gated: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """y = x @ dequant(W).T (+ bias); `gated`, `norm` and `residual` as in `w4a16_gemm`."""
     who = "fp4_gemm"
     if fmt not in GROUP:
         raise ValueError(f"{who}: fmt must be 'mxfp4' or 'nvfp4', got {fmt!r}")
@@ -151,10 +159,11 @@ def fp4_gemm(
     if bias is not None:
         check_tensor(bias, "bias", who, (torch.float32, torch.bfloat16, torch.float16), (n,), x.device)
     check_gated(gated, n, who)
+    norm, res2 = check_norm_residual(norm, residual, x, n, gated, who)
     code = _weight_only.FMT_MXFP4 if fmt == "mxfp4" else _weight_only.FMT_NVFP4
     scale_bytes = scale.contiguous().view(torch.uint8)
     y = _weight_only.launch(x2, packed.contiguous(), scale_bytes, None, global_scale, bias, GROUP[fmt], code,
-                            gated=gated)  # fmt: skip
+                            gated=gated, norm=norm, residual=res2)  # fmt: skip
     return y.reshape(*x.shape[:-1], y.shape[1])
 
 

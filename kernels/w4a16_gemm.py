@@ -63,13 +63,18 @@ def w4a16_gemm_ref(
     bias: torch.Tensor | None = None,
     k_order: str | None = None,
     gated: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if norm is not None:
+        x = _weight_only.rms_norm_ref(x, *norm)
     if k_order is not None:
         x = x[..., _int4_mma_gemv.stored_order(x.shape[-1], x.device)]
     w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     y = y if bias is None else y + bias.to(y.dtype)
-    return _weight_only.silu_gate(y) if gated else y
+    y = _weight_only.silu_gate(y) if gated else y
+    return y if residual is None else residual + y
 
 
 _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -96,7 +101,12 @@ def w4a16_gemm(
     bias: torch.Tensor | None = None,
     k_order: str | None = None,
     gated: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """y = x @ dequant(W).T (+ bias). `gated` (W = [gate; up]): silu(gate) * up. `norm` (weight (K,), eps): x is a
+    decoder's residual stream and is normalized first, as HF's Llama RMSNorm does (`_weight_only.rms_norm_ref`).
+    `residual` (x's shape but N wide): residual + y. The decode GEMV does all three in its prologue and epilogue."""
     who = "w4a16_gemm"
     x2 = check_weight_only_x(x, who)
     k = x2.shape[1]
@@ -114,19 +124,47 @@ def w4a16_gemm(
     if bias is not None:
         check_tensor(bias, "bias", who, _SCALE_DTYPES, (n,), x.device)
     check_gated(gated, n, who)
+    norm, res2 = check_norm_residual(norm, residual, x, n, gated, who)
     fmt = _weight_only.FMT_INT4 if bits == 4 else _weight_only.FMT_INT8
     if k_order is not None:
         check_k_order(k_order, bits, k, group_size, who)
+        if norm is not None:  # the stored order's kernels take x normalized
+            x2, norm = _weight_only.rms_norm_ref(x2, *norm), None
         if _int4_mma_gemv.runs(x2, group_size):
             y = torch.empty((x2.shape[0], n), dtype=x2.dtype, device=x2.device)
             paths.record(_weight_only.KERNEL_NAMES[fmt], paths.TRITON_GEMV, _int4_mma_gemv.WHY, x2.shape[0])
             _int4_mma_gemv.launch(x2, qweight.view(torch.int32), scale, zero_point, bias, group_size, y)
             y = _weight_only.silu_gate(y) if gated else y
+            y = y if res2 is None else res2 + y
             return y.reshape(*x.shape[:-1], y.shape[1])
         x2 = x2[:, _int4_mma_gemv.stored_order(k, x2.device)]  # (M, K) in the order W's codes are stored
     y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt,
-                            gated=gated)  # fmt: skip
+                            gated=gated, norm=norm, residual=res2)  # fmt: skip
     return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+def check_norm_residual(norm, residual, x: torch.Tensor, n: int, gated: bool, who: str):
+    """`norm` as (contiguous weight (K,), float eps) and `residual` as (M, N) with N contiguous, checked against
+    x (..., K) and the output width N; ValueError names the argument and what would fix it."""
+    k = x.shape[-1]
+    if norm is not None:
+        if not isinstance(norm, tuple) or len(norm) != 2:
+            raise ValueError(f"{who}: norm must be a tuple (weight, eps), got {type(norm).__name__}")
+        weight, eps = norm
+        check_tensor(weight, "norm weight", who, (x.dtype,), (k,), x.device)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"{who}: norm eps must be a float >= 0 (the RMSNorm's variance_epsilon), got {eps!r}")
+        norm = (weight.contiguous(), float(eps))
+    if residual is None:
+        return norm, None
+    if gated:
+        raise ValueError(f"{who}: residual and gated=True do not go together (a gate/up output has no residual)")
+    check_tensor(residual, "residual", who, (x.dtype,), None, x.device)
+    if tuple(residual.shape) != (*x.shape[:-1], n):
+        raise ValueError(f"{who}: residual must have the output's shape {(*x.shape[:-1], n)}, got "
+                         f"{tuple(residual.shape)}")  # fmt: skip
+    res2 = residual.reshape(-1, n)
+    return norm, res2 if res2.stride(-1) == 1 else res2.contiguous()
 
 
 def check_gated(gated: bool, n: int, who: str) -> None:

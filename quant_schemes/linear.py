@@ -37,7 +37,7 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
-OWN_BACKENDS = ("triton", "torch-ref")  # the backends whose weight-only kernels take a k_order and `gated`
+OWN_BACKENDS = ("triton", "torch-ref")  # the backends whose weight-only kernels take a k_order and fusions
 
 
 def use_decode_order(model: nn.Module, dtype: torch.dtype) -> int:
@@ -301,31 +301,41 @@ class QuantLinear(nn.Module):
         extra = sum(t.numel() * t.element_size() for t in (self.bias, self.input_scale) if t is not None)
         return self.stored_weight().nbytes + extra
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._matmul(x)
+    def forward(self, x: torch.Tensor, norm: tuple | None = None, residual: torch.Tensor | None = None):
+        """(..., K) -> (..., N). For a decoder's step (layers with `fuses_ops`): `norm` (weight, eps): x is the
+        residual stream and the layer reads rms_norm(x, weight, eps), as HF's Llama RMSNorm computes it;
+        `residual` (..., N): returns residual + the output. The decode GEMV does both in its prologue and
+        epilogue, so neither costs a kernel of its own."""
+        fused = {k: v for k, v in (("norm", norm), ("residual", residual)) if v is not None}
+        return self._matmul(x, **fused)
 
-    def _matmul(self, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
-        """(..., K) -> (..., N), or with `gated` silu(gate) * up, (..., N / 2)."""
+    def _matmul(self, x: torch.Tensor, **fused) -> torch.Tensor:
+        """(..., K) -> (..., N), or with gated=True silu(gate) * up, (..., N / 2)."""
+        if fused and not self.fuses_ops:
+            raise ValueError(f"{', '.join(fused)} need a {', '.join(OWN_BACKENDS)} layer of a format whose kernels "
+                             f"fuse them; this one: {self.extra_repr()}")  # fmt: skip
         x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if "residual" in fused:
+            fused["residual"] = fused["residual"].reshape(x2.shape[0], self.out_features)
         if self.path is not None:
             paths.record(*self.path, x2.shape[0])
         with on_device(x):
-            y = self.format.matmul(self, x2, gated=True) if gated else self.format.matmul(self, x2)
+            y = self.format.matmul(self, x2, **fused)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     @property
-    def fuses_gate(self) -> bool:
-        """Whether `silu_gated` runs: a weight-only format whose kernels apply the SiLU-gate themselves."""
-        return self.format.fuses_gate and self.backend.name in OWN_BACKENDS
+    def fuses_ops(self) -> bool:
+        """Whether `silu_gated` and forward's `norm` and `residual` run: a weight-only format whose kernels do
+        them themselves."""
+        return self.format.fuses_ops and self.backend.name in OWN_BACKENDS
 
-    def silu_gated(self, x: torch.Tensor) -> torch.Tensor:
+    def silu_gated(self, x: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         """For a fused [gate; up] layer (`QuantLinear.concatenated` of the two): silu(gate) * up of its output,
         (..., out_features / 2), applied by the layer's kernel (in the decode GEMV's epilogue, where that runs:
-        no second kernel, no (M, 2I) output written and read back)."""
-        if not self.fuses_gate or self.out_features % 2:
-            raise ValueError(f"silu_gated needs an even out_features and a {', '.join(OWN_BACKENDS)} layer of a "
-                             f"format whose kernels fuse it; this one: {self.extra_repr()}")  # fmt: skip
-        return self._matmul(x, gated=True)
+        no second kernel, no (M, 2I) output written and read back); `norm` as in forward."""
+        if self.out_features % 2:
+            raise ValueError(f"silu_gated needs an even out_features; this layer: {self.extra_repr()}")
+        return self._matmul(x, gated=True, **({} if norm is None else {"norm": norm}))
 
     def extra_repr(self) -> str:
         return (

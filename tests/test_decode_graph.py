@@ -95,8 +95,9 @@ def test_cache_slots_hold_what_hf_caches_and_nothing_past_the_last_token():
 @pytest.mark.parametrize("variant", ["W4A16", "NVFP4", "W8A8_INT8"])
 def test_weight_only_layers_apply_the_silu_gate_in_their_own_kernel(variant):
     """Quantized (torch-ref kernels, float32): the weight-only variants' fused gate/up layers return silu(gate) *
-    up themselves (`QuantLinear.silu_gated`, the GEMV epilogue's reference) and the step calls no `gated`; the
-    tokens and logits are the HF path's. W8A8 keeps the separate gate."""
+    up themselves (`QuantLinear.silu_gated`, the GEMV epilogue's reference) and the step calls no `gated`; their
+    layers also take the RMSNorms and residual adds (the references of the GEMV's prologue and epilogue); the
+    tokens and logits are the HF path's. W8A8 keeps the separate gate and the step's add+RMSNorm."""
     from evalsuite import models
     from evalsuite.quant_schemes.apply import quantize
 
@@ -107,6 +108,8 @@ def test_weight_only_layers_apply_the_silu_gate_in_their_own_kernel(variant):
     layers = len(model.model.layers)
     gated = f"SiLU-gate in the gate/up kernel in {layers}/{layers} layers"
     assert (gated in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
+    fused_ops = f"RMSNorm and residual add in the linear layers' kernels ({4 * layers}/{4 * layers}:"
+    assert (fused_ops in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
     calls = []
     decoder.fns = {**decoder.fns, "gated": lambda *a: calls.append(1) or EAGER["gated"](*a)}
     got, got_logits = greedy(decoder, CONTEXTS, 6)

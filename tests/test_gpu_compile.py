@@ -31,9 +31,11 @@ def compile(fn, types, consts, warps=4):
     return kernel.asm["ptx"]
 
 GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32",
-        "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32"}
+        "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16",
+        "res_ptr": "*bf16", "eps": "fp32"}
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
-              PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, BLOCK_N=64, BLOCK_W=32)
+              PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=False, RESIDUAL=False,
+              NORM_BLOCK=1024, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
         "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}
@@ -65,6 +67,11 @@ ptx = {
                                             {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "PDL": 2}),
     "gemv-int4-gated": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
                                        {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "GATED": True}),
+    "gemv-int4-gated-norm": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
+                                            {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "GATED": True,
+                                             "NORM": True, "BLOCK_N": 32}, warps=1),
+    "gemv-nvfp4-residual": lambda: compile(_weight_only_gemv._gemv_kernel, {**GEMV, "s_ptr": "*u8"},
+                                           {**GEMV_C, "FMT": 3, "RESIDUAL": True}),
     "w8a8-gemv": lambda: compile(w8a8_gemv._w8a8_gemv_kernel, W8, W8_C),
     "attention-bf16": lambda: compile(decode_attention._decode_attention_kernel, ATTN, ATTN_C),
     "attention-bf16-write": lambda: compile(decode_attention._decode_attention_kernel, ATTN,
@@ -93,6 +100,8 @@ CASES = {
     "gemv-int4-staged": ["lop3.b32", "cp.async"],
     "gemv-int4-staged-pdl": ["prefetch.global.L2", "griddepcontrol.wait", "griddepcontrol.launch_dependents"],
     "gemv-int4-gated": ["lop3.b32", "cp.async", "ex2.approx"],  # the epilogue's SiLU
+    "gemv-int4-gated-norm": ["cp.async", "sqrt.rn.f32", "div.rn.f32", "cvt.rn.bf16.f32"],  # the prologue's rstd
+    "gemv-nvfp4-residual": ["cvt.f32.f16", "cvt.rn.bf16.f32"],
     "w8a8-gemv": ["dp4a.s32.s32", "atom.global.gpu.acq_rel"],
     "attention-bf16": ["mma.sync"],
     "attention-bf16-write": ["mma.sync", "bar.sync"],

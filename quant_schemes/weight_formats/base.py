@@ -74,9 +74,9 @@ class WeightFormat:
     algorithms: ClassVar[tuple[str, ...]] = ()  # calibrated algorithms that produce its weights (rtn always does)
     accumulation: ClassVar[bool] = False  # its Triton GEMM has the fp8 accumulation modes (fast / precise)
     checkpoint_format: ClassVar[str | None] = None  # compressed-tensors `format` it exports as; None: not exported
-    # its kernel takes `gated` (a fused [gate; up] layer's silu(gate) * up, in the decode GEMV's epilogue), so
-    # `matmul(..., gated=True)` works
-    fuses_gate: ClassVar[bool] = False
+    # its kernel takes `gated` (a fused [gate; up] layer's silu(gate) * up), `norm` (the input's RMSNorm) and
+    # `residual` (the residual add), done in the decode GEMV's prologue and epilogue, so `matmul` takes them
+    fuses_ops: ClassVar[bool] = False
     # what a count of saturated weights (clipped at the largest code) means for this format, for the report
     saturation_note: ClassVar[str] = (
         "expected 0 with round-to-nearest absmax scales (the largest weight of each group maps to the largest "
@@ -122,9 +122,10 @@ class WeightFormat:
         """(N, K) bool: elements of the weight divided by its element scales that fall past the largest code."""
         raise NotImplementedError
 
-    def matmul(self, layer, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
-        """y (M, N) of x (M, K) through the layer's resolved kernels (layer.gemm, layer.act_quant); `gated`
-        (formats with `fuses_gate`): silu(gate) * up of y = [gate | up], (M, N / 2)."""
+    def matmul(self, layer, x: torch.Tensor, **fused) -> torch.Tensor:
+        """y (M, N) of x (M, K) through the layer's resolved kernels (layer.gemm, layer.act_quant). `fused`
+        (formats with `fuses_ops`): gated=True (silu(gate) * up of y = [gate | up], (M, N / 2)), norm=(weight,
+        eps) (x normalized first), residual (M, N) (residual + y), passed on to the kernel."""
         raise NotImplementedError
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class FP4Format(WeightFormat):
     kernel = Kernel("evalsuite.kernels.fp4_gemm", "fp4_gemm")
     group: ClassVar[int]
-    fuses_gate = True
+    fuses_ops = True
 
     def quantize(self, w: torch.Tensor, args: QuantArgs) -> QuantizedWeight:
         n, k = w.shape
@@ -51,9 +51,8 @@ class FP4Format(WeightFormat):
 
         return scaled.abs() > E2M1_MAX * (1 + 1e-5)
 
-    def matmul(self, layer, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
-        extra = {"gated": True} if gated else {}  # set on the backends whose kernels take it (fuses_gate)
-        return layer.gemm(x, layer.qdata, layer.scale, self.name, layer.global_scale, layer.bias, **extra)
+    def matmul(self, layer, x: torch.Tensor, **fused) -> torch.Tensor:
+        return layer.gemm(x, layer.qdata, layer.scale, self.name, layer.global_scale, layer.bias, **fused)
 
 
 class MXFP4Format(FP4Format):

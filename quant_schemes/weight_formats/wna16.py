@@ -21,7 +21,7 @@ class WNA16Format(WeightFormat):
     kernel = Kernel("evalsuite.kernels.w4a16_gemm", "w4a16_gemm")
     algorithms = ("gptq", "awq")
     checkpoint_format = "pack-quantized"
-    fuses_gate = True
+    fuses_ops = True
 
     def check(self, weights: QuantArgs, acts: QuantArgs | None) -> None:
         super().check(weights, acts)
@@ -95,11 +95,11 @@ class WNA16Format(WeightFormat):
 
         return int_saturated(scaled, qw)
 
-    def matmul(self, layer, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
+    def matmul(self, layer, x: torch.Tensor, **fused) -> torch.Tensor:
         order = {} if layer.k_order is None else {"k_order": layer.k_order}  # set on the backends that take one
-        extra = {**order, "gated": True} if gated else order  # likewise
         return layer.gemm(
-            x, layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias, **extra
+            x, layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias, **order,
+            **fused,
         )
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:

@@ -266,11 +266,12 @@ def test_gated_w4a16_gemm_at_every_m(m):
 
 def test_the_graph_decoder_gates_in_the_gemv_epilogue():
     """W4A16 with our Triton kernels (the interpreter on CPU): the graph decoder's gate/up layers run the gated
-    GEMV, no separate SiLU-gate, and give the tokens and logits of the HF path over the same layers on the
-    torch reference (float32, eager steps)."""
+    GEMV, no separate SiLU-gate; at two rows the q/k/v and gate/up GEMVs normalize their input and the o and down
+    GEMVs add the residual, so a step's only RMSNorm of its own is the final one, and no add+RMSNorm runs; the
+    tokens and logits are the HF path's over the same layers on the torch reference (float32, eager steps)."""
     import copy
 
-    from evalsuite.decode_graph import GraphDecoder
+    from evalsuite.decode_graph import EAGER, GraphDecoder
     from evalsuite.graphs import DynamicDecoder
     from evalsuite.kernels import paths
     from evalsuite.quant_schemes.apply import quantize
@@ -287,10 +288,14 @@ def test_the_graph_decoder_gates_in_the_gemv_epilogue():
     want, want_logits = greedy(DynamicDecoder(reference), contexts, 2)
     decoder = GraphDecoder(model, batch_size=2, max_len=8, graphs=False, fuse=None)
     assert "SiLU-gate in the gate/up kernel in" in decoder.describe()
-    decoder.fns = {**decoder.fns, "gated": None}  # a call would fail
+    assert "RMSNorm and residual add in the linear layers' kernels (8/8:" in decoder.describe()
+    calls = []
+    decoder.fns = {**decoder.fns, "gated": None, "add_norm": None,  # a call would fail
+                   "norm": lambda *a: calls.append(1) or EAGER["norm"](*a)}  # fmt: skip
     paths.reset()
     got, got_logits = greedy(decoder, contexts, 2)
     assert got == want
+    assert len(calls) == 2  # the final norm of each step; the prefill (one token a row) fuses the rest too
     assert any(e["path"] == paths.TRITON_GEMV for e in paths.taken())
     for a, b in zip(got_logits, want_logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
