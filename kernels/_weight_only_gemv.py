@@ -47,6 +47,7 @@ from ._weight_only_dequant import global_scale_stride
 
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
+NORM_PER_THREAD = 32  # the NORM prologue's block: this many values of the row per thread
 PDL_MODE = 0  # 0: ordinary launch; 1: PDL; 2: PDL and each program's first two W tiles prefetched into L2
 
 
@@ -61,10 +62,10 @@ def _shift(w, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr, z0, z4, z8, z12):
+def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, PTX: tl.constexpr, z0, z4, z8, z12):
     """fp32 (BLOCK_N, BLOCK_W) from code J of each word (w_hi: the word shifted right by 16): code - zero for
     integer formats (zP: 2**(23 - P) + zero, for a code at bit P), the E2M1 value for FP4 (times 2**-14 with
-    LOP3)."""
+    PTX)."""
     if FMT <= 1:
         # Integer code c at bits P .. P+BITS-1 (P <= 15, the upper half read from w_hi) stays where it is; an
         # exponent of 2**(23 - P) above it makes the float 2**(23 - P) + c, and subtracting 2**(23 - P) + zero
@@ -75,7 +76,7 @@ def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr,
         src = w_hi if J * BITS >= 16 else w
         MASK: tl.constexpr = ((1 << BITS) - 1) << P
         EXP: tl.constexpr = (150 - P) << 23
-        if LOP3:  # (src & MASK) | EXP in one instruction; LLVM emits an AND and an OR that ptxas leaves apart
+        if PTX:  # (src & MASK) | EXP in one instruction; LLVM emits an AND and an OR that ptxas leaves apart
             v = tl.inline_asm_elementwise(
                 "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", [src, MASK, EXP], dtype=tl.int32, is_pure=True, pack=1
             )
@@ -90,7 +91,7 @@ def _code_value(w, w_hi, J: tl.constexpr, FMT: tl.constexpr, LOP3: tl.constexpr,
         else:
             off = z12
         v = v.to(tl.float32, bitcast=True) - off
-    elif LOP3:
+    elif PTX:
         # E2M1 as fp16, two codes at once: codes J % 4 and J % 4 + 4 sit 16 bits apart, so one shift takes the
         # exponent and mantissa bits of both to fp16 bits 9 .. 11 of each half and another takes the signs to bit
         # 15: value * 2**-14 exactly (E2M1's 0.5 becomes an fp16 subnormal), and one conversion per code. The
@@ -173,12 +174,16 @@ def _normed(h, w, rstd, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
 
 
 @triton.jit
-def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr):
-    """1 / sqrt(mean(h**2) + eps) of the token's row of h (K values), in fp32, each operation correctly rounded."""
+def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr, NORM_EVEN: tl.constexpr):
+    """1 / sqrt(mean(h**2) + eps) of the token's row of h (K values), in fp32, each operation correctly rounded;
+    the row is read in NORM_STEPS blocks, unrolled, so that their loads can all be in flight at once."""
     sq = tl.zeros((NORM_BLOCK,), dtype=tl.float32)
-    for k0 in range(0, K, NORM_BLOCK):
-        offs = k0 + tl.arange(0, NORM_BLOCK)
-        h = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
+    for step in tl.static_range(NORM_STEPS):
+        offs = step * NORM_BLOCK + tl.arange(0, NORM_BLOCK)
+        if NORM_EVEN:  # K is whole blocks: no mask, so the loads stay 16 bytes wide
+            h = tl.load(x_row + offs).to(tl.float32)
+        else:
+            h = tl.load(x_row + offs, mask=offs < K, other=0.0).to(tl.float32)
         sq += h * h
     mean = tl.math.div_rn(tl.sum(sq, axis=0), K.to(tl.float32))
     return tl.math.div_rn(1.0, tl.sqrt_rn(mean + eps))
@@ -257,7 +262,7 @@ def _gemv_kernel(
     EVEN_K: tl.constexpr,
     BF16_RNE: tl.constexpr,
     PREFETCH: tl.constexpr,
-    LOP3: tl.constexpr,
+    PTX: tl.constexpr,
     X_HALVES: tl.constexpr,
     STAGES: tl.constexpr,
     PDL: tl.constexpr,
@@ -265,22 +270,26 @@ def _gemv_kernel(
     NORM: tl.constexpr,
     RESIDUAL: tl.constexpr,
     NORM_BLOCK: tl.constexpr,
+    NORM_STEPS: tl.constexpr,
+    NORM_EVEN: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     """Program (row block, token, K split). acc (BLOCK_N, BLOCK_W): per row and word column, summed over words at
     the end, so the loop has no cross-thread traffic. KW, the word count of a row, and group_words, words per
     group, count in 32-bit words. PREFETCH (only with EVEN_K, where every split is whole tiles) loads W one
-    tile ahead. LOP3 (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes with one inline
-    `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS.
+    tile ahead. PTX (NVIDIA GPUs; the interpreter and ROCm run no PTX) extracts integer codes with one inline
+    `lop3`: the same bits as the AND and OR it replaces, about a fifth fewer instructions per code in SASS;
+    with NORM it also asks L2 for the program's first two W tiles before the prologue.
     X_HALVES (16-bit x, rows 8-byte aligned) reads a word's x values 4 at a time as int64 rather than one by
     one: for int4, 8 loads instead of 32 per 128 codes of a thread. STAGES > 1 (without PREFETCH; the launcher
     stages only where K is whole tiles, as it prefetches, the case measured on a GPU) has Triton's pipeliner
     stage each step's loads that many steps deep through shared memory as asynchronous copies, so the bytes in
     flight no longer depend on where ptxas places the loads among the arithmetic. NORM: x_ptr holds the
     un-normalized h, and the product is taken with rms_norm(h, weight at nw_ptr, eps): every program first sums
-    the squares of the token's whole row (an L2 read of 2K bytes), then normalizes each x value as it loads it.
-    RESIDUAL: the output is residual (res_ptr) + the layer's output, as rounded, added in the epilogue."""
+    the squares of the token's whole row (an L2 read of 2K bytes, its NORM_STEPS blocks unrolled), then
+    normalizes each x value as it loads it. RESIDUAL: the output is residual (res_ptr) + the layer's
+    output, as rounded, added in the epilogue; the tile's residual values are loaded before the loop."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -313,8 +322,16 @@ def _gemv_kernel(
     if PDL > 0:
         gdc_wait()  # x, the workspace, the counters and out are read or written only after this
     if NORM:
-        rstd = _row_rstd(x_row, KW * CPW, eps, NORM_BLOCK)
+        if PTX and PDL != 2:  # W's first tiles on their way to L2 while the row's norm is summed
+            LINES: tl.constexpr = (2 * BLOCK_W + 31) // 32  # 128-byte lines of two tiles
+            _prefetch_l2(w_rows + tl.minimum(w_lo + tl.arange(0, LINES) * 32, KW - 1)[None, :])
+        rstd = _row_rstd(x_row, KW * CPW, eps, NORM_BLOCK, NORM_STEPS, NORM_EVEN)
         nw = nw_ptr
+    if RESIDUAL:
+        res_row = res_ptr + pid_m.to(tl.int64) * stride_rm
+        res = tl.load(res_row + offs_n, mask=row_ok, other=0.0).to(tl.float32)
+    else:
+        res = tl.zeros((BLOCK_N,), dtype=tl.float32)
     # the tile's first group: with G whole groups a tile (splits start on a tile) it advances by G a step, so
     # the loop divides only when a group spans several tiles
     g_next = w_lo // group_words
@@ -364,7 +381,7 @@ def _gemv_kernel(
                     nj = _x_column(nw, offs_w, j, KW, CPW, EVEN_K)
             if NORM:
                 xj = _normed(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
-            code = _code_value(words, words_hi, j, FMT, LOP3, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
+            code = _code_value(words, words_hi, j, FMT, PTX, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
             part += xj[None, :] * code
         if FMT <= 1:
             s = _per_group(s_ptr, offs_wn, stride_sn, g0, offs_w, KW, group_words, num_groups, GROUPS_PER_TILE,
@@ -377,7 +394,7 @@ def _gemv_kernel(
                 s = exp2_int(e - 127)
             else:
                 s = e4m3_value(e)  # the division by the global scale is left to the end
-            if LOP3:
+            if PTX:
                 part = part * 16384.0  # the fp16 decode's 2**-14, undone exactly
             acc += _to_words(s, GROUPS_PER_TILE, BLOCK_N, BLOCK_W) * part
 
@@ -387,9 +404,8 @@ def _gemv_kernel(
     if FMT == 3:
         out = tl.math.div_rn(out, gs)
     out_row = out_ptr + pid_m.to(tl.int64) * stride_om
-    res_row = res_ptr + pid_m.to(tl.int64) * stride_rm
     if SPLIT_K == 1:
-        _store_out(out_row, res_row, pid_n, out, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED, RESIDUAL, N,
+        _store_out(out_row, res, pid_n, out, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED, RESIDUAL, N,
                    BLOCK_N)  # fmt: skip
     else:
         ws_ptrs = ws_ptr + pid_m.to(tl.int64) * N + offs_n
@@ -402,21 +418,21 @@ def _gemv_kernel(
             total = tl.load(ws_ptrs, mask=row_ok, other=0.0, cache_modifier=".cg")
             for s in range(1, SPLIT_K):
                 total += tl.load(ws_ptrs + s * stride_ws, mask=row_ok, other=0.0, cache_modifier=".cg")
-            _store_out(out_row, res_row, pid_n, total, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED,
+            _store_out(out_row, res, pid_n, total, bias_ptr, offs_wn, row_ok, HAS_BIAS, BF16_RNE, GATED,
                        RESIDUAL, N, BLOCK_N)  # fmt: skip
             tl.atomic_xchg(counter, 0)
 
 
 @triton.jit
 def _store_out(
-    out_row, res_row, pid_n, out, bias_ptr, offs_wn, mask,
+    out_row, res, pid_n, out, bias_ptr, offs_wn, mask,
     HAS_BIAS: tl.constexpr, BF16_RNE: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr, N,
     BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """The tile's BLOCK_N sums (bias added) to out's row: as they are, or GATED: silu(gate) * up of its HALF
-    pairs, each value first rounded to out's dtype as the fused layer's output would be, or RESIDUAL: the
-    residual's row plus the sums rounded to out's dtype, in fp32, rounded once (the residual add of a decoder
-    layer, as torch adds two tensors)."""
+    pairs, each value first rounded to out's dtype as the fused layer's output would be, or RESIDUAL: `res`
+    (the tile's residual values, fp32) plus the sums rounded to out's dtype, in fp32, rounded once (the
+    residual add of a decoder layer, as torch adds two tensors)."""
     dtype: tl.constexpr = out_row.dtype.element_ty
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_wn).to(tl.float32)
@@ -430,7 +446,7 @@ def _store_out(
     else:
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         if RESIDUAL:
-            out = _rounded(out, dtype, BF16_RNE) + tl.load(res_row + cols, mask=mask, other=0.0).to(tl.float32)
+            out = _rounded(out, dtype, BF16_RNE) + res
     if BF16_RNE:
         out = bf16_rne(out)
     tl.store(out_row + cols, out.to(dtype), mask=mask)
@@ -499,6 +515,7 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
         counters = split_counters(x.device, grid[0] * m)
     quads = x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
+    norm_block = min(triton.next_power_of_2(k), NORM_PER_THREAD * 32 * cfg.num_warps)
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
         global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, out, ws, counters,
@@ -508,9 +525,10 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         out.stride(0), m * n, global_scale_stride(global_scale), residual.stride(0) if residual is not None else 0,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
-        PREFETCH=cfg.prefetch and even_k, LOP3=nvidia_ptx(x.device), X_HALVES=quads,
+        PREFETCH=cfg.prefetch and even_k, PTX=nvidia_ptx(x.device), X_HALVES=quads,
         STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, NORM=norm is not None,
-        RESIDUAL=residual is not None, NORM_BLOCK=min(1024, triton.next_power_of_2(k)), BLOCK_N=cfg.block_n,
+        RESIDUAL=residual is not None, NORM_BLOCK=norm_block, NORM_STEPS=triton.cdiv(k, norm_block),
+        NORM_EVEN=k % norm_block == 0, BLOCK_N=cfg.block_n,
         BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip

@@ -34,8 +34,8 @@ GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs
         "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16",
         "res_ptr": "*bf16", "eps": "fp32"}
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
-              PREFETCH=True, LOP3=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=False, RESIDUAL=False,
-              NORM_BLOCK=1024, BLOCK_N=64, BLOCK_W=32)
+              PREFETCH=True, PTX=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=False, RESIDUAL=False,
+              NORM_BLOCK=1024, NORM_STEPS=4, NORM_EVEN=True, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
         "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}

@@ -92,6 +92,20 @@ def test_norm_prologue_reads_values_one_by_one_where_quads_do_not_apply(fmt):
         assert torch.equal(_weight_only.launch(h, *args, CONFIGS["n16-k128"], norm=(weight, 1e-6)), want)
 
 
+def test_norm_prologue_sums_rows_longer_than_its_block_in_several_steps(monkeypatch):
+    """Rows longer than the prologue's block are summed a block at a time: one value per thread (4 warps: a
+    128-value block) on a 200-wide row, partial last block included."""
+    from evalsuite.kernels import _weight_only_gemv
+
+    monkeypatch.setattr(_weight_only_gemv, "NORM_PER_THREAD", 1)
+    m, n, k = 2, 12, 200
+    args, _ = _weights("int4-asym", n, k)
+    h = _grid_values(m, k, torch.bfloat16)
+    weight = torch.randn(k, device=DEVICE).to(torch.bfloat16)
+    want = _weight_only.launch(_normalized(h, weight, 1e-5), *args, CONFIGS["n16-k128"])
+    assert torch.equal(_weight_only.launch(h, *args, CONFIGS["n16-k128"], norm=(weight, 1e-5)), want)
+
+
 @pytest.mark.parametrize("config, fmt, dtype", CASES)
 def test_residual_epilogue_adds_the_rounded_output(config, fmt, dtype):
     """residual + y, with y rounded to the output dtype first, as torch adds a layer's output to h; a bias and
