@@ -18,7 +18,11 @@ reads the whole cache allocated for the longest generation. The cache is one (2,
 written by the RoPE function with one `index_copy_`, or in the step, where the Triton kernel attends, by that kernel,
 which also applies RoPE (and Qwen3's q/k norms) to the projections as the fused q/k/v layer left them: no kernel of
 its own for RoPE or the cache write, where there were three; the step's position, write index and mask live in
-device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay.
+device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay. Where the
+linear layers are of a weight-only format on our kernels (`QuantLinear.fuses_ops`) and a step has at most
+GEMV_MAX_M tokens, the layers do the RMSNorms and residual adds too (`LayerOps`): the fused q/k/v and gate/up
+GEMVs normalize their input in their prologue, o and down add the residual in their epilogue, so a layer is
+five kernels (q/k/v, attention, o, gate/up, down) and one RMSNorm of its own runs, before the output layer.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
