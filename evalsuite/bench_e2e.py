@@ -7,6 +7,9 @@ decode tokens/s with each decoder side by side:
          reference path);
   graph  our own step, its non-GEMM work compiled, the whole step one CUDA graph (decode_graph.GraphDecoder,
          what the harness generates with);
+  graph-layer-ops, graph-no-layer-ops
+         the same step with the weight-only layers' own RMSNorms and residual adds (decode_graph.LayerOps)
+         forced on or off, whatever decode_graph.LAYER_OPS says;
   eager  the same step run eagerly, neither compiled nor captured (the launch and Python overhead it removes).
 Each decode figure also shows its share of the weights' roofline (weight bytes x steps/s over the copy
 bandwidth measured at the start) and its ratio against bf16 measured in the same process. Prints the tables
@@ -97,7 +100,7 @@ def prefill_rate(model, batch: int, length: int, vocab: int, device, repeats: in
     return batch * length / _time(run, device, repeats)
 
 
-DECODERS = ("hf", "graph", "eager")
+DECODERS = ("hf", "graph", "graph-layer-ops", "graph-no-layer-ops", "eager")
 
 
 def make_decoder(kind: str, model, batch: int, max_len: int):
@@ -114,6 +117,8 @@ def make_decoder(kind: str, model, batch: int, max_len: int):
         return StaticDecoder(model, batch, max_len, graphs=graphs), path
     if kind == "graph":
         decoder = GraphDecoder(model, batch, max_len)
+    elif kind in ("graph-layer-ops", "graph-no-layer-ops"):  # the step with its LayerOps forced on or off
+        decoder = GraphDecoder(model, batch, max_len, layer_ops=kind == "graph-layer-ops")
     else:
         decoder = GraphDecoder(model, batch, max_len, graphs=False, fuse=None)
     return decoder, decoder.describe()

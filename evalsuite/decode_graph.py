@@ -42,6 +42,13 @@ from evalsuite.quant_schemes.linear import QuantLinear
 log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# Whether the step lets weight-only layers normalize their input and add the residual in their own kernels
+# (`LayerOps`) by default. Off: the first version made the batch-1 step slower on an H100 (2026-12-07,
+# 8B shapes: W4A16 370 -> 364 tok/s, NVFP4 304 -> 282; the q/k/v GEMV 9.1 -> 11.9 us with int4 and 10.6 ->
+# 18.2 with NVFP4, more than the 2.05 us add + RMSNorm kernels it replaced); the second (one round trip for
+# the row's norm, W's first tiles prefetched) is not yet measured. `evalsuite bench e2e --decoders
+# graph,graph-layer-ops` times both in one process.
+LAYER_OPS = False
 
 
 def unsupported(model: torch.nn.Module, max_len: int) -> str | None:
@@ -246,11 +253,13 @@ class GraphDecoder:
         graphs: bool = True,
         fuse: str | None = "auto",
         attention: str = "auto",
+        layer_ops: bool | None = None,
     ):
         """`fuse`: the torch.compile backend for the step's non-GEMM functions ("auto": Inductor on CUDA, none
         elsewhere; None: run them eagerly). `attention`: the step's attention, "triton" (our decode kernel,
         kernels/decode_attention.py, which reads only the filled part of the cache), "torch" (`attend`, through
-        `fuse`), or "auto": the kernel on NVIDIA GPUs, `attend` elsewhere."""
+        `fuse`), or "auto": the kernel on NVIDIA GPUs, `attend` elsewhere. `layer_ops`: whether layers that can
+        do the RMSNorms and residual adds in their own kernels do (`LayerOps`; None: LAYER_OPS)."""
         reason = unsupported(model, max_len)
         if reason:
             raise ValueError(f"the graph decoder cannot run this model: {reason}")
@@ -292,7 +301,8 @@ class GraphDecoder:
         self.groups = [self._fuse(layer) for layer in self.inner.layers]
         fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
         self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
-        self.ops = [LayerOps.of(layer, qkv, gate, self.dtype)
+        self.ops = [LayerOps.of(layer, qkv, gate, self.dtype) if (LAYER_OPS if layer_ops is None else layer_ops)
+                    else LayerOps()
                     for layer, (qkv, _), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)]
         self.ops_max_m = _fused_ops_max_m() if any(op.count() for op in self.ops) else 0
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")

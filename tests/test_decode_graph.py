@@ -104,12 +104,14 @@ def test_weight_only_layers_apply_the_silu_gate_in_their_own_kernel(variant):
     model = models.load(models.resolve_model("embedded:tiny"), "cpu", "float32").model
     quantize(model, variant, backend="torch-ref")
     want, want_logits = greedy(DynamicDecoder(model), CONTEXTS, 6)
-    decoder = GraphDecoder(model, batch_size=3, max_len=24)
+    decoder = GraphDecoder(model, batch_size=3, max_len=24, layer_ops=True)
     layers = len(model.model.layers)
     gated = f"SiLU-gate in the gate/up kernel in {layers}/{layers} layers"
     assert (gated in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
     fused_ops = f"RMSNorm and residual add in the linear layers' kernels ({4 * layers}/{4 * layers}:"
     assert (fused_ops in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
+    by_default = GraphDecoder(model, batch_size=3, max_len=24).describe()
+    assert (fused_ops in by_default) == (decode_graph.LAYER_OPS and variant != "W8A8_INT8"), by_default
     calls = []
     decoder.fns = {**decoder.fns, "gated": lambda *a: calls.append(1) or EAGER["gated"](*a)}
     got, got_logits = greedy(decoder, CONTEXTS, 6)
@@ -240,6 +242,20 @@ def test_bench_e2e_puts_the_decoders_side_by_side(tmp_path):
     assert "| graph / hf |" in table and "W8A8_INT8" in table and "(1.00x)" in table
     with pytest.raises(SystemExit):
         main(args + ["--decoders", "hf,fast"])
+
+
+def test_bench_e2e_times_the_step_with_and_without_the_layers_own_norms(tmp_path):
+    """graph-layer-ops / graph-no-layer-ops: the W4A16 step with the layers' RMSNorms and residual adds forced on
+    and off, side by side, each saying what it ran."""
+    from evalsuite.bench_e2e import main
+
+    args = ["--shape", "tiny", "--layers", "1", "--device", "cpu", "--variants", "W4A16", "--batches", "1"]
+    args += ["--steps", "2", "--repeats", "1", "--context", "4", "--no-prefill", "--out", str(tmp_path)]
+    assert main(args + ["--decoders", "graph-layer-ops,graph-no-layer-ops"]) == 0
+    row = json.loads((tmp_path / "bench-e2e.json").read_text())["rows"][0]
+    assert row["decode_tok_s_b1_graph-layer-ops"] > 0 and row["decode_tok_s_b1_graph-no-layer-ops"] > 0
+    assert "RMSNorm and residual add in the linear layers' kernels (4/4:" in row["decoders"]["graph-layer-ops"]
+    assert "RMSNorm and residual add" not in row["decoders"]["graph-no-layer-ops"]
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and Inductor's GPU code need a GPU")

@@ -286,7 +286,7 @@ def test_the_graph_decoder_gates_in_the_gemv_epilogue():
             layer.use_backend("torch-ref")
     contexts = [[5], [7]]  # two rows: the prefill runs the GEMV too (the fused GEMM is slow to interpret)
     want, want_logits = greedy(DynamicDecoder(reference), contexts, 2)
-    decoder = GraphDecoder(model, batch_size=2, max_len=8, graphs=False, fuse=None)
+    decoder = GraphDecoder(model, batch_size=2, max_len=8, graphs=False, fuse=None, layer_ops=True)
     assert "SiLU-gate in the gate/up kernel in" in decoder.describe()
     assert "RMSNorm and residual add in the linear layers' kernels (8/8:" in decoder.describe()
     calls = []
