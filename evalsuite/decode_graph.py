@@ -301,9 +301,10 @@ class GraphDecoder:
         self.groups = [self._fuse(layer) for layer in self.inner.layers]
         fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
         self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
-        self.ops = [LayerOps.of(layer, qkv, gate, self.dtype) if (LAYER_OPS if layer_ops is None else layer_ops)
-                    else LayerOps()
-                    for layer, (qkv, _), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)]
+        self.ops = [
+            LayerOps.of(layer, qkv, gate, self.dtype) if (LAYER_OPS if layer_ops is None else layer_ops) else LayerOps()
+            for layer, (qkv, _), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)
+        ]
         self.ops_max_m = _fused_ops_max_m() if any(op.count() for op in self.ops) else 0
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")
         if fused:
@@ -347,10 +348,13 @@ class GraphDecoder:
             qk_norm = None
             if hasattr(attn, "q_norm"):
                 qk_norm = (attn.q_norm.weight, attn.k_norm.weight, attn.q_norm.variance_epsilon)
-            h, projections = self._normed(
-                h, pending, layer.input_layernorm, fns, ops.qkv_norm, lambda x, norm=None: qkv(x, norm=norm),
-                lambda x: qkv(x) if isinstance(qkv, FusedGroup) else (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)),
-            )  # fmt: skip
+            h, x, norm = self._input(h, pending, layer.input_layernorm, fns, ops.qkv_norm)
+            if norm is not None:
+                projections = qkv(x, norm=norm)
+            elif isinstance(qkv, FusedGroup):
+                projections = qkv(x)
+            else:
+                projections = (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x))
             if "attend_write" in fns:  # one token per row; the attention kernel rotates it and writes the cache
                 q, k, v = projections
                 q = q.view(b, 1, heads, self.head_dim).transpose(1, 2)
@@ -361,32 +365,27 @@ class GraphDecoder:
                 q = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm, self.kv[i], index)
                 attended = fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale)
             h, pending = (attn.o_proj(attended, residual=h), None) if ops.o_residual else (h, attn.o_proj(attended))
+            h, x, norm = self._input(h, pending, layer.post_attention_layernorm, fns, ops.gate_norm)
             if self.gate_in_kernel[i]:
-                h, act = self._normed(h, pending, layer.post_attention_layernorm, fns, ops.gate_norm,
-                                      gate_up.layer.silu_gated, gate_up.layer.silu_gated)  # fmt: skip
+                act = gate_up.layer.silu_gated(x, norm=norm)
             else:
-                h, act = self._normed(h, pending, layer.post_attention_layernorm, fns, False, None,
-                                      lambda x: self._gated(x, gate_up, mlp, fns))  # fmt: skip
+                gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
+                act = fns["gated"](gate, up)
             h, pending = (mlp.down_proj(act, residual=h), None) if ops.down_residual else (h, mlp.down_proj(act))
-        _, x = self._normed(h, pending, self.inner.norm, fns, False, None, lambda x: x)
+        _, x, _ = self._input(h, pending, self.inner.norm, fns, False)
         return self.model.lm_head(x[:, -1:]).squeeze(1)
 
     @staticmethod
-    def _normed(h, pending, norm, fns: dict, fused: bool, fused_call, call):
-        """(h with `pending` added, a layer's output on the RMSNorm of it): `fused_call(h, norm=(weight, eps))`
-        where the layer normalizes its input itself and nothing is pending, else the compiled add+RMSNorm (or
-        RMSNorm) and `call` on its output."""
+    def _input(h, pending, norm, fns: dict, fused: bool):
+        """(h with `pending` added, the next layer's input, the `norm` argument that layer takes): h itself and
+        (weight, eps) where the layer normalizes its input and nothing is pending, else the compiled
+        add+RMSNorm's (or RMSNorm's) output and None."""
         if fused and pending is None:
-            return h, fused_call(h, norm=(norm.weight, norm.variance_epsilon))
+            return h, h, (norm.weight, norm.variance_epsilon)
         if pending is None:
-            return h, call(fns["norm"](h, norm.weight, norm.variance_epsilon))
+            return h, fns["norm"](h, norm.weight, norm.variance_epsilon), None
         h, x = fns["add_norm"](h, pending, norm.weight, norm.variance_epsilon)
-        return h, call(x)
-
-    @staticmethod
-    def _gated(x, gate_up, mlp, fns: dict) -> torch.Tensor:
-        gate, up = gate_up(x) if isinstance(gate_up, FusedGroup) else (mlp.gate_proj(x), mlp.up_proj(x))
-        return fns["gated"](gate, up)
+        return h, x, None
 
     @torch.no_grad()
     def prefill(self, contexts: list[list[int]]) -> torch.Tensor:

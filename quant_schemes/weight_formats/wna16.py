@@ -97,10 +97,8 @@ class WNA16Format(WeightFormat):
 
     def matmul(self, layer, x: torch.Tensor, **fused) -> torch.Tensor:
         order = {} if layer.k_order is None else {"k_order": layer.k_order}  # set on the backends that take one
-        return layer.gemm(
-            x, layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias, **order,
-            **fused,
-        )
+        weights = (layer.qdata, layer.scale, layer.zero_point, layer.group_size, layer.storage_bits, layer.bias)
+        return layer.gemm(x, *weights, **order, **fused)
 
     def to_compressed_tensors(self, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
         import torch
