@@ -18,11 +18,12 @@ reads the whole cache allocated for the longest generation. The cache is one (2,
 written by the RoPE function with one `index_copy_`, or in the step, where the Triton kernel attends, by that kernel,
 which also applies RoPE (and Qwen3's q/k norms) to the projections as the fused q/k/v layer left them: no kernel of
 its own for RoPE or the cache write, where there were three; the step's position, write index and mask live in
-device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay. Where the
-linear layers are of a weight-only format on our kernels (`QuantLinear.fuses_ops`) and a step has at most
-GEMV_MAX_M tokens, the layers do the RMSNorms and residual adds too (`LayerOps`): the fused q/k/v and gate/up
-GEMVs normalize their input in their prologue, o and down add the residual in their epilogue, so a layer is
-five kernels (q/k/v, attention, o, gate/up, down) and one RMSNorm of its own runs, before the output layer.
+device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay. With
+`layer_ops` (off by default, see LAYER_OPS), where the linear layers are of a weight-only format on our kernels
+(`QuantLinear.fuses_ops`) and a step has at most GEMV_MAX_M tokens, the layers do the RMSNorms and residual adds
+too (`LayerOps`): the fused q/k/v and gate/up GEMVs normalize their input in their prologue, o and down add the
+residual in their epilogue, so a layer is five kernels (q/k/v, attention, o, gate/up, down) and one RMSNorm of
+its own runs, before the output layer.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
@@ -46,8 +47,8 @@ SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # (`LayerOps`) by default. Off: the first version made the batch-1 step slower on an H100 (2026-12-07,
 # 8B shapes: W4A16 370 -> 364 tok/s, NVFP4 304 -> 282; the q/k/v GEMV 9.1 -> 11.9 us with int4 and 10.6 ->
 # 18.2 with NVFP4, more than the 2.05 us add + RMSNorm kernels it replaced); the second (one round trip for
-# the row's norm, W's first tiles prefetched) is not yet measured. `evalsuite bench e2e --decoders
-# graph,graph-layer-ops` times both in one process.
+# the row's norm, W's first tiles prefetched; or x normalized once per program, `_weight_only_gemv.NORM_ONCE`)
+# is not yet measured. `benchmarks/layer_ops_ab.py` times the step without them and with both in one process.
 LAYER_OPS = False
 
 

@@ -308,8 +308,8 @@ def _gemv_kernel(
     un-normalized h, and the product is taken with rms_norm(h, weight at nw_ptr, eps): every program first sums
     the squares of the token's whole row (an L2 read of 2K bytes, its NORM_STEPS blocks unrolled), then (1)
     normalizes each x value as it loads it or (2) normalizes its split's columns once into the scratch rows at
-    xn_ptr (x's strides) and reads those as x (see NORM_ONCE). RESIDUAL: the output is residual (res_ptr) + the layer's
-    output, as rounded, added in the epilogue; the tile's residual values are loaded before the loop."""
+    xn_ptr (x's strides) and reads those as x (see NORM_ONCE). RESIDUAL: the output is residual (res_ptr) + the
+    layer's output, as rounded, added in the epilogue; the tile's residual values are loaded before the loop."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
     pid_n = tl.program_id(0)
@@ -346,7 +346,6 @@ def _gemv_kernel(
             LINES: tl.constexpr = (2 * BLOCK_W + 31) // 32  # 128-byte lines of two tiles
             _prefetch_l2(w_rows + tl.minimum(w_lo + tl.arange(0, LINES) * 32, KW - 1)[None, :])
         rstd = _row_rstd(x_row, KW * CPW, eps, NORM_BLOCK, NORM_STEPS, NORM_EVEN)
-        nw = nw_ptr
     if NORM == 2:  # normalized once: the split's columns to the scratch row, which the loop then reads as x
         xn_row = xn_ptr + pid_m.to(tl.int64) * stride_xm
         _normalize_split(x_row, nw_ptr, xn_row, w_lo * CPW, w_hi * CPW, rstd, NORM_BLOCK, NORM_STEPS, BF16_RNE)
@@ -389,7 +388,7 @@ def _gemv_kernel(
         if X_HALVES:  # a word's CPW 16-bit x values as CPW // 4 64-bit loads (4 values each)
             xq0, xq1 = _quads(x_row, offs_w, KW, CPW, EVEN_K)
             if NORM == 1:
-                nq0, nq1 = _quads(nw, offs_w, KW, CPW, EVEN_K)
+                nq0, nq1 = _quads(nw_ptr, offs_w, KW, CPW, EVEN_K)
         for j in tl.static_range(CPW):
             if X_HALVES:
                 if j < 4:
@@ -403,7 +402,7 @@ def _gemv_kernel(
             else:
                 xj = _x_column(x_row, offs_w, j, KW, CPW, EVEN_K)  # (BLOCK_W,)
                 if NORM == 1:
-                    nj = _x_column(nw, offs_w, j, KW, CPW, EVEN_K)
+                    nj = _x_column(nw_ptr, offs_w, j, KW, CPW, EVEN_K)
             if NORM == 1:
                 xj = _normed(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
             code = _code_value(words, words_hi, j, FMT, PTX, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
@@ -540,13 +539,10 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
         counters = split_counters(x.device, grid[0] * m)
     norm_mode = 0 if norm is None else 2 if NORM_ONCE else 1
-    xn = dummy
-    if norm_mode == 2:  # the scratch rows, with x's row stride (the kernel addresses both with it)
+    xn, quads = dummy, x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
+    if norm_mode == 2:  # the scratch rows, with x's row stride (the kernel addresses both with it), read as x
         xn = torch.empty_strided((m, k), (x.stride(0) if m > 1 else k, 1), dtype=x.dtype, device=x.device)
-    if norm_mode == 2:
         quads = x_in_quads(xn)
-    else:
-        quads = x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
     norm_block = min(triton.next_power_of_2(k), NORM_PER_THREAD * 32 * cfg.num_warps)
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
@@ -560,7 +556,6 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
         PREFETCH=cfg.prefetch and even_k, PTX=nvidia_ptx(x.device), X_HALVES=quads,
         STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, NORM=norm_mode,
         RESIDUAL=residual is not None, NORM_BLOCK=norm_block, NORM_STEPS=triton.cdiv(k, norm_block),
-        NORM_EVEN=k % norm_block == 0, BLOCK_N=cfg.block_n,
-        BLOCK_W=block_w,
+        NORM_EVEN=k % norm_block == 0, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,
     )  # fmt: skip
