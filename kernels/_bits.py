@@ -84,3 +84,21 @@ def bf16_rne(x):
     bits = x.to(tl.int32, bitcast=True)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
     return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def rounded_to(v, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
+    """fp32 v rounded to DTYPE (to nearest even) and back: what storing it as a DTYPE tensor would keep."""
+    if DTYPE != tl.float32:
+        if BF16_RNE:
+            v = bf16_rne(v)
+        v = v.to(DTYPE).to(tl.float32)
+    return v
+
+
+@triton.jit
+def normed_element(h, w, rstd, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
+    """One element of HF's Llama RMSNorm from fp32 copies of the 16-bit (or fp32) h and weight: h * rstd in fp32,
+    rounded to the activation dtype, times the weight, rounded again (`_weight_only.rms_norm_ref`; the
+    decode attention's q/k norms, `rope_ref`)."""
+    return rounded_to(rounded_to(h * rstd, DTYPE, BF16_RNE) * w, DTYPE, BF16_RNE)

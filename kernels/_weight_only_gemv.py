@@ -41,7 +41,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from ._bits import bf16_rne, e4m3_value, exp2_int
+from ._bits import bf16_rne, e4m3_value, exp2_int, normed_element, rounded_to
 from ._launch import nvidia_ptx, programmatic_launch
 from ._weight_only_dequant import global_scale_stride
 
@@ -162,23 +162,6 @@ def _x_column(row, offs_w, j, KW, CPW: tl.constexpr, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _rounded(v, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
-    """fp32 v rounded to DTYPE (to nearest even) and back: what storing it as a DTYPE tensor would keep."""
-    if DTYPE != tl.float32:
-        if BF16_RNE:
-            v = bf16_rne(v)
-        v = v.to(DTYPE).to(tl.float32)
-    return v
-
-
-@triton.jit
-def _normed(h, w, rstd, DTYPE: tl.constexpr, BF16_RNE: tl.constexpr):
-    """One element of HF's Llama RMSNorm from fp32 copies of the 16-bit (or fp32) h and weight: h * rstd in fp32,
-    rounded to the activation dtype, times the weight, rounded again (`_weight_only.rms_norm_ref`)."""
-    return _rounded(_rounded(h * rstd, DTYPE, BF16_RNE) * w, DTYPE, BF16_RNE)
-
-
-@triton.jit
 def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr, NORM_EVEN: tl.constexpr):
     """1 / sqrt(mean(h**2) + eps) of the token's row of h (K values), in fp32, each operation correctly rounded;
     the row is read in NORM_STEPS blocks, unrolled, so that their loads can all be in flight at once."""
@@ -197,13 +180,13 @@ def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr,
 @triton.jit
 def _normalize_split(x_row, nw_ptr, xn_row, lo, hi, rstd, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr,
                      BF16_RNE: tl.constexpr):  # fmt: skip
-    """Columns lo .. hi - 1 of the token's row, normalized (`_normed`), stored to xn_row in x's dtype."""
+    """Columns lo .. hi - 1 of the token's row, normalized (`_bits.normed_element`), stored to xn_row in x's dtype."""
     for step in tl.static_range(NORM_STEPS):
         offs = step * NORM_BLOCK + tl.arange(0, NORM_BLOCK)
         mine = (offs >= lo) & (offs < hi)
         h = tl.load(x_row + offs, mask=mine, other=0.0).to(tl.float32)
         w = tl.load(nw_ptr + offs, mask=mine, other=0.0).to(tl.float32)
-        xn = _normed(h, w, rstd, xn_row.dtype.element_ty, BF16_RNE)
+        xn = normed_element(h, w, rstd, xn_row.dtype.element_ty, BF16_RNE)
         tl.store(xn_row + offs, xn.to(xn_row.dtype.element_ty), mask=mine)
 
 
@@ -404,7 +387,7 @@ def _gemv_kernel(
                 if NORM == 1:
                     nj = _x_column(nw_ptr, offs_w, j, KW, CPW, EVEN_K)
             if NORM == 1:
-                xj = _normed(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
+                xj = normed_element(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
             code = _code_value(words, words_hi, j, FMT, PTX, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
             part += xj[None, :] * code
         if FMT <= 1:
@@ -462,7 +445,7 @@ def _store_out(
         out += tl.load(bias_ptr + offs_wn).to(tl.float32)
     if GATED:
         HALF: tl.constexpr = BLOCK_N // 2
-        out = _rounded(out, dtype, BF16_RNE)
+        out = rounded_to(out, dtype, BF16_RNE)
         gate, up = tl.split(tl.permute(tl.reshape(out, (2, HALF)), (1, 0)))
         out = gate / (1.0 + tl.exp(-gate)) * up
         cols = pid_n * HALF + tl.arange(0, HALF)
@@ -470,7 +453,7 @@ def _store_out(
     else:
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         if RESIDUAL:
-            out = _rounded(out, dtype, BF16_RNE) + res
+            out = rounded_to(out, dtype, BF16_RNE) + res
     if BF16_RNE:
         out = bf16_rne(out)
     tl.store(out_row + cols, out.to(dtype), mask=mask)

@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._bits import bf16_rne
+from ._bits import bf16_rne, normed_element
 from ._launch import check_device, check_tensor, interpreting, num_sms
 from ._weight_only_gemv import split_counters
 
@@ -104,14 +104,7 @@ def _rope_rows(rows, ok, offs_d, D, cos, sin, w_ptr, eps, QK_NORM: tl.constexpr,
         r = tl.math.rsqrt(tl.sum(x * x, axis=1) / D + eps)[:, None]  # the same per row for x and its partners
         w = tl.load(w_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
         wp = tl.load(w_ptr + offs_p, mask=d_ok, other=0.0).to(tl.float32)[None, :]
-        x, xp = x * r, xp * r
-        if RNE:
-            x, xp = bf16_rne(x), bf16_rne(xp)
-        x = x.to(dtype).to(tl.float32) * w
-        xp = xp.to(dtype).to(tl.float32) * wp
-        if RNE:
-            x, xp = bf16_rne(x), bf16_rne(xp)
-        x, xp = x.to(dtype).to(tl.float32), xp.to(dtype).to(tl.float32)
+        x, xp = normed_element(x, w, r, dtype, RNE), normed_element(xp, wp, r, dtype, RNE)
     out = x * cos + tl.where(first[None, :], -xp, xp) * sin
     if RNE:
         out = bf16_rne(out)
