@@ -24,6 +24,14 @@ def hardware_fp8(device: torch.device) -> bool:
     return _nvidia_at_least(device, (8, 9))
 
 
+def fp8_widening(device: torch.device) -> bool:
+    """True where a kernel may widen float8_e4m3fn bytes with Triton's cast (`.to(tl.float8e4nv, bitcast=True)
+    .to(tl.float32)`): on an FP8-capable GPU (`hardware_fp8`) the conversion instructions, and under the
+    interpreter, whose widening is exact for every code but the two NaNs (0x7F and 0xFF come back as +-480,
+    as `_bits.e4m3_value` decodes them; a GPU gives NaN). Unlike its narrowing (shared/FACTS.md)."""
+    return interpreting() or hardware_fp8(device)
+
+
 def programmatic_launch(device: torch.device) -> bool:
     """True where a kernel may be launched as a programmatic dependent launch and use `griddepcontrol`: NVIDIA
     sm_90 and later."""

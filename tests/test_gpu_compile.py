@@ -34,8 +34,8 @@ GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs
         "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16",
         "xn_ptr": "*bf16", "res_ptr": "*bf16", "eps": "fp32"}
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
-              PREFETCH=True, PTX=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=0, RESIDUAL=False,
-              NORM_BLOCK=1024, NORM_STEPS=4, NORM_EVEN=True, BLOCK_N=64, BLOCK_W=32)
+              PREFETCH=True, PTX=True, FP8_CVT=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=0,
+              RESIDUAL=False, NORM_BLOCK=1024, NORM_STEPS=4, NORM_EVEN=True, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
         "wq_ptr": "*bf16", "wk_ptr": "*bf16", "scale": "fp32", "eps": "fp32"}
@@ -98,7 +98,7 @@ print(json.dumps({"bytes": len(ptx), "ptx": ptx}))
 # case: instructions its PTX must hold (the GPU-only path was taken, not the portable one)
 CASES = {
     "gemv-int4": ["lop3.b32", "ld.global.b64"],
-    "gemv-nvfp4": ["lop3.b32", "cvt.f32.f16", "ld.global.b64"],
+    "gemv-nvfp4": ["lop3.b32", "cvt.f32.f16", "ld.global.b64", "cvt.rn.f16x2.e4m3x2"],  # the scale's conversion
     "gemv-int4-staged": ["lop3.b32", "cp.async"],
     "gemv-int4-staged-pdl": ["prefetch.global.L2", "griddepcontrol.wait", "griddepcontrol.launch_dependents"],
     "gemv-int4-gated": ["lop3.b32", "cp.async", "ex2.approx"],  # the epilogue's SiLU

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from evalsuite.kernels import _weight_only
+from evalsuite.kernels import _weight_only, _weight_only_gemv
 from evalsuite.kernels._launch import interpreting
 from evalsuite.kernels.fp4_gemm import (
     dequantize_fp4,
@@ -197,6 +197,28 @@ def test_fp4_gemv(config, fmt):
                             config)  # fmt: skip
     ref = fp4_gemm_ref(x, packed, scale, fmt, gs)
     _check(y / ref.abs().max(), ref / ref.abs().max(), f"{fmt} gemv")
+
+
+@pytest.mark.parametrize("widen", [True, False], ids=["fp8-cast", "integer-decode"])
+@pytest.mark.parametrize("config", GEMV_CONFIGS.values(), ids=GEMV_CONFIGS.keys())
+def test_nvfp4_gemv_decodes_every_e4m3_scale(config, widen, monkeypatch):
+    """Row r takes the E4M3 scale byte r in every group: zero, the subnormals and every finite positive value
+    (0x00 to 0x7E). A code decoded wrong shows in its own row, whatever the other rows' magnitudes: each row is
+    compared with the reference to the output's rounding plus fp32 summation error of its own terms. Both
+    decodes: Triton's float8 cast (FP8-capable GPUs, the interpreter) and the integer one (other GPUs)."""
+    if not widen:
+        monkeypatch.setattr(_weight_only_gemv, "fp8_widening", lambda device: False)
+    n, k = 127, 96
+    x = torch.randn(1, k, device=DEVICE).to(torch.bfloat16)
+    packed = pack_int4(torch.randint(0, 16, (n, k), dtype=torch.uint8)).to(DEVICE)
+    scale = torch.arange(n, dtype=torch.uint8, device=DEVICE)[:, None].repeat(1, k // 16).view(torch.float8_e4m3fn)
+    gs = torch.tensor(1.0, device=DEVICE)
+    y = _weight_only.launch(x, packed, scale.view(torch.uint8), None, gs, None, 16, _weight_only.FMT_NVFP4, config)
+    ref = fp4_gemm_ref(x, packed, scale, "nvfp4", gs).float().cpu()[0]
+    magnitude = (x.float().abs() @ dequantize_fp4(packed, scale, "nvfp4", k, gs).float().abs().T).cpu()[0]
+    err = (y.float().cpu()[0] - ref).abs()
+    bad = (err > 2**-8 * ref.abs() + 1e-5 * magnitude).nonzero().flatten().tolist()
+    assert y[0, 0] == 0 and not bad, f"rows (scale bytes) off the reference: {bad[:8]}"
 
 
 def _gated_check(y, ungated, ref, what):
