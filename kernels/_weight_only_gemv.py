@@ -13,8 +13,9 @@ through an int32 view: no layout change, no shuffle) and keeps the tile in the l
   group scale, once per row and group (E8M0, or E4M3; the global scale, one value or one per output row,
   divides the result once). An E4M3 scale byte is widened by Triton's float8 cast where that is exact (GPUs
   with FP8 conversions, one instruction for two bytes, and the interpreter), else decoded with integer
-  operations (`_bits.e4m3_value`, about 12 instructions): in the NVFP4 gate/up loop at 8B shapes that is 687
-  SASS instructions a step against 792 (static count, Triton 3.9 for sm_90).
+  operations (`_bits.e4m3_value`, about 12 instructions): the NVFP4 loop at 8B gate/up shapes has 665 SASS
+  instructions a step against 758 before, at q/k/v 669 against 747 (static counts, Triton 3.9 for sm_90,
+  `benchmarks/gemv_sass.py`; not yet timed on a GPU).
 K is split over SPLIT_K programs when N alone does not fill the GPU. Each writes its fp32 partial sums to a
 workspace and counts itself in on a per-tile counter; the program that arrives last adds the partials in
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
