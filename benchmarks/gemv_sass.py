@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 from evalsuite.kernels import _weight_only_gemv
 
 TYPES = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32", "bias_ptr": "*bf16",
-         "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16", "xn_ptr": "*bf16",
+         "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16",
          "res_ptr": "*bf16", "eps": "fp32"}  # fmt: skip
 # the integer arguments that are multiples of 16 at Llama-3.1-8B's shapes (group_words too for int4 g128)
 DIVISIBLE = {"N", "KW", "num_groups", "w_per_split", "stride_xm", "stride_wn", "stride_sn", "stride_om", "stride_ws",

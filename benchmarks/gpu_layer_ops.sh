@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the LayerOps decision (issue 17): install as gpu_tests.sh does, the A/B of
-# benchmarks/layer_ops_ab.py (bf16, then W4A16 and NVFP4 without layer ops and with both norm modes), then the
-# GPU tests of the kernels and the graph decoder. The A/B's profiles come back as $OUT/ab.tgz.
+# benchmarks/layer_ops_ab.py (bf16, then W4A16 and NVFP4 with layer ops off, forced on, and by default), then
+# the GPU tests of the kernels and the graph decoder. The A/B's profiles come back as $OUT/ab.tgz.
 #   bash benchmarks/gpu_layer_ops.sh [VARIANTS]
 set -u
 export OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"

@@ -1,8 +1,8 @@
 """The graph decoder's `LayerOps` (weight-only layers doing their own RMSNorms and residual adds, issue 17) side
-by side in one process: batch-1 graph decode at Llama-3.1-8B shapes (`evalsuite bench e2e`) with the default
-step and with LayerOps on, the GEMV normalizing x at every step (`_weight_only_gemv.NORM_ONCE` False) and once
-per program (True), in that order, each variant's decode graph captured afresh per run, profiles kept. Prints a
-table and writes layer-ops-ab.json to the directory given (default $OUT):
+by side in one process: batch-1 graph decode at Llama-3.1-8B shapes (`evalsuite bench e2e`) of bf16, then of
+each variant with LayerOps off, forced on, and as the default leaves them (each format's `decode_layer_ops`),
+each decode graph captured afresh, profiles kept. Prints a table and writes layer-ops-ab.json to the directory
+given (default $OUT):
 
     python3 benchmarks/layer_ops_ab.py [OUT_DIR] [VARIANTS, e.g. W4A16,NVFP4]
 """
@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from evalsuite import bench_e2e
-from evalsuite.kernels import _weight_only_gemv
+
+DECODERS = ("graph-no-layer-ops", "graph-layer-ops", "graph")
 
 
 def run(out: Path, variants: str, decoders: str) -> dict:
@@ -26,18 +27,10 @@ def run(out: Path, variants: str, decoders: str) -> dict:
 def main(out_dir: str, variants: str) -> None:
     out = Path(out_dir)
     base = run(out / "bf16", "bf16", "graph")["bf16"]["graph"]
-    runs = {}
-    for once in (False, True):
-        _weight_only_gemv.NORM_ONCE = once
-        runs["once" if once else "per-step"] = run(out / f"norm-{'once' if once else 'per-step'}", variants,
-                                                   "graph-no-layer-ops,graph-layer-ops")  # fmt: skip
-    print(f"\nbf16 {base} tok/s\n| variant | no layer ops | layer ops, x normalized per step | ... once |")
-    print("|---|---|---|---|")
-    for v in runs["per-step"]:
-        plain = runs["per-step"][v]["graph-no-layer-ops"]
-        cells = [f"{t} ({t / base:.2f}x)" for t in (plain, runs["per-step"][v]["graph-layer-ops"],
-                                                      runs["once"][v]["graph-layer-ops"])]  # fmt: skip
-        print(f"| {v} | " + " | ".join(cells) + " |")
+    runs = run(out / "variants", variants, ",".join(DECODERS))
+    print(f"\nbf16 {base} tok/s\n| variant | no layer ops | layer ops | default |\n|---|---|---|---|")
+    for v, tok_s in runs.items():
+        print(f"| {v} | " + " | ".join(f"{tok_s[d]} ({tok_s[d] / base:.2f}x)" for d in DECODERS) + " |")
     (out / "layer-ops-ab.json").write_text(json.dumps({"bf16_tok_s": base, "runs": runs}, indent=1))
 
 

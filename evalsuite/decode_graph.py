@@ -19,11 +19,11 @@ written by the RoPE function with one `index_copy_`, or in the step, where the T
 which also applies RoPE (and Qwen3's q/k norms) to the projections as the fused q/k/v layer left them: no kernel of
 its own for RoPE or the cache write, where there were three; the step's position, write index and mask live in
 device buffers that the graph updates itself, so a step is one copy of the new ids plus one replay. With
-`layer_ops` (off by default, see LAYER_OPS), where the linear layers are of a weight-only format on our kernels
-(`QuantLinear.fuses_ops`) and a step has at most GEMV_MAX_M tokens, the layers do the RMSNorms and residual adds
-too (`LayerOps`): the fused q/k/v and gate/up GEMVs normalize their input in their prologue, o and down add the
-residual in their epilogue, so a layer is five kernels (q/k/v, attention, o, gate/up, down) and one RMSNorm of
-its own runs, before the output layer.
+`layer_ops` (by default where the layers' format asks for it, see LAYER_OPS), where the linear layers are of a
+weight-only format on our kernels (`QuantLinear.fuses_ops`) and a step has at most GEMV_MAX_M tokens, the layers
+do the RMSNorms and residual adds too (`LayerOps`): the fused q/k/v and gate/up GEMVs normalize their input in
+their prologue, o and down add the residual in their epilogue, so a layer is five kernels (q/k/v, attention, o,
+gate/up, down) and one RMSNorm of its own runs, before the output layer.
 
 Capture-safety: the compiled functions are compiled and autotuned in two eager warm-up steps before capture,
 and capture runs under `torch.compiler.set_stance("fail_on_recompile")`, so a recompile there fails loudly
@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # Whether the step lets weight-only layers normalize their input and add the residual in their own kernels
-# (`LayerOps`) by default. Off: the first version made the batch-1 step slower on an H100 (2026-12-07,
-# 8B shapes: W4A16 370 -> 364 tok/s, NVFP4 304 -> 282; the q/k/v GEMV 9.1 -> 11.9 us with int4 and 10.6 ->
-# 18.2 with NVFP4, more than the 2.05 us add + RMSNorm kernels it replaced); the second (one round trip for
-# the row's norm, W's first tiles prefetched; or x normalized once per program, `_weight_only_gemv.NORM_ONCE`)
-# is not yet measured. `benchmarks/layer_ops_ab.py` times the step without them and with both in one process.
-LAYER_OPS = False
+# (`LayerOps`): None, where their format's `decode_layer_ops` says so (the integer weight-only formats; FP4's
+# decode loop has more instructions per code, so the per-value normalization costs it more than the two kernels
+# it saves); True or False, for every format that can. Measured side by side on an H100 (2026-12-07, batch-1
+# step at 8B shapes, `benchmarks/layer_ops_ab.py`, benchmarks/layer-ops-h100-1207/): W4A16 364 -> 371 tok/s,
+# NVFP4 313 -> 297.
+LAYER_OPS: bool | None = None
 
 
 def unsupported(model: torch.nn.Module, max_len: int) -> str | None:
@@ -225,11 +225,15 @@ class LayerOps:
     down_residual: bool = False  # down_proj adds the residual
 
     @classmethod
-    def of(cls, layer, qkv, gate_in_kernel: bool, dtype: torch.dtype) -> LayerOps:
+    def of(cls, layer, qkv, gate_up, gate_in_kernel: bool, dtype: torch.dtype, every: bool) -> LayerOps:
+        """Everything the layer's linear layers can do themselves, or with `every` False only where their format
+        asks for it (`decode_layer_ops`)."""
         attn, mlp = layer.self_attn, layer.mlp
 
         def fuses(module) -> bool:
-            return isinstance(module, QuantLinear) and module.fuses_ops
+            if not (isinstance(module, QuantLinear) and module.fuses_ops):
+                return False
+            return every or module.format.decode_layer_ops
 
         def norm_ok(norm) -> bool:  # the kernels normalize as `rms_norm` does, with a weight of h's dtype
             return norm.weight.dtype == dtype
@@ -237,7 +241,7 @@ class LayerOps:
         return cls(
             qkv_norm=isinstance(qkv, FusedGroup) and fuses(qkv.layer) and norm_ok(layer.input_layernorm),
             o_residual=fuses(attn.o_proj),
-            gate_norm=gate_in_kernel and norm_ok(layer.post_attention_layernorm),
+            gate_norm=gate_in_kernel and fuses(gate_up.layer) and norm_ok(layer.post_attention_layernorm),
             down_residual=fuses(mlp.down_proj),
         )
 
@@ -260,7 +264,8 @@ class GraphDecoder:
         elsewhere; None: run them eagerly). `attention`: the step's attention, "triton" (our decode kernel,
         kernels/decode_attention.py, which reads only the filled part of the cache), "torch" (`attend`, through
         `fuse`), or "auto": the kernel on NVIDIA GPUs, `attend` elsewhere. `layer_ops`: whether layers that can
-        do the RMSNorms and residual adds in their own kernels do (`LayerOps`; None: LAYER_OPS)."""
+        do the RMSNorms and residual adds in their own kernels do (`LayerOps`; None: LAYER_OPS, whose None
+        leaves it to each layer's format)."""
         reason = unsupported(model, max_len)
         if reason:
             raise ValueError(f"the graph decoder cannot run this model: {reason}")
@@ -302,9 +307,10 @@ class GraphDecoder:
         self.groups = [self._fuse(layer) for layer in self.inner.layers]
         fused = sum(isinstance(g, FusedGroup) for pair in self.groups for g in pair)
         self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
+        choice = LAYER_OPS if layer_ops is None else layer_ops
         self.ops = [
-            LayerOps.of(layer, qkv, gate, self.dtype) if (LAYER_OPS if layer_ops is None else layer_ops) else LayerOps()
-            for layer, (qkv, _), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)
+            LayerOps() if choice is False else LayerOps.of(layer, qkv, gate_up, gate, self.dtype, every=choice is True)
+            for layer, (qkv, gate_up), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)
         ]
         self.ops_max_m = _fused_ops_max_m() if any(op.count() for op in self.ops) else 0
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")

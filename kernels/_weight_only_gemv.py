@@ -52,11 +52,6 @@ from ._weight_only_dequant import global_scale_stride
 GEMV_MAX_M = 4  # above this, FMAs per weight (one per token) cost more than the tensor-core path
 TWO_POW_126 = tl.constexpr(8.507059173023462e37)
 NORM_PER_THREAD = 32  # the NORM prologue's block: this many values of the row per thread
-# How a `norm` GEMV normalizes x: False, each x value as the loop loads it (about 8 instructions per value and
-# thread at every step); True, once per program: its split's columns into a scratch row (every program of a
-# split writes the same bits), a barrier, then the loop reads that row as x, unchanged. Neither is measured
-# against the other yet (`benchmarks/layer_ops_ab.py` does, in one process).
-NORM_ONCE = False
 PDL_MODE = 0  # 0: ordinary launch; 1: PDL; 2: PDL and each program's first two W tiles prefetched into L2
 
 
@@ -182,19 +177,6 @@ def _row_rstd(x_row, K, eps, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr,
 
 
 @triton.jit
-def _normalize_split(x_row, nw_ptr, xn_row, lo, hi, rstd, NORM_BLOCK: tl.constexpr, NORM_STEPS: tl.constexpr,
-                     BF16_RNE: tl.constexpr):  # fmt: skip
-    """Columns lo .. hi - 1 of the token's row, normalized (`_bits.normed_element`), stored to xn_row in x's dtype."""
-    for step in tl.static_range(NORM_STEPS):
-        offs = step * NORM_BLOCK + tl.arange(0, NORM_BLOCK)
-        mine = (offs >= lo) & (offs < hi)
-        h = tl.load(x_row + offs, mask=mine, other=0.0).to(tl.float32)
-        w = tl.load(nw_ptr + offs, mask=mine, other=0.0).to(tl.float32)
-        xn = normed_element(h, w, rstd, xn_row.dtype.element_ty, BF16_RNE)
-        tl.store(xn_row + offs, xn.to(xn_row.dtype.element_ty), mask=mine)
-
-
-@triton.jit
 def _per_group(
     ptr, offs_wn, stride, g0, offs_w, KW, group_words, num_groups,
     GROUPS_PER_TILE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, OTHER: tl.constexpr,
@@ -240,7 +222,6 @@ def _gemv_kernel(
     ws_ptr,
     count_ptr,
     nw_ptr,
-    xn_ptr,
     res_ptr,
     # sizes
     M,
@@ -292,11 +273,12 @@ def _gemv_kernel(
     one: for int4, 8 loads instead of 32 per 128 codes of a thread. STAGES > 1 (without PREFETCH; the launcher
     stages only where K is whole tiles, as it prefetches, the case measured on a GPU) has Triton's pipeliner
     stage each step's loads that many steps deep through shared memory as asynchronous copies, so the bytes in
-    flight no longer depend on where ptxas places the loads among the arithmetic. NORM > 0: x_ptr holds the
+    flight no longer depend on where ptxas places the loads among the arithmetic. NORM: x_ptr holds the
     un-normalized h, and the product is taken with rms_norm(h, weight at nw_ptr, eps): every program first sums
-    the squares of the token's whole row (an L2 read of 2K bytes, its NORM_STEPS blocks unrolled), then (1)
-    normalizes each x value as it loads it or (2) normalizes its split's columns once into the scratch rows at
-    xn_ptr (x's strides) and reads those as x (see NORM_ONCE). RESIDUAL: the output is residual (res_ptr) + the
+    the squares of the token's whole row (an L2 read of 2K bytes, its NORM_STEPS blocks unrolled), then
+    normalizes each x value as it loads it. (Normalizing the split's columns once into a scratch row that the
+    loop then read instead was slower in the batch-1 8B step on an H100, W4A16 371 -> 331 tok/s, NVFP4 297 ->
+    261, and is gone; benchmarks/layer-ops-h100-1207/.) RESIDUAL: the output is residual (res_ptr) + the
     layer's output, as rounded, added in the epilogue; the tile's residual values are loaded before the loop."""
     CPW: tl.constexpr = 4 if FMT == 1 else 8  # codes per word
     BITS: tl.constexpr = 8 if FMT == 1 else 4
@@ -329,16 +311,11 @@ def _gemv_kernel(
         _prefetch_l2(w_rows + lines[None, :])
     if PDL > 0:
         gdc_wait()  # x, the workspace, the counters and out are read or written only after this
-    if NORM > 0:
+    if NORM:
         if PTX and PDL != 2:  # W's first tiles on their way to L2 while the row's norm is summed
             LINES: tl.constexpr = (2 * BLOCK_W + 31) // 32  # 128-byte lines of two tiles
             _prefetch_l2(w_rows + tl.minimum(w_lo + tl.arange(0, LINES) * 32, KW - 1)[None, :])
         rstd = _row_rstd(x_row, KW * CPW, eps, NORM_BLOCK, NORM_STEPS, NORM_EVEN)
-    if NORM == 2:  # normalized once: the split's columns to the scratch row, which the loop then reads as x
-        xn_row = xn_ptr + pid_m.to(tl.int64) * stride_xm
-        _normalize_split(x_row, nw_ptr, xn_row, w_lo * CPW, w_hi * CPW, rstd, NORM_BLOCK, NORM_STEPS, BF16_RNE)
-        tl.debug_barrier()  # the program's stores are visible to all its threads
-        x_row = xn_row
     if RESIDUAL:
         res_row = res_ptr + pid_m.to(tl.int64) * stride_rm
         res = tl.load(res_row + offs_n, mask=row_ok, other=0.0).to(tl.float32)
@@ -375,23 +352,23 @@ def _gemv_kernel(
         part = tl.zeros((BLOCK_N, BLOCK_W), dtype=tl.float32)
         if X_HALVES:  # a word's CPW 16-bit x values as CPW // 4 64-bit loads (4 values each)
             xq0, xq1 = _quads(x_row, offs_w, KW, CPW, EVEN_K)
-            if NORM == 1:
+            if NORM:
                 nq0, nq1 = _quads(nw_ptr, offs_w, KW, CPW, EVEN_K)
         for j in tl.static_range(CPW):
             if X_HALVES:
                 if j < 4:
                     xj = _x_value(xq0, j, x_row.dtype.element_ty)
-                    if NORM == 1:
+                    if NORM:
                         nj = _x_value(nq0, j, x_row.dtype.element_ty)
                 else:
                     xj = _x_value(xq1, j - 4, x_row.dtype.element_ty)
-                    if NORM == 1:
+                    if NORM:
                         nj = _x_value(nq1, j - 4, x_row.dtype.element_ty)
             else:
                 xj = _x_column(x_row, offs_w, j, KW, CPW, EVEN_K)  # (BLOCK_W,)
-                if NORM == 1:
+                if NORM:
                     nj = _x_column(nw_ptr, offs_w, j, KW, CPW, EVEN_K)
-            if NORM == 1:
+            if NORM:
                 xj = normed_element(xj, nj, rstd, x_row.dtype.element_ty, BF16_RNE)
             code = _code_value(words, words_hi, j, FMT, PTX, z + 8388608.0, z + 524288.0, z + 32768.0, z + 2048.0)
             part += xj[None, :] * code
@@ -528,23 +505,19 @@ def launch_gemv(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cf
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=x.device)
         counters = split_counters(x.device, grid[0] * m)
-    norm_mode = 0 if norm is None else 2 if NORM_ONCE else 1
-    xn, quads = dummy, x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
-    if norm_mode == 2:  # the scratch rows, with x's row stride (the kernel addresses both with it), read as x
-        xn = torch.empty_strided((m, k), (x.stride(0) if m > 1 else k, 1), dtype=x.dtype, device=x.device)
-        quads = x_in_quads(xn)
+    quads = x_in_quads(x) and (norm is None or x_in_quads(norm[0][None]))
     norm_block = min(triton.next_power_of_2(k), NORM_PER_THREAD * 32 * cfg.num_warps)
     _gemv_kernel[grid](
         x, words, scale, zero_point if zero_point is not None else dummy,
         global_scale if global_scale is not None else dummy, bias if bias is not None else dummy, out, ws, counters,
-        norm[0] if norm is not None else dummy, xn, residual if residual is not None else dummy,
+        norm[0] if norm is not None else dummy, residual if residual is not None else dummy,
         m, n, k // cpw, group_words, scale.shape[1], w_per_split, float(norm[1]) if norm is not None else 0.0,
         x.stride(0), words.stride(0), scale.stride(0), zero_point.stride(0) if zero_point is not None else 0,
         out.stride(0), m * n, global_scale_stride(global_scale), residual.stride(0) if residual is not None else 0,
         FMT=fmt, HAS_ZP=zero_point is not None, HAS_BIAS=bias is not None, SPLIT_K=split_k,
         GROUPS_PER_TILE=gemv_groups_per_tile(group_words, block_w), EVEN_K=even_k, BF16_RNE=rne,
         PREFETCH=cfg.prefetch and even_k, PTX=nvidia_ptx(x.device), FP8_CVT=fp8_widening(x.device), X_HALVES=quads,
-        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, NORM=norm_mode,
+        STAGES=cfg.num_stages if even_k and not cfg.prefetch else 1, PDL=pdl, GATED=gated, NORM=norm is not None,
         RESIDUAL=residual is not None, NORM_BLOCK=norm_block, NORM_STEPS=triton.cdiv(k, norm_block),
         NORM_EVEN=k % norm_block == 0, BLOCK_N=cfg.block_n, BLOCK_W=block_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, launch_pdl=pdl > 0,

@@ -110,8 +110,10 @@ def test_weight_only_layers_apply_the_silu_gate_in_their_own_kernel(variant):
     assert (gated in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
     fused_ops = f"RMSNorm and residual add in the linear layers' kernels ({4 * layers}/{4 * layers}:"
     assert (fused_ops in decoder.describe()) == (variant != "W8A8_INT8"), decoder.describe()
+    # by default (LAYER_OPS None) only where the format asks for them: the integer weight-only ones, not FP4
     by_default = GraphDecoder(model, batch_size=3, max_len=24).describe()
-    assert (fused_ops in by_default) == (decode_graph.LAYER_OPS and variant != "W8A8_INT8"), by_default
+    assert decode_graph.LAYER_OPS is None and (fused_ops in by_default) == (variant == "W4A16"), by_default
+    assert "RMSNorm and residual add" not in GraphDecoder(model, batch_size=3, max_len=24, layer_ops=False).describe()
     calls = []
     decoder.fns = {**decoder.fns, "gated": lambda *a: calls.append(1) or EAGER["gated"](*a)}
     got, got_logits = greedy(decoder, CONTEXTS, 6)

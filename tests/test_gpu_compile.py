@@ -32,9 +32,9 @@ def compile(fn, types, consts, warps=4):
 
 GEMV = {"x_ptr": "*bf16", "w_ptr": "*i32", "s_ptr": "*fp32", "z_ptr": "*u8", "gs_ptr": "*fp32",
         "bias_ptr": "*bf16", "out_ptr": "*bf16", "ws_ptr": "*fp32", "count_ptr": "*i32", "nw_ptr": "*bf16",
-        "xn_ptr": "*bf16", "res_ptr": "*bf16", "eps": "fp32"}
+        "res_ptr": "*bf16", "eps": "fp32"}
 GEMV_C = dict(HAS_ZP=False, HAS_BIAS=True, SPLIT_K=4, GROUPS_PER_TILE=1, EVEN_K=True, BF16_RNE=False,
-              PREFETCH=True, PTX=True, FP8_CVT=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=0,
+              PREFETCH=True, PTX=True, FP8_CVT=True, X_HALVES=True, STAGES=1, PDL=0, GATED=False, NORM=False,
               RESIDUAL=False, NORM_BLOCK=1024, NORM_STEPS=4, NORM_EVEN=True, BLOCK_N=64, BLOCK_W=32)
 ATTN = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "mask_ptr": "*u8", "last_ptr": "*i64", "out_ptr": "*bf16",
         "ws_ptr": "*fp32", "count_ptr": "*i32", "new_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16",
@@ -69,9 +69,7 @@ ptx = {
                                        {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "GATED": True}),
     "gemv-int4-gated-norm": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
                                             {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "GATED": True,
-                                             "NORM": 1, "BLOCK_N": 32}, warps=1),
-    "gemv-int4-norm-once": lambda: compile(_weight_only_gemv._gemv_kernel, GEMV,
-                                           {**GEMV_C, "FMT": 0, "PREFETCH": False, "STAGES": 3, "NORM": 2}),
+                                             "NORM": True, "BLOCK_N": 32}, warps=1),
     "gemv-nvfp4-residual": lambda: compile(_weight_only_gemv._gemv_kernel, {**GEMV, "s_ptr": "*u8"},
                                            {**GEMV_C, "FMT": 3, "RESIDUAL": True}),
     "w8a8-gemv": lambda: compile(w8a8_gemv._w8a8_gemv_kernel, W8, W8_C),
@@ -103,7 +101,6 @@ CASES = {
     "gemv-int4-staged-pdl": ["prefetch.global.L2", "griddepcontrol.wait", "griddepcontrol.launch_dependents"],
     "gemv-int4-gated": ["lop3.b32", "cp.async", "ex2.approx"],  # the epilogue's SiLU
     "gemv-int4-gated-norm": ["cp.async", "sqrt.rn.f32", "div.rn.f32", "cvt.rn.bf16.f32"],  # the prologue's rstd
-    "gemv-int4-norm-once": ["cp.async", "sqrt.rn.f32", "bar.sync", "st.global"],  # the scratch row, then a barrier
     "gemv-nvfp4-residual": ["cvt.f32.f16", "cvt.rn.bf16.f32"],
     "w8a8-gemv": ["dp4a.s32.s32", "atom.global.gpu.acq_rel"],
     "attention-bf16": ["mma.sync"],

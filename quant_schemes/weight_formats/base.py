@@ -77,6 +77,9 @@ class WeightFormat:
     # its kernel takes `gated` (a fused [gate; up] layer's silu(gate) * up), `norm` (the input's RMSNorm) and
     # `residual` (the residual add), done in the decode GEMV's prologue and epilogue, so `matmul` takes them
     fuses_ops: ClassVar[bool] = False
+    # whether the graph decoder hands a layer's RMSNorms and residual adds to this format's kernels by default
+    # (`decode_graph.LayerOps`, for formats with `fuses_ops`): where that made the batch-1 step faster
+    decode_layer_ops: ClassVar[bool] = False
     # what a count of saturated weights (clipped at the largest code) means for this format, for the report
     saturation_note: ClassVar[str] = (
         "expected 0 with round-to-nearest absmax scales (the largest weight of each group maps to the largest "

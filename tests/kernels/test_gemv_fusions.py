@@ -66,17 +66,8 @@ def _normalized(h, weight, eps):
     return weight * (h32 * rstd).to(h.dtype)
 
 
-@pytest.fixture(params=[False, True], ids=["per-step", "once"])
-def norm_once(request, monkeypatch):
-    """Both ways the GEMV may normalize x (`_weight_only_gemv.NORM_ONCE`)."""
-    from evalsuite.kernels import _weight_only_gemv
-
-    monkeypatch.setattr(_weight_only_gemv, "NORM_ONCE", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("config, fmt, dtype", CASES)
-def test_norm_prologue_is_the_gemv_of_the_normalized_input(config, fmt, dtype, norm_once):
+def test_norm_prologue_is_the_gemv_of_the_normalized_input(config, fmt, dtype):
     """M 1 and 3, K with a partial last tile (160 and 192 are not multiples of 128), gated and not."""
     for m, n, k in ((1, 12, 160), (3, 6, 192)):
         h = _grid_values(m, k, dtype)
@@ -90,7 +81,7 @@ def test_norm_prologue_is_the_gemv_of_the_normalized_input(config, fmt, dtype, n
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_norm_prologue_reads_values_one_by_one_where_quads_do_not_apply(fmt, norm_once):
+def test_norm_prologue_reads_values_one_by_one_where_quads_do_not_apply(fmt):
     """h two bytes off 8-byte alignment, or a norm weight that is: each value loaded on its own, same bits."""
     m, n, k = 2, 12, 128
     args, _ = _weights(fmt, n, k)
@@ -101,7 +92,7 @@ def test_norm_prologue_reads_values_one_by_one_where_quads_do_not_apply(fmt, nor
         assert torch.equal(_weight_only.launch(h, *args, CONFIGS["n16-k128"], norm=(weight, 1e-6)), want)
 
 
-def test_norm_prologue_sums_rows_longer_than_its_block_in_several_steps(monkeypatch, norm_once):
+def test_norm_prologue_sums_rows_longer_than_its_block_in_several_steps(monkeypatch):
     """Rows longer than the prologue's block are summed a block at a time: one value per thread (4 warps: a
     128-value block) on a 200-wide row, partial last block included."""
     from evalsuite.kernels import _weight_only_gemv
