@@ -15,7 +15,8 @@ through an int32 view: no layout change, no shuffle) and keeps the tile in the l
   with FP8 conversions, one instruction for two bytes, and the interpreter), else decoded with integer
   operations (`_bits.e4m3_value`, about 12 instructions): the NVFP4 loop at 8B gate/up shapes has 665 SASS
   instructions a step against 758 before, at q/k/v 669 against 747 (static counts, Triton 3.9 for sm_90,
-  `benchmarks/gemv_sass.py`; not yet timed on a GPU).
+  `benchmarks/gemv_sass.py`); in the batch-1 step on an H100 NVFP4's gate/up took 32.3 us a layer against 35.4
+  in an earlier call (not side by side; benchmarks/layer-ops-h100-1207/v2/).
 K is split over SPLIT_K programs when N alone does not fill the GPU. Each writes its fp32 partial sums to a
 workspace and counts itself in on a per-tile counter; the program that arrives last adds the partials in
 split order (the order `_weight_only._split_k_reduce_kernel` adds them, so the result does not depend on which
