@@ -225,7 +225,7 @@ class LayerOps:
     down_residual: bool = False  # down_proj adds the residual
 
     @classmethod
-    def of(cls, layer, qkv, gate_up, gate_in_kernel: bool, dtype: torch.dtype, every: bool) -> LayerOps:
+    def of(cls, layer, qkv, gate_up, dtype: torch.dtype, every: bool) -> LayerOps:
         """Everything the layer's linear layers can do themselves, or with `every` False only where their format
         asks for it (`decode_layer_ops`)."""
         attn, mlp = layer.self_attn, layer.mlp
@@ -241,7 +241,7 @@ class LayerOps:
         return cls(
             qkv_norm=isinstance(qkv, FusedGroup) and fuses(qkv.layer) and norm_ok(layer.input_layernorm),
             o_residual=fuses(attn.o_proj),
-            gate_norm=gate_in_kernel and fuses(gate_up.layer) and norm_ok(layer.post_attention_layernorm),
+            gate_norm=_gates_itself(gate_up) and fuses(gate_up.layer) and norm_ok(layer.post_attention_layernorm),
             down_residual=fuses(mlp.down_proj),
         )
 
@@ -309,8 +309,8 @@ class GraphDecoder:
         self.gate_in_kernel = [_gates_itself(gate_up) for _, gate_up in self.groups]
         choice = LAYER_OPS if layer_ops is None else layer_ops
         self.ops = [
-            LayerOps() if choice is False else LayerOps.of(layer, qkv, gate_up, gate, self.dtype, every=choice is True)
-            for layer, (qkv, gate_up), gate in zip(self.inner.layers, self.groups, self.gate_in_kernel, strict=True)
+            LayerOps() if choice is False else LayerOps.of(layer, qkv, gate_up, self.dtype, every=choice is True)
+            for layer, (qkv, gate_up) in zip(self.inner.layers, self.groups, strict=True)
         ]
         self.ops_max_m = _fused_ops_max_m() if any(op.count() for op in self.ops) else 0
         self.path = ("cuda-graph" if self.graphs else "eager") + (f", {fuse}-compiled" if fuse else "")

@@ -362,8 +362,7 @@ def launch(
     if norm is not None:
         x = rms_norm_ref(x, *norm)
     y = _launch_gemm(x, w, scale, zero_point, global_scale, bias, group_size, fmt, cfg)
-    y = silu_gate(y) if gated else y
-    return y if residual is None else residual + y
+    return epilogue_ref(y, gated, residual)
 
 
 def rms_norm_ref(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -371,6 +370,12 @@ def rms_norm_ref(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Ten
     h32 = h.float()
     h32 = h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h32.to(h.dtype)
+
+
+def epilogue_ref(y: torch.Tensor, gated: bool, residual: torch.Tensor | None) -> torch.Tensor:
+    """What the GEMV's epilogue does after the product, in torch: `silu_gate` where gated, then the residual add."""
+    y = silu_gate(y) if gated else y
+    return y if residual is None else residual + y
 
 
 def silu_gate(y: torch.Tensor) -> torch.Tensor:

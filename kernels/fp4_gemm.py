@@ -119,8 +119,7 @@ def fp4_gemm_ref(
     w = dequantize_fp4(packed, scale, fmt, x.shape[-1], global_scale, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     y = y if bias is None else y + bias.to(y.dtype)
-    y = _weight_only.silu_gate(y) if gated else y
-    return y if residual is None else residual + y
+    return _weight_only.epilogue_ref(y, gated, residual)
 
 
 def fp4_gemm(

@@ -73,8 +73,7 @@ def w4a16_gemm_ref(
     w = dequantize_wna16(qweight, scale, zero_point, group_size, x.shape[-1], bits, dtype=x.dtype)  # (N, K)
     y = x @ w.t()  # (M, N)
     y = y if bias is None else y + bias.to(y.dtype)
-    y = _weight_only.silu_gate(y) if gated else y
-    return y if residual is None else residual + y
+    return _weight_only.epilogue_ref(y, gated, residual)
 
 
 _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -134,8 +133,7 @@ def w4a16_gemm(
             y = torch.empty((x2.shape[0], n), dtype=x2.dtype, device=x2.device)
             paths.record(_weight_only.KERNEL_NAMES[fmt], paths.TRITON_GEMV, _int4_mma_gemv.WHY, x2.shape[0])
             _int4_mma_gemv.launch(x2, qweight.view(torch.int32), scale, zero_point, bias, group_size, y)
-            y = _weight_only.silu_gate(y) if gated else y
-            y = y if res2 is None else res2 + y
+            y = _weight_only.epilogue_ref(y, gated, res2)
             return y.reshape(*x.shape[:-1], y.shape[1])
         x2 = x2[:, _int4_mma_gemv.stored_order(k, x2.device)]  # (M, K) in the order W's codes are stored
     y = _weight_only.launch(x2, qweight.contiguous(), scale.contiguous(), zero_point, None, bias, group_size, fmt,
