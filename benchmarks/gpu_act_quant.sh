@@ -2,8 +2,9 @@
 # One device call (with .whl carried) for act_quant's row programs (issue 17): install as a user would, the GPU
 # tests of act_quant and the W8A8 GEMV that shares its quantizer, benchmarks/act_quant_ab.py (one program per row
 # against programs looping over rows, side by side), then, on an H200 only, the issue's table
-# (benchmarks/gpu_table.sh) and the int4 tensor-core GEMV probe (benchmarks/mma_gemv_probe.py), which ran slower
-# than the CUDA-core GEMV on an H100. Everything is packed into $OUT/act-quant.tgz.
+# (benchmarks/gpu_table.sh), batch-1 decode with the W4A16 codes in the tensor-core GEMV's order (`bench e2e
+# --decode-order mma128`) and that GEMV's probe (benchmarks/mma_gemv_probe.py): on an H100 it ran slower than the
+# CUDA-core GEMV, which issues about twice its instructions, so an H200 may balance them otherwise. Everything is packed into $OUT/act-quant.tgz.
 #   bash benchmarks/gpu_act_quant.sh
 set -u
 start=$(date +%s)
@@ -22,7 +23,10 @@ timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider tests/kernels/test_act
 cat "$R/ab.log"
 echo "at $(( $(date +%s) - start ))s"
 if [[ "$gpu" == *H200* ]]; then
-  CALL_LIMIT_S=$(( 560 - ($(date +%s) - start) - 160 )) OUT=$R bash benchmarks/gpu_table.sh | grep -v "^|---"
+  CALL_LIMIT_S=$(( 560 - ($(date +%s) - start) - 220 )) OUT=$R bash benchmarks/gpu_table.sh | grep -v "^|---"
+  (cd /tmp && timeout 120 python3 -m evalsuite bench e2e --variants bf16,W4A16 --decode-order mma128 --batches 1 \
+    --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e-mma128" \
+    >"$R/e2e-mma128.log" 2>&1; echo "e2e mma128 exit $?"; grep "^|" "$R/e2e-mma128.log" | head -4)
   (cd /tmp && timeout $(( 570 - ($(date +%s) - start) )) python3 "$root/benchmarks/mma_gemv_probe.py" "$R/mma" \
     >"$R/mma-probe.log" 2>&1; echo "mma probe exit $?"; grep -A12 "^| shape" "$R/mma-probe.log")
 fi

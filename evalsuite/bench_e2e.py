@@ -183,12 +183,17 @@ def run_variant(name: str, args, device, dtype) -> dict:
     started = time.perf_counter()
     model = build_model(args.shape, args.layers, device, dtype, args.seed)
     kernels = [] if name == "bf16" else quantize(model, name, backend=args.backend).kernels
+    order = {}
+    if args.decode_order and name != "bf16":
+        from evalsuite.quant_schemes.linear import use_decode_order
+
+        order = {"decode_order": args.decode_order, "decode_order_layers": use_decode_order(model, dtype)}
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     vocab = model.config.vocab_size
-    row = {"variant": name, "kernels": kernels, "weight_bytes": memory_bytes(model), "decoders": {}}
+    row = {"variant": name, "kernels": kernels, "weight_bytes": memory_bytes(model), "decoders": {}, **order}
     for b in args.batches:
         if not args.no_prefill:
             row[f"prefill_tok_s_b{b}"] = prefill_rate(model, b, args.prefill_len, vocab, device, args.repeats)
@@ -240,7 +245,10 @@ def render(rows: list[dict], args, meta: dict) -> str:
             header.append("graph / hf")
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in rows:
-            cells = [r["variant"], f"{r['weight_bytes'] / 2**30:.2f} GiB"]
+            label = r["variant"]
+            if "decode_order" in r:
+                label += f" ({r['decode_order']} order, {r['decode_order_layers']} layers)"
+            cells = [label, f"{r['weight_bytes'] / 2**30:.2f} GiB"]
             for kind in args.decoders:
                 key = f"decode_tok_s_b{b}_{kind}"
                 failed = key not in r
@@ -311,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STEPS",
         help="also profile this many decode steps of each decoder (CUDA only): kernel time by kind, the longest "
         "kernels and the GPU's idle share, written to bench-e2e-profile.md",
+    )
+    parser.add_argument(
+        "--decode-order",
+        choices=["mma128"],
+        default=None,
+        help="store each quantized variant's 4-bit integer codes in this kernel's K order where that kernel runs "
+        "(mma128: the tensor-core decode GEMV, `quant_schemes.linear.use_decode_order`); the table says how many "
+        "layers took it",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-e2e"))
     args = parser.parse_args(argv)

@@ -260,6 +260,20 @@ def test_bench_e2e_times_the_step_with_and_without_the_layers_own_norms(tmp_path
     assert "RMSNorm and residual add" not in row["decoders"]["graph-no-layer-ops"]
 
 
+def test_bench_e2e_says_how_many_layers_took_the_decode_order(tmp_path):
+    """--decode-order mma128: the int4 layers the tensor-core GEMV runs take its order (none off an NVIDIA GPU,
+    and none with float32 activations), and the row and the table say how many did."""
+    from evalsuite.bench_e2e import main
+
+    args = ["--shape", "tiny", "--layers", "1", "--device", "cpu", "--variants", "bf16,W4A16", "--batches", "1"]
+    args += ["--steps", "2", "--repeats", "1", "--context", "4", "--no-prefill", "--decoders", "eager"]
+    assert main(args + ["--decode-order", "mma128", "--out", str(tmp_path)]) == 0
+    bf16, w4 = json.loads((tmp_path / "bench-e2e.json").read_text())["rows"]
+    assert "decode_order" not in bf16
+    assert w4["decode_order"] == "mma128" and w4["decode_order_layers"] == 0
+    assert "| W4A16 (mma128 order, 0 layers) |" in (tmp_path / "bench-e2e.md").read_text()
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and Inductor's GPU code need a GPU")
 
 
