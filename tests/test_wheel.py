@@ -121,3 +121,25 @@ def test_runs_a_suite_from_a_folder_outside_the_repository(installed, tmp_path):
     assert shown.returncode == 0, shown.stderr[-2000:]
     package, demo = (Path(line) for line in shown.stdout.split())
     assert package.is_relative_to(target) and demo.is_relative_to(target), shown.stdout
+
+
+def test_python_started_in_the_repository_root_imports_every_subpackage(installed):
+    """With the wheel installed and Python started in a checkout's root, the checkout's `evalsuite/` comes first
+    on the path; its subpackages from top-level folders (package-dir) must still import, all from the checkout
+    (also where an editable install of another checkout is on the path, as in CI)."""
+    target, _ = installed
+    checkout = target.parent / "source"  # the tracked files the wheel was built from, laid out as the repository
+    names = [f"evalsuite.{name}" for name in INSTALLED_AS if name != "evalsuite"]
+    code = (
+        f"import importlib, evalsuite; mods = [importlib.import_module(n) for n in {names!r}]; "
+        "import evalsuite.kernels.act_quant as aq; print(evalsuite.__file__); print(aq.__file__); "
+        "[print(m.__file__) for m in mods]"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=_isolated(target),
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    files = [Path(line) for line in shown.stdout.split()]
+    assert len(files) == 2 + len(names), shown.stdout
+    assert all(f.resolve().is_relative_to(checkout.resolve()) for f in files), shown.stdout
+    listed = _evalsuite(target, checkout, "list", "schemes")
+    assert listed.returncode == 0 and "NVFP4" in listed.stdout, listed.stderr[-2000:]
