@@ -407,3 +407,85 @@ def test_the_new_keys_and_values_reach_the_attention_kernel_as_one_tensor():
     assert view.data_ptr() == k.data_ptr() and torch.equal(view, want)
     separate = _key_values(k.clone(), v.clone(), d)
     assert separate.data_ptr() != k.data_ptr() and torch.equal(separate, want)
+
+
+def test_the_l2_prefetch_plan_takes_o_and_the_fused_gate_up_weights(monkeypatch):
+    """Per layer: o's weight at the o fraction, the fused gate/up layer's at the gate/up fraction (not the
+    separate gate and up modules the step no longer calls); a fraction of 0 drops the tensor."""
+    from evalsuite import weight_prefetch
+    from evalsuite.weight_prefetch import LayerPrefetch, Prefetch
+
+    monkeypatch.setattr(weight_prefetch, "MIN_BYTES", 0)
+    model = random_model("llama")
+    decoder = GraphDecoder(model, batch_size=1, max_len=16)
+    plan = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(1.0, 0.5), torch.device("cpu")).plan
+    for layer, (_, gate_up), pairs in zip(model.model.layers, decoder.groups, plan, strict=True):
+        assert [(t.data_ptr(), f) for t, f in pairs] == [
+            (layer.self_attn.o_proj.weight.data_ptr(), 1.0),
+            (gate_up.layer.weight.data_ptr(), 0.5),
+        ]
+    only_gate_up = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(0.0, 0.25), torch.device("cpu"))
+    assert [[f for _, f in pairs] for pairs in only_gate_up.plan] == [[0.25], [0.25]]
+
+
+def test_prefetch_fractions_are_parsed_and_bad_ones_named():
+    from evalsuite.weight_prefetch import Prefetch
+
+    assert Prefetch.parse("1/0.5") == Prefetch(1.0, 0.5) and str(Prefetch(1.0, 0.5)) == "1/0.5"
+    with pytest.raises(ValueError, match=r"expected O/GU, two fractions in \[0, 1\] such as 1/0.5"):
+        Prefetch.parse("0.5")
+    with pytest.raises(ValueError, match=r"Prefetch.gate_up: a fraction of the weight's rows in \[0, 1\], got 2.0"):
+        Prefetch.parse("1/2")
+
+
+def test_a_prefetch_the_device_cannot_do_is_refused_and_said(tiny, caplog):
+    from evalsuite.weight_prefetch import Prefetch
+
+    with caplog.at_level(logging.WARNING, logger="evalsuite.decode_graph"):
+        decoder = GraphDecoder(tiny.model, batch_size=1, max_len=16, prefetch=Prefetch(1.0, 0.5))
+    why = "L2 prefetch 1/0.5 asked for but off: it needs an NVIDIA GPU of compute capability 9.0+"
+    assert decoder.prefetch is None and why in decoder.describe() and why in caplog.text
+    assert "L2 prefetch" not in GraphDecoder(tiny.model, batch_size=1, max_len=16, prefetch=False).describe()
+
+
+def test_bench_e2e_times_the_step_with_the_l2_prefetch_and_checks_its_fractions(tmp_path):
+    from evalsuite.bench_e2e import main
+
+    args = ["--shape", "tiny", "--layers", "1", "--device", "cpu", "--variants", "W4A16", "--batches", "1"]
+    args += ["--steps", "2", "--repeats", "1", "--context", "4", "--no-prefill", "--out", str(tmp_path)]
+    assert main(args + ["--decoders", "graph,graph-prefetch=1/0.25"]) == 0
+    row = json.loads((tmp_path / "bench-e2e.json").read_text())["rows"][0]
+    assert row["decode_tok_s_b1_graph-prefetch=1/0.25"] > 0
+    assert "L2 prefetch 1/0.25 asked for but off" in row["decoders"]["graph-prefetch=1/0.25"]  # CPU: said
+    for bad in ("graph-prefetch=1/2", "graph=1/0.5", "graph-prefetch=half"):
+        with pytest.raises(SystemExit):
+            main(args + ["--decoders", bad])
+
+
+@CUDA
+@pytest.mark.parametrize("variant", ["bf16", "W4A16", "NVFP4"])
+def test_the_l2_prefetch_leaves_every_logit_bit_unchanged(variant):
+    """The captured step with the prefetch branch against the same step without it: the same bits, on a model
+    whose weights are large enough to be prefetched (every layer takes part)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evalsuite.kernels.l2_prefetch import bulk_prefetch
+    from evalsuite.quant_schemes.apply import quantize
+    from evalsuite.weight_prefetch import Prefetch
+
+    if not bulk_prefetch(torch.device("cuda")):
+        pytest.skip("bulk prefetch needs compute capability 9.0 or later")
+    config = LlamaConfig(hidden_size=512, intermediate_size=1536, num_hidden_layers=2, num_attention_heads=8,
+                         num_key_value_heads=2, vocab_size=512, max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().to("cuda", torch.bfloat16)
+    if variant != "bf16":
+        quantize(model, variant, backend="triton")
+    contexts = [[5, 17, 33, 2, 9, 100, 41]]
+    plain = greedy(GraphDecoder(model, batch_size=1, max_len=40, prefetch=False), contexts, 8)
+    decoder = GraphDecoder(model, batch_size=1, max_len=40, prefetch=Prefetch(1.0, 0.5))
+    assert "weights (1/0.5: fractions of their rows) in 2/2 layers" in decoder.describe()
+    fetched = greedy(decoder, contexts, 8)
+    assert decoder.graph is not None and fetched[0] == plain[0]
+    for a, b in zip(fetched[1], plain[1], strict=True):
+        assert torch.equal(a, b)
