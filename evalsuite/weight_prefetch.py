@@ -8,6 +8,7 @@ those rows in L2. A prefetch changes no memory, so the step's outputs are the sa
 
     Prefetch(o=1.0, gate_up=0.5)     # all of o's rows, 8 of every 16 of gate/up's
     Prefetch.parse("1/0.5")           # the same, as `bench e2e --decoders graph-prefetch=1/0.5` names it
+    Prefetch.parse("1/0.5/last")      # the same rows at evict-last priority in L2
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ MIN_BYTES = 1 << 16  # tensors smaller than this (biases, global scales) are lef
 
 @dataclass(frozen=True)
 class Prefetch:
-    """Fractions of the rows of o's and of gate/up's weights (codes and scales alike) that a layer prefetches."""
+    """Fractions of the rows of o's and of gate/up's weights (codes and scales alike) that a layer prefetches,
+    and whether at evict-last priority (so that the gate/up GEMV's own stream of the other rows evicts older
+    lines of normal priority first, rather than the prefetched rows it has yet to read)."""
 
     o: float
     gate_up: float
+    evict_last: bool = False
 
     def __post_init__(self):
         for name in ("o", "gate_up"):
@@ -39,16 +43,19 @@ class Prefetch:
 
     @classmethod
     def parse(cls, text: str) -> Prefetch:
-        """ "O/GU", e.g. "1/0.5"."""
+        """O/GU or O/GU/last, e.g. 1/0.5."""
         parts = text.split("/")
+        last = len(parts) == 3 and parts[2] == "last"
         try:
-            o, gate_up = (float(p) for p in parts)
+            o, gate_up = (float(p) for p in (parts[:2] if last else parts))
         except ValueError:
-            raise ValueError(f"prefetch {text!r}: expected O/GU, two fractions in [0, 1] such as 1/0.5") from None
-        return cls(o, gate_up)
+            raise ValueError(
+                f"prefetch {text!r}: expected O/GU or O/GU/last, two fractions in [0, 1] such as 1/0.5"
+            ) from None
+        return cls(o, gate_up, last)
 
     def __str__(self) -> str:
-        return f"{self.o:g}/{self.gate_up:g}"
+        return f"{self.o:g}/{self.gate_up:g}" + ("/last" if self.evict_last else "")
 
 
 # Off until measured: the batch-1 step with and without it, side by side, is
@@ -92,7 +99,7 @@ class LayerPrefetch:
         self.side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.side):
             for t, fraction in self.plan[i]:
-                l2_prefetch(t, fraction)
+                l2_prefetch(t, fraction, self.choice.evict_last)
 
     def join(self, i: int) -> None:
         if self.plan[i]:

@@ -7,10 +7,10 @@ it later streams fewer bytes from HBM. A prefetch is only a hint: it changes no 
 
 Which bytes: whole rows of a 2-D weight (codes, scales: any row-major tensor), `take` of every PERIOD rows
 (`prefetched_rows`, the reference), so that every program of a GEMV, whatever its row tile or K split, finds
-the same share of its rows in L2. Each row goes as CHUNK-byte pieces, one `cp.async.bulk.prefetch.L2` each
-(NVIDIA sm_90 and later: 16-byte aligned, a multiple of 16 bytes long); the program ends as soon as it has
-issued them. With RECORD the kernel writes (row, byte offset, bytes) of each piece instead of prefetching it,
-which is how the interpreter tests check the pieces against the reference."""
+the same share of its rows in L2, optionally at evict-last priority. Each row goes as CHUNK-byte pieces, one
+`cp.async.bulk.prefetch.L2` each (NVIDIA sm_90 and later: 16-byte aligned, a multiple of 16 bytes long); the
+program ends as soon as it has issued them. With RECORD the kernel writes (row, byte offset, bytes) of each
+piece instead of prefetching it, which is how the interpreter tests check the pieces against the reference."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def prefetchable(t: torch.Tensor) -> bool:
 def _l2_prefetch_kernel(
     base_ptr, out_ptr, rows, row_bytes, stride_bytes, pieces,
     TAKE: tl.constexpr, PERIOD: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
-    RECORD: tl.constexpr,
+    EVICT_LAST: tl.constexpr, RECORD: tl.constexpr,
 ):  # fmt: skip
     """Piece i: taken row i // CHUNKS (the (i // CHUNKS // TAKE)-th period's row i // CHUNKS % TAKE), bytes
     from CHUNK * (i % CHUNKS), at most CHUNK of them. Pieces past the end re-prefetch the first 16 bytes."""
@@ -74,15 +74,20 @@ def _l2_prefetch_kernel(
         tl.store(out_ptr + 3 * i, tl.where(ok, row, -1), mask=i < pieces)
         tl.store(out_ptr + 3 * i + 1, offset, mask=i < pieces)
         tl.store(out_ptr + 3 * i + 2, size, mask=i < pieces)
-    else:
-        ptrs = base_ptr + offset
+    elif EVICT_LAST:
         tl.inline_asm_elementwise(
-            "cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0;", "=r,l,r", [ptrs, size],
+            "{ .reg .b64 pol; createpolicy.fractional.L2::evict_last.b64 pol, 1.0; "
+            "cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, pol; mov.u32 $0, 0; }",
+            "=r,l,r", [base_ptr + offset, size], dtype=tl.int32, is_pure=False, pack=1,
+        )  # fmt: skip
+    else:
+        tl.inline_asm_elementwise(
+            "cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0;", "=r,l,r", [base_ptr + offset, size],
             dtype=tl.int32, is_pure=False, pack=1,
         )  # fmt: skip
 
 
-def _launch(t: torch.Tensor, fraction: float, record: bool) -> torch.Tensor | None:
+def _launch(t: torch.Tensor, fraction: float, record: bool, evict_last: bool = False) -> torch.Tensor | None:
     take = rows_taken(fraction)
     if take == 0:
         return torch.empty(0, 3, dtype=torch.int64, device=t.device) if record else None
@@ -94,14 +99,16 @@ def _launch(t: torch.Tensor, fraction: float, record: bool) -> torch.Tensor | No
     base = t.view(torch.uint8) if t.dtype != torch.uint8 else t
     _l2_prefetch_kernel[(triton.cdiv(pieces, BLOCK),)](
         base, out if record else base, rows, row_bytes, t.stride(0) * t.element_size(), pieces,
-        TAKE=take, PERIOD=PERIOD, CHUNKS=chunks, CHUNK=CHUNK, BLOCK=BLOCK, RECORD=record, num_warps=4,
+        TAKE=take, PERIOD=PERIOD, CHUNKS=chunks, CHUNK=CHUNK, BLOCK=BLOCK, EVICT_LAST=evict_last, RECORD=record,
+        num_warps=4,
     )  # fmt: skip
     return out
 
 
-def l2_prefetch(t: torch.Tensor, fraction: float) -> None:
-    """Prefetch `fraction` of t's rows (`prefetched_rows`) into L2, asynchronously, on the current stream.
-    Needs `bulk_prefetch(t.device)` and `prefetchable(t)`."""
+def l2_prefetch(t: torch.Tensor, fraction: float, evict_last: bool = False) -> None:
+    """Prefetch `fraction` of t's rows (`prefetched_rows`) into L2, asynchronously, on the current stream;
+    `evict_last` marks the lines to be evicted after lines of normal priority (such as those of a GEMV streaming
+    the rest of the weight past them). Needs `bulk_prefetch(t.device)` and `prefetchable(t)`."""
     check_device(t.device, "l2_prefetch")
     if not bulk_prefetch(t.device):
         raise ValueError("l2_prefetch: needs an NVIDIA GPU of compute capability 9.0 or later (bulk prefetch)")
@@ -110,7 +117,7 @@ def l2_prefetch(t: torch.Tensor, fraction: float) -> None:
             f"l2_prefetch: the tensor (shape {tuple(t.shape)}, strides {t.stride()}, {t.dtype}) must be 2-D with "
             "contiguous rows whose start and length are multiples of 16 bytes"
         )
-    _launch(t, fraction, record=False)
+    _launch(t, fraction, record=False, evict_last=evict_last)
 
 
 def l2_prefetch_pieces(t: torch.Tensor, fraction: float) -> torch.Tensor:

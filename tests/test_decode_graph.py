@@ -432,8 +432,11 @@ def test_prefetch_fractions_are_parsed_and_bad_ones_named():
     from evalsuite.weight_prefetch import Prefetch
 
     assert Prefetch.parse("1/0.5") == Prefetch(1.0, 0.5) and str(Prefetch(1.0, 0.5)) == "1/0.5"
-    with pytest.raises(ValueError, match=r"expected O/GU, two fractions in \[0, 1\] such as 1/0.5"):
-        Prefetch.parse("0.5")
+    assert Prefetch.parse("0/0.25/last") == Prefetch(0.0, 0.25, evict_last=True)
+    assert str(Prefetch(0.0, 0.25, evict_last=True)) == "0/0.25/last"
+    for bad in ("0.5", "1/0.5/first", "1/0.5/last/x"):
+        with pytest.raises(ValueError, match=r"expected O/GU or O/GU/last, two fractions in \[0, 1\] such as 1/0.5"):
+            Prefetch.parse(bad)
     with pytest.raises(ValueError, match=r"Prefetch.gate_up: a fraction of the weight's rows in \[0, 1\], got 2.0"):
         Prefetch.parse("1/2")
 
@@ -463,8 +466,8 @@ def test_bench_e2e_times_the_step_with_the_l2_prefetch_and_checks_its_fractions(
 
 
 @CUDA
-@pytest.mark.parametrize("variant", ["bf16", "W4A16", "NVFP4"])
-def test_the_l2_prefetch_leaves_every_logit_bit_unchanged(variant):
+@pytest.mark.parametrize("variant,evict_last", [("bf16", False), ("W4A16", False), ("W4A16", True), ("NVFP4", True)])
+def test_the_l2_prefetch_leaves_every_logit_bit_unchanged(variant, evict_last):
     """The captured step with the prefetch branch against the same step without it: the same bits, on a model
     whose weights are large enough to be prefetched (every layer takes part)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -483,8 +486,10 @@ def test_the_l2_prefetch_leaves_every_logit_bit_unchanged(variant):
         quantize(model, variant, backend="triton")
     contexts = [[5, 17, 33, 2, 9, 100, 41]]
     plain = greedy(GraphDecoder(model, batch_size=1, max_len=40, prefetch=False), contexts, 8)
-    decoder = GraphDecoder(model, batch_size=1, max_len=40, prefetch=Prefetch(1.0, 0.5))
-    assert "weights (1/0.5: fractions of their rows) in 2/2 layers" in decoder.describe()
+    decoder = GraphDecoder(model, batch_size=1, max_len=40, prefetch=Prefetch(1.0, 0.5, evict_last))
+    assert (
+        f"weights (1/0.5{'/last' if evict_last else ''}: fractions of their rows) in 2/2 layers" in decoder.describe()
+    )
     fetched = greedy(decoder, contexts, 8)
     assert decoder.graph is not None and fetched[0] == plain[0]
     for a, b in zip(fetched[1], plain[1], strict=True):

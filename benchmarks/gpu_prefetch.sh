@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device call (with .whl carried) for the graph decoder's L2 prefetch (evalsuite/weight_prefetch.py, issue 17):
+# install as a user would; on an H200 first the issue's table (benchmarks/gpu_table.sh, TABLE_S seconds); the GPU
+# tests of the prefetch kernel, the decoder and act_quant; then batch-1 decode at Llama-3.1-8B shapes with the plain
+# step and the step with several prefetch fractions side by side in one process (`bench e2e --decoders
+# graph,graph-prefetch=O/GU,...`, each profiled); with the time left and an act_quant patch applied,
+# benchmarks/act_quant_ab.py. Everything is packed into $OUT/prefetch.tgz.
+#   [TABLE_S=150] [VARIANTS=bf16,W4A16,NVFP4] [FRACTIONS="1/0.25 1/0.5 1/0.75 0/0.5 1/0"] bash benchmarks/gpu_prefetch.sh
+set -u
+start=$(date +%s)
+limit=${CALL_LIMIT_S:-580}
+left() { echo $(( limit - ($(date +%s) - start) - ${1:-0} )); }
+export OUT=$(realpath -m "${OUT:-/tmp/out}"); R=$OUT/prefetch; mkdir -p "$R"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  >"$R/pip-wheels.log" 2>&1 || tail -5 "$R/pip-wheels.log"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$R/pip.log" 2>&1 || tail -5 "$R/pip.log"
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "$gpu" | tee "$R/gpu.txt"
+root=$PWD
+if [[ "$gpu" == *H200* ]]; then  # the table first: H200s come rarely
+  CALL_LIMIT_S=${TABLE_S:-150} OUT=$R bash benchmarks/gpu_table.sh | grep -v "^|---"
+fi
+timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider tests/kernels/test_l2_prefetch.py tests/kernels/test_act_quant.py \
+  tests/test_gpu_compile.py "tests/test_decode_graph.py" 2>&1 | tail -4 | tee "$R/tests.log"
+echo "tests at $(( $(date +%s) - start ))s"
+decoders=graph
+for f in ${FRACTIONS:-1/0.25 1/0.5 1/0.75 0/0.5 1/0}; do decoders+=",graph-prefetch=$f"; done
+# from /tmp: run from the checkout, the checkout's folders would shadow the installed package
+(cd /tmp && timeout "$(left 130)" python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,NVFP4}" --batches 1 \
+  --decoders "$decoders" --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e" >"$R/e2e.log" 2>&1
+  echo "e2e exit $? at $(( $(date +%s) - start ))s"; grep "^|" "$R/e2e.log" | head -5)
+if grep -q ROW_PROGRAMS_PER_SM kernels/act_quant.py && [ "$(left)" -gt 40 ]; then
+  (cd /tmp && timeout "$(left 15)" python3 "$root/benchmarks/act_quant_ab.py" "$R/aq" >"$R/aq-ab.log" 2>&1
+   echo "act_quant_ab exit $?"; cat "$R/aq-ab.log")
+fi
+(cd "$OUT" && tar czf prefetch.tgz prefetch && rm -rf prefetch)
+echo "total $(( $(date +%s) - start ))s"
