@@ -5,7 +5,7 @@
 # step and the step with several prefetch fractions side by side in one process (`bench e2e --decoders
 # graph,graph-prefetch=O/GU,...`, each profiled); with the time left and an act_quant patch applied,
 # benchmarks/act_quant_ab.py. Everything is packed into $OUT/prefetch.tgz.
-#   [TABLE_S=150] [VARIANTS=bf16,W4A16,NVFP4] [FRACTIONS="1/0.25 1/0.5 1/0.75 0/0.5 1/0"] bash benchmarks/gpu_prefetch.sh
+#   [TABLE_S=150] [VARIANTS=bf16,W4A16,NVFP4] [FRACTIONS="1/0.5 1/0.5/last ..."] bash benchmarks/gpu_prefetch.sh
 set -u
 start=$(date +%s)
 limit=${CALL_LIMIT_S:-580}
@@ -25,7 +25,7 @@ timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider tests/kernels/test_l2_
   tests/test_gpu_compile.py "tests/test_decode_graph.py" 2>&1 | tail -4 | tee "$R/tests.log"
 echo "tests at $(( $(date +%s) - start ))s"
 decoders=graph
-for f in ${FRACTIONS:-1/0.25 1/0.5 1/0.75 0/0.5 1/0}; do decoders+=",graph-prefetch=$f"; done
+for f in ${FRACTIONS:-1/0.25 1/0.5 1/0.5/last 1/0.75/last 0/0.5/last 1/0}; do decoders+=",graph-prefetch=$f"; done
 # from /tmp: run from the checkout, the checkout's folders would shadow the installed package
 (cd /tmp && timeout "$(left 130)" python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,NVFP4}" --batches 1 \
   --decoders "$decoders" --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e" >"$R/e2e.log" 2>&1
