@@ -7,9 +7,7 @@
 #   VARIANTS=bf16,W4A16 bash benchmarks/ab_e2e.sh base=.ab/base head [base=.ab/base ...]
 set -u
 OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  >"$OUT/pip-wheels.log" 2>&1 || tail -5 "$OUT/pip-wheels.log"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
+source benchmarks/device_install.sh "$OUT"
 i=0
 for spec in "$@"; do
   i=$((i + 1))

@@ -5,10 +5,7 @@
 #   bash benchmarks/gpu_layer_ops.sh [VARIANTS]
 set -u
 export OUT=$(realpath -m "${OUT:-/tmp/out}"); mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  >"$OUT/pip-wheels.log" 2>&1 || tail -5 "$OUT/pip-wheels.log"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/device_install.sh "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv | tee "$OUT/gpu.txt"
 root=$PWD
 # from /tmp: run from the checkout, the checkout's folders would shadow the installed package

@@ -11,10 +11,7 @@ start=$(date +%s)
 limit=${CALL_LIMIT_S:-580}
 left() { echo $(( limit - ($(date +%s) - start) - ${1:-0} )); }
 export OUT=$(realpath -m "${OUT:-/tmp/out}"); R=$OUT/prefetch; mkdir -p "$R"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  >"$R/pip-wheels.log" 2>&1 || tail -5 "$R/pip-wheels.log"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$R/pip.log" 2>&1 || tail -5 "$R/pip.log"
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/device_install.sh "$R"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "$gpu" | tee "$R/gpu.txt"
 root=$PWD

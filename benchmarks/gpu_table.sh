@@ -10,10 +10,7 @@ limit=${CALL_LIMIT_S:-580}
 start=$(date +%s)
 left() { echo $(( limit - ($(date +%s) - start) - ${1:-0} )); }
 export OUT=$(realpath -m "${OUT:-/tmp/out}"); R=$OUT/table; mkdir -p "$R"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  >"$R/pip-wheels.log" 2>&1 || tail -5 "$R/pip-wheels.log"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$R/pip.log" 2>&1 || tail -5 "$R/pip.log"
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source benchmarks/device_install.sh "$R"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$R/gpu.txt"
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
 'transformers', transformers.__version__)" | tee -a "$R/gpu.txt"

@@ -6,11 +6,7 @@
 # calls on the same machine; without it the similarity tests fail on import, as they would for a user.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-extra=$(ls /tmp/stage/*.whl 2>/dev/null)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl $extra || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+source benchmarks/device_install.sh "$OUT" $(ls /tmp/stage/*.whl 2>/dev/null) || exit 1
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
 'transformers', transformers.__version__, torch.cuda.get_device_name())"
 python3 - <<'PY'
