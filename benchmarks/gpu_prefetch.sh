@@ -19,7 +19,7 @@ if [[ "$gpu" == *H200* ]]; then  # the table first: H200s come rarely
   CALL_LIMIT_S=${TABLE_S:-150} OUT=$R bash benchmarks/gpu_table.sh | grep -v "^|---"
 fi
 decoders=graph
-for f in ${FRACTIONS:-1/0.25 1/0.5 1/0.5/last 1/0.75/last 0/0.5/last 1/0}; do decoders+=",graph-prefetch=$f"; done
+for f in ${FRACTIONS:-1/0.25 1/0.5 1/0.5/last 0/0.5/last 0/0.625/last 1/0}; do decoders+=",graph-prefetch=$f"; done
 # from /tmp: run from the checkout, the checkout's folders would shadow the installed package
 (cd /tmp && timeout "$(left 130)" python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16,W4A16,NVFP4}" --batches 1 \
   --decoders "$decoders" --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e" >"$R/e2e.log" 2>&1

@@ -23,6 +23,10 @@ from evalsuite.fused_linears import FusedGroup
 log = logging.getLogger(__name__)
 
 MIN_BYTES = 1 << 16  # tensors smaller than this (biases, global scales) are left to the kernel's own reads
+# A layer never prefetches more than this share of the GPU's L2: o's fraction, then gate/up's, is lowered (in
+# steps of 1/PERIOD of the rows) to fit, so that the fractions measured on an 8B model cannot flood the cache
+# with a larger model's rows that would evict one another before they are read.
+L2_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,24 @@ class LayerPrefetch:
     """Per layer, the (tensor, fraction) pairs to prefetch; `fork(i)` launches layer i's on the side stream,
     `join()` makes the step's stream wait for them (the graph then holds them as a branch)."""
 
-    def __init__(self, layers, groups, choice: Prefetch, device: torch.device):
-        self.choice = choice
-        self.plan = []
+    def __init__(self, layers, groups, choice: Prefetch, device: torch.device, l2_bytes: int):
+        self.choice, self.l2_bytes = choice, l2_bytes
+        self.plan, self.capped = [], 0
         for layer, (_, gate_up) in zip(layers, groups, strict=True):
             mlp = layer.mlp
             mlp_modules = [gate_up.layer] if isinstance(gate_up, FusedGroup) else [mlp.gate_proj, mlp.up_proj]
-            pairs = [(t, choice.o) for t in weight_tensors(layer.self_attn.o_proj)]
-            pairs += [(t, choice.gate_up) for m in mlp_modules for t in weight_tensors(m)]
-            self.plan.append([(t, f) for t, f in pairs if f > 0])
+            room = L2_SHARE * l2_bytes
+            pairs = []
+            for tensors, wanted in (
+                (weight_tensors(layer.self_attn.o_proj), choice.o),
+                ([t for m in mlp_modules for t in weight_tensors(m)], choice.gate_up),
+            ):
+                size = sum(t.nbytes for t in tensors)
+                fraction = _fit(wanted, size, room)
+                room -= fraction * size
+                self.capped += fraction < wanted
+                pairs += [(t, fraction) for t in tensors if fraction > 0]
+            self.plan.append(pairs)
         self.device = device
         self.side = None  # made at the first fork (CUDA only)
 
@@ -108,10 +121,21 @@ class LayerPrefetch:
     def describe(self) -> str:
         layers = sum(bool(p) for p in self.plan)
         mb = sum(t.nbytes * f for p in self.plan for t, f in p) / len(self.plan) / 1e6
+        capped = f", lowered {self.capped} times to fit {L2_SHARE:.0%} of the L2" if self.capped else ""
         return (
             f"L2 prefetch during q/k/v and attention of o's and gate/up's weights ({self.choice}: fractions of their "
-            f"rows) in {layers}/{len(self.plan)} layers, {mb:.1f} MB a layer"
+            f"rows) in {layers}/{len(self.plan)} layers, {mb:.1f} MB a layer{capped}"
         )
+
+
+def _fit(fraction: float, size: int, room: float) -> float:
+    """The largest fraction <= `fraction`, in steps of 1/PERIOD, whose share of `size` bytes fits in `room`."""
+    from evalsuite.kernels.l2_prefetch import PERIOD, rows_taken
+
+    if size == 0:
+        return fraction
+    steps = min(rows_taken(fraction), max(0, int(PERIOD * room // size)))
+    return steps / PERIOD
 
 
 def layer_prefetch(layers, groups, choice: Prefetch | None, device: torch.device, batch: int, max_m: int):
@@ -124,4 +148,5 @@ def layer_prefetch(layers, groups, choice: Prefetch | None, device: torch.device
         return None, f"L2 prefetch {choice} asked for but off: it needs an NVIDIA GPU of compute capability 9.0+"
     if batch > max_m:
         return None, f"L2 prefetch {choice} asked for but off at batch {batch}: it serves steps of <= {max_m} tokens"
-    return LayerPrefetch(layers, groups, choice, device), None
+    l2_bytes = torch.cuda.get_device_properties(device).L2_cache_size
+    return LayerPrefetch(layers, groups, choice, device, l2_bytes), None

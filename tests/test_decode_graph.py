@@ -418,14 +418,31 @@ def test_the_l2_prefetch_plan_takes_o_and_the_fused_gate_up_weights(monkeypatch)
     monkeypatch.setattr(weight_prefetch, "MIN_BYTES", 0)
     model = random_model("llama")
     decoder = GraphDecoder(model, batch_size=1, max_len=16)
-    plan = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(1.0, 0.5), torch.device("cpu")).plan
+    cpu, big = torch.device("cpu"), 1 << 30
+    plan = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(1.0, 0.5), cpu, big).plan
     for layer, (_, gate_up), pairs in zip(model.model.layers, decoder.groups, plan, strict=True):
         assert [(t.data_ptr(), f) for t, f in pairs] == [
             (layer.self_attn.o_proj.weight.data_ptr(), 1.0),
             (gate_up.layer.weight.data_ptr(), 0.5),
         ]
-    only_gate_up = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(0.0, 0.25), torch.device("cpu"))
+    only_gate_up = LayerPrefetch(model.model.layers, decoder.groups, Prefetch(0.0, 0.25), cpu, big)
     assert [[f for _, f in pairs] for pairs in only_gate_up.plan] == [[0.25], [0.25]]
+
+
+def test_the_l2_prefetch_of_a_layer_is_lowered_to_fit_three_quarters_of_the_l2(monkeypatch):
+    """o (64 x 64 fp32, 16 KiB) then gate/up (256 x 64, 64 KiB) within 3/4 of a 48 KiB L2: o whole leaves 20 KiB,
+    so gate/up gets 5/16 of its rows, not the half asked for; the description says it was lowered."""
+    from evalsuite import weight_prefetch
+    from evalsuite.weight_prefetch import LayerPrefetch, Prefetch
+
+    monkeypatch.setattr(weight_prefetch, "MIN_BYTES", 0)
+    model = random_model("llama")
+    groups = GraphDecoder(model, batch_size=1, max_len=16).groups
+    fit = LayerPrefetch(model.model.layers, groups, Prefetch(1.0, 0.5), torch.device("cpu"), 48 << 10)
+    assert [[f for _, f in pairs] for pairs in fit.plan] == [[1.0, 5 / 16], [1.0, 5 / 16]]
+    assert "lowered 2 times to fit 75% of the L2" in fit.describe()
+    tiny_l2 = LayerPrefetch(model.model.layers, groups, Prefetch(1.0, 0.5), torch.device("cpu"), 16 << 10)
+    assert [[f for _, f in pairs] for pairs in tiny_l2.plan] == [[0.75], [0.75]]  # 12 of o's 16 KiB; no gate/up
 
 
 def test_prefetch_fractions_are_parsed_and_bad_ones_named():
