@@ -148,11 +148,15 @@ STOP_AT_BATCH = 12  # the run signals itself right after storing this batch: mid
 
 # Runs `evalsuite run` in a subprocess that signals itself after its STOP_AT_BATCH-th stored batch and says
 # on stderr how many answers it had stored by then: the interrupt lands at the same point on a fast GPU
-# machine and on a slow CPU one (a sleep-and-poll loop lost the race on an H200).
+# machine and on a slow CPU one (a sleep-and-poll loop lost the race on an H200). Python's own SIGINT handler is
+# put back first, as a terminal's Ctrl-C finds it: a child of a background job inherits SIGINT ignored, and Python
+# then installs none (the test ran to the end with rc 0 when CI was started with `&`).
 DRIVER = """
 import os, signal, sys
 from evalsuite.cli import main
 from evalsuite.store import Store
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 put, batches = Store.put_responses, []
 
