@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ._bits import e4m3_bits, round_half_even
-from ._launch import check_device, check_tensor, hardware_fp8, interpreting
+from ._launch import check_device, check_tensor, hardware_fp8, interpreting, num_sms
 
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QMIN_STATIC = {"int8": -128.0, "fp8": -448.0}
@@ -147,6 +147,7 @@ def _act_quant_row_kernel(
     scale_ptr,
     amax_ptr,
     # sizes
+    M,
     K,
     # strides
     stride_xm,
@@ -162,47 +163,57 @@ def _act_quant_row_kernel(
     EXACT_DIV: tl.constexpr,
     HW_FP8: tl.constexpr,
 ):
-    """One program per row: absmax (or the precomputed tensor absmax), scale, quantize; STATIC reads the given
-    scale from scale_ptr instead. A row that fits in BLOCK_K is read once; a longer one is read twice (the
-    second read mostly hits L2), or once with a static scale."""
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_xm
-    q_row = q_ptr + row * stride_qm
+    """Rows pid, pid + P, pid + 2P, ... of a grid of P programs (P = M: one row each): absmax (or the precomputed
+    tensor absmax), scale, quantize; STATIC reads the given scale from scale_ptr instead. A row that fits in
+    BLOCK_K is read once, and the next row's load is issued before this row is reduced, so a program keeps a row
+    in flight while it works; a longer row is read twice (the second read mostly hits L2), or once with a static
+    scale."""
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    offs = tl.arange(0, BLOCK_K)
     if SINGLE_PASS:
-        offs_k = tl.arange(0, BLOCK_K)
-        x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-        if STATIC:
-            scale = tl.load(scale_ptr)
-        elif PER_TENSOR:
-            scale = _scale_of(tl.load(amax_ptr), QMAX)
+        x_next = tl.load(x_ptr + pid.to(tl.int64) * stride_xm + offs, mask=offs < K, other=0.0)
+    for i in range(0, tl.cdiv(M - pid, step)):
+        row = pid.to(tl.int64) + i * step
+        q_row = q_ptr + row * stride_qm
+        if SINGLE_PASS:
+            x = x_next.to(tl.float32)
+            ahead = row + step
+            k_next = tl.where(ahead < M, K, 0)  # past the last row: nothing
+            x_next = tl.load(x_ptr + ahead * stride_xm + offs, mask=offs < k_next, other=0.0)
+            if STATIC:
+                scale = tl.load(scale_ptr)
+            elif PER_TENSOR:
+                scale = _scale_of(tl.load(amax_ptr), QMAX)
+            else:
+                scale = _scale_of(_absmax(x, 0), QMAX)
+            q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
+            tl.store(q_row + offs, q.to(q_ptr.dtype.element_ty), mask=offs < K)
         else:
-            scale = _scale_of(_absmax(x, 0), QMAX)
-        q = _quantize(x, scale, tl.math.div_rn(1.0, scale), QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
-        tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
-    else:
-        if STATIC:
-            scale = tl.load(scale_ptr)
-        elif PER_TENSOR:
-            scale = _scale_of(tl.load(amax_ptr), QMAX)
-        else:
-            acc = tl.zeros((BLOCK_K,), tl.float32)
+            x_row = x_ptr + row * stride_xm
+            if STATIC:
+                scale = tl.load(scale_ptr)
+            elif PER_TENSOR:
+                scale = _scale_of(tl.load(amax_ptr), QMAX)
+            else:
+                acc = tl.zeros((BLOCK_K,), tl.float32)
+                for k0 in range(0, K, BLOCK_K):
+                    offs_k = k0 + offs
+                    x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                    acc = _nan_max(acc, tl.abs(x))
+                scale = _scale_of(_absmax(acc, 0), QMAX)
+            rcp = tl.math.div_rn(1.0, scale)
             for k0 in range(0, K, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
+                offs_k = k0 + offs
                 x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-                acc = _nan_max(acc, tl.abs(x))
-            scale = _scale_of(_absmax(acc, 0), QMAX)
-        rcp = tl.math.div_rn(1.0, scale)
-        for k0 in range(0, K, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_row + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
-            q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
-            tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
-    if not STATIC:
-        if PER_TENSOR:
-            if row == 0:
-                tl.store(scale_ptr, scale)
-        else:
-            tl.store(scale_ptr + row, scale)
+                q = _quantize(x, scale, rcp, QMIN, QMAX, IS_FP8, EXACT_DIV, HW_FP8)
+                tl.store(q_row + offs_k, q.to(q_ptr.dtype.element_ty), mask=offs_k < K)
+        if not STATIC:
+            if PER_TENSOR:
+                if row == 0:
+                    tl.store(scale_ptr, scale)
+            else:
+                tl.store(scale_ptr + row, scale)
 
 
 @triton.jit
@@ -245,6 +256,13 @@ def _act_quant_group_kernel(
 
 _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MAX_SINGLE_PASS = 32768
+# Warps a launch of the per-token / per-tensor kernel keeps per SM when its programs loop over rows: 16 / warps
+# programs an SM (4 at 4,096 columns, 2 at 8,192). Side by side on an H100 (2026-12-08, FP8 per token, against
+# one program per row; `python3 benchmarks/act_quant_ab.py` via benchmarks/gpu_prefetch.sh,
+# benchmarks/act-quant-ab-h100-1208/), the best of 1-16 programs an SM at 2-16 warps at each shape, 16 warps an
+# SM at both widths: M = 2048 78.1% -> 84.6% of copy bandwidth at K = 4096 and 74.3% -> 86.4% at 8192; M = 8192
+# 81.8% -> 91.0% and 80.7% -> 94.6%.
+ROW_WARPS_PER_SM = 16
 
 
 def _check(x: torch.Tensor, dtype: str, granularity: Granularity, scale: torch.Tensor | None) -> None:
@@ -272,6 +290,15 @@ def row_warps(block_k: int) -> int:
     columns 4 warps were fastest (M = 2048: 15.0 us against 15.5 with 8), at 8,192 columns 8 warps (26.9 us
     against 28.1 with 4 at M = 2048)."""
     return 4 if block_k <= 4096 else (8 if block_k <= 8192 else 16)
+
+
+def row_programs(m: int, block_k: int, k: int, device: torch.device) -> int:
+    """Programs of the per-token and per-tensor kernel: one per row, or, for rows read in one pass, at most
+    ROW_WARPS_PER_SM / row_warps(block_k) per SM (at least one), each looping over rows with the next one's
+    load in flight."""
+    if block_k < k:
+        return m
+    return min(m, max(1, ROW_WARPS_PER_SM // row_warps(block_k)) * num_sms(device))
 
 
 def act_quant(
@@ -312,8 +339,9 @@ def act_quant(
     else:
         scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
         amax = scale  # unused
-    _act_quant_row_kernel[(m,)](
-        x2, q_raw, scale, amax, k, x2.stride(0), q.stride(0),
+    programs = row_programs(m, block_k, k, x.device)
+    _act_quant_row_kernel[(programs,)](
+        x2, q_raw, scale, amax, m, k, x2.stride(0), q.stride(0),
         QMIN=QMIN_STATIC[dtype] if static else -QMAX[dtype], PER_TENSOR=per_tensor, STATIC=static,
         BLOCK_K=block_k, SINGLE_PASS=block_k >= k, num_warps=num_warps, **meta,
     )  # fmt: skip

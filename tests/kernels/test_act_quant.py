@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from evalsuite.kernels import act_quant as act_quant_module
 from evalsuite.kernels.act_quant import AMAX_FLOOR, QMAX, act_quant, act_quant_ref
 from tests.kernels.common import DEVICE, shapes
 from tests.utils import assert_close
@@ -24,6 +25,21 @@ def test_matches_reference(shape, granularity, dtype):
     x = (torch.randn(shape) * torch.logspace(-2, 2, shape[1])).to(torch.bfloat16)
     x[0] = 0  # an all-zero row gets the finite floor scale and zero codes
     _same(x.to(DEVICE), dtype, granularity)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp8"])
+def test_programs_that_loop_over_rows_match_the_reference(monkeypatch, dtype):
+    """Fewer programs than rows (each takes every P-th row, the next one's load ahead of this one's work),
+    including the last program's rows past M and a static scale."""
+    monkeypatch.setattr(act_quant_module, "ROW_WARPS_PER_SM", 1)  # one program an SM
+    x = (torch.randn(4 * act_quant_module.num_sms(torch.device(DEVICE)) + 3, 136) * 7).to(torch.bfloat16)
+    x[5] = 0
+    for granularity in ("token", "tensor"):
+        _same(x.to(DEVICE), dtype, granularity)
+    scale = torch.full((1, 1), 0.05)
+    q, _ = act_quant(x.to(DEVICE), dtype, "tensor", scale.to(DEVICE))
+    q_ref, _ = act_quant_ref(x, dtype, "tensor", scale)
+    assert_close(q.cpu(), q_ref, what="codes")
 
 
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16], ids=str)
