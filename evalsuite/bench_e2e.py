@@ -30,9 +30,8 @@ from pathlib import Path
 
 import torch
 
-from evalsuite import kernel_profile, weight_prefetch
+from evalsuite import kernel_profile
 from evalsuite.quant_schemes.backends import pick_backend
-from evalsuite.weight_prefetch import Prefetch
 
 SHAPES = {
     "llama-3.1-8b": dict(
@@ -101,7 +100,7 @@ def prefill_rate(model, batch: int, length: int, vocab: int, device, repeats: in
     return batch * length / _time(run, device, repeats)
 
 
-DECODERS = ("hf", "graph", "graph-layer-ops", "graph-no-layer-ops", "graph-prefetch", "eager")
+DECODERS = ("hf", "graph", "graph-layer-ops", "graph-no-layer-ops", "eager")
 
 
 def make_decoder(kind: str, model, batch: int, max_len: int):
@@ -120,10 +119,6 @@ def make_decoder(kind: str, model, batch: int, max_len: int):
         decoder = GraphDecoder(model, batch, max_len)
     elif kind in ("graph-layer-ops", "graph-no-layer-ops"):  # the step with its LayerOps forced on or off
         decoder = GraphDecoder(model, batch, max_len, layer_ops=kind == "graph-layer-ops")
-    elif kind.startswith("graph-prefetch"):  # the step with the L2 prefetch: "graph-prefetch=O/GU", or PREFETCH
-        _, _, fractions = kind.partition("=")
-        choice = Prefetch.parse(fractions) if fractions else weight_prefetch.PREFETCH or weight_prefetch.TRIAL
-        decoder = GraphDecoder(model, batch, max_len, prefetch=choice)
     else:
         decoder = GraphDecoder(model, batch, max_len, graphs=False, fuse=None)
     return decoder, decoder.describe()
@@ -312,12 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", type=int, default=128, help="tokens in the cache before decoding")
     parser.add_argument("--steps", type=int, default=32, help="decode steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--decoders",
-        default="hf,graph",
-        help=f"comma-separated, of {', '.join(DECODERS)}; graph-prefetch=O/GU sets the fractions of o's and "
-        "gate/up's weight rows prefetched into L2 (evalsuite.weight_prefetch)",
-    )
+    parser.add_argument("--decoders", default="hf,graph", help=f"comma-separated, of {', '.join(DECODERS)}")
     parser.add_argument("--no-prefill", action="store_true", help="measure decode only")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--backend", default="auto", help="auto or a registered kernel backend")
@@ -342,17 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     args.decoders = args.decoders.split(",")
-    if unknown := sorted({d.partition("=")[0] for d in args.decoders} - set(DECODERS)):
+    if unknown := sorted(set(args.decoders) - set(DECODERS)):
         parser.error(f"--decoders: unknown {', '.join(unknown)}; known: {', '.join(DECODERS)}")
-    for kind in args.decoders:
-        name, _, fractions = kind.partition("=")
-        if fractions and name != "graph-prefetch":
-            parser.error(f"--decoders: {kind!r}: only graph-prefetch takes a value (graph-prefetch=O/GU)")
-        try:
-            if fractions:
-                Prefetch.parse(fractions)
-        except ValueError as e:
-            parser.error(f"--decoders: {e}")
     device = torch.device(args.device)
     args.backend = pick_backend(args.backend, device.type).name
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

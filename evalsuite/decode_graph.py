@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from evalsuite import weight_prefetch
 from evalsuite.fused_linears import FusedGroup, fused
 from evalsuite.quant_schemes.linear import QuantLinear
-from evalsuite.weight_prefetch import Prefetch, layer_prefetch
 
 log = logging.getLogger(__name__)
 
@@ -262,15 +259,13 @@ class GraphDecoder:
         fuse: str | None = "auto",
         attention: str = "auto",
         layer_ops: bool | None = None,
-        prefetch: Prefetch | None | Literal[False] = None,
     ):
         """`fuse`: the torch.compile backend for the step's non-GEMM functions ("auto": Inductor on CUDA, none
         elsewhere; None: run them eagerly). `attention`: the step's attention, "triton" (our decode kernel,
         kernels/decode_attention.py, which reads only the filled part of the cache), "torch" (`attend`, through
         `fuse`), or "auto": the kernel on NVIDIA GPUs, `attend` elsewhere. `layer_ops`: whether layers that can
         do the RMSNorms and residual adds in their own kernels do (`LayerOps`; None: LAYER_OPS, whose None
-        leaves it to each layer's format). `prefetch`: the L2 prefetch of o's and gate/up's weights during each
-        layer's q/k/v and attention (`weight_prefetch`; None: PREFETCH, False: off)."""
+        leaves it to each layer's format)."""
         reason = unsupported(model, max_len)
         if reason:
             raise ValueError(f"the graph decoder cannot run this model: {reason}")
@@ -329,15 +324,6 @@ class GraphDecoder:
         if fused_ops:
             self.path += (f"; RMSNorm and residual add in the linear layers' kernels ({fused_ops}/{4 * len(self.ops)}: "
                           "q/k/v, gate/up normalize, o, down add)")  # fmt: skip
-        wanted = weight_prefetch.PREFETCH if prefetch is None else (None if prefetch is False else prefetch)
-        self.prefetch, refused = layer_prefetch(
-            self.inner.layers, self.groups, wanted, self.device, batch_size, _fused_ops_max_m()
-        )
-        if self.prefetch is not None:
-            self.path += "; " + self.prefetch.describe()
-        if refused:
-            log.warning("graph decoder: %s", refused)
-            self.path += "; " + refused
         if not self.graphs:
             why = "switched off" if self.device.type == "cuda" else "they need CUDA"
             log.info("graph decoder on %s: CUDA graphs skipped (%s), steps run eagerly", self.device, why)
@@ -361,11 +347,8 @@ class GraphDecoder:
         cos, sin = self.inner.rotary_emb(h, positions)
         layers = self.inner.layers
         fused_ops = ids.numel() <= self.ops_max_m
-        prefetch = self.prefetch if fns is self.fns else None  # the step's, not prefill's
         pending = None
         for i, layer in enumerate(layers):
-            if prefetch is not None:
-                prefetch.fork(i)
             attn, mlp = layer.self_attn, layer.mlp
             qkv, gate_up = self.groups[i]
             ops = self.ops[i] if fused_ops else LayerOps()
@@ -388,8 +371,6 @@ class GraphDecoder:
             else:
                 q = fns["rope"](*projections, cos, sin, self.head_dim, qk_norm, self.kv[i], index)
                 attended = fns["attend"](q, self.kv[i][..., :span, :], mask, self.scale)
-            if prefetch is not None:
-                prefetch.join(i)
             h, pending = (attn.o_proj(attended, residual=h), None) if ops.o_residual else (h, attn.o_proj(attended))
             h, x, norm = self._input(h, pending, layer.post_attention_layernorm, fns, ops.gate_norm)
             if self.gate_in_kernel[i]:

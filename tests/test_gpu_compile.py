@@ -20,8 +20,7 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from evalsuite.kernels import (_scaled_gemm, _weight_only, _weight_only_gemv, act_quant, decode_attention,
-                               l2_prefetch, w8a8_gemv)
+from evalsuite.kernels import _scaled_gemm, _weight_only, _weight_only_gemv, act_quant, decode_attention, w8a8_gemv
 
 def compile(fn, types, consts, warps=4):
     sig = {p.name: ("constexpr" if p.is_constexpr else types.get(p.name, "i32")) for p in fn.params}
@@ -85,12 +84,6 @@ ptx = {
                                        "wq_ptr": "*fp32", "wk_ptr": "*fp32"},
                                       {**ATTN_C, "PRECISION": "ieee", "SPLITS": 1}),
     "act-quant-fp8": lambda: compile(act_quant._act_quant_row_kernel, AQ, AQ_C),
-    "l2-prefetch": lambda: compile(l2_prefetch._l2_prefetch_kernel, {"base_ptr": "*u8", "out_ptr": "*i64"},
-                                   dict(TAKE=6, PERIOD=16, CHUNKS=2, CHUNK=4096, BLOCK=128, EVICT_LAST=False,
-                                        RECORD=False)),
-    "l2-prefetch-evict-last": lambda: compile(l2_prefetch._l2_prefetch_kernel, {"base_ptr": "*u8", "out_ptr": "*i64"},
-                                              dict(TAKE=6, PERIOD=16, CHUNKS=2, CHUNK=4096, BLOCK=128,
-                                                   EVICT_LAST=True, RECORD=False)),
     "w4a16-gemm": lambda: compile(_weight_only._weight_only_kernel, WO, WO_C),
     "int8-gemm": lambda: compile(_scaled_gemm._scaled_gemm_kernel, SG, SG_C, warps=8),
     "fp8-gemm-precise": lambda: compile(_scaled_gemm._scaled_gemm_kernel,
@@ -115,8 +108,6 @@ CASES = {
     "attention-bf16-rope-norm": ["mma.sync", "bar.sync", "rsqrt.approx"],
     "attention-fp32": ["fma.rn.f32"],
     "act-quant-fp8": ["cvt.rn.satfinite.e4m3x2.f32"],
-    "l2-prefetch": ["cp.async.bulk.prefetch.L2.global"],
-    "l2-prefetch-evict-last": ["createpolicy.fractional.L2::evict_last", "prefetch.L2.global.L2::cache_hint"],
     "w4a16-gemm": ["mma"],
     "int8-gemm": ["mma", ".s8"],
     "fp8-gemm-precise": ["mma", "e4m3"],
