@@ -2,9 +2,10 @@
 # One device call (with .whl carried, and .ab when A/B trees are named) for issue 17's GPU table: install as a
 # user would, the issue's kernel bench (`evalsuite bench kernels --quick --rep 60`), its end-to-end decode
 # (`evalsuite bench e2e`, batch 1, graph decoder, 8B shapes), then, with the time left, benchmarks/ab_e2e.sh over
-# the trees named in AB (e.g. AB="patched=.ab/patched head"). Each step is capped so the call ends inside
+# the trees named in AB (e.g. AB="patched=.ab/patched head"); with MMA128=1, before that, bf16 and W4A16 with the
+# int4 codes in the tensor-core GEMV's order (`--decode-order mma128`). Each step is capped so the call ends inside
 # CALL_LIMIT_S; everything is packed into $OUT/table.tgz (the device returns few files).
-#   [AB="..."] [CALL_LIMIT_S=580] bash benchmarks/gpu_table.sh
+#   [AB="..."] [MMA128=1] [CALL_LIMIT_S=580] bash benchmarks/gpu_table.sh
 set -u
 limit=${CALL_LIMIT_S:-580}
 start=$(date +%s)
@@ -23,6 +24,12 @@ timeout "$(left 10)" python3 -m evalsuite bench e2e --variants "${VARIANTS:-bf16
   --batches 1 --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e" \
   >"$R/e2e.log" 2>&1
 echo "e2e exit $? at $(( $(date +%s) - start ))s"; grep "^|" "$R/e2e.log" | head -9
+if [ "${MMA128:-0}" = 1 ] && [ "$(left)" -gt 90 ]; then  # W4A16 with its codes in the tensor-core GEMV's order
+  timeout "$(left 10)" python3 -m evalsuite bench e2e --variants bf16,W4A16 --decode-order mma128 --batches 1 \
+    --decoders graph --no-prefill --context 128 --steps 32 --repeats 5 --profile 8 --out "$R/e2e-mma128" \
+    >"$R/e2e-mma128.log" 2>&1
+  echo "e2e mma128 exit $? at $(( $(date +%s) - start ))s"; grep "^|" "$R/e2e-mma128.log" | head -4
+fi
 cd "$root"
 if [ -n "${AB:-}" ] && [ "$(left)" -gt 200 ]; then
   OUT=$R/ab timeout "$(left 10)" bash benchmarks/ab_e2e.sh $AB
