@@ -258,10 +258,9 @@ _X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 MAX_SINGLE_PASS = 32768
 # Warps a launch of the per-token / per-tensor kernel keeps per SM when its programs loop over rows: 16 / warps
 # programs an SM (4 at 4,096 columns, 2 at 8,192). Side by side on an H100 (2026-12-08, FP8 per token, against
-# one program per row; `python3 benchmarks/act_quant_ab.py` via benchmarks/gpu_prefetch.sh,
-# benchmarks/act-quant-ab-h100-1208/), the best of 1-16 programs an SM at 2-16 warps at each shape, 16 warps an
-# SM at both widths: M = 2048 78.1% -> 84.6% of copy bandwidth at K = 4096 and 74.3% -> 86.4% at 8192; M = 8192
-# 81.8% -> 91.0% and 80.7% -> 94.6%.
+# one program per row; `python3 benchmarks/act_quant_ab.py OUT` on the GPU, benchmarks/act-quant-ab-h100-1208/),
+# the best of 1-16 programs an SM at 2-16 warps was 16 warps an SM at both widths: M = 2048 78.1% -> 84.6% of
+# copy bandwidth at K = 4096 and 74.3% -> 86.4% at 8192; M = 8192 81.8% -> 91.0% and 80.7% -> 94.6%.
 ROW_WARPS_PER_SM = 16
 
 
